@@ -1,0 +1,510 @@
+//! Process configuration: command-line flags (each with an `ASSISTANTS_PROXY_*` environment
+//! fallback), the optional TOML file for everything flags don't cover, and validation.
+//!
+//! Precedence is flag or environment variable, then the file, then the compiled-in default.
+//! The file is strict (`deny_unknown_fields`): a typo in an operator's config is an error at
+//! start-up, never a silently ignored setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+/// Default listen address: loopback, so a sidecar is not exposed by accident.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default upstream: the real OpenAI API (an origin, without `/v1`).
+pub const DEFAULT_UPSTREAM: &str = "https://api.openai.com";
+/// Default store: an embedded SQLite file in the working directory.
+pub const DEFAULT_STORE: &str = "sqlite://./assistants.db";
+
+#[derive(Debug, Parser)]
+#[command(name = "assistants-proxy", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy.
+    Serve(ServeArgs),
+    /// Validate the configuration (file, flags and environment) and exit.
+    CheckConfig(ServeArgs),
+}
+
+/// Flags shared by `serve` and `check-config`. Their names are a public contract.
+#[derive(Debug, Default, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "ASSISTANTS_PROXY_LISTEN")]
+    pub listen: Option<String>,
+    /// Upstream origin that un-intercepted requests are forwarded to [default: https://api.openai.com]
+    #[arg(long, env = "ASSISTANTS_PROXY_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// Store URL: sqlite://PATH or cassandra://HOST:PORT[,HOST:PORT...]/KEYSPACE [default: sqlite://./assistants.db]
+    #[arg(long, env = "ASSISTANTS_PROXY_STORE")]
+    pub store: Option<String>,
+    /// TOML configuration file
+    #[arg(long, env = "ASSISTANTS_PROXY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format [default: pretty]
+    #[arg(long, env = "ASSISTANTS_PROXY_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// PEM certificate chain: serve HTTPS (ALPN h2 and http/1.1) instead of clear text
+    #[arg(long, env = "ASSISTANTS_PROXY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert
+    #[arg(long, env = "ASSISTANTS_PROXY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+/// How a request is mapped to the tenant that owns the objects it touches.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TenancyMode {
+    /// Tenant = a hash of the bearer key (the key itself is never stored).
+    #[default]
+    Key,
+    /// One tenant for every caller: a private sidecar.
+    Single,
+    /// Tenant taken from a header set by a trusted gateway in front of the proxy.
+    Header,
+}
+
+/// The TOML file, exactly as written by the operator. Every section and key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: FileServer,
+    #[serde(default)]
+    pub upstream: FileUpstream,
+    #[serde(default)]
+    pub store: FileStore,
+    #[serde(default)]
+    pub limits: FileLimits,
+    #[serde(default)]
+    pub tenancy: FileTenancy,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileServer {
+    pub listen: Option<String>,
+    pub log_format: Option<LogFormat>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub shutdown_grace_seconds: Option<u64>,
+    pub header_read_timeout_seconds: Option<u64>,
+    pub worker_threads: Option<usize>,
+    pub access_log: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstream {
+    pub url: Option<String>,
+    pub connect_timeout_ms: Option<u64>,
+    pub response_head_timeout_seconds: Option<u64>,
+    pub idle_timeout_seconds: Option<u64>,
+    pub pool_max_idle_per_host: Option<usize>,
+    pub pool_idle_timeout_seconds: Option<u64>,
+    pub http2: Option<bool>,
+    pub native_roots: Option<bool>,
+    pub extra_ca_file: Option<PathBuf>,
+    pub api_key_env: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileStore {
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    pub max_json_body_bytes: Option<u64>,
+    pub max_upload_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTenancy {
+    pub mode: Option<TenancyMode>,
+    pub header: Option<String>,
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub log_format: LogFormat,
+    pub tls: Option<TlsFiles>,
+    pub upstream: UpstreamConfig,
+    pub store_url: String,
+    pub limits: Limits,
+    pub tenancy: Tenancy,
+    /// How long in-flight requests and streams may run after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// hyper's HTTP/1 header read timeout: slowloris protection.
+    pub header_read_timeout: Duration,
+    /// Tokio worker threads; `None` = one per CPU the process may run on.
+    pub worker_threads: Option<usize>,
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Origin plus optional base path, without a trailing slash.
+    pub url: http::Uri,
+    pub connect_timeout: Duration,
+    /// Time allowed from sending a request until the response head arrives.
+    pub response_head_timeout: Duration,
+    /// Time allowed between two body frames of a response (never a whole-response limit,
+    /// so long streams live as long as they keep producing).
+    pub idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+    pub pool_idle_timeout: Duration,
+    pub http2: bool,
+    pub native_roots: bool,
+    pub extra_ca_file: Option<PathBuf>,
+    /// Name of an environment variable holding a key used for the proxy's own upstream calls.
+    pub api_key_env: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest JSON body accepted on intercepted routes.
+    pub max_json_body_bytes: u64,
+    /// Largest file upload accepted on `/v1/files`.
+    pub max_upload_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tenancy {
+    pub mode: TenancyMode,
+    pub header: http::HeaderName,
+}
+
+/// A configuration problem, reported before anything starts.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+impl Config {
+    /// Reads the file named by `--config` (if any) and merges the flags over it.
+    pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => FileConfig::read(path)?,
+            None => FileConfig::default(),
+        };
+        Config::resolve(args, file)
+    }
+
+    /// Merges flags over a parsed file and validates the result.
+    pub fn resolve(args: &ServeArgs, file: FileConfig) -> Result<Config, ConfigError> {
+        let listen_text = args
+            .listen
+            .clone()
+            .or(file.server.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr = match listen_text.parse() {
+            Ok(addr) => addr,
+            Err(_) => {
+                return err(format!(
+                    "invalid listen address {listen_text:?}: expected IP:PORT, e.g. 127.0.0.1:8080"
+                ));
+            }
+        };
+
+        let tls = match (
+            args.tls_cert.clone().or(file.server.tls_cert),
+            args.tls_key.clone().or(file.server.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => return err("tls_cert and tls_key must be given together"),
+        };
+
+        let upstream_text = args
+            .upstream
+            .clone()
+            .or(file.upstream.url.clone())
+            .unwrap_or_else(|| DEFAULT_UPSTREAM.to_owned());
+        let url = parse_upstream(&upstream_text)?;
+
+        let store_url = args
+            .store
+            .clone()
+            .or(file.store.url)
+            .unwrap_or_else(|| DEFAULT_STORE.to_owned());
+        crate::store::StoreUrl::parse(&store_url).map_err(|e| ConfigError(e.to_string()))?;
+
+        let f = file.upstream;
+        let secs = |v: Option<u64>, d: u64| Duration::from_secs(v.unwrap_or(d));
+        let upstream = UpstreamConfig {
+            url,
+            connect_timeout: Duration::from_millis(f.connect_timeout_ms.unwrap_or(10_000)),
+            // OpenAI's own SDKs wait up to 600 s for a non-streamed completion.
+            response_head_timeout: secs(f.response_head_timeout_seconds, 600),
+            idle_timeout: secs(f.idle_timeout_seconds, 300),
+            pool_max_idle_per_host: f.pool_max_idle_per_host.unwrap_or(64),
+            // Below the keep-alive of typical upstreams (60 s and more), so the pool drops an
+            // idle connection before the server does and a reused socket is not already dead.
+            pool_idle_timeout: secs(f.pool_idle_timeout_seconds, 20),
+            http2: f.http2.unwrap_or(false),
+            native_roots: f.native_roots.unwrap_or(false),
+            extra_ca_file: f.extra_ca_file,
+            api_key_env: f.api_key_env,
+        };
+        if upstream.connect_timeout.is_zero()
+            || upstream.response_head_timeout.is_zero()
+            || upstream.idle_timeout.is_zero()
+        {
+            return err("upstream timeouts must be greater than zero");
+        }
+        if let Some(name) = &upstream.api_key_env {
+            if name.is_empty() || name.contains('=') {
+                return err(format!(
+                    "upstream.api_key_env must be the NAME of an environment variable, got {name:?}"
+                ));
+            }
+        }
+        if let Some(ca) = &upstream.extra_ca_file {
+            if !ca.is_file() {
+                return err(format!(
+                    "upstream.extra_ca_file {} does not exist",
+                    ca.display()
+                ));
+            }
+        }
+
+        let limits = Limits {
+            max_json_body_bytes: file.limits.max_json_body_bytes.unwrap_or(32 * 1024 * 1024),
+            max_upload_bytes: file.limits.max_upload_bytes.unwrap_or(512 * 1024 * 1024),
+        };
+        if limits.max_json_body_bytes < 1024 || limits.max_upload_bytes < 1024 {
+            return err("limits must be at least 1024 bytes");
+        }
+
+        let header_text = file
+            .tenancy
+            .header
+            .unwrap_or_else(|| "x-tenant-id".to_owned());
+        let header = match http::HeaderName::from_bytes(header_text.as_bytes()) {
+            Ok(h) => h,
+            Err(_) => return err(format!("tenancy.header {header_text:?} is not a header name")),
+        };
+        let tenancy = Tenancy {
+            mode: file.tenancy.mode.unwrap_or_default(),
+            header,
+        };
+
+        let worker_threads = file.server.worker_threads;
+        if worker_threads == Some(0) {
+            return err("server.worker_threads must be at least 1");
+        }
+        let shutdown_grace = secs(file.server.shutdown_grace_seconds, 30);
+        let header_read_timeout = secs(file.server.header_read_timeout_seconds, 30);
+        if header_read_timeout.is_zero() {
+            return err("server.header_read_timeout_seconds must be greater than zero");
+        }
+
+        Ok(Config {
+            listen,
+            log_format: args.log_format.or(file.server.log_format).unwrap_or_default(),
+            tls,
+            upstream,
+            store_url,
+            limits,
+            tenancy,
+            shutdown_grace,
+            header_read_timeout,
+            worker_threads,
+            access_log: file.server.access_log.unwrap_or(true),
+        })
+    }
+
+    /// Settings that are legal but probably not what the operator wants.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.upstream.url.path().trim_end_matches('/').ends_with("/v1") {
+            out.push(format!(
+                "upstream {} ends in /v1; the proxy appends the request path (which already starts with /v1)",
+                self.upstream.url
+            ));
+        }
+        if self.upstream.url.scheme_str() == Some("http")
+            && !is_loopback_host(self.upstream.url.host().unwrap_or(""))
+        {
+            out.push(format!(
+                "upstream {} is plain http: API keys cross the network unencrypted",
+                self.upstream.url
+            ));
+        }
+        if !self.listen.ip().is_loopback() && self.tls.is_none() {
+            out.push(format!(
+                "listening on {} without TLS: callers' API keys cross the network unencrypted",
+                self.listen
+            ));
+        }
+        out
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+impl FileConfig {
+    pub fn read(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => return err(format!("cannot read config file {}: {e}", path.display())),
+        };
+        FileConfig::parse(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(e.to_string()))
+    }
+}
+
+fn parse_upstream(text: &str) -> Result<http::Uri, ConfigError> {
+    let trimmed = text.trim_end_matches('/');
+    let uri: http::Uri = match trimmed.parse() {
+        Ok(u) => u,
+        Err(_) => return err(format!("invalid upstream URL {text:?}")),
+    };
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => {
+            return err(format!(
+                "upstream URL {text:?} must start with http:// or https://"
+            ));
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return err(format!("upstream URL {text:?} has no host"));
+    }
+    if uri.query().is_some() {
+        return err(format!("upstream URL {text:?} must not carry a query"));
+    }
+    Ok(uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        let c = Config::resolve(&ServeArgs::default(), FileConfig::default()).unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.upstream.url.to_string(), "https://api.openai.com/");
+        assert_eq!(c.store_url, DEFAULT_STORE);
+        assert_eq!(c.tenancy.mode, TenancyMode::Key);
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    }
+
+    #[test]
+    fn shipped_example_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/assistants-proxy.toml");
+        let file = FileConfig::read(&path).unwrap();
+        let c = Config::resolve(&ServeArgs::default(), file).unwrap();
+        assert_eq!(c.upstream.pool_max_idle_per_host, 64);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let e = FileConfig::parse("[upstream]\nurll = \"http://x\"\n").unwrap_err();
+        assert!(e.0.contains("unknown field"), "{}", e.0);
+        let e = FileConfig::parse("[nonsense]\n").unwrap_err();
+        assert!(e.0.contains("unknown field"), "{}", e.0);
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let file = FileConfig::parse(
+            "[server]\nlisten = \"127.0.0.1:9000\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            listen: Some("127.0.0.1:9001".into()),
+            ..ServeArgs::default()
+        };
+        let c = Config::resolve(&args, file).unwrap();
+        assert_eq!(c.listen.port(), 9001);
+        assert_eq!(c.upstream.url.host(), Some("127.0.0.1"));
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let bad = |args: ServeArgs| Config::resolve(&args, FileConfig::default()).unwrap_err().0;
+        assert!(
+            bad(ServeArgs {
+                listen: Some("nope".into()),
+                ..Default::default()
+            })
+            .contains("listen")
+        );
+        assert!(
+            bad(ServeArgs {
+                upstream: Some("ftp://x".into()),
+                ..Default::default()
+            })
+            .contains("http")
+        );
+        assert!(
+            bad(ServeArgs {
+                store: Some("mysql://x".into()),
+                ..Default::default()
+            })
+            .contains("sqlite://")
+        );
+        let e = Config::resolve(
+            &ServeArgs::default(),
+            FileConfig::parse("[upstream]\napi_key_env = \"sk-123=4\"\n").unwrap(),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("NAME"));
+    }
+
+    #[test]
+    fn risky_settings_warn() {
+        let args = ServeArgs {
+            upstream: Some("http://example.com/v1".into()),
+            listen: Some("0.0.0.0:8080".into()),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args, FileConfig::default()).unwrap();
+        assert_eq!(c.warnings().len(), 3, "{:?}", c.warnings());
+    }
+}

@@ -1,0 +1,274 @@
+//! The one error type of the proxy and its mappings to HTTP.
+//!
+//! Every answer the proxy writes itself (intercepted routes, its own routes, and forwarder
+//! failures) uses OpenAI's envelope `{"error":{"message","type","param","code"}}`. Each variant
+//! says where the fault lies; status, `type`, `code`, log level and retryability each come from an
+//! exhaustive match, so adding a variant forces a decision in every one of them.
+//! A pass-through error is the upstream's own response and never becomes an `Error`.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::json;
+
+use crate::body::{self, ProxyBody};
+
+/// Where a failure came from: decides the status family and who should act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The caller sent something we refuse (4xx).
+    Client,
+    /// The upstream could not be reached or misbehaved (502/504).
+    Upstream,
+    /// Our store or our own code failed (5xx).
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A malformed or invalid request: bad JSON, a bad field, a conflict such as an active run.
+    /// OpenAI answers conflicts with 400 too (the SDKs retry 409s silently).
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        param: Option<String>,
+        code: Option<&'static str>,
+    },
+    /// A missing object, or one owned by another tenant (never 403: existence is not leaked).
+    #[error("{message}")]
+    NotFound {
+        message: String,
+        param: Option<String>,
+    },
+    /// A path/method pair that does not exist on an intercepted surface.
+    #[error("Invalid URL ({method} {path})")]
+    InvalidUrl { method: String, path: String },
+    /// No usable bearer key on a route that needs one.
+    #[error("{message}")]
+    Unauthorized { message: String },
+    /// A request body larger than the configured or specified limit.
+    #[error("Request body too large: the limit is {limit} bytes.")]
+    PayloadTooLarge { limit: u64 },
+    /// The upstream refused the connection, failed TLS, or broke the exchange.
+    #[error("{message}")]
+    UpstreamUnavailable {
+        message: String,
+        code: &'static str,
+    },
+    /// The upstream did not answer (connect or response head) in time.
+    #[error("{message}")]
+    UpstreamTimeout { message: String },
+    /// The store cannot be reached right now; the caller may retry.
+    #[error("The store is unavailable: {message}")]
+    StoreUnavailable { message: String },
+    /// The store failed in a way a retry will not fix.
+    #[error("Store error: {message}")]
+    Store { message: String },
+    /// A bug or an impossible state in the proxy itself.
+    #[error("Internal error: {message}")]
+    Internal { message: String },
+}
+
+impl Error {
+    pub fn invalid(message: impl Into<String>, param: Option<&str>) -> Error {
+        Error::InvalidRequest {
+            message: message.into(),
+            param: param.map(str::to_owned),
+            code: None,
+        }
+    }
+
+    pub fn invalid_code(message: impl Into<String>, param: Option<&str>, code: &'static str) -> Error {
+        Error::InvalidRequest {
+            message: message.into(),
+            param: param.map(str::to_owned),
+            code: Some(code),
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Error {
+        Error::NotFound {
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Error {
+        Error::Internal {
+            message: message.into(),
+        }
+    }
+
+    pub fn origin(&self) -> Origin {
+        match self {
+            Error::InvalidRequest { .. }
+            | Error::NotFound { .. }
+            | Error::InvalidUrl { .. }
+            | Error::Unauthorized { .. }
+            | Error::PayloadTooLarge { .. } => Origin::Client,
+            Error::UpstreamUnavailable { .. } | Error::UpstreamTimeout { .. } => Origin::Upstream,
+            Error::StoreUnavailable { .. } | Error::Store { .. } | Error::Internal { .. } => {
+                Origin::Internal
+            }
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            Error::NotFound { .. } | Error::InvalidUrl { .. } => StatusCode::NOT_FOUND,
+            Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
+            Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Error::StoreUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Store { .. } | Error::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// OpenAI's `error.type`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Error::InvalidRequest { .. }
+            | Error::NotFound { .. }
+            | Error::InvalidUrl { .. }
+            | Error::Unauthorized { .. }
+            | Error::PayloadTooLarge { .. } => "invalid_request_error",
+            Error::UpstreamUnavailable { .. }
+            | Error::UpstreamTimeout { .. }
+            | Error::StoreUnavailable { .. }
+            | Error::Store { .. }
+            | Error::Internal { .. } => "server_error",
+        }
+    }
+
+    /// OpenAI's `error.code`.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            Error::InvalidRequest { code, .. } => *code,
+            Error::NotFound { .. } | Error::InvalidUrl { .. } => None,
+            Error::Unauthorized { .. } => Some("invalid_api_key"),
+            Error::PayloadTooLarge { .. } => Some("request_too_large"),
+            Error::UpstreamUnavailable { code, .. } => Some(code),
+            Error::UpstreamTimeout { .. } => Some("upstream_timeout"),
+            Error::StoreUnavailable { .. } => Some("store_unavailable"),
+            Error::Store { .. } | Error::Internal { .. } => None,
+        }
+    }
+
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            Error::InvalidRequest { param, .. } | Error::NotFound { param, .. } => param.as_deref(),
+            Error::InvalidUrl { .. }
+            | Error::Unauthorized { .. }
+            | Error::PayloadTooLarge { .. }
+            | Error::UpstreamUnavailable { .. }
+            | Error::UpstreamTimeout { .. }
+            | Error::StoreUnavailable { .. }
+            | Error::Store { .. }
+            | Error::Internal { .. } => None,
+        }
+    }
+
+    /// Whether a client retry may succeed (sets `x-should-retry`, which both SDKs honour).
+    pub fn retryable(&self) -> bool {
+        match self {
+            Error::InvalidRequest { .. }
+            | Error::NotFound { .. }
+            | Error::InvalidUrl { .. }
+            | Error::Unauthorized { .. }
+            | Error::PayloadTooLarge { .. }
+            | Error::Store { .. }
+            | Error::Internal { .. } => false,
+            Error::UpstreamUnavailable { .. }
+            | Error::UpstreamTimeout { .. }
+            | Error::StoreUnavailable { .. } => true,
+        }
+    }
+
+    /// Client mistakes are routine (debug); upstream trouble is an operator concern (warn);
+    /// our own failures are bugs or outages (error).
+    pub fn log(&self) {
+        match self.origin() {
+            Origin::Client => tracing::debug!(status = self.status().as_u16(), error = %self, "request refused"),
+            Origin::Upstream => tracing::warn!(status = self.status().as_u16(), error = %self, "upstream failure"),
+            Origin::Internal => tracing::error!(status = self.status().as_u16(), error = %self, "internal failure"),
+        }
+    }
+
+    /// The JSON envelope OpenAI's SDKs parse.
+    pub fn envelope(&self) -> serde_json::Value {
+        let message: Cow<'_, str> = Cow::Owned(self.to_string());
+        json!({
+            "error": {
+                "message": message,
+                "type": self.error_type(),
+                "param": self.param(),
+                "code": self.code(),
+            }
+        })
+    }
+
+    pub fn into_response(self) -> Response<ProxyBody> {
+        self.log();
+        let status = self.status();
+        let bytes = Bytes::from(self.envelope().to_string());
+        let mut resp = Response::new(body::full(bytes));
+        *resp.status_mut() = status;
+        let headers = resp.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            "x-should-retry",
+            HeaderValue::from_static(if self.retryable() { "true" } else { "false" }),
+        );
+        if matches!(self, Error::StoreUnavailable { .. }) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_has_all_four_keys() {
+        let e = Error::not_found("No thread found with id 'thread_x'.");
+        let v = e.envelope();
+        let obj = v["error"].as_object().unwrap();
+        assert_eq!(obj.len(), 4);
+        assert_eq!(v["error"]["message"], "No thread found with id 'thread_x'.");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert!(v["error"]["param"].is_null());
+        assert!(v["error"]["code"].is_null());
+        assert_eq!(e.status(), 404);
+    }
+
+    #[test]
+    fn upstream_errors_are_gateway_statuses() {
+        let e = Error::UpstreamUnavailable {
+            message: "refused".into(),
+            code: "upstream_unreachable",
+        };
+        assert_eq!(e.status(), 502);
+        assert_eq!(e.origin(), Origin::Upstream);
+        assert!(e.retryable());
+        let t = Error::UpstreamTimeout {
+            message: "slow".into(),
+        };
+        assert_eq!(t.status(), 504);
+    }
+
+    #[test]
+    fn response_carries_json_and_retry_hint() {
+        let r = Error::invalid_code("Invalid 'limit'", Some("limit"), "integer_above_max_value")
+            .into_response();
+        assert_eq!(r.status(), 400);
+        assert_eq!(r.headers()["content-type"], "application/json");
+        assert_eq!(r.headers()["x-should-retry"], "false");
+    }
+}

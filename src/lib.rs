@@ -1,0 +1,24 @@
+//! assistants-proxy: a transparent reverse proxy for OpenAI-compatible APIs that serves the
+//! stateful Assistants surface (assistants, threads, messages, runs, vector stores, files)
+//! from a database the operator owns, and forwards everything else byte for byte.
+//!
+//! Module map:
+//! - [`config`]: flags, TOML file, validation.
+//! - [`server`]: listener, connections, graceful shutdown; [`routes`]: the route table.
+//! - [`forward`]: the pass-through forwarder; [`upstream`]: the pooled upstream client.
+//! - [`api`]: local handlers per resource; [`store`]: storage traits and backends.
+//! - [`error`]: the one error type; [`metrics`]: Prometheus series; [`body`]: body types.
+
+pub mod api;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod forward;
+pub mod ids;
+pub mod metrics;
+pub mod model;
+pub mod routes;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod upstream;

@@ -1,0 +1,476 @@
+//! The objects of the Assistants API, as the service layer builds them and the store keeps
+//! them. Field names and shapes are the wire format (spec/assistants-api.md); every key the
+//! schema requires is always serialized, `null` or empty when unset. Nested shapes that the
+//! proxy passes through without interpreting (tool definitions, JSON schemas) stay `Value`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// String→string metadata (≤16 pairs, keys ≤64, values ≤512; checked by the API layer).
+pub type Metadata = BTreeMap<String, String>;
+
+/// Vector-store-file attributes: string, number or boolean values.
+pub type Attributes = Map<String, Value>;
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolResources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_interpreter: Option<CodeInterpreterResources>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_search: Option<FileSearchResources>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CodeInterpreterResources {
+    #[serde(default)]
+    pub file_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FileSearchResources {
+    #[serde(default)]
+    pub vector_store_ids: Vec<String>,
+}
+
+impl ToolResources {
+    pub fn vector_store_ids(&self) -> &[String] {
+        self.file_search
+            .as_ref()
+            .map_or(&[], |f| f.vector_store_ids.as_slice())
+    }
+
+    pub fn code_interpreter_file_ids(&self) -> &[String] {
+        self.code_interpreter
+            .as_ref()
+            .map_or(&[], |c| c.file_ids.as_slice())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assistant {
+    pub id: String,
+    pub object: String,
+    pub created_at: i64,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub model: String,
+    pub instructions: Option<String>,
+    pub tools: Vec<Value>,
+    pub tool_resources: ToolResources,
+    pub metadata: Metadata,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub response_format: Value,
+    /// Files attached through the v1 assistant-files routes (kept to answer those routes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub v1_file_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Thread {
+    pub id: String,
+    pub object: String,
+    pub created_at: i64,
+    pub tool_resources: ToolResources,
+    pub metadata: Metadata,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub file_id: String,
+    pub tools: Vec<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: String,
+    pub object: String,
+    pub created_at: i64,
+    pub thread_id: String,
+    pub status: String,
+    pub incomplete_details: Option<Value>,
+    pub completed_at: Option<i64>,
+    pub incomplete_at: Option<i64>,
+    pub role: String,
+    /// Content parts in response shape (`text`, `image_file`, `image_url`, `refusal`).
+    pub content: Vec<Value>,
+    pub assistant_id: Option<String>,
+    pub run_id: Option<String>,
+    pub attachments: Vec<Attachment>,
+    pub metadata: Metadata,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+impl Usage {
+    pub fn add(&mut self, prompt: u64, completion: u64) {
+        self.prompt_tokens += prompt;
+        self.completion_tokens += completion;
+        self.total_tokens = self.prompt_tokens + self.completion_tokens;
+    }
+}
+
+/// Run statuses, exactly the enum of the spec (never invent one: Node pollers spin on them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    InProgress,
+    RequiresAction,
+    Cancelling,
+    Cancelled,
+    Failed,
+    Completed,
+    Incomplete,
+    Expired,
+}
+
+impl RunStatus {
+    /// Non-terminal runs lock their thread.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Queued
+                | RunStatus::InProgress
+                | RunStatus::RequiresAction
+                | RunStatus::Cancelling
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::InProgress => "in_progress",
+            RunStatus::RequiresAction => "requires_action",
+            RunStatus::Cancelling => "cancelling",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Failed => "failed",
+            RunStatus::Completed => "completed",
+            RunStatus::Incomplete => "incomplete",
+            RunStatus::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: String,
+    pub object: String,
+    pub created_at: i64,
+    pub thread_id: String,
+    pub assistant_id: String,
+    pub status: RunStatus,
+    pub required_action: Option<Value>,
+    pub last_error: Option<Value>,
+    pub expires_at: Option<i64>,
+    pub started_at: Option<i64>,
+    pub cancelled_at: Option<i64>,
+    pub failed_at: Option<i64>,
+    pub completed_at: Option<i64>,
+    pub incomplete_details: Option<Value>,
+    pub model: String,
+    pub instructions: String,
+    pub tools: Vec<Value>,
+    pub metadata: Metadata,
+    pub usage: Option<Usage>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub max_prompt_tokens: Option<u64>,
+    pub max_completion_tokens: Option<u64>,
+    pub truncation_strategy: Value,
+    pub tool_choice: Value,
+    pub parallel_tool_calls: bool,
+    pub response_format: Value,
+}
+
+/// A run plus what the engine needs and clients never see: the optimistic-concurrency
+/// version every transition checks, the executing proxy's lease, and engine state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub run: Run,
+    /// Incremented by every write; a write names the version it read (compare-and-set).
+    pub version: u64,
+    /// Which proxy instance executes the run now.
+    pub lease_owner: Option<String>,
+    /// Unix milliseconds after which another instance may take the run over.
+    pub lease_until: Option<i64>,
+    /// Engine-private state (e.g. the include[] options, the vector stores searched).
+    #[serde(default)]
+    pub state: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStep {
+    pub id: String,
+    pub object: String,
+    pub created_at: i64,
+    pub assistant_id: String,
+    pub thread_id: String,
+    pub run_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    pub step_details: Value,
+    pub last_error: Option<Value>,
+    pub expired_at: Option<i64>,
+    pub cancelled_at: Option<i64>,
+    pub failed_at: Option<i64>,
+    pub completed_at: Option<i64>,
+    pub metadata: Metadata,
+    pub usage: Option<Usage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileObject {
+    pub id: String,
+    pub object: String,
+    pub bytes: u64,
+    pub created_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    pub filename: String,
+    pub purpose: String,
+    pub status: String,
+    #[serde(default)]
+    pub status_details: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileCounts {
+    pub in_progress: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    pub total: u64,
+}
+
+impl FileCounts {
+    pub fn count(&mut self, status: &str) {
+        match status {
+            "in_progress" => self.in_progress += 1,
+            "completed" => self.completed += 1,
+            "failed" => self.failed += 1,
+            "cancelled" => self.cancelled += 1,
+            _ => {}
+        }
+        self.total += 1;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExpiresAfter {
+    pub anchor: String,
+    pub days: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VectorStore {
+    pub id: String,
+    pub object: String,
+    pub created_at: i64,
+    pub name: Option<String>,
+    /// Derived from the store's files when read.
+    pub usage_bytes: u64,
+    /// Derived from the store's files when read.
+    pub file_counts: FileCounts,
+    pub status: String,
+    pub expires_after: Option<ExpiresAfter>,
+    pub expires_at: Option<i64>,
+    pub last_active_at: Option<i64>,
+    pub metadata: Metadata,
+    /// Embedding model used for this store's chunks (not part of the wire object).
+    #[serde(default, skip_serializing)]
+    pub embedding_model: String,
+    /// Embedding dimension, known once the first chunk is embedded (0 before).
+    #[serde(default, skip_serializing)]
+    pub dimensions: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VectorStoreFile {
+    pub id: String,
+    pub object: String,
+    pub usage_bytes: u64,
+    pub created_at: i64,
+    pub vector_store_id: String,
+    pub status: String,
+    pub last_error: Option<Value>,
+    pub chunking_strategy: Value,
+    pub attributes: Option<Attributes>,
+    /// The batch that added the file, if any (not part of the wire object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileBatch {
+    pub id: String,
+    pub object: String,
+    pub created_at: i64,
+    pub vector_store_id: String,
+    pub status: String,
+    /// Derived from the batch's files when read.
+    pub file_counts: FileCounts,
+    /// Set when the caller cancelled the batch.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub cancel_requested: bool,
+}
+
+/// One embedded piece of a file inside a vector store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    pub vector_store_id: String,
+    pub file_id: String,
+    /// Position of the chunk in its file, from 0.
+    pub index: u32,
+    pub text: String,
+    pub embedding: Vec<f32>,
+    /// The file's attributes, copied so search can filter without a join.
+    pub attributes: Attributes,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredChunk {
+    pub vector_store_id: String,
+    pub file_id: String,
+    pub index: u32,
+    pub text: String,
+    pub attributes: Attributes,
+    /// Cosine similarity in [-1, 1].
+    pub score: f32,
+}
+
+/// Attribute filters of vector-store search (comparison and compound, recursively).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AttributeFilter {
+    Compound {
+        #[serde(rename = "type")]
+        op: CompoundOp,
+        filters: Vec<AttributeFilter>,
+    },
+    Comparison {
+        #[serde(rename = "type")]
+        op: ComparisonOp,
+        key: String,
+        value: Value,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompoundOp {
+    And,
+    Or,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComparisonOp {
+    Eq,
+    Ne,
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+    In,
+    Nin,
+}
+
+impl AttributeFilter {
+    /// Whether a file's attributes satisfy the filter. A missing key fails every comparison
+    /// except `ne` and `nin`.
+    pub fn matches(&self, attrs: &Attributes) -> bool {
+        match self {
+            AttributeFilter::Compound { op, filters } => match op {
+                CompoundOp::And => filters.iter().all(|f| f.matches(attrs)),
+                CompoundOp::Or => filters.iter().any(|f| f.matches(attrs)),
+            },
+            AttributeFilter::Comparison { op, key, value } => {
+                let actual = attrs.get(key);
+                match op {
+                    ComparisonOp::Eq => actual.is_some_and(|a| values_equal(a, value)),
+                    ComparisonOp::Ne => !actual.is_some_and(|a| values_equal(a, value)),
+                    ComparisonOp::Gt => compare(actual, value).is_some_and(|o| o.is_gt()),
+                    ComparisonOp::Gte => compare(actual, value).is_some_and(|o| o.is_ge()),
+                    ComparisonOp::Lt => compare(actual, value).is_some_and(|o| o.is_lt()),
+                    ComparisonOp::Lte => compare(actual, value).is_some_and(|o| o.is_le()),
+                    ComparisonOp::In => actual.is_some_and(|a| in_list(a, value)),
+                    ComparisonOp::Nin => !actual.is_some_and(|a| in_list(a, value)),
+                }
+            }
+        }
+    }
+}
+
+fn values_equal(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+fn in_list(a: &Value, list: &Value) -> bool {
+    match list {
+        Value::Array(items) => items.iter().any(|v| values_equal(a, v)),
+        other => values_equal(a, other),
+    }
+}
+
+fn compare(actual: Option<&Value>, wanted: &Value) -> Option<std::cmp::Ordering> {
+    let actual = actual?;
+    match (actual, wanted) {
+        (Value::Number(a), Value::Number(b)) => a.as_f64()?.partial_cmp(&b.as_f64()?),
+        (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn filters_follow_openai_semantics() {
+        let attrs: Attributes = json!({"author": "ann", "year": 2024, "draft": false})
+            .as_object()
+            .unwrap()
+            .clone();
+        let f = |v: Value| serde_json::from_value::<AttributeFilter>(v).unwrap();
+        assert!(f(json!({"type":"eq","key":"author","value":"ann"})).matches(&attrs));
+        assert!(f(json!({"type":"ne","key":"author","value":"bob"})).matches(&attrs));
+        assert!(f(json!({"type":"gte","key":"year","value":2024})).matches(&attrs));
+        assert!(!f(json!({"type":"gt","key":"year","value":2024.5})).matches(&attrs));
+        assert!(f(json!({"type":"in","key":"author","value":["bob","ann"]})).matches(&attrs));
+        assert!(f(json!({"type":"nin","key":"missing","value":["x"]})).matches(&attrs));
+        assert!(!f(json!({"type":"eq","key":"missing","value":"x"})).matches(&attrs));
+        assert!(f(json!({"type":"eq","key":"draft","value":false})).matches(&attrs));
+        let compound = f(json!({"type":"and","filters":[
+            {"type":"eq","key":"author","value":"ann"},
+            {"type":"or","filters":[{"type":"lt","key":"year","value":2000},{"type":"eq","key":"draft","value":false}]}
+        ]}));
+        assert!(compound.matches(&attrs));
+    }
+
+    #[test]
+    fn run_status_serializes_as_the_spec_enum() {
+        assert_eq!(
+            serde_json::to_value(RunStatus::RequiresAction).unwrap(),
+            "requires_action"
+        );
+        assert!(RunStatus::Cancelling.is_active());
+        assert!(!RunStatus::Incomplete.is_active());
+    }
+}

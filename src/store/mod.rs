@@ -1,0 +1,347 @@
+//! Storage: per-resource traits, one implementation per backend (`sqlite/`, `cassandra/`),
+//! and the choice of backend, made once at start-up from `--store`. Services never see which
+//! backend runs.
+//!
+//! Rules every backend follows (the contract suite in `tests/it/store_contract.rs` checks them):
+//! - The service layer makes ids, timestamps and transitions; a store writes what it is given.
+//! - Every row carries its tenant and every read and write is scoped by it: an object of
+//!   another tenant is simply not found.
+//! - Lists are key-range reads over the creation-ordered ids (see `ids`), `limit + 1` rows to
+//!   learn `has_more`.
+//! - Run writes are compare-and-set on `RunRecord::version`; at most one active run per thread.
+
+pub mod url;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::model::{
+    Assistant, AttributeFilter, Attributes, Chunk, FileBatch, FileCounts, FileObject, Message,
+    RunRecord, RunStep, ScoredChunk, Thread, VectorStore, VectorStoreFile,
+};
+
+pub use url::{CassandraUrl, StoreUrl};
+
+/// The owner of stored objects: an opaque key (a hash of the caller's API key by default).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Tenant(String);
+
+impl Tenant {
+    pub fn new(key: impl Into<String>) -> Tenant {
+        Tenant(key.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A store failure, classified by what the caller can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached right now (a retry may work).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Anything else: corrupt data, a failed statement, a bug.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<StoreError> for crate::error::Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(message) => crate::error::Error::StoreUnavailable { message },
+            StoreError::Other(message) => crate::error::Error::Store { message },
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+/// Cursor pagination as OpenAI defines it: `after`/`before` are ids relative to `order`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    pub limit: usize,
+    pub order: Order,
+    pub after: Option<String>,
+    pub before: Option<String>,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        ListQuery {
+            limit: 20,
+            order: Order::Desc,
+            after: None,
+            before: None,
+        }
+    }
+}
+
+/// One page of a list, in the requested order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// More items exist beyond this page in the direction of travel.
+    pub has_more: bool,
+}
+
+impl<T> Page<T> {
+    /// Cuts `limit + 1` rows read in the direction of travel down to a page. `reversed` rows
+    /// were read against the requested order (a `before` cursor) and are flipped back.
+    pub fn from_rows(mut rows: Vec<T>, limit: usize, reversed: bool) -> Page<T> {
+        let has_more = rows.len() > limit;
+        rows.truncate(limit);
+        if reversed {
+            rows.reverse();
+        }
+        Page {
+            items: rows,
+            has_more,
+        }
+    }
+}
+
+/// Outcome of creating a run under the one-active-run-per-thread rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateRun {
+    Created,
+    /// The thread already has this active run.
+    ThreadBusy(String),
+}
+
+/// Which vector-store files a list returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VsFileFilter {
+    pub status: Option<String>,
+    pub batch_id: Option<String>,
+}
+
+#[async_trait]
+pub trait StoreHealth: Send + Sync {
+    /// Cheap round trip to the database, for `/readyz`.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+#[async_trait]
+pub trait AssistantStore: Send + Sync {
+    /// Inserts or replaces.
+    async fn put_assistant(&self, t: &Tenant, a: &Assistant) -> StoreResult<()>;
+    async fn get_assistant(&self, t: &Tenant, id: &str) -> StoreResult<Option<Assistant>>;
+    async fn list_assistants(&self, t: &Tenant, q: &ListQuery) -> StoreResult<Page<Assistant>>;
+    async fn delete_assistant(&self, t: &Tenant, id: &str) -> StoreResult<bool>;
+}
+
+#[async_trait]
+pub trait ThreadStore: Send + Sync {
+    async fn put_thread(&self, t: &Tenant, thread: &Thread) -> StoreResult<()>;
+    async fn get_thread(&self, t: &Tenant, id: &str) -> StoreResult<Option<Thread>>;
+    /// Deletes the thread with its messages, runs and run steps.
+    async fn delete_thread(&self, t: &Tenant, id: &str) -> StoreResult<bool>;
+}
+
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Inserts or replaces (the thread id is inside the message).
+    async fn put_message(&self, t: &Tenant, m: &Message) -> StoreResult<()>;
+    async fn get_message(&self, t: &Tenant, thread_id: &str, id: &str)
+    -> StoreResult<Option<Message>>;
+    /// Messages of a thread; with `run_id`, only those that run created.
+    async fn list_messages(
+        &self,
+        t: &Tenant,
+        thread_id: &str,
+        run_id: Option<&str>,
+        q: &ListQuery,
+    ) -> StoreResult<Page<Message>>;
+    async fn delete_message(&self, t: &Tenant, thread_id: &str, id: &str) -> StoreResult<bool>;
+}
+
+#[async_trait]
+pub trait RunStore: Send + Sync {
+    /// Inserts a new run (version 1) unless its thread has an active run. A lock left by a
+    /// run that has since ended does not count.
+    async fn create_run(&self, t: &Tenant, run: &RunRecord) -> StoreResult<CreateRun>;
+    async fn get_run(&self, t: &Tenant, thread_id: &str, run_id: &str)
+    -> StoreResult<Option<RunRecord>>;
+    async fn list_runs(
+        &self,
+        t: &Tenant,
+        thread_id: &str,
+        q: &ListQuery,
+    ) -> StoreResult<Page<RunRecord>>;
+    /// Compare-and-set: writes `run` (whose `version` must be `expected_version + 1`) only if
+    /// the stored version is still `expected_version`. Returns whether it was written. A run
+    /// that becomes terminal releases its thread.
+    async fn update_run(
+        &self,
+        t: &Tenant,
+        run: &RunRecord,
+        expected_version: u64,
+    ) -> StoreResult<bool>;
+    /// The thread's active run, if any.
+    async fn active_run(&self, t: &Tenant, thread_id: &str) -> StoreResult<Option<String>>;
+    /// Every active run of every tenant (for expiry and crash recovery).
+    async fn list_active_runs(&self) -> StoreResult<Vec<(Tenant, RunRecord)>>;
+    /// Inserts or replaces a run step.
+    async fn put_step(&self, t: &Tenant, step: &RunStep) -> StoreResult<()>;
+    async fn get_step(
+        &self,
+        t: &Tenant,
+        thread_id: &str,
+        run_id: &str,
+        step_id: &str,
+    ) -> StoreResult<Option<RunStep>>;
+    async fn list_steps(
+        &self,
+        t: &Tenant,
+        thread_id: &str,
+        run_id: &str,
+        q: &ListQuery,
+    ) -> StoreResult<Page<RunStep>>;
+}
+
+#[async_trait]
+pub trait FileStore: Send + Sync {
+    /// Inserts or replaces the metadata; written after the content, so a listed file is whole.
+    async fn put_file(&self, t: &Tenant, f: &FileObject) -> StoreResult<()>;
+    async fn get_file(&self, t: &Tenant, id: &str) -> StoreResult<Option<FileObject>>;
+    async fn list_files(
+        &self,
+        t: &Tenant,
+        purpose: Option<&str>,
+        q: &ListQuery,
+    ) -> StoreResult<Page<FileObject>>;
+    /// Deletes the file, its content, its chunks and its vector-store memberships.
+    async fn delete_file(&self, t: &Tenant, id: &str) -> StoreResult<bool>;
+    /// Stores piece `index` (≤ 1 MiB) of a file's content.
+    async fn put_file_part(&self, t: &Tenant, file_id: &str, index: u32, data: Bytes)
+    -> StoreResult<()>;
+    async fn get_file_part(&self, t: &Tenant, file_id: &str, index: u32)
+    -> StoreResult<Option<Bytes>>;
+}
+
+#[async_trait]
+pub trait VectorStoreStore: Send + Sync {
+    async fn put_vector_store(&self, t: &Tenant, vs: &VectorStore) -> StoreResult<()>;
+    async fn get_vector_store(&self, t: &Tenant, id: &str) -> StoreResult<Option<VectorStore>>;
+    async fn list_vector_stores(&self, t: &Tenant, q: &ListQuery)
+    -> StoreResult<Page<VectorStore>>;
+    /// Deletes the store with its file memberships, batches and chunks (files survive).
+    async fn delete_vector_store(&self, t: &Tenant, id: &str) -> StoreResult<bool>;
+    /// Inserts or replaces a file's membership in a store.
+    async fn put_vs_file(&self, t: &Tenant, f: &VectorStoreFile) -> StoreResult<()>;
+    async fn get_vs_file(&self, t: &Tenant, vs_id: &str, file_id: &str)
+    -> StoreResult<Option<VectorStoreFile>>;
+    /// Memberships ordered by file id.
+    async fn list_vs_files(
+        &self,
+        t: &Tenant,
+        vs_id: &str,
+        filter: &VsFileFilter,
+        q: &ListQuery,
+    ) -> StoreResult<Page<VectorStoreFile>>;
+    /// Removes the membership and its chunks (the file survives).
+    async fn delete_vs_file(&self, t: &Tenant, vs_id: &str, file_id: &str) -> StoreResult<bool>;
+    /// Status counts and summed `usage_bytes` of a store's files (of one batch, if given).
+    async fn count_vs_files(
+        &self,
+        t: &Tenant,
+        vs_id: &str,
+        batch_id: Option<&str>,
+    ) -> StoreResult<(FileCounts, u64)>;
+    async fn put_batch(&self, t: &Tenant, b: &FileBatch) -> StoreResult<()>;
+    async fn get_batch(&self, t: &Tenant, vs_id: &str, id: &str) -> StoreResult<Option<FileBatch>>;
+}
+
+#[async_trait]
+pub trait ChunkStore: Send + Sync {
+    /// Replaces the chunks of one file in one store (all with the same dimension).
+    async fn put_chunks(
+        &self,
+        t: &Tenant,
+        vs_id: &str,
+        file_id: &str,
+        chunks: Vec<Chunk>,
+    ) -> StoreResult<()>;
+    async fn delete_chunks(&self, t: &Tenant, vs_id: &str, file_id: &str) -> StoreResult<()>;
+    /// A file's chunks in order (embeddings may be left empty).
+    async fn file_chunks(&self, t: &Tenant, vs_id: &str, file_id: &str) -> StoreResult<Vec<Chunk>>;
+    /// Copies new file attributes onto the file's chunks.
+    async fn set_chunk_attributes(
+        &self,
+        t: &Tenant,
+        vs_id: &str,
+        file_id: &str,
+        attributes: &Attributes,
+    ) -> StoreResult<()>;
+    /// The `k` chunks most similar (cosine) to `query` across the given stores, best first,
+    /// restricted to chunks whose attributes pass `filter`.
+    async fn search(
+        &self,
+        t: &Tenant,
+        vs_ids: &[String],
+        query: &[f32],
+        k: usize,
+        filter: Option<&AttributeFilter>,
+    ) -> StoreResult<Vec<ScoredChunk>>;
+}
+
+/// The opened store: one handle per resource trait, all backed by the same database.
+#[derive(Clone)]
+pub struct Store {
+    pub health: Arc<dyn StoreHealth>,
+    pub assistants: Arc<dyn AssistantStore>,
+    pub threads: Arc<dyn ThreadStore>,
+    pub messages: Arc<dyn MessageStore>,
+    pub runs: Arc<dyn RunStore>,
+    pub files: Arc<dyn FileStore>,
+    pub vector_stores: Arc<dyn VectorStoreStore>,
+    pub chunks: Arc<dyn ChunkStore>,
+}
+
+impl Store {
+    /// A store whose every handle is the same backend object.
+    pub fn from_backend<B>(backend: Arc<B>) -> Store
+    where
+        B: StoreHealth
+            + AssistantStore
+            + ThreadStore
+            + MessageStore
+            + RunStore
+            + FileStore
+            + VectorStoreStore
+            + ChunkStore
+            + 'static,
+    {
+        Store {
+            health: backend.clone(),
+            assistants: backend.clone(),
+            threads: backend.clone(),
+            messages: backend.clone(),
+            runs: backend.clone(),
+            files: backend.clone(),
+            vector_stores: backend.clone(),
+            chunks: backend,
+        }
+    }
+
+    /// Opens the backend named by the URL, applying schema migrations.
+    pub async fn open(url: &StoreUrl) -> StoreResult<Store> {
+        match url {
+            StoreUrl::Sqlite { path } => sqlite::open(path).await,
+            StoreUrl::Cassandra(c) => cassandra::open(c).await,
+        }
+    }
+}
+
+pub mod cassandra;
+pub mod sqlite;

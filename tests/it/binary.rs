@@ -1,0 +1,209 @@
+//! The real binary as an operator runs it: flags, config checking, memory while relaying large
+//! bodies, secrets kept out of logs, signals.
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::support::{FakeUpstream, client, get, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_assistants-proxy");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A proxy process; killed on drop so a failing test leaves nothing behind.
+struct Proc {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    async fn start(upstream: &str, extra_env: &[(&str, &str)], dir: &std::path::Path) -> Proc {
+        let port = free_port();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .env("ASSISTANTS_PROXY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("ASSISTANTS_PROXY_UPSTREAM", upstream)
+            .env(
+                "ASSISTANTS_PROXY_STORE",
+                format!("sqlite://{}", dir.join("bin.db").display()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let p = Proc { child, port };
+        let c = client();
+        for _ in 0..100 {
+            if let Ok(resp) = c
+                .request(
+                    Request::get(format!("http://127.0.0.1:{port}/healthz"))
+                        .body(Full::new(Bytes::new()))
+                        .unwrap(),
+                )
+                .await
+            {
+                if resp.status() == 200 {
+                    return p;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the proxy binary did not come up");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    fn status_kb(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
+    fn terminate(&mut self) -> (std::process::ExitStatus, String) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let status = self.child.wait().unwrap();
+        let mut logs = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            let _ = err.read_to_string(&mut logs);
+        }
+        (status, logs)
+    }
+}
+
+#[test]
+fn check_config_accepts_the_shipped_example_and_rejects_typos() {
+    let ok = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config/assistants-proxy.toml"))
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("configuration OK"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[upstream]\nconect_timeout_ms = 5\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("conect_timeout_ms"), "{err}");
+
+    let out = Command::new(BIN)
+        .args(["check-config"])
+        .env("ASSISTANTS_PROXY_STORE", "postgres://x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sqlite://PATH"));
+}
+
+#[test]
+fn unusable_sqlite_path_fails_start_up_naming_the_path() {
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
+        .arg("sqlite:///nonexistent-dir-for-test/sub/x.db")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent-dir-for-test/sub/x.db"), "{err}");
+}
+
+#[tokio::test]
+async fn large_bodies_keep_memory_flat_and_secrets_stay_out_of_logs() {
+    let up = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut proxy = Proc::start(&up.url(), &[("RUST_LOG", "debug")], dir.path()).await;
+    let baseline_kb = proxy.status_kb("VmRSS:");
+
+    // 100 MiB up (chunked) and 100 MiB down through the proxy.
+    let chunk = Bytes::from(vec![0x5au8; 1024 * 1024]);
+    let stream = futures_util::stream::iter(
+        (0..100).map(move |_| Ok::<_, std::io::Error>(Frame::data(chunk.clone()))),
+    );
+    let uploader: Client<HttpConnector, StreamBody<_>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let resp = uploader
+        .request(
+            Request::post(proxy.url("/echo/big"))
+                .header("authorization", "Bearer sk-never-log-this-4242")
+                .header("astra-api-token", "AstraCS:never-log-this-either")
+                .body(StreamBody::new(stream))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let echo = json(&resp.into_body().collect().await.unwrap().to_bytes());
+    assert_eq!(echo["body_len"], 100 * 1024 * 1024);
+
+    let c = client();
+    let resp = c
+        .request(
+            Request::get(proxy.url("/bytes?n=104857600&seed=3"))
+                .header("authorization", "Bearer sk-never-log-this-4242")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let mut total = 0usize;
+    while let Some(f) = body.frame().await {
+        if let Ok(d) = f.unwrap().into_data() {
+            total += d.len();
+        }
+    }
+    assert_eq!(total, 104_857_600);
+
+    let peak_kb = proxy.status_kb("VmHWM:");
+    assert!(
+        peak_kb < baseline_kb + 48 * 1024,
+        "relaying 200 MiB raised peak RSS from {baseline_kb} kB to {peak_kb} kB"
+    );
+
+    let (_, _) = get(&c, &proxy.url("/healthz")).await;
+    let (status, logs) = proxy.terminate();
+    assert!(status.success(), "SIGTERM exits cleanly: {status:?}\n{logs}");
+    assert!(logs.contains("shutdown complete"), "{logs}");
+    for secret in ["sk-never-log-this-4242", "never-log-this-either"] {
+        assert!(!logs.contains(secret), "a secret reached the logs");
+    }
+    assert!(logs.contains("/echo/big"), "debug logs were captured: {logs}");
+}

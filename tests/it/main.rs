@@ -1,0 +1,9 @@
+//! Integration tests, one binary (link once): the proxy in-process against the fake upstream.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod binary;
+mod proxy;
+mod store_contract;

@@ -1,0 +1,141 @@
+//! Test support shared by the integration tests: the fake OpenAI upstream, a proxy started
+//! in-process on port 0, and small HTTP client helpers.
+#![allow(dead_code)]
+
+pub mod fake_upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use assistants_proxy::config::{Config, FileConfig, ServeArgs};
+use assistants_proxy::server::{self, AppState};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use fake_upstream::FakeUpstream;
+
+/// A proxy running in this process on 127.0.0.1:0.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Builds a configuration from TOML text plus the upstream URL, with a fresh SQLite file.
+pub fn config_for(upstream: &str, toml: &str, dir: &std::path::Path) -> Config {
+    let args = ServeArgs {
+        listen: Some("127.0.0.1:0".into()),
+        upstream: Some(upstream.to_owned()),
+        store: Some(format!("sqlite://{}", dir.join("test.db").display())),
+        ..ServeArgs::default()
+    };
+    Config::resolve(&args, FileConfig::parse(toml).expect("test TOML")).expect("test config")
+}
+
+impl TestProxy {
+    pub async fn start(upstream: &str) -> TestProxy {
+        TestProxy::start_with(upstream, "").await
+    }
+
+    /// Starts with extra TOML configuration (e.g. shorter timeouts).
+    pub async fn start_with(upstream: &str, toml: &str) -> TestProxy {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_for(upstream, toml, dir.path());
+        TestProxy::start_config(config, dir).await
+    }
+
+    pub async fn start_config(config: Config, dir: tempfile::TempDir) -> TestProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|t| server::tls_acceptor(&t.cert, &t.key).unwrap());
+        let state = AppState::build(config).await.unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(server::serve(listener, state.clone(), tls, async move {
+            let _ = stopped.await;
+        }));
+        TestProxy {
+            addr,
+            state,
+            stop: Some(stop),
+            handle: Some(handle),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Signals shutdown; the returned handle resolves when the server has drained.
+    pub fn begin_shutdown(&mut self) -> JoinHandle<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.handle.take().expect("already shut down")
+    }
+
+    pub async fn shutdown(mut self) {
+        let h = self.begin_shutdown();
+        tokio::time::timeout(Duration::from_secs(30), h)
+            .await
+            .expect("shutdown timed out")
+            .unwrap();
+    }
+}
+
+pub type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A plain HTTP/1.1 client with its own pool.
+pub fn client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// Sends a request and collects the whole response body.
+pub async fn send(client: &TestClient, req: Request<Full<Bytes>>) -> (Response<()>, Bytes) {
+    let resp = client.request(req).await.expect("request failed");
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.expect("body failed").to_bytes();
+    (Response::from_parts(parts, ()), bytes)
+}
+
+pub async fn get(client: &TestClient, url: &str) -> (Response<()>, Bytes) {
+    send(
+        client,
+        Request::get(url).body(Full::new(Bytes::new())).unwrap(),
+    )
+    .await
+}
+
+pub fn json(bytes: &Bytes) -> serde_json::Value {
+    serde_json::from_slice(bytes).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(500)])
+        )
+    })
+}
+
+/// Self-signed test certificate for `localhost` and 127.0.0.1, written to `dir`.
+pub fn write_test_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .unwrap();
+    let cert_pem = cert.cert.pem();
+    let key_pem = cert.signing_key.serialize_pem();
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    std::fs::write(&cert_path, &cert_pem).unwrap();
+    std::fs::write(&key_path, &key_pem).unwrap();
+    (cert_path, key_path, cert_pem)
+}
