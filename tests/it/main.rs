@@ -6,4 +6,3 @@ mod support;
 
 mod binary;
 mod proxy;
-mod store_contract;

@@ -199,7 +199,7 @@ pub fn chunk(vs_id: &str, file_id: &str, index: u32, embedding: Vec<f32>, attrs:
     }
 }
 
-fn ids<T>(page: &Page<T>, id: impl Fn(&T) -> &str) -> Vec<String> {
+fn ids<T>(page: &Page<T>, id: impl for<'a> Fn(&'a T) -> &'a str) -> Vec<String> {
     page.items.iter().map(|x| id(x).to_owned()).collect()
 }
 
@@ -264,7 +264,9 @@ pub async fn message_pagination(s: &Store) {
         s.messages.put_message(&t, &m).await.unwrap();
         made.push(m.id);
     }
-    let id = |m: &Message| m.id.as_str();
+    fn id(m: &Message) -> &str {
+        &m.id
+    }
 
     let p = s.messages.list_messages(&t, &th.id, None, &q(10, Order::Desc, None, None)).await.unwrap();
     let newest: Vec<String> = made.iter().rev().take(10).cloned().collect();
