@@ -284,20 +284,20 @@ impl Config {
         {
             return err("upstream timeouts must be greater than zero");
         }
-        if let Some(name) = &upstream.api_key_env {
-            if name.is_empty() || name.contains('=') {
-                return err(format!(
-                    "upstream.api_key_env must be the NAME of an environment variable, got {name:?}"
-                ));
-            }
+        if let Some(name) = &upstream.api_key_env
+            && (name.is_empty() || name.contains('='))
+        {
+            return err(format!(
+                "upstream.api_key_env must be the NAME of an environment variable, got {name:?}"
+            ));
         }
-        if let Some(ca) = &upstream.extra_ca_file {
-            if !ca.is_file() {
-                return err(format!(
-                    "upstream.extra_ca_file {} does not exist",
-                    ca.display()
-                ));
-            }
+        if let Some(ca) = &upstream.extra_ca_file
+            && !ca.is_file()
+        {
+            return err(format!(
+                "upstream.extra_ca_file {} does not exist",
+                ca.display()
+            ));
         }
 
         let limits = Limits {
@@ -314,7 +314,11 @@ impl Config {
             .unwrap_or_else(|| "x-tenant-id".to_owned());
         let header = match http::HeaderName::from_bytes(header_text.as_bytes()) {
             Ok(h) => h,
-            Err(_) => return err(format!("tenancy.header {header_text:?} is not a header name")),
+            Err(_) => {
+                return err(format!(
+                    "tenancy.header {header_text:?} is not a header name"
+                ));
+            }
         };
         let tenancy = Tenancy {
             mode: file.tenancy.mode.unwrap_or_default(),
@@ -333,7 +337,10 @@ impl Config {
 
         Ok(Config {
             listen,
-            log_format: args.log_format.or(file.server.log_format).unwrap_or_default(),
+            log_format: args
+                .log_format
+                .or(file.server.log_format)
+                .unwrap_or_default(),
             tls,
             upstream,
             store_url,
@@ -349,7 +356,13 @@ impl Config {
     /// Settings that are legal but probably not what the operator wants.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if self.upstream.url.path().trim_end_matches('/').ends_with("/v1") {
+        if self
+            .upstream
+            .url
+            .path()
+            .trim_end_matches('/')
+            .ends_with("/v1")
+        {
             out.push(format!(
                 "upstream {} ends in /v1; the proxy appends the request path (which already starts with /v1)",
                 self.upstream.url

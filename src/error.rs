@@ -52,10 +52,7 @@ pub enum Error {
     PayloadTooLarge { limit: u64 },
     /// The upstream refused the connection, failed TLS, or broke the exchange.
     #[error("{message}")]
-    UpstreamUnavailable {
-        message: String,
-        code: &'static str,
-    },
+    UpstreamUnavailable { message: String, code: &'static str },
     /// The upstream did not answer (connect or response head) in time.
     #[error("{message}")]
     UpstreamTimeout { message: String },
@@ -79,7 +76,11 @@ impl Error {
         }
     }
 
-    pub fn invalid_code(message: impl Into<String>, param: Option<&str>, code: &'static str) -> Error {
+    pub fn invalid_code(
+        message: impl Into<String>,
+        param: Option<&str>,
+        code: &'static str,
+    ) -> Error {
         Error::InvalidRequest {
             message: message.into(),
             param: param.map(str::to_owned),
@@ -97,6 +98,18 @@ impl Error {
     pub fn internal(message: impl Into<String>) -> Error {
         Error::Internal {
             message: message.into(),
+        }
+    }
+
+    /// Replaces the message, keeping status, type, param and code.
+    pub fn with_message(self, message: String) -> Error {
+        match self {
+            Error::InvalidRequest { param, code, .. } => Error::InvalidRequest {
+                message,
+                param,
+                code,
+            },
+            other => other,
         }
     }
 
@@ -191,9 +204,15 @@ impl Error {
     /// our own failures are bugs or outages (error).
     pub fn log(&self) {
         match self.origin() {
-            Origin::Client => tracing::debug!(status = self.status().as_u16(), error = %self, "request refused"),
-            Origin::Upstream => tracing::warn!(status = self.status().as_u16(), error = %self, "upstream failure"),
-            Origin::Internal => tracing::error!(status = self.status().as_u16(), error = %self, "internal failure"),
+            Origin::Client => {
+                tracing::debug!(status = self.status().as_u16(), error = %self, "request refused")
+            }
+            Origin::Upstream => {
+                tracing::warn!(status = self.status().as_u16(), error = %self, "upstream failure")
+            }
+            Origin::Internal => {
+                tracing::error!(status = self.status().as_u16(), error = %self, "internal failure")
+            }
         }
     }
 
@@ -217,7 +236,10 @@ impl Error {
         let mut resp = Response::new(body::full(bytes));
         *resp.status_mut() = status;
         let headers = resp.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         headers.insert(
             "x-should-retry",
             HeaderValue::from_static(if self.retryable() { "true" } else { "false" }),

@@ -193,13 +193,13 @@ impl Forwarder {
 
         let mut resp = self.send(upstream_req).await?;
 
-        if let Some(client_upgrade) = client_upgrade {
-            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                self.tunnel(client_upgrade, hyper::upgrade::on(&mut resp));
-                let (mut parts, _) = resp.into_parts();
-                strip_hop_by_hop(&mut parts.headers, true);
-                return Ok(Response::from_parts(parts, crate::body::empty()));
-            }
+        if let Some(client_upgrade) = client_upgrade
+            && resp.status() == StatusCode::SWITCHING_PROTOCOLS
+        {
+            self.tunnel(client_upgrade, hyper::upgrade::on(&mut resp));
+            let (mut parts, _) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers, true);
+            return Ok(Response::from_parts(parts, crate::body::empty()));
         }
 
         let (mut parts, body) = resp.into_parts();
@@ -275,15 +275,13 @@ fn classify(err: &hyper_util::client::legacy::Error, authority: &str) -> Error {
                     message: format!("Connecting to the upstream {authority} timed out."),
                 };
             }
-            if let Some(inner) = io.get_ref() {
-                if inner.downcast_ref::<rustls::Error>().is_some() {
-                    return Error::UpstreamUnavailable {
-                        message: format!(
-                            "TLS handshake with the upstream {authority} failed: {inner}"
-                        ),
-                        code: "upstream_tls_error",
-                    };
-                }
+            if let Some(inner) = io.get_ref()
+                && inner.downcast_ref::<rustls::Error>().is_some()
+            {
+                return Error::UpstreamUnavailable {
+                    message: format!("TLS handshake with the upstream {authority} failed: {inner}"),
+                    code: "upstream_tls_error",
+                };
             }
         }
         detail = s.to_string();

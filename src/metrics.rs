@@ -187,7 +187,10 @@ mod tests {
         m.observe_upstream_head(Duration::from_millis(3));
         m.bytes_to_client.inc_by(10);
         let text = m.render();
-        assert!(text.contains("assistants_proxy_requests_total{class=\"forwarded\",status=\"200\"} 1"), "{text}");
+        assert!(
+            text.contains("assistants_proxy_requests_total{class=\"forwarded\",status=\"200\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("assistants_proxy_in_flight_requests"));
         assert!(text.contains("assistants_proxy_upstream_response_head_seconds_bucket"));
         assert!(text.contains("assistants_proxy_body_bytes_total{direction=\"to_client\"} 10"));

@@ -13,12 +13,69 @@ pub enum Endpoint {
     Healthz,
     Readyz,
     Metrics,
+    // Files
+    ListFiles,
+    CreateFile,
+    RetrieveFile,
+    DeleteFile,
+    FileContent,
+    // Assistants (+ v1 assistant files)
+    ListAssistants,
+    CreateAssistant,
+    RetrieveAssistant,
+    ModifyAssistant,
+    DeleteAssistant,
+    ListAssistantFiles,
+    CreateAssistantFile,
+    RetrieveAssistantFile,
+    DeleteAssistantFile,
+    // Threads
+    CreateThread,
+    CreateThreadAndRun,
+    RetrieveThread,
+    ModifyThread,
+    DeleteThread,
+    // Messages (+ v1 message files)
+    ListMessages,
+    CreateMessage,
+    RetrieveMessage,
+    ModifyMessage,
+    DeleteMessage,
+    ListMessageFiles,
+    RetrieveMessageFile,
+    // Runs and steps
+    ListRuns,
+    CreateRun,
+    RetrieveRun,
+    ModifyRun,
+    CancelRun,
+    SubmitToolOutputs,
+    ListRunSteps,
+    RetrieveRunStep,
+    // Vector stores, their files, batches, search
+    ListVectorStores,
+    CreateVectorStore,
+    RetrieveVectorStore,
+    ModifyVectorStore,
+    DeleteVectorStore,
+    SearchVectorStore,
+    ListVectorStoreFiles,
+    CreateVectorStoreFile,
+    RetrieveVectorStoreFile,
+    UpdateVectorStoreFile,
+    DeleteVectorStoreFile,
+    VectorStoreFileContent,
+    CreateFileBatch,
+    RetrieveFileBatch,
+    CancelFileBatch,
+    ListFileBatchFiles,
 }
 
 impl Endpoint {
     pub fn class(self) -> RouteClass {
         match self {
             Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics => RouteClass::Own,
+            _ => RouteClass::Intercepted,
         }
     }
 }
@@ -37,10 +94,233 @@ const ROUTES: &[(Method, &str, Endpoint)] = &[
     (Method::GET, "/healthz", Endpoint::Healthz),
     (Method::GET, "/readyz", Endpoint::Readyz),
     (Method::GET, "/metrics", Endpoint::Metrics),
+    (Method::GET, "/v1/files", Endpoint::ListFiles),
+    (Method::POST, "/v1/files", Endpoint::CreateFile),
+    (Method::GET, "/v1/files/{file_id}", Endpoint::RetrieveFile),
+    (Method::DELETE, "/v1/files/{file_id}", Endpoint::DeleteFile),
+    (
+        Method::GET,
+        "/v1/files/{file_id}/content",
+        Endpoint::FileContent,
+    ),
+    (Method::GET, "/v1/assistants", Endpoint::ListAssistants),
+    (Method::POST, "/v1/assistants", Endpoint::CreateAssistant),
+    (
+        Method::GET,
+        "/v1/assistants/{assistant_id}",
+        Endpoint::RetrieveAssistant,
+    ),
+    (
+        Method::POST,
+        "/v1/assistants/{assistant_id}",
+        Endpoint::ModifyAssistant,
+    ),
+    (
+        Method::DELETE,
+        "/v1/assistants/{assistant_id}",
+        Endpoint::DeleteAssistant,
+    ),
+    (
+        Method::GET,
+        "/v1/assistants/{assistant_id}/files",
+        Endpoint::ListAssistantFiles,
+    ),
+    (
+        Method::POST,
+        "/v1/assistants/{assistant_id}/files",
+        Endpoint::CreateAssistantFile,
+    ),
+    (
+        Method::GET,
+        "/v1/assistants/{assistant_id}/files/{file_id}",
+        Endpoint::RetrieveAssistantFile,
+    ),
+    (
+        Method::DELETE,
+        "/v1/assistants/{assistant_id}/files/{file_id}",
+        Endpoint::DeleteAssistantFile,
+    ),
+    (Method::POST, "/v1/threads", Endpoint::CreateThread),
+    (
+        Method::POST,
+        "/v1/threads/runs",
+        Endpoint::CreateThreadAndRun,
+    ),
+    (
+        Method::GET,
+        "/v1/threads/{thread_id}",
+        Endpoint::RetrieveThread,
+    ),
+    (
+        Method::POST,
+        "/v1/threads/{thread_id}",
+        Endpoint::ModifyThread,
+    ),
+    (
+        Method::DELETE,
+        "/v1/threads/{thread_id}",
+        Endpoint::DeleteThread,
+    ),
+    (
+        Method::GET,
+        "/v1/threads/{thread_id}/messages",
+        Endpoint::ListMessages,
+    ),
+    (
+        Method::POST,
+        "/v1/threads/{thread_id}/messages",
+        Endpoint::CreateMessage,
+    ),
+    (
+        Method::GET,
+        "/v1/threads/{thread_id}/messages/{message_id}",
+        Endpoint::RetrieveMessage,
+    ),
+    (
+        Method::POST,
+        "/v1/threads/{thread_id}/messages/{message_id}",
+        Endpoint::ModifyMessage,
+    ),
+    (
+        Method::DELETE,
+        "/v1/threads/{thread_id}/messages/{message_id}",
+        Endpoint::DeleteMessage,
+    ),
+    (
+        Method::GET,
+        "/v1/threads/{thread_id}/messages/{message_id}/files",
+        Endpoint::ListMessageFiles,
+    ),
+    (
+        Method::GET,
+        "/v1/threads/{thread_id}/messages/{message_id}/files/{file_id}",
+        Endpoint::RetrieveMessageFile,
+    ),
+    (
+        Method::GET,
+        "/v1/threads/{thread_id}/runs",
+        Endpoint::ListRuns,
+    ),
+    (
+        Method::POST,
+        "/v1/threads/{thread_id}/runs",
+        Endpoint::CreateRun,
+    ),
+    (
+        Method::GET,
+        "/v1/threads/{thread_id}/runs/{run_id}",
+        Endpoint::RetrieveRun,
+    ),
+    (
+        Method::POST,
+        "/v1/threads/{thread_id}/runs/{run_id}",
+        Endpoint::ModifyRun,
+    ),
+    (
+        Method::POST,
+        "/v1/threads/{thread_id}/runs/{run_id}/cancel",
+        Endpoint::CancelRun,
+    ),
+    (
+        Method::POST,
+        "/v1/threads/{thread_id}/runs/{run_id}/submit_tool_outputs",
+        Endpoint::SubmitToolOutputs,
+    ),
+    (
+        Method::GET,
+        "/v1/threads/{thread_id}/runs/{run_id}/steps",
+        Endpoint::ListRunSteps,
+    ),
+    (
+        Method::GET,
+        "/v1/threads/{thread_id}/runs/{run_id}/steps/{step_id}",
+        Endpoint::RetrieveRunStep,
+    ),
+    (Method::GET, "/v1/vector_stores", Endpoint::ListVectorStores),
+    (
+        Method::POST,
+        "/v1/vector_stores",
+        Endpoint::CreateVectorStore,
+    ),
+    (
+        Method::GET,
+        "/v1/vector_stores/{vector_store_id}",
+        Endpoint::RetrieveVectorStore,
+    ),
+    (
+        Method::POST,
+        "/v1/vector_stores/{vector_store_id}",
+        Endpoint::ModifyVectorStore,
+    ),
+    (
+        Method::DELETE,
+        "/v1/vector_stores/{vector_store_id}",
+        Endpoint::DeleteVectorStore,
+    ),
+    (
+        Method::POST,
+        "/v1/vector_stores/{vector_store_id}/search",
+        Endpoint::SearchVectorStore,
+    ),
+    (
+        Method::GET,
+        "/v1/vector_stores/{vector_store_id}/files",
+        Endpoint::ListVectorStoreFiles,
+    ),
+    (
+        Method::POST,
+        "/v1/vector_stores/{vector_store_id}/files",
+        Endpoint::CreateVectorStoreFile,
+    ),
+    (
+        Method::GET,
+        "/v1/vector_stores/{vector_store_id}/files/{file_id}",
+        Endpoint::RetrieveVectorStoreFile,
+    ),
+    (
+        Method::POST,
+        "/v1/vector_stores/{vector_store_id}/files/{file_id}",
+        Endpoint::UpdateVectorStoreFile,
+    ),
+    (
+        Method::DELETE,
+        "/v1/vector_stores/{vector_store_id}/files/{file_id}",
+        Endpoint::DeleteVectorStoreFile,
+    ),
+    (
+        Method::GET,
+        "/v1/vector_stores/{vector_store_id}/files/{file_id}/content",
+        Endpoint::VectorStoreFileContent,
+    ),
+    (
+        Method::POST,
+        "/v1/vector_stores/{vector_store_id}/file_batches",
+        Endpoint::CreateFileBatch,
+    ),
+    (
+        Method::GET,
+        "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}",
+        Endpoint::RetrieveFileBatch,
+    ),
+    (
+        Method::POST,
+        "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/cancel",
+        Endpoint::CancelFileBatch,
+    ),
+    (
+        Method::GET,
+        "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/files",
+        Endpoint::ListFileBatchFiles,
+    ),
 ];
 
-/// Patterns whose unlisted methods are forwarded rather than refused.
-const FORWARD_OTHER_METHODS: &[&str] = &[];
+/// Patterns whose unlisted methods are forwarded rather than refused: the upstream still
+/// serves files (for its batch and fine-tuning jobs), so the proxy only owns part of them.
+const FORWARD_OTHER_METHODS: &[&str] = &[
+    "/v1/files",
+    "/v1/files/{file_id}",
+    "/v1/files/{file_id}/content",
+];
 
 struct PathRoutes {
     methods: Vec<(Method, Endpoint)>,
@@ -150,10 +430,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn static_segments_win_over_parameters() {
+        let table = RouteTable::new();
+        match table.resolve(&Method::POST, "/v1/threads/runs") {
+            Resolution::Local { endpoint, .. } => {
+                assert_eq!(endpoint, Endpoint::CreateThreadAndRun)
+            }
+            _ => panic!(),
+        }
+        match table.resolve(&Method::POST, "/v1/threads/thread_1/runs/run_2/cancel") {
+            Resolution::Local { endpoint, params } => {
+                assert_eq!(endpoint, Endpoint::CancelRun);
+                assert_eq!(params.get("thread_id"), Some("thread_1"));
+                assert_eq!(params.get("run_id"), Some("run_2"));
+            }
+            _ => panic!(),
+        }
+    }
+
+    #[test]
     fn every_route_is_reachable() {
         let table = RouteTable::new();
         for (method, pattern, endpoint) in ROUTES {
-            let path = pattern.replace('{', "").replace('}', "");
+            let path = pattern.replace(['{', '}'], "");
             match table.resolve(method, &path) {
                 Resolution::Local { endpoint: e, .. } => assert_eq!(e, *endpoint, "{pattern}"),
                 _ => panic!("{method} {pattern} does not resolve"),
@@ -175,6 +474,18 @@ mod tests {
         assert!(matches!(
             table.resolve(&Method::HEAD, "/healthz"),
             Resolution::Local { .. }
+        ));
+        assert!(matches!(
+            table.resolve(&Method::PATCH, "/v1/files/file-1"),
+            Resolution::Forward
+        ));
+        assert!(matches!(
+            table.resolve(&Method::PUT, "/v1/assistants/asst_1"),
+            Resolution::InvalidUrl
+        ));
+        assert!(matches!(
+            table.resolve(&Method::GET, "/v1/threads/runs"),
+            Resolution::InvalidUrl
         ));
     }
 }

@@ -157,7 +157,10 @@ pub async fn serve(
     drop(listener);
     tracing::info!("shutting down: no longer accepting connections");
     let grace = state.config.shutdown_grace;
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(
             grace_seconds = grace.as_secs(),
             "grace period over; closing remaining connections"
@@ -198,27 +201,31 @@ async fn serve_connection(
         let state = state.clone();
         async move { Ok::<_, std::convert::Infallible>(handle(state, req).await) }
     });
-    let result = match tls {
-        None => {
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            watcher.watch(conn.into_owned()).await
-        }
-        Some(acceptor) => {
-            let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!("TLS handshake timed out");
-                    return;
-                }
-            };
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            watcher.watch(conn.into_owned()).await
-        }
-    };
+    let result =
+        match tls {
+            None => {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                watcher.watch(conn.into_owned()).await
+            }
+            Some(acceptor) => {
+                let stream =
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
+                            return;
+                        }
+                    };
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                watcher.watch(conn.into_owned()).await
+            }
+        };
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
     }
@@ -228,7 +235,8 @@ async fn serve_connection(
 async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
     let id = state.request_ids.next();
-    let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
+    let span =
+        tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
     async move {
         let (class, resp) = match state.routes.resolve(req.method(), req.uri().path()) {
             Resolution::Forward => (RouteClass::Forwarded, state.forwarder.forward(req).await),
@@ -238,7 +246,10 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<ProxyB
                     path: req.uri().path().to_owned(),
                 }
                 .into_response();
-                (RouteClass::Intercepted, local_response(&state, RouteClass::Intercepted, resp, &id))
+                (
+                    RouteClass::Intercepted,
+                    local_response(&state, RouteClass::Intercepted, resp, &id),
+                )
             }
             Resolution::Local { endpoint, params } => {
                 let class = endpoint.class();

@@ -1,7 +1,13 @@
-//! Local handlers, one module per resource; `dispatch` maps a resolved endpoint to its handler.
-//! Handlers are thin: decode, call the service, encode.
+//! Local handlers, one module per resource; `dispatch` maps a resolved endpoint to its
+//! handler. Handlers are thin: decode, call the service, encode.
 
+pub mod assistants;
+pub mod common;
+pub mod messages;
 pub mod ops;
+pub mod threads;
+pub mod validate;
+pub mod vector_stores;
 
 use std::sync::Arc;
 
@@ -19,10 +25,67 @@ pub async fn dispatch(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let _ = (&req, &params);
+    use Endpoint as E;
     match endpoint {
-        Endpoint::Healthz => Ok(ops::healthz()),
-        Endpoint::Readyz => Ok(ops::readyz(state).await),
-        Endpoint::Metrics => Ok(ops::metrics(state)),
+        E::Healthz => Ok(ops::healthz()),
+        E::Readyz => Ok(ops::readyz(state).await),
+        E::Metrics => Ok(ops::metrics(state)),
+
+        E::ListAssistants => assistants::list(state, req).await,
+        E::CreateAssistant => assistants::create(state, req).await,
+        E::RetrieveAssistant => assistants::retrieve(state, req, params).await,
+        E::ModifyAssistant => assistants::modify(state, req, params).await,
+        E::DeleteAssistant => assistants::delete(state, req, params).await,
+        E::ListAssistantFiles => assistants::list_files(state, req, params).await,
+        E::CreateAssistantFile => assistants::create_file(state, req, params).await,
+        E::RetrieveAssistantFile => assistants::retrieve_file(state, req, params).await,
+        E::DeleteAssistantFile => assistants::delete_file(state, req, params).await,
+
+        E::CreateThread => threads::create(state, req).await,
+        E::RetrieveThread => threads::retrieve(state, req, params).await,
+        E::ModifyThread => threads::modify(state, req, params).await,
+        E::DeleteThread => threads::delete(state, req, params).await,
+
+        E::ListMessages => messages::list(state, req, params).await,
+        E::CreateMessage => messages::create(state, req, params).await,
+        E::RetrieveMessage => messages::retrieve(state, req, params).await,
+        E::ModifyMessage => messages::modify(state, req, params).await,
+        E::DeleteMessage => messages::delete(state, req, params).await,
+        E::ListMessageFiles => messages::list_files(state, req, params).await,
+        E::RetrieveMessageFile => messages::retrieve_file(state, req, params).await,
+
+        E::ListFiles
+        | E::CreateFile
+        | E::RetrieveFile
+        | E::DeleteFile
+        | E::FileContent
+        | E::CreateThreadAndRun
+        | E::ListRuns
+        | E::CreateRun
+        | E::RetrieveRun
+        | E::ModifyRun
+        | E::CancelRun
+        | E::SubmitToolOutputs
+        | E::ListRunSteps
+        | E::RetrieveRunStep
+        | E::ListVectorStores
+        | E::CreateVectorStore
+        | E::RetrieveVectorStore
+        | E::ModifyVectorStore
+        | E::DeleteVectorStore
+        | E::SearchVectorStore
+        | E::ListVectorStoreFiles
+        | E::CreateVectorStoreFile
+        | E::RetrieveVectorStoreFile
+        | E::UpdateVectorStoreFile
+        | E::DeleteVectorStoreFile
+        | E::VectorStoreFileContent
+        | E::CreateFileBatch
+        | E::RetrieveFileBatch
+        | E::CancelFileBatch
+        | E::ListFileBatchFiles => Err(Error::InvalidUrl {
+            method: req.method().to_string(),
+            path: req.uri().path().to_owned(),
+        }),
     }
 }

@@ -152,8 +152,12 @@ pub trait ThreadStore: Send + Sync {
 pub trait MessageStore: Send + Sync {
     /// Inserts or replaces (the thread id is inside the message).
     async fn put_message(&self, t: &Tenant, m: &Message) -> StoreResult<()>;
-    async fn get_message(&self, t: &Tenant, thread_id: &str, id: &str)
-    -> StoreResult<Option<Message>>;
+    async fn get_message(
+        &self,
+        t: &Tenant,
+        thread_id: &str,
+        id: &str,
+    ) -> StoreResult<Option<Message>>;
     /// Messages of a thread; with `run_id`, only those that run created.
     async fn list_messages(
         &self,
@@ -170,8 +174,12 @@ pub trait RunStore: Send + Sync {
     /// Inserts a new run (version 1) unless its thread has an active run. A lock left by a
     /// run that has since ended does not count.
     async fn create_run(&self, t: &Tenant, run: &RunRecord) -> StoreResult<CreateRun>;
-    async fn get_run(&self, t: &Tenant, thread_id: &str, run_id: &str)
-    -> StoreResult<Option<RunRecord>>;
+    async fn get_run(
+        &self,
+        t: &Tenant,
+        thread_id: &str,
+        run_id: &str,
+    ) -> StoreResult<Option<RunRecord>>;
     async fn list_runs(
         &self,
         t: &Tenant,
@@ -223,10 +231,19 @@ pub trait FileStore: Send + Sync {
     /// Deletes the file, its content, its chunks and its vector-store memberships.
     async fn delete_file(&self, t: &Tenant, id: &str) -> StoreResult<bool>;
     /// Stores piece `index` (≤ 1 MiB) of a file's content.
-    async fn put_file_part(&self, t: &Tenant, file_id: &str, index: u32, data: Bytes)
-    -> StoreResult<()>;
-    async fn get_file_part(&self, t: &Tenant, file_id: &str, index: u32)
-    -> StoreResult<Option<Bytes>>;
+    async fn put_file_part(
+        &self,
+        t: &Tenant,
+        file_id: &str,
+        index: u32,
+        data: Bytes,
+    ) -> StoreResult<()>;
+    async fn get_file_part(
+        &self,
+        t: &Tenant,
+        file_id: &str,
+        index: u32,
+    ) -> StoreResult<Option<Bytes>>;
 }
 
 #[async_trait]
@@ -239,8 +256,12 @@ pub trait VectorStoreStore: Send + Sync {
     async fn delete_vector_store(&self, t: &Tenant, id: &str) -> StoreResult<bool>;
     /// Inserts or replaces a file's membership in a store.
     async fn put_vs_file(&self, t: &Tenant, f: &VectorStoreFile) -> StoreResult<()>;
-    async fn get_vs_file(&self, t: &Tenant, vs_id: &str, file_id: &str)
-    -> StoreResult<Option<VectorStoreFile>>;
+    async fn get_vs_file(
+        &self,
+        t: &Tenant,
+        vs_id: &str,
+        file_id: &str,
+    ) -> StoreResult<Option<VectorStoreFile>>;
     /// Memberships ordered by file id.
     async fn list_vs_files(
         &self,

@@ -112,8 +112,15 @@ impl StoreUrl {
                     }
                     "consistency" => {
                         let v = v.to_ascii_lowercase();
-                        if !["local_quorum", "quorum", "local_one", "one", "all", "each_quorum"]
-                            .contains(&v.as_str())
+                        if ![
+                            "local_quorum",
+                            "quorum",
+                            "local_one",
+                            "one",
+                            "all",
+                            "each_quorum",
+                        ]
+                        .contains(&v.as_str())
                         {
                             return Err(fail("unknown consistency level"));
                         }

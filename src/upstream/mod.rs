@@ -64,10 +64,7 @@ pub struct UpstreamBase {
 impl UpstreamBase {
     pub fn new(url: &Uri) -> Result<UpstreamBase, String> {
         let scheme = url.scheme().cloned().ok_or("upstream URL has no scheme")?;
-        let authority = url
-            .authority()
-            .cloned()
-            .ok_or("upstream URL has no host")?;
+        let authority = url.authority().cloned().ok_or("upstream URL has no host")?;
         let host = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
         Ok(UpstreamBase {
             scheme,
@@ -136,7 +133,10 @@ pub fn build_client(cfg: &UpstreamConfig, opened: Counter) -> Result<UpstreamCli
             .http2_keep_alive_interval(Some(std::time::Duration::from_secs(30)))
             .timer(TokioTimer::new());
     }
-    Ok(client.build(CountingConnector { inner: https, opened }))
+    Ok(client.build(CountingConnector {
+        inner: https,
+        opened,
+    }))
 }
 
 fn root_store(cfg: &UpstreamConfig) -> Result<RootCertStore, String> {

@@ -65,10 +65,9 @@ impl Proc {
                         .unwrap(),
                 )
                 .await
+                && resp.status() == 200
             {
-                if resp.status() == 200 {
-                    return p;
-                }
+                return p;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -107,10 +106,17 @@ impl Proc {
 fn check_config_accepts_the_shipped_example_and_rejects_typos() {
     let ok = Command::new(BIN)
         .args(["check-config", "--config"])
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config/assistants-proxy.toml"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/assistants-proxy.toml"
+        ))
         .output()
         .unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("configuration OK"));
 
     let dir = tempfile::tempdir().unwrap();
@@ -200,10 +206,16 @@ async fn large_bodies_keep_memory_flat_and_secrets_stay_out_of_logs() {
 
     let (_, _) = get(&c, &proxy.url("/healthz")).await;
     let (status, logs) = proxy.terminate();
-    assert!(status.success(), "SIGTERM exits cleanly: {status:?}\n{logs}");
+    assert!(
+        status.success(),
+        "SIGTERM exits cleanly: {status:?}\n{logs}"
+    );
     assert!(logs.contains("shutdown complete"), "{logs}");
     for secret in ["sk-never-log-this-4242", "never-log-this-either"] {
         assert!(!logs.contains(secret), "a secret reached the logs");
     }
-    assert!(logs.contains("/echo/big"), "debug logs were captured: {logs}");
+    assert!(
+        logs.contains("/echo/big"),
+        "debug logs were captured: {logs}"
+    );
 }

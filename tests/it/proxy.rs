@@ -91,7 +91,10 @@ async fn hundred_megabytes_stream_both_ways_unchanged() {
     }
     assert_eq!(total, n);
     let (_, expected) = get(&c, &format!("{}/bytes-sha?n={n}&seed=7", up.url())).await;
-    assert_eq!(hex::encode(hasher.finalize()), String::from_utf8_lossy(&expected).trim());
+    assert_eq!(
+        hex::encode(hasher.finalize()),
+        String::from_utf8_lossy(&expected).trim()
+    );
 
     // Upload, chunked (no Content-Length): 100 MiB generated on the fly, never held whole.
     let chunk = Bytes::from(vec![0xa5u8; 1024 * 1024]);
@@ -165,7 +168,12 @@ connection: close\r\n\r\nhello";
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| (h[0].as_str().unwrap().to_owned(), h[1].as_str().unwrap().to_owned()))
+        .map(|h| {
+            (
+                h[0].as_str().unwrap().to_owned(),
+                h[1].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     let values = |name: &str| -> Vec<String> {
         headers
@@ -178,7 +186,10 @@ connection: close\r\n\r\nhello";
     assert_eq!(values("authorization"), vec!["Bearer sk-test-123"]);
     assert_eq!(values("host"), vec![up.addr().to_string()]);
     assert_eq!(values("x-utf8"), vec!["✓ ok"]);
-    assert!(values("x-forwarded-for").is_empty(), "no client address is leaked");
+    assert!(
+        values("x-forwarded-for").is_empty(),
+        "no client address is leaked"
+    );
     // The Latin-1 byte must arrive as the same byte, not re-encoded.
     let raw_hex = echo["headers_raw_hex"].as_array().unwrap();
     let latin = raw_hex
@@ -209,8 +220,17 @@ proxy-authorization: Basic abc\r\nx-keep: yes\r\n\r\n",
         .iter()
         .map(|h| h[0].as_str().unwrap())
         .collect();
-    for gone in ["x-drop-me", "keep-alive", "proxy-connection", "te", "proxy-authorization"] {
-        assert!(!names.contains(&gone), "{gone} reached the upstream: {names:?}");
+    for gone in [
+        "x-drop-me",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "proxy-authorization",
+    ] {
+        assert!(
+            !names.contains(&gone),
+            "{gone} reached the upstream: {names:?}"
+        );
     }
     assert!(names.contains(&"x-keep"));
 
@@ -242,10 +262,16 @@ async fn trailers_pass_through() {
         .await
         .unwrap();
     let collected = resp.into_body().collect().await.unwrap();
-    let trailers = collected.trailers().cloned().expect("trailers reached the client");
+    let trailers = collected
+        .trailers()
+        .cloned()
+        .expect("trailers reached the client");
     assert_eq!(trailers["grpc-status"], "0");
     let body = collected.to_bytes();
-    assert_eq!(trailers["x-checksum"], hex::encode(Sha256::digest(&body)).as_str());
+    assert_eq!(
+        trailers["x-checksum"],
+        hex::encode(Sha256::digest(&body)).as_str()
+    );
     proxy.shutdown().await;
 }
 
@@ -267,7 +293,9 @@ async fn sse_events_arrive_before_the_next_is_produced() {
     let mut buf = Vec::new();
     let mut events: Vec<(u64, u64)> = Vec::new(); // (sent_us, received_us)
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.unwrap().into_data() else { continue };
+        let Ok(data) = frame.unwrap().into_data() else {
+            continue;
+        };
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -310,9 +338,11 @@ async fn websocket_upgrade_is_tunnelled() {
         .unwrap();
     let echoed = ws.next().await.unwrap().unwrap();
     assert_eq!(echoed.into_text().unwrap().as_str(), "ping 1");
-    ws.send(tokio_tungstenite::tungstenite::Message::binary(vec![1u8, 2, 3]))
-        .await
-        .unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::binary(vec![
+        1u8, 2, 3,
+    ]))
+    .await
+    .unwrap();
     let echoed = ws.next().await.unwrap().unwrap();
     assert_eq!(echoed.into_data().as_ref(), &[1u8, 2, 3]);
     ws.close(None).await.unwrap();
@@ -437,7 +467,11 @@ async fn five_hundred_concurrent_requests() {
     }
     // The capped pool keeps at most 64 idle upstream connections afterwards.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(up.connections_open() <= 64, "{} idle upstream sockets", up.connections_open());
+    assert!(
+        up.connections_open() <= 64,
+        "{} idle upstream sockets",
+        up.connections_open()
+    );
     proxy.shutdown().await;
 }
 
@@ -450,11 +484,21 @@ async fn upstream_connections_are_reused() {
         let (resp, _) = get(&c, &proxy.url("/echo/reuse")).await;
         assert_eq!(resp.status(), 200);
     }
-    assert_eq!(up.connections_accepted(), 1, "sequential requests share one connection");
+    assert_eq!(
+        up.connections_accepted(),
+        1,
+        "sequential requests share one connection"
+    );
     let (_, metrics) = get(&c, &proxy.url("/metrics")).await;
     let text = String::from_utf8_lossy(&metrics);
-    assert!(text.contains("assistants_proxy_upstream_requests_total 50"), "{text}");
-    assert!(text.contains("assistants_proxy_upstream_connections_total 1"), "{text}");
+    assert!(
+        text.contains("assistants_proxy_upstream_requests_total 50"),
+        "{text}"
+    );
+    assert!(
+        text.contains("assistants_proxy_upstream_connections_total 1"),
+        "{text}"
+    );
     proxy.shutdown().await;
 }
 
@@ -491,7 +535,12 @@ async fn unreachable_upstream_is_a_502_envelope() {
     assert_eq!(err.len(), 4);
     assert_eq!(v["error"]["type"], "server_error");
     assert_eq!(v["error"]["code"], "upstream_unreachable");
-    assert!(v["error"]["message"].as_str().unwrap().contains(&port.to_string()));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&port.to_string())
+    );
     proxy.shutdown().await;
 }
 
@@ -586,7 +635,10 @@ async fn own_endpoints() {
     )
     .await;
     assert_eq!(resp.status(), 404);
-    assert_eq!(json(&body)["error"]["message"], "Invalid URL (POST /healthz)");
+    assert_eq!(
+        json(&body)["error"]["message"],
+        "Invalid URL (POST /healthz)"
+    );
     assert!(up.requests().iter().all(|r| r.path != "/healthz"));
     proxy.shutdown().await;
 }
@@ -645,7 +697,10 @@ async fn https_upstream_with_an_extra_ca_file() {
     let c = client();
     let trusted = TestProxy::start_with(
         &up.url(),
-        &format!("[upstream]\nextra_ca_file = {:?}\n", ca_path.display().to_string()),
+        &format!(
+            "[upstream]\nextra_ca_file = {:?}\n",
+            ca_path.display().to_string()
+        ),
     )
     .await;
     let (resp, body) = get(&c, &trusted.url("/echo/tls-upstream")).await;

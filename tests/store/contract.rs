@@ -58,7 +58,9 @@ pub fn message(thread_id: &str, id: &str, run_id: Option<&str>) -> Message {
         completed_at: None,
         incomplete_at: None,
         role: "user".into(),
-        content: vec![json!({"type": "text", "text": {"value": format!("hi {id}"), "annotations": []}})],
+        content: vec![
+            json!({"type": "text", "text": {"value": format!("hi {id}"), "annotations": []}}),
+        ],
         assistant_id: None,
         run_id: run_id.map(str::to_owned),
         attachments: vec![],
@@ -220,11 +222,17 @@ pub async fn assistants_crud(s: &Store) {
     let t = tenant();
     let mut a = assistant(&new_id("asst_"));
     s.assistants.put_assistant(&t, &a).await.unwrap();
-    assert_eq!(s.assistants.get_assistant(&t, &a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(
+        s.assistants.get_assistant(&t, &a.id).await.unwrap(),
+        Some(a.clone())
+    );
     a.name = Some("renamed".into());
     a.metadata.insert("x".into(), "y".into());
     s.assistants.put_assistant(&t, &a).await.unwrap();
-    assert_eq!(s.assistants.get_assistant(&t, &a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(
+        s.assistants.get_assistant(&t, &a.id).await.unwrap(),
+        Some(a.clone())
+    );
     assert!(s.assistants.delete_assistant(&t, &a.id).await.unwrap());
     assert!(!s.assistants.delete_assistant(&t, &a.id).await.unwrap());
     assert_eq!(s.assistants.get_assistant(&t, &a.id).await.unwrap(), None);
@@ -234,7 +242,10 @@ pub async fn threads_and_messages_crud(s: &Store) {
     let t = tenant();
     let th = thread(&new_id("thread_"));
     s.threads.put_thread(&t, &th).await.unwrap();
-    assert_eq!(s.threads.get_thread(&t, &th.id).await.unwrap(), Some(th.clone()));
+    assert_eq!(
+        s.threads.get_thread(&t, &th.id).await.unwrap(),
+        Some(th.clone())
+    );
     let mut m = message(&th.id, &new_id("msg_"), None);
     s.messages.put_message(&t, &m).await.unwrap();
     m.metadata.insert("edited".into(), "1".into());
@@ -245,11 +256,17 @@ pub async fn threads_and_messages_crud(s: &Store) {
     );
     // The message is scoped by its thread.
     assert_eq!(
-        s.messages.get_message(&t, "thread_other", &m.id).await.unwrap(),
+        s.messages
+            .get_message(&t, "thread_other", &m.id)
+            .await
+            .unwrap(),
         None
     );
     assert!(s.messages.delete_message(&t, &th.id, &m.id).await.unwrap());
-    assert_eq!(s.messages.get_message(&t, &th.id, &m.id).await.unwrap(), None);
+    assert_eq!(
+        s.messages.get_message(&t, &th.id, &m.id).await.unwrap(),
+        None
+    );
 }
 
 pub async fn message_pagination(s: &Store) {
@@ -268,7 +285,11 @@ pub async fn message_pagination(s: &Store) {
         &m.id
     }
 
-    let p = s.messages.list_messages(&t, &th.id, None, &q(10, Order::Desc, None, None)).await.unwrap();
+    let p = s
+        .messages
+        .list_messages(&t, &th.id, None, &q(10, Order::Desc, None, None))
+        .await
+        .unwrap();
     let newest: Vec<String> = made.iter().rev().take(10).cloned().collect();
     assert_eq!(ids(&p, id), newest);
     assert!(p.has_more);
@@ -278,7 +299,10 @@ pub async fn message_pagination(s: &Store) {
         .list_messages(&t, &th.id, None, &q(10, Order::Desc, Some(&made[15]), None))
         .await
         .unwrap();
-    assert_eq!(ids(&p2, id), made[5..15].iter().rev().cloned().collect::<Vec<_>>());
+    assert_eq!(
+        ids(&p2, id),
+        made[5..15].iter().rev().cloned().collect::<Vec<_>>()
+    );
     assert!(p2.has_more);
 
     let p3 = s
@@ -286,10 +310,17 @@ pub async fn message_pagination(s: &Store) {
         .list_messages(&t, &th.id, None, &q(10, Order::Desc, Some(&made[5]), None))
         .await
         .unwrap();
-    assert_eq!(ids(&p3, id), made[0..5].iter().rev().cloned().collect::<Vec<_>>());
+    assert_eq!(
+        ids(&p3, id),
+        made[0..5].iter().rev().cloned().collect::<Vec<_>>()
+    );
     assert!(!p3.has_more);
 
-    let asc = s.messages.list_messages(&t, &th.id, None, &q(7, Order::Asc, None, None)).await.unwrap();
+    let asc = s
+        .messages
+        .list_messages(&t, &th.id, None, &q(7, Order::Asc, None, None))
+        .await
+        .unwrap();
     assert_eq!(ids(&asc, id), made[0..7].to_vec());
     assert!(asc.has_more);
     let asc2 = s
@@ -306,7 +337,10 @@ pub async fn message_pagination(s: &Store) {
         .list_messages(&t, &th.id, None, &q(3, Order::Desc, None, Some(&made[10])))
         .await
         .unwrap();
-    assert_eq!(ids(&before_desc, id), vec![made[13].clone(), made[12].clone(), made[11].clone()]);
+    assert_eq!(
+        ids(&before_desc, id),
+        vec![made[13].clone(), made[12].clone(), made[11].clone()]
+    );
     assert!(before_desc.has_more);
     let before_asc = s
         .messages
@@ -324,7 +358,12 @@ pub async fn message_pagination(s: &Store) {
 
     let by_run = s
         .messages
-        .list_messages(&t, &th.id, Some("run_filter"), &q(100, Order::Asc, None, None))
+        .list_messages(
+            &t,
+            &th.id,
+            Some("run_filter"),
+            &q(100, Order::Asc, None, None),
+        )
         .await
         .unwrap();
     let expected: Vec<String> = made.iter().step_by(5).cloned().collect();
@@ -348,30 +387,83 @@ pub async fn tenant_isolation(s: &Store) {
     s.messages.put_message(&t1, &m).await.unwrap();
     let f = file(&new_id("file-"), "assistants", 3);
     s.files.put_file(&t1, &f).await.unwrap();
-    s.files.put_file_part(&t1, &f.id, 0, Bytes::from_static(b"abc")).await.unwrap();
+    s.files
+        .put_file_part(&t1, &f.id, 0, Bytes::from_static(b"abc"))
+        .await
+        .unwrap();
     let vs = vector_store(&new_id("vs_"));
     s.vector_stores.put_vector_store(&t1, &vs).await.unwrap();
     let r = run(&th.id, &new_id("run_"), RunStatus::Queued);
-    assert_eq!(s.runs.create_run(&t1, &r).await.unwrap(), CreateRun::Created);
+    assert_eq!(
+        s.runs.create_run(&t1, &r).await.unwrap(),
+        CreateRun::Created
+    );
 
     assert_eq!(s.assistants.get_assistant(&t2, &a.id).await.unwrap(), None);
-    assert!(s.assistants.list_assistants(&t2, &ListQuery::default()).await.unwrap().items.is_empty());
+    assert!(
+        s.assistants
+            .list_assistants(&t2, &ListQuery::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
     assert!(!s.assistants.delete_assistant(&t2, &a.id).await.unwrap());
     assert_eq!(s.threads.get_thread(&t2, &th.id).await.unwrap(), None);
     assert!(!s.threads.delete_thread(&t2, &th.id).await.unwrap());
-    assert_eq!(s.messages.get_message(&t2, &th.id, &m.id).await.unwrap(), None);
-    assert!(s.messages.list_messages(&t2, &th.id, None, &ListQuery::default()).await.unwrap().items.is_empty());
+    assert_eq!(
+        s.messages.get_message(&t2, &th.id, &m.id).await.unwrap(),
+        None
+    );
+    assert!(
+        s.messages
+            .list_messages(&t2, &th.id, None, &ListQuery::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
     assert_eq!(s.files.get_file(&t2, &f.id).await.unwrap(), None);
     assert_eq!(s.files.get_file_part(&t2, &f.id, 0).await.unwrap(), None);
-    assert!(s.files.list_files(&t2, None, &ListQuery::default()).await.unwrap().items.is_empty());
-    assert_eq!(s.vector_stores.get_vector_store(&t2, &vs.id).await.unwrap(), None);
-    assert!(s.vector_stores.list_vector_stores(&t2, &ListQuery::default()).await.unwrap().items.is_empty());
+    assert!(
+        s.files
+            .list_files(&t2, None, &ListQuery::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert_eq!(
+        s.vector_stores.get_vector_store(&t2, &vs.id).await.unwrap(),
+        None
+    );
+    assert!(
+        s.vector_stores
+            .list_vector_stores(&t2, &ListQuery::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
     assert_eq!(s.runs.get_run(&t2, &th.id, &r.run.id).await.unwrap(), None);
-    assert!(s.runs.list_runs(&t2, &th.id, &ListQuery::default()).await.unwrap().items.is_empty());
+    assert!(
+        s.runs
+            .list_runs(&t2, &th.id, &ListQuery::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
     assert_eq!(s.runs.active_run(&t2, &th.id).await.unwrap(), None);
     // The owner still sees everything.
-    assert_eq!(s.assistants.get_assistant(&t1, &a.id).await.unwrap(), Some(a));
-    assert_eq!(s.runs.active_run(&t1, &th.id).await.unwrap(), Some(r.run.id.clone()));
+    assert_eq!(
+        s.assistants.get_assistant(&t1, &a.id).await.unwrap(),
+        Some(a)
+    );
+    assert_eq!(
+        s.runs.active_run(&t1, &th.id).await.unwrap(),
+        Some(r.run.id.clone())
+    );
 }
 
 pub async fn runs_and_steps(s: &Store) {
@@ -380,15 +472,26 @@ pub async fn runs_and_steps(s: &Store) {
     s.threads.put_thread(&t, &th).await.unwrap();
     let r = run(&th.id, &new_id("run_"), RunStatus::Queued);
     assert_eq!(s.runs.create_run(&t, &r).await.unwrap(), CreateRun::Created);
-    assert_eq!(s.runs.get_run(&t, &th.id, &r.run.id).await.unwrap(), Some(r.clone()));
-    assert_eq!(s.runs.active_run(&t, &th.id).await.unwrap(), Some(r.run.id.clone()));
+    assert_eq!(
+        s.runs.get_run(&t, &th.id, &r.run.id).await.unwrap(),
+        Some(r.clone())
+    );
+    assert_eq!(
+        s.runs.active_run(&t, &th.id).await.unwrap(),
+        Some(r.run.id.clone())
+    );
     let second = run(&th.id, &new_id("run_"), RunStatus::Queued);
     assert_eq!(
         s.runs.create_run(&t, &second).await.unwrap(),
         CreateRun::ThreadBusy(r.run.id.clone())
     );
     assert!(
-        s.runs.list_active_runs().await.unwrap().iter().any(|(tt, rr)| *tt == t && rr.run.id == r.run.id)
+        s.runs
+            .list_active_runs()
+            .await
+            .unwrap()
+            .iter()
+            .any(|(tt, rr)| *tt == t && rr.run.id == r.run.id)
     );
 
     // Compare-and-set transitions.
@@ -401,19 +504,32 @@ pub async fn runs_and_steps(s: &Store) {
     let mut stale = r.clone();
     stale.version = 2;
     stale.run.status = RunStatus::Cancelled;
-    assert!(!s.runs.update_run(&t, &stale, 1).await.unwrap(), "a stale version must lose");
-    assert_eq!(s.runs.get_run(&t, &th.id, &r.run.id).await.unwrap(), Some(next.clone()));
+    assert!(
+        !s.runs.update_run(&t, &stale, 1).await.unwrap(),
+        "a stale version must lose"
+    );
+    assert_eq!(
+        s.runs.get_run(&t, &th.id, &r.run.id).await.unwrap(),
+        Some(next.clone())
+    );
 
     for i in 0..3 {
         let st = step(&th.id, &r.run.id, &new_id("step_"));
         s.runs.put_step(&t, &st).await.unwrap();
         assert_eq!(
-            s.runs.get_step(&t, &th.id, &r.run.id, &st.id).await.unwrap(),
+            s.runs
+                .get_step(&t, &th.id, &r.run.id, &st.id)
+                .await
+                .unwrap(),
             Some(st.clone()),
             "step {i}"
         );
     }
-    let steps = s.runs.list_steps(&t, &th.id, &r.run.id, &q(2, Order::Asc, None, None)).await.unwrap();
+    let steps = s
+        .runs
+        .list_steps(&t, &th.id, &r.run.id, &q(2, Order::Asc, None, None))
+        .await
+        .unwrap();
     assert_eq!(steps.items.len(), 2);
     assert!(steps.has_more);
 
@@ -427,11 +543,23 @@ pub async fn runs_and_steps(s: &Store) {
     assert!(s.runs.update_run(&t, &done, 2).await.unwrap());
     assert_eq!(s.runs.active_run(&t, &th.id).await.unwrap(), None);
     assert!(
-        !s.runs.list_active_runs().await.unwrap().iter().any(|(tt, rr)| *tt == t && rr.run.id == r.run.id)
+        !s.runs
+            .list_active_runs()
+            .await
+            .unwrap()
+            .iter()
+            .any(|(tt, rr)| *tt == t && rr.run.id == r.run.id)
     );
     let third = run(&th.id, &new_id("run_"), RunStatus::Queued);
-    assert_eq!(s.runs.create_run(&t, &third).await.unwrap(), CreateRun::Created);
-    let listed = s.runs.list_runs(&t, &th.id, &ListQuery::default()).await.unwrap();
+    assert_eq!(
+        s.runs.create_run(&t, &third).await.unwrap(),
+        CreateRun::Created
+    );
+    let listed = s
+        .runs
+        .list_runs(&t, &th.id, &ListQuery::default())
+        .await
+        .unwrap();
     assert_eq!(
         ids(&listed, |r| r.run.id.as_str()),
         vec![third.run.id.clone(), r.run.id.clone()]
@@ -499,11 +627,25 @@ pub async fn thread_delete_cascades(s: &Store) {
 
     assert!(s.threads.delete_thread(&t, &th.id).await.unwrap());
     assert_eq!(s.threads.get_thread(&t, &th.id).await.unwrap(), None);
-    assert_eq!(s.messages.get_message(&t, &th.id, &m.id).await.unwrap(), None);
+    assert_eq!(
+        s.messages.get_message(&t, &th.id, &m.id).await.unwrap(),
+        None
+    );
     assert_eq!(s.runs.get_run(&t, &th.id, &r.run.id).await.unwrap(), None);
-    assert_eq!(s.runs.get_step(&t, &th.id, &r.run.id, &st.id).await.unwrap(), None);
+    assert_eq!(
+        s.runs
+            .get_step(&t, &th.id, &r.run.id, &st.id)
+            .await
+            .unwrap(),
+        None
+    );
     assert!(
-        !s.runs.list_active_runs().await.unwrap().iter().any(|(_, rr)| rr.run.id == r.run.id),
+        !s.runs
+            .list_active_runs()
+            .await
+            .unwrap()
+            .iter()
+            .any(|(_, rr)| rr.run.id == r.run.id),
         "a deleted thread's run is no longer active"
     );
 }
@@ -513,22 +655,46 @@ pub async fn files_and_parts(s: &Store) {
     let f = file(&new_id("file-"), "assistants", 3 * 1024 * 1024);
     let piece = |i: u8| Bytes::from(vec![i; 1024 * 1024]);
     for i in 0..3u8 {
-        s.files.put_file_part(&t, &f.id, u32::from(i), piece(i)).await.unwrap();
+        s.files
+            .put_file_part(&t, &f.id, u32::from(i), piece(i))
+            .await
+            .unwrap();
     }
     s.files.put_file(&t, &f).await.unwrap();
     assert_eq!(s.files.get_file(&t, &f.id).await.unwrap(), Some(f.clone()));
     for i in 0..3u8 {
-        assert_eq!(s.files.get_file_part(&t, &f.id, u32::from(i)).await.unwrap(), Some(piece(i)));
+        assert_eq!(
+            s.files
+                .get_file_part(&t, &f.id, u32::from(i))
+                .await
+                .unwrap(),
+            Some(piece(i))
+        );
     }
     assert_eq!(s.files.get_file_part(&t, &f.id, 3).await.unwrap(), None);
 
     let batch = file(&new_id("file-"), "batch", 1);
     s.files.put_file(&t, &batch).await.unwrap();
-    let all = s.files.list_files(&t, None, &q(10_000, Order::Desc, None, None)).await.unwrap();
-    assert_eq!(ids(&all, |f| f.id.as_str()), vec![batch.id.clone(), f.id.clone()]);
-    let only = s.files.list_files(&t, Some("assistants"), &q(10_000, Order::Desc, None, None)).await.unwrap();
+    let all = s
+        .files
+        .list_files(&t, None, &q(10_000, Order::Desc, None, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&all, |f| f.id.as_str()),
+        vec![batch.id.clone(), f.id.clone()]
+    );
+    let only = s
+        .files
+        .list_files(&t, Some("assistants"), &q(10_000, Order::Desc, None, None))
+        .await
+        .unwrap();
     assert_eq!(ids(&only, |f| f.id.as_str()), vec![f.id.clone()]);
-    let after = s.files.list_files(&t, None, &q(10, Order::Desc, Some(&batch.id), None)).await.unwrap();
+    let after = s
+        .files
+        .list_files(&t, None, &q(10, Order::Desc, Some(&batch.id), None))
+        .await
+        .unwrap();
     assert_eq!(ids(&after, |f| f.id.as_str()), vec![f.id.clone()]);
 
     assert!(s.files.delete_file(&t, &f.id).await.unwrap());
@@ -540,7 +706,10 @@ pub async fn vector_stores_files_and_batches(s: &Store) {
     let t = tenant();
     let vs = vector_store(&new_id("vs_"));
     s.vector_stores.put_vector_store(&t, &vs).await.unwrap();
-    assert_eq!(s.vector_stores.get_vector_store(&t, &vs.id).await.unwrap(), Some(vs.clone()));
+    assert_eq!(
+        s.vector_stores.get_vector_store(&t, &vs.id).await.unwrap(),
+        Some(vs.clone())
+    );
     let batch = FileBatch {
         id: new_id("vsfb_"),
         object: "vector_store.files_batch".into(),
@@ -551,60 +720,154 @@ pub async fn vector_stores_files_and_batches(s: &Store) {
         cancel_requested: false,
     };
     s.vector_stores.put_batch(&t, &batch).await.unwrap();
-    assert_eq!(s.vector_stores.get_batch(&t, &vs.id, &batch.id).await.unwrap(), Some(batch.clone()));
+    assert_eq!(
+        s.vector_stores
+            .get_batch(&t, &vs.id, &batch.id)
+            .await
+            .unwrap(),
+        Some(batch.clone())
+    );
 
-    let statuses = ["completed", "completed", "in_progress", "failed", "cancelled"];
+    let statuses = [
+        "completed",
+        "completed",
+        "in_progress",
+        "failed",
+        "cancelled",
+    ];
     let mut file_ids = Vec::new();
     for (i, st) in statuses.iter().enumerate() {
         let fid = new_id("file-");
         let b = (i < 2).then_some(batch.id.as_str());
-        s.vector_stores.put_vs_file(&t, &vs_file(&vs.id, &fid, st, b)).await.unwrap();
+        s.vector_stores
+            .put_vs_file(&t, &vs_file(&vs.id, &fid, st, b))
+            .await
+            .unwrap();
         file_ids.push(fid);
     }
-    let (counts, bytes) = s.vector_stores.count_vs_files(&t, &vs.id, None).await.unwrap();
+    let (counts, bytes) = s
+        .vector_stores
+        .count_vs_files(&t, &vs.id, None)
+        .await
+        .unwrap();
     assert_eq!(
         counts,
-        FileCounts { in_progress: 1, completed: 2, failed: 1, cancelled: 1, total: 5 }
+        FileCounts {
+            in_progress: 1,
+            completed: 2,
+            failed: 1,
+            cancelled: 1,
+            total: 5
+        }
     );
     assert_eq!(bytes, 500);
-    let (bc, _) = s.vector_stores.count_vs_files(&t, &vs.id, Some(&batch.id)).await.unwrap();
+    let (bc, _) = s
+        .vector_stores
+        .count_vs_files(&t, &vs.id, Some(&batch.id))
+        .await
+        .unwrap();
     assert_eq!(bc.total, 2);
     assert_eq!(bc.completed, 2);
 
     let completed = s
         .vector_stores
-        .list_vs_files(&t, &vs.id, &VsFileFilter { status: Some("completed".into()), batch_id: None }, &ListQuery::default())
+        .list_vs_files(
+            &t,
+            &vs.id,
+            &VsFileFilter {
+                status: Some("completed".into()),
+                batch_id: None,
+            },
+            &ListQuery::default(),
+        )
         .await
         .unwrap();
     assert_eq!(completed.items.len(), 2);
     let in_batch = s
         .vector_stores
-        .list_vs_files(&t, &vs.id, &VsFileFilter { status: None, batch_id: Some(batch.id.clone()) }, &q(1, Order::Asc, None, None))
+        .list_vs_files(
+            &t,
+            &vs.id,
+            &VsFileFilter {
+                status: None,
+                batch_id: Some(batch.id.clone()),
+            },
+            &q(1, Order::Asc, None, None),
+        )
         .await
         .unwrap();
     assert_eq!(ids(&in_batch, |f| f.id.as_str()), vec![file_ids[0].clone()]);
     assert!(in_batch.has_more);
     let all_desc = s
         .vector_stores
-        .list_vs_files(&t, &vs.id, &VsFileFilter::default(), &q(2, Order::Desc, Some(&file_ids[4]), None))
+        .list_vs_files(
+            &t,
+            &vs.id,
+            &VsFileFilter::default(),
+            &q(2, Order::Desc, Some(&file_ids[4]), None),
+        )
         .await
         .unwrap();
-    assert_eq!(ids(&all_desc, |f| f.id.as_str()), vec![file_ids[3].clone(), file_ids[2].clone()]);
+    assert_eq!(
+        ids(&all_desc, |f| f.id.as_str()),
+        vec![file_ids[3].clone(), file_ids[2].clone()]
+    );
 
     let mut updated = vs_file(&vs.id, &file_ids[2], "completed", None);
     updated.attributes = Some(json!({"lang": "en"}).as_object().unwrap().clone());
     s.vector_stores.put_vs_file(&t, &updated).await.unwrap();
-    assert_eq!(s.vector_stores.get_vs_file(&t, &vs.id, &file_ids[2]).await.unwrap(), Some(updated));
+    assert_eq!(
+        s.vector_stores
+            .get_vs_file(&t, &vs.id, &file_ids[2])
+            .await
+            .unwrap(),
+        Some(updated)
+    );
 
-    assert!(s.vector_stores.delete_vs_file(&t, &vs.id, &file_ids[0]).await.unwrap());
-    assert_eq!(s.vector_stores.get_vs_file(&t, &vs.id, &file_ids[0]).await.unwrap(), None);
-    let listed = s.vector_stores.list_vector_stores(&t, &ListQuery::default()).await.unwrap();
+    assert!(
+        s.vector_stores
+            .delete_vs_file(&t, &vs.id, &file_ids[0])
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.vector_stores
+            .get_vs_file(&t, &vs.id, &file_ids[0])
+            .await
+            .unwrap(),
+        None
+    );
+    let listed = s
+        .vector_stores
+        .list_vector_stores(&t, &ListQuery::default())
+        .await
+        .unwrap();
     assert_eq!(ids(&listed, |v| v.id.as_str()), vec![vs.id.clone()]);
 
-    assert!(s.vector_stores.delete_vector_store(&t, &vs.id).await.unwrap());
-    assert_eq!(s.vector_stores.get_vector_store(&t, &vs.id).await.unwrap(), None);
-    assert_eq!(s.vector_stores.get_vs_file(&t, &vs.id, &file_ids[1]).await.unwrap(), None);
-    assert_eq!(s.vector_stores.get_batch(&t, &vs.id, &batch.id).await.unwrap(), None);
+    assert!(
+        s.vector_stores
+            .delete_vector_store(&t, &vs.id)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.vector_stores.get_vector_store(&t, &vs.id).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.vector_stores
+            .get_vs_file(&t, &vs.id, &file_ids[1])
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.vector_stores
+            .get_batch(&t, &vs.id, &batch.id)
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 pub async fn file_delete_cascades_to_chunks_and_memberships(s: &Store) {
@@ -615,20 +878,76 @@ pub async fn file_delete_cascades_to_chunks_and_memberships(s: &Store) {
     let (vs1, vs2) = (vector_store(&new_id("vs_")), vector_store(&new_id("vs_")));
     for vs in [&vs1, &vs2] {
         s.vector_stores.put_vector_store(&t, vs).await.unwrap();
-        s.vector_stores.put_vs_file(&t, &vs_file(&vs.id, &f.id, "completed", None)).await.unwrap();
-        let chunks = (0..3).map(|i| chunk(&vs.id, &f.id, i, unit_vector(u64::from(i) + 1, dims), &json!({}))).collect();
-        s.chunks.put_chunks(&t, &vs.id, &f.id, chunks).await.unwrap();
+        s.vector_stores
+            .put_vs_file(&t, &vs_file(&vs.id, &f.id, "completed", None))
+            .await
+            .unwrap();
+        let chunks = (0..3)
+            .map(|i| {
+                chunk(
+                    &vs.id,
+                    &f.id,
+                    i,
+                    unit_vector(u64::from(i) + 1, dims),
+                    &json!({}),
+                )
+            })
+            .collect();
+        s.chunks
+            .put_chunks(&t, &vs.id, &f.id, chunks)
+            .await
+            .unwrap();
     }
-    let found = s.chunks.search(&t, &[vs1.id.clone(), vs2.id.clone()], &unit_vector(1, dims), 10, None).await.unwrap();
+    let found = s
+        .chunks
+        .search(
+            &t,
+            &[vs1.id.clone(), vs2.id.clone()],
+            &unit_vector(1, dims),
+            10,
+            None,
+        )
+        .await
+        .unwrap();
     assert_eq!(found.len(), 6);
 
     assert!(s.files.delete_file(&t, &f.id).await.unwrap());
     for vs in [&vs1, &vs2] {
-        assert_eq!(s.vector_stores.get_vs_file(&t, &vs.id, &f.id).await.unwrap(), None);
-        assert!(s.chunks.file_chunks(&t, &vs.id, &f.id).await.unwrap().is_empty());
-        assert_eq!(s.vector_stores.count_vs_files(&t, &vs.id, None).await.unwrap().0.total, 0);
+        assert_eq!(
+            s.vector_stores
+                .get_vs_file(&t, &vs.id, &f.id)
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(
+            s.chunks
+                .file_chunks(&t, &vs.id, &f.id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            s.vector_stores
+                .count_vs_files(&t, &vs.id, None)
+                .await
+                .unwrap()
+                .0
+                .total,
+            0
+        );
     }
-    let found = s.chunks.search(&t, &[vs1.id.clone(), vs2.id.clone()], &unit_vector(1, dims), 10, None).await.unwrap();
+    let found = s
+        .chunks
+        .search(
+            &t,
+            &[vs1.id.clone(), vs2.id.clone()],
+            &unit_vector(1, dims),
+            10,
+            None,
+        )
+        .await
+        .unwrap();
     assert!(found.is_empty());
 }
 
@@ -637,21 +956,59 @@ pub async fn chunks_round_trip(s: &Store) {
     let vs = vector_store(&new_id("vs_"));
     s.vector_stores.put_vector_store(&t, &vs).await.unwrap();
     let fid = new_id("file-");
-    let chunks: Vec<Chunk> = (0..5).map(|i| chunk(&vs.id, &fid, i, unit_vector(u64::from(i) + 10, 16), &json!({"a": 1}))).collect();
-    s.chunks.put_chunks(&t, &vs.id, &fid, chunks.clone()).await.unwrap();
+    let chunks: Vec<Chunk> = (0..5)
+        .map(|i| {
+            chunk(
+                &vs.id,
+                &fid,
+                i,
+                unit_vector(u64::from(i) + 10, 16),
+                &json!({"a": 1}),
+            )
+        })
+        .collect();
+    s.chunks
+        .put_chunks(&t, &vs.id, &fid, chunks.clone())
+        .await
+        .unwrap();
     let back = s.chunks.file_chunks(&t, &vs.id, &fid).await.unwrap();
     assert_eq!(back.len(), 5);
     for (a, b) in back.iter().zip(&chunks) {
-        assert_eq!((a.index, &a.text, &a.attributes), (b.index, &b.text, &b.attributes));
+        assert_eq!(
+            (a.index, &a.text, &a.attributes),
+            (b.index, &b.text, &b.attributes)
+        );
     }
     // Replacing a file's chunks drops the old ones.
-    s.chunks.put_chunks(&t, &vs.id, &fid, chunks[..2].to_vec()).await.unwrap();
-    assert_eq!(s.chunks.file_chunks(&t, &vs.id, &fid).await.unwrap().len(), 2);
+    s.chunks
+        .put_chunks(&t, &vs.id, &fid, chunks[..2].to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.chunks.file_chunks(&t, &vs.id, &fid).await.unwrap().len(),
+        2
+    );
     let attrs = json!({"a": 2, "tag": "x"}).as_object().unwrap().clone();
-    s.chunks.set_chunk_attributes(&t, &vs.id, &fid, &attrs).await.unwrap();
-    assert!(s.chunks.file_chunks(&t, &vs.id, &fid).await.unwrap().iter().all(|c| c.attributes == attrs));
+    s.chunks
+        .set_chunk_attributes(&t, &vs.id, &fid, &attrs)
+        .await
+        .unwrap();
+    assert!(
+        s.chunks
+            .file_chunks(&t, &vs.id, &fid)
+            .await
+            .unwrap()
+            .iter()
+            .all(|c| c.attributes == attrs)
+    );
     s.chunks.delete_chunks(&t, &vs.id, &fid).await.unwrap();
-    assert!(s.chunks.file_chunks(&t, &vs.id, &fid).await.unwrap().is_empty());
+    assert!(
+        s.chunks
+            .file_chunks(&t, &vs.id, &fid)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -665,7 +1022,11 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 pub async fn search_matches_brute_force(s: &Store, min_recall: f64) {
     let t = tenant();
     let dims = 64;
-    let (vs_a, vs_b, vs_other) = (vector_store(&new_id("vs_")), vector_store(&new_id("vs_")), vector_store(&new_id("vs_")));
+    let (vs_a, vs_b, vs_other) = (
+        vector_store(&new_id("vs_")),
+        vector_store(&new_id("vs_")),
+        vector_store(&new_id("vs_")),
+    );
     let mut all: Vec<Chunk> = Vec::new();
     for (n, vs) in [&vs_a, &vs_b, &vs_other].into_iter().enumerate() {
         s.vector_stores.put_vector_store(&t, vs).await.unwrap();
@@ -673,9 +1034,20 @@ pub async fn search_matches_brute_force(s: &Store, min_recall: f64) {
             let fid = new_id("file-");
             let attrs = json!({"parity": if f % 2 == 0 { "even" } else { "odd" }, "rank": f});
             let chunks: Vec<Chunk> = (0..25u32)
-                .map(|i| chunk(&vs.id, &fid, i, unit_vector((n as u64) * 10_000 + f * 100 + u64::from(i) + 1, dims), &attrs))
+                .map(|i| {
+                    chunk(
+                        &vs.id,
+                        &fid,
+                        i,
+                        unit_vector((n as u64) * 10_000 + f * 100 + u64::from(i) + 1, dims),
+                        &attrs,
+                    )
+                })
                 .collect();
-            s.chunks.put_chunks(&t, &vs.id, &fid, chunks.clone()).await.unwrap();
+            s.chunks
+                .put_chunks(&t, &vs.id, &fid, chunks.clone())
+                .await
+                .unwrap();
             all.extend(chunks);
         }
     }
@@ -704,19 +1076,32 @@ pub async fn search_matches_brute_force(s: &Store, min_recall: f64) {
                 assert!(w[0].score >= w[1].score, "results are best first");
             }
             for g in &got {
-                assert!(stores.contains(&g.vector_store_id), "a chunk of another store leaked");
+                assert!(
+                    stores.contains(&g.vector_store_id),
+                    "a chunk of another store leaked"
+                );
                 if let Some(f) = f {
                     assert!(f.matches(&g.attributes), "a filtered-out chunk leaked");
                 }
             }
-            let expected_keys: HashSet<(String, u32)> =
-                expected.iter().map(|(c, _)| (c.file_id.clone(), c.index)).collect();
-            let hits = got.iter().filter(|g| expected_keys.contains(&(g.file_id.clone(), g.index))).count();
+            let expected_keys: HashSet<(String, u32)> = expected
+                .iter()
+                .map(|(c, _)| (c.file_id.clone(), c.index))
+                .collect();
+            let hits = got
+                .iter()
+                .filter(|g| expected_keys.contains(&(g.file_id.clone(), g.index)))
+                .count();
             if min_recall >= 1.0 {
                 assert_eq!(got.len(), expected.len());
                 for (g, (e, score)) in got.iter().zip(&expected) {
                     assert_eq!((g.file_id.as_str(), g.index), (e.file_id.as_str(), e.index));
-                    assert!((g.score - score).abs() < 1e-3, "score {} vs {}", g.score, score);
+                    assert!(
+                        (g.score - score).abs() < 1e-3,
+                        "score {} vs {}",
+                        g.score,
+                        score
+                    );
                 }
             }
             total_hits += hits;
@@ -724,7 +1109,10 @@ pub async fn search_matches_brute_force(s: &Store, min_recall: f64) {
         }
     }
     let recall = total_hits as f64 / total_expected as f64;
-    assert!(recall >= min_recall, "recall@10 = {recall:.3} < {min_recall}");
+    assert!(
+        recall >= min_recall,
+        "recall@10 = {recall:.3} < {min_recall}"
+    );
 }
 
 /// Everything written survives closing and reopening the store.
@@ -741,25 +1129,55 @@ pub async fn survives_reopen(open: impl AsyncFn() -> Store) {
         s.assistants.put_assistant(&t, &a).await.unwrap();
         s.threads.put_thread(&t, &th).await.unwrap();
         s.messages.put_message(&t, &m).await.unwrap();
-        s.files.put_file_part(&t, &f.id, 0, Bytes::from_static(b"hello")).await.unwrap();
+        s.files
+            .put_file_part(&t, &f.id, 0, Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
         s.files.put_file(&t, &f).await.unwrap();
         s.runs.create_run(&t, &r).await.unwrap();
         s.vector_stores.put_vector_store(&t, &vs).await.unwrap();
         s.chunks
-            .put_chunks(&t, &vs.id, &f.id, vec![chunk(&vs.id, &f.id, 0, unit_vector(5, 8), &json!({}))])
+            .put_chunks(
+                &t,
+                &vs.id,
+                &f.id,
+                vec![chunk(&vs.id, &f.id, 0, unit_vector(5, 8), &json!({}))],
+            )
             .await
             .unwrap();
     }
     let s = open().await;
-    assert_eq!(s.assistants.get_assistant(&t, &a.id).await.unwrap(), Some(a));
-    assert_eq!(s.threads.get_thread(&t, &th.id).await.unwrap(), Some(th.clone()));
-    assert_eq!(s.messages.get_message(&t, &th.id, &m.id).await.unwrap(), Some(m));
+    assert_eq!(
+        s.assistants.get_assistant(&t, &a.id).await.unwrap(),
+        Some(a)
+    );
+    assert_eq!(
+        s.threads.get_thread(&t, &th.id).await.unwrap(),
+        Some(th.clone())
+    );
+    assert_eq!(
+        s.messages.get_message(&t, &th.id, &m.id).await.unwrap(),
+        Some(m)
+    );
     assert_eq!(s.files.get_file(&t, &f.id).await.unwrap(), Some(f.clone()));
-    assert_eq!(s.files.get_file_part(&t, &f.id, 0).await.unwrap(), Some(Bytes::from_static(b"hello")));
-    assert_eq!(s.runs.get_run(&t, &th.id, &r.run.id).await.unwrap(), Some(r.clone()));
+    assert_eq!(
+        s.files.get_file_part(&t, &f.id, 0).await.unwrap(),
+        Some(Bytes::from_static(b"hello"))
+    );
+    assert_eq!(
+        s.runs.get_run(&t, &th.id, &r.run.id).await.unwrap(),
+        Some(r.clone())
+    );
     assert_eq!(s.runs.active_run(&t, &th.id).await.unwrap(), Some(r.run.id));
-    assert_eq!(s.vector_stores.get_vector_store(&t, &vs.id).await.unwrap(), Some(vs.clone()));
-    let hits = s.chunks.search(&t, &[vs.id.clone()], &unit_vector(5, 8), 1, None).await.unwrap();
+    assert_eq!(
+        s.vector_stores.get_vector_store(&t, &vs.id).await.unwrap(),
+        Some(vs.clone())
+    );
+    let hits = s
+        .chunks
+        .search(&t, &[vs.id.clone()], &unit_vector(5, 8), 1, None)
+        .await
+        .unwrap();
     assert_eq!(hits.len(), 1);
     assert!((hits[0].score - 1.0).abs() < 1e-4);
 }

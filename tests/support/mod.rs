@@ -129,8 +129,8 @@ pub fn json(bytes: &Bytes) -> serde_json::Value {
 
 /// Self-signed test certificate for `localhost` and 127.0.0.1, written to `dir`.
 pub fn write_test_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-        .unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
     let cert_pem = cert.cert.pem();
     let key_pem = cert.signing_key.serialize_pem();
     let cert_path = dir.join("cert.pem");

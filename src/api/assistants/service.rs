@@ -1,0 +1,195 @@
+//! Assistant rules: ids and timestamps, referenced resources that must exist, and the
+//! `vector_stores` helper that creates a store for `file_search`.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::types::AssistantFields;
+use crate::api::common::{Caller, Field};
+use crate::api::vector_stores::service::{self as vector_stores, NewVectorStore};
+use crate::error::Error;
+use crate::ids::{new_id, now_secs};
+use crate::model::{Assistant, FileSearchResources, ToolResources};
+use crate::server::AppState;
+use crate::store::Tenant;
+
+pub fn not_found(id: &str) -> Error {
+    Error::not_found(format!("No assistant found with id '{id}'."))
+}
+
+pub async fn load(state: &AppState, tenant: &Tenant, id: &str) -> Result<Assistant, Error> {
+    state
+        .store
+        .assistants
+        .get_assistant(tenant, id)
+        .await?
+        .ok_or_else(|| not_found(id))
+}
+
+/// Checks that every id in `tool_resources` names an object of this tenant.
+pub async fn check_resources(
+    state: &AppState,
+    tenant: &Tenant,
+    tr: &ToolResources,
+) -> Result<(), Error> {
+    for id in tr.vector_store_ids() {
+        if state
+            .store
+            .vector_stores
+            .get_vector_store(tenant, id)
+            .await?
+            .is_none()
+        {
+            return Err(vector_stores::not_found(id));
+        }
+    }
+    for id in tr.code_interpreter_file_ids() {
+        check_file(state, tenant, id).await?;
+    }
+    Ok(())
+}
+
+pub async fn check_file(state: &AppState, tenant: &Tenant, id: &str) -> Result<(), Error> {
+    if state.store.files.get_file(tenant, id).await?.is_none() {
+        return Err(Error::NotFound {
+            message: format!("No such File object: {id}"),
+            param: Some("file_id".into()),
+        });
+    }
+    Ok(())
+}
+
+/// Resolves a `vector_stores` helper into a fresh store id.
+pub async fn apply_helper(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    tr: &mut ToolResources,
+    helper: Option<crate::api::validate::VectorStoreHelper>,
+    expires_after: Option<crate::model::ExpiresAfter>,
+) -> Result<(), Error> {
+    if let Some(h) = helper {
+        for id in &h.file_ids {
+            check_file(state, &caller.tenant, id).await?;
+        }
+        let vs = vector_stores::create(
+            state,
+            caller,
+            NewVectorStore {
+                name: None,
+                file_ids: h.file_ids,
+                chunking_strategy: h.chunking_strategy,
+                expires_after,
+                metadata: h.metadata.unwrap_or_default(),
+            },
+        )
+        .await?;
+        tr.file_search = Some(FileSearchResources {
+            vector_store_ids: vec![vs.id],
+        });
+    }
+    Ok(())
+}
+
+pub async fn create(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    f: AssistantFields,
+) -> Result<Assistant, Error> {
+    let mut tool_resources = f.tool_resources.into_option().unwrap_or_default();
+    check_resources(state, &caller.tenant, &tool_resources).await?;
+    let v1_file_ids = f.file_ids.into_option().unwrap_or_default();
+    for id in &v1_file_ids {
+        check_file(state, &caller.tenant, id).await?;
+    }
+    apply_helper(
+        state,
+        caller,
+        &mut tool_resources,
+        f.vector_store_helper,
+        None,
+    )
+    .await?;
+    let a = Assistant {
+        id: new_id("asst_"),
+        object: "assistant".into(),
+        created_at: now_secs(),
+        name: f.name.into_option(),
+        description: f.description.into_option(),
+        model: f.model.into_option().unwrap_or_default(),
+        instructions: f.instructions.into_option(),
+        tools: f.tools.into_option().unwrap_or_default(),
+        tool_resources,
+        metadata: f.metadata.into_option().unwrap_or_default(),
+        temperature: Some(f.temperature.into_option().unwrap_or(1.0)),
+        top_p: Some(f.top_p.into_option().unwrap_or(1.0)),
+        response_format: f
+            .response_format
+            .into_option()
+            .unwrap_or_else(|| json!("auto")),
+        v1_file_ids,
+    };
+    state
+        .store
+        .assistants
+        .put_assistant(&caller.tenant, &a)
+        .await?;
+    Ok(a)
+}
+
+pub async fn modify(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    id: &str,
+    f: AssistantFields,
+) -> Result<Assistant, Error> {
+    let mut a = load(state, &caller.tenant, id).await?;
+    if let Field::Set(model) = f.model {
+        a.model = model;
+    }
+    a.name = f.name.apply(a.name);
+    a.description = f.description.apply(a.description);
+    a.instructions = f.instructions.apply(a.instructions);
+    match f.tools {
+        Field::Set(t) => a.tools = t,
+        Field::Null => a.tools.clear(),
+        Field::Absent => {}
+    }
+    match f.tool_resources {
+        Field::Set(tr) => {
+            check_resources(state, &caller.tenant, &tr).await?;
+            // Modify replaces each given list and keeps the others.
+            if tr.code_interpreter.is_some() {
+                a.tool_resources.code_interpreter = tr.code_interpreter;
+            }
+            if tr.file_search.is_some() {
+                a.tool_resources.file_search = tr.file_search;
+            }
+        }
+        Field::Null => a.tool_resources = ToolResources::default(),
+        Field::Absent => {}
+    }
+    match f.metadata {
+        Field::Set(m) => a.metadata = m,
+        Field::Null => a.metadata.clear(),
+        Field::Absent => {}
+    }
+    a.temperature = Some(f.temperature.apply(a.temperature).unwrap_or(1.0));
+    a.top_p = Some(f.top_p.apply(a.top_p).unwrap_or(1.0));
+    a.response_format = f
+        .response_format
+        .apply(Some(a.response_format))
+        .unwrap_or_else(|| json!("auto"));
+    if let Field::Set(ids) = f.file_ids {
+        for fid in &ids {
+            check_file(state, &caller.tenant, fid).await?;
+        }
+        a.v1_file_ids = ids;
+    }
+    state
+        .store
+        .assistants
+        .put_assistant(&caller.tenant, &a)
+        .await?;
+    Ok(a)
+}

@@ -1,0 +1,856 @@
+//! What every intercepted handler shares: reading a bounded JSON body, validating fields with
+//! OpenAI's exact error messages, list parameters, the caller's tenant, and response shapes.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::body::{self, ProxyBody};
+use crate::config::{Config, TenancyMode};
+use crate::error::Error;
+use crate::model::Metadata;
+use crate::store::{ListQuery, Order, Page, Tenant};
+
+/// Reads the whole body, refusing more than `limit` bytes with a 413.
+pub async fn read_body(req: Request<Incoming>, limit: u64) -> Result<Bytes, Error> {
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    match Limited::new(req.into_body(), limit_usize).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Err(Error::PayloadTooLarge { limit })
+            } else {
+                Err(Error::invalid(
+                    format!("The request body could not be read: {e}"),
+                    None,
+                ))
+            }
+        }
+    }
+}
+
+/// Parses a JSON object body; an empty body is an empty object (several create endpoints
+/// accept no body at all).
+pub fn parse_object(bytes: &[u8]) -> Result<Fields, Error> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Fields::new(Map::new()));
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(Fields::new(map)),
+        Ok(other) => Err(Error::invalid_code(
+            format!(
+                "Invalid type for request body: expected an object, but got {} instead.",
+                type_name(&other)
+            ),
+            None,
+            "invalid_type",
+        )),
+        Err(e) => Err(Error::invalid(
+            format!(
+                "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON: {e}.)"
+            ),
+            None,
+        )),
+    }
+}
+
+/// Reads and parses a JSON object body under the configured limit.
+pub async fn json_body(req: Request<Incoming>, config: &Config) -> Result<Fields, Error> {
+    let bytes = read_body(req, config.limits.max_json_body_bytes).await?;
+    parse_object(&bytes)
+}
+
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "an integer",
+        Value::Number(_) => "a decimal",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+pub fn invalid_type(param: &str, expected: &str, got: &Value) -> Error {
+    Error::invalid_code(
+        format!(
+            "Invalid type for '{param}': expected {expected}, but got {} instead.",
+            type_name(got)
+        ),
+        Some(param),
+        "invalid_type",
+    )
+}
+
+pub fn invalid_value(param: &str, got: &str, allowed: &[&str]) -> Error {
+    let list = match allowed {
+        [] => String::new(),
+        [one] => format!("'{one}'"),
+        [init @ .., last] => format!(
+            "{} and '{last}'",
+            init.iter()
+                .map(|a| format!("'{a}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Error::invalid_code(
+        format!("Invalid value: '{got}'. Supported values are: {list}."),
+        Some(param),
+        "invalid_value",
+    )
+}
+
+pub fn missing(param: &str) -> Error {
+    Error::invalid_code(
+        format!("Missing required parameter: '{param}'."),
+        Some(param),
+        "missing_required_parameter",
+    )
+}
+
+pub fn string_too_long(param: &str, max: usize, len: usize) -> Error {
+    Error::invalid_code(
+        format!(
+            "Invalid '{param}': string too long. Expected a string with maximum length {max}, but got a string with length {len} instead."
+        ),
+        Some(param),
+        "string_above_max_length",
+    )
+}
+
+pub fn array_too_long(param: &str, max: usize, len: usize) -> Error {
+    Error::invalid_code(
+        format!(
+            "Invalid '{param}': array too long. Expected an array with maximum length {max}, but got an array with length {len} instead."
+        ),
+        Some(param),
+        "array_above_max_length",
+    )
+}
+
+pub fn array_too_short(param: &str, min: usize, len: usize) -> Error {
+    Error::invalid_code(
+        format!(
+            "Invalid '{param}': array too short. Expected an array with minimum length {min}, but got an array with length {len} instead."
+        ),
+        Some(param),
+        "array_below_min_length",
+    )
+}
+
+fn number_text(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else {
+        format!("{n}")
+    }
+}
+
+/// The tri-state of a field in a request: absent, explicitly `null`, or a value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Field<T> {
+    Absent,
+    Null,
+    Set(T),
+}
+
+impl<T> Field<T> {
+    /// Absent and null both mean "not given" on create.
+    pub fn into_option(self) -> Option<T> {
+        match self {
+            Field::Set(v) => Some(v),
+            Field::Absent | Field::Null => None,
+        }
+    }
+
+    /// On modify: absent keeps `current`, null clears, a value replaces.
+    pub fn apply(self, current: Option<T>) -> Option<T> {
+        match self {
+            Field::Absent => current,
+            Field::Null => None,
+            Field::Set(v) => Some(v),
+        }
+    }
+
+    pub fn is_absent(&self) -> bool {
+        matches!(self, Field::Absent)
+    }
+
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Field<U> {
+        match self {
+            Field::Absent => Field::Absent,
+            Field::Null => Field::Null,
+            Field::Set(v) => Field::Set(f(v)),
+        }
+    }
+}
+
+/// A request object whose fields are taken one by one; whatever is left at `finish` is an
+/// unknown parameter (OpenAI's bodies are `additionalProperties: false`).
+#[derive(Debug)]
+pub struct Fields {
+    map: Map<String, Value>,
+    /// Path prefix for nested objects (`tools[0].`), so errors name the exact parameter.
+    prefix: String,
+}
+
+impl Fields {
+    pub fn new(map: Map<String, Value>) -> Fields {
+        Fields {
+            map,
+            prefix: String::new(),
+        }
+    }
+
+    /// A nested object, with parameter names prefixed by `path.`.
+    pub fn nested(value: Value, path: &str) -> Result<Fields, Error> {
+        match value {
+            Value::Object(map) => Ok(Fields {
+                map,
+                prefix: format!("{path}."),
+            }),
+            other => Err(invalid_type(path, "an object", &other)),
+        }
+    }
+
+    pub fn param(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.map.contains_key(key)
+    }
+
+    /// The raw value of a field.
+    pub fn take(&mut self, key: &str) -> Field<Value> {
+        match self.map.remove(key) {
+            None => Field::Absent,
+            Some(Value::Null) => Field::Null,
+            Some(v) => Field::Set(v),
+        }
+    }
+
+    pub fn string(&mut self, key: &str, max_len: usize) -> Result<Field<String>, Error> {
+        match self.take(key) {
+            Field::Set(Value::String(s)) => {
+                let len = s.chars().count();
+                if len > max_len {
+                    return Err(string_too_long(&self.param(key), max_len, len));
+                }
+                Ok(Field::Set(s))
+            }
+            Field::Set(other) => Err(invalid_type(&self.param(key), "a string", &other)),
+            Field::Null => Ok(Field::Null),
+            Field::Absent => Ok(Field::Absent),
+        }
+    }
+
+    pub fn required_string(&mut self, key: &str, max_len: usize) -> Result<String, Error> {
+        match self.string(key, max_len)? {
+            Field::Set(s) => Ok(s),
+            Field::Absent | Field::Null => Err(missing(&self.param(key))),
+        }
+    }
+
+    /// A string restricted to an enumeration.
+    pub fn enumeration(&mut self, key: &str, allowed: &[&str]) -> Result<Field<String>, Error> {
+        let field = self.string(key, 1024)?;
+        if let Field::Set(v) = &field
+            && !allowed.contains(&v.as_str())
+        {
+            return Err(invalid_value(&self.param(key), v, allowed));
+        }
+        Ok(field)
+    }
+
+    pub fn number(&mut self, key: &str, min: f64, max: f64) -> Result<Field<f64>, Error> {
+        match self.take(key) {
+            Field::Set(Value::Number(n)) => {
+                let v = n.as_f64().unwrap_or(f64::NAN);
+                let param = self.param(key);
+                if v > max {
+                    return Err(Error::invalid_code(
+                        format!(
+                            "Invalid '{param}': decimal above maximum value. Expected a value <= {}, but got {} instead.",
+                            number_text(max),
+                            number_text(v)
+                        ),
+                        Some(&param),
+                        "decimal_above_max_value",
+                    ));
+                }
+                if v < min || v.is_nan() {
+                    return Err(Error::invalid_code(
+                        format!(
+                            "Invalid '{param}': decimal below minimum value. Expected a value >= {}, but got {} instead.",
+                            number_text(min),
+                            number_text(v)
+                        ),
+                        Some(&param),
+                        "decimal_below_min_value",
+                    ));
+                }
+                Ok(Field::Set(v))
+            }
+            Field::Set(other) => Err(invalid_type(&self.param(key), "a number", &other)),
+            Field::Null => Ok(Field::Null),
+            Field::Absent => Ok(Field::Absent),
+        }
+    }
+
+    pub fn integer(&mut self, key: &str, min: i64, max: i64) -> Result<Field<i64>, Error> {
+        match self.take(key) {
+            Field::Set(Value::Number(n)) if n.as_i64().is_some() || n.as_u64().is_some() => {
+                let v = n.as_i64().unwrap_or(i64::MAX);
+                check_integer(&self.param(key), v, min, max)?;
+                Ok(Field::Set(v))
+            }
+            Field::Set(other) => Err(invalid_type(&self.param(key), "an integer", &other)),
+            Field::Null => Ok(Field::Null),
+            Field::Absent => Ok(Field::Absent),
+        }
+    }
+
+    pub fn boolean(&mut self, key: &str) -> Result<Field<bool>, Error> {
+        match self.take(key) {
+            Field::Set(Value::Bool(b)) => Ok(Field::Set(b)),
+            Field::Set(other) => Err(invalid_type(&self.param(key), "a boolean", &other)),
+            Field::Null => Ok(Field::Null),
+            Field::Absent => Ok(Field::Absent),
+        }
+    }
+
+    pub fn array(&mut self, key: &str, max_len: usize) -> Result<Field<Vec<Value>>, Error> {
+        match self.take(key) {
+            Field::Set(Value::Array(items)) => {
+                if items.len() > max_len {
+                    return Err(array_too_long(&self.param(key), max_len, items.len()));
+                }
+                Ok(Field::Set(items))
+            }
+            Field::Set(other) => Err(invalid_type(&self.param(key), "an array", &other)),
+            Field::Null => Ok(Field::Null),
+            Field::Absent => Ok(Field::Absent),
+        }
+    }
+
+    /// An array of strings (ids), each at most `max_item_len` long.
+    pub fn string_array(&mut self, key: &str, max_len: usize) -> Result<Field<Vec<String>>, Error> {
+        let param = self.param(key);
+        Ok(match self.array(key, max_len)? {
+            Field::Set(items) => Field::Set(
+                items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| match v {
+                        Value::String(s) => Ok(s),
+                        other => Err(invalid_type(&format!("{param}[{i}]"), "a string", &other)),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            Field::Null => Field::Null,
+            Field::Absent => Field::Absent,
+        })
+    }
+
+    pub fn object(&mut self, key: &str) -> Result<Field<Fields>, Error> {
+        let param = self.param(key);
+        Ok(match self.take(key) {
+            Field::Set(v) => Field::Set(Fields::nested(v, &param)?),
+            Field::Null => Field::Null,
+            Field::Absent => Field::Absent,
+        })
+    }
+
+    /// `metadata`: ≤16 pairs, keys ≤64 characters, string values ≤512.
+    pub fn metadata(&mut self) -> Result<Field<Metadata>, Error> {
+        let param = self.param("metadata");
+        match self.take("metadata") {
+            Field::Set(Value::Object(map)) => Ok(Field::Set(validate_metadata(&param, map)?)),
+            Field::Set(other) => Err(invalid_type(&param, "an object", &other)),
+            Field::Null => Ok(Field::Null),
+            Field::Absent => Ok(Field::Absent),
+        }
+    }
+
+    /// Ends parsing: any field not taken is an unknown parameter.
+    pub fn finish(self) -> Result<(), Error> {
+        match self.map.keys().next() {
+            None => Ok(()),
+            Some(key) => {
+                let param = format!("{}{key}", self.prefix);
+                Err(Error::invalid_code(
+                    format!("Unknown parameter: '{param}'."),
+                    Some(&param),
+                    "unknown_parameter",
+                ))
+            }
+        }
+    }
+}
+
+pub fn check_integer(param: &str, v: i64, min: i64, max: i64) -> Result<(), Error> {
+    if v > max {
+        return Err(Error::invalid_code(
+            format!(
+                "Invalid '{param}': integer above maximum value. Expected a value <= {max}, but got {v} instead."
+            ),
+            Some(param),
+            "integer_above_max_value",
+        ));
+    }
+    if v < min {
+        return Err(Error::invalid_code(
+            format!(
+                "Invalid '{param}': integer below minimum value. Expected a value >= {min}, but got {v} instead."
+            ),
+            Some(param),
+            "integer_below_min_value",
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate_metadata(param: &str, map: Map<String, Value>) -> Result<Metadata, Error> {
+    if map.len() > 16 {
+        return Err(Error::invalid_code(
+            format!(
+                "Invalid '{param}': too many properties. Expected an object with at most 16 properties, but got an object with {} properties instead.",
+                map.len()
+            ),
+            Some(param),
+            "object_above_max_properties",
+        ));
+    }
+    let mut out = Metadata::new();
+    for (k, v) in map {
+        let key_len = k.chars().count();
+        if key_len > 64 {
+            return Err(string_too_long(&format!("{param}.{k}"), 64, key_len).with_message(
+                format!(
+                    "Invalid '{param}': metadata key too long. Expected keys with maximum length 64, but got a key with length {key_len} instead."
+                ),
+            ));
+        }
+        match v {
+            Value::String(s) => {
+                let len = s.chars().count();
+                if len > 512 {
+                    return Err(string_too_long(&format!("{param}.{k}"), 512, len));
+                }
+                out.insert(k, s);
+            }
+            other => return Err(invalid_type(&format!("{param}.{k}"), "a string", &other)),
+        }
+    }
+    Ok(out)
+}
+
+/// Splits a query string into decoded pairs (`+` is a space, `%XX` decoded).
+pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    let Some(q) = query else { return Vec::new() };
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Standard list parameters (`limit`, `order`, `after`, `before`), plus the rest for the
+/// endpoint's own filters.
+#[derive(Debug)]
+pub struct ListParams {
+    pub query: ListQuery,
+    pub extra: Vec<(String, String)>,
+}
+
+impl ListParams {
+    pub fn parse(
+        query: Option<&str>,
+        default_limit: usize,
+        max_limit: usize,
+        allow_before: bool,
+    ) -> Result<ListParams, Error> {
+        let mut out = ListQuery {
+            limit: default_limit,
+            ..ListQuery::default()
+        };
+        let mut extra = Vec::new();
+        for (k, v) in query_pairs(query) {
+            match k.as_str() {
+                "limit" => {
+                    let n: i64 = v.parse().map_err(|_| {
+                        Error::invalid_code(
+                            format!("Invalid 'limit': expected an integer, but got '{v}' instead."),
+                            Some("limit"),
+                            "invalid_type",
+                        )
+                    })?;
+                    check_integer("limit", n, 1, max_limit as i64)?;
+                    out.limit = n as usize;
+                }
+                "order" => {
+                    out.order = match v.as_str() {
+                        "asc" => Order::Asc,
+                        "desc" => Order::Desc,
+                        other => return Err(invalid_value("order", other, &["asc", "desc"])),
+                    }
+                }
+                "after" if !v.is_empty() => out.after = Some(v),
+                "before" if allow_before && !v.is_empty() => out.before = Some(v),
+                _ => extra.push((k, v)),
+            }
+        }
+        Ok(ListParams { query: out, extra })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.extra
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The list envelope: `{object:"list", data, first_id, last_id, has_more}`.
+pub fn list_response<T>(
+    page: Page<T>,
+    id: impl Fn(&T) -> &str,
+    render: impl Fn(&T) -> Value,
+) -> Response<ProxyBody> {
+    let first_id = page.items.first().map(|x| id(x).to_owned());
+    let last_id = page.items.last().map(|x| id(x).to_owned());
+    let data: Vec<Value> = page.items.iter().map(render).collect();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "object": "list",
+            "data": data,
+            "first_id": first_id,
+            "last_id": last_id,
+            "has_more": page.has_more,
+        }),
+    )
+}
+
+pub fn json_response(status: StatusCode, value: &Value) -> Response<ProxyBody> {
+    let mut resp = Response::new(body::json(value));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// 200 with the serialized object.
+pub fn ok<T: Serialize>(value: &T) -> Result<Response<ProxyBody>, Error> {
+    let v = serde_json::to_value(value).map_err(|e| Error::internal(e.to_string()))?;
+    Ok(json_response(StatusCode::OK, &v))
+}
+
+pub fn deleted(id: &str, object: &str) -> Response<ProxyBody> {
+    json_response(
+        StatusCode::OK,
+        &json!({"id": id, "object": object, "deleted": true}),
+    )
+}
+
+/// Tells the SDKs' polling helpers how long to wait before the next retrieve.
+pub fn with_poll_hint(mut resp: Response<ProxyBody>, ms: u32) -> Response<ProxyBody> {
+    if let Ok(v) = HeaderValue::from_str(&ms.to_string()) {
+        resp.headers_mut().insert("openai-poll-after-ms", v);
+    }
+    resp
+}
+
+/// The bearer key of a request, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = value.trim().split_once(' ')?;
+    let key = key.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
+}
+
+/// The tenant a request acts for. In `key` mode it is a hash of the bearer key (the key is
+/// never stored); a missing key is OpenAI's 401.
+pub fn tenant(headers: &HeaderMap, config: &Config) -> Result<Tenant, Error> {
+    let key = bearer(headers);
+    let Some(key) = key else {
+        return Err(Error::Unauthorized {
+            message: "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).".into(),
+        });
+    };
+    match config.tenancy.mode {
+        TenancyMode::Key => Ok(Tenant::new(key_tenant(key))),
+        TenancyMode::Single => Ok(Tenant::new("single")),
+        TenancyMode::Header => match headers
+            .get(&config.tenancy.header)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+        {
+            Some(v) => Ok(Tenant::new(format!("h:{v}"))),
+            None => Err(Error::Unauthorized {
+                message: format!(
+                    "Missing tenant header '{}' (tenancy mode 'header').",
+                    config.tenancy.header
+                ),
+            }),
+        },
+    }
+}
+
+/// A stable, non-reversible tenant id for a key (domain-separated SHA-256, 128 bits shown).
+pub fn key_tenant(key: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"assistants-proxy tenant v1\0");
+    h.update(key.as_bytes());
+    let digest = h.finalize();
+    let mut out = String::with_capacity(34);
+    out.push_str("k:");
+    for b in &digest[..16] {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// Checks a path id's prefix before any lookup, as OpenAI does.
+pub fn check_id(param: &str, value: &str, prefix: &str) -> Result<(), Error> {
+    if value.starts_with(prefix) && value.len() <= 128 {
+        Ok(())
+    } else {
+        let bare = prefix.trim_end_matches(['_', '-']);
+        Err(Error::invalid(
+            format!("Invalid '{param}': '{value}'. Expected an ID that begins with '{bare}'."),
+            Some(param),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(v: Value) -> Fields {
+        match v {
+            Value::Object(m) => Fields::new(m),
+            _ => panic!(),
+        }
+    }
+
+    #[test]
+    fn openai_style_messages() {
+        let mut f = fields(json!({"name": "x".repeat(300), "n": 3, "t": 2.5, "extra": 1}));
+        let e = f.string("name", 256).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Invalid 'name': string too long. Expected a string with maximum length 256, but got a string with length 300 instead."
+        );
+        assert_eq!(e.code(), Some("string_above_max_length"));
+        assert_eq!(e.param(), Some("name"));
+        let e = f.integer("n", 1, 2).unwrap_err();
+        assert_eq!(e.code(), Some("integer_above_max_value"));
+        let e = f.number("t", 0.0, 2.0).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Invalid 't': decimal above maximum value. Expected a value <= 2, but got 2.5 instead."
+        );
+        let e = f.finish().unwrap_err();
+        assert_eq!(e.to_string(), "Unknown parameter: 'extra'.");
+        assert_eq!(e.code(), Some("unknown_parameter"));
+    }
+
+    #[test]
+    fn nested_params_are_named_by_path() {
+        let mut f = fields(json!({"tools": [{"type": 3}]}));
+        let tools = match f.array("tools", 128).unwrap() {
+            Field::Set(t) => t,
+            _ => panic!(),
+        };
+        let mut tool = Fields::nested(tools[0].clone(), "tools[0]").unwrap();
+        let e = tool.string("type", 64).unwrap_err();
+        assert_eq!(e.param(), Some("tools[0].type"));
+        assert!(
+            e.to_string()
+                .contains("expected a string, but got an integer")
+        );
+    }
+
+    #[test]
+    fn metadata_limits() {
+        let many: Map<String, Value> = (0..17).map(|i| (format!("k{i}"), json!("v"))).collect();
+        let e = validate_metadata("metadata", many).unwrap_err();
+        assert_eq!(e.code(), Some("object_above_max_properties"));
+        let mut long = Map::new();
+        long.insert("k".repeat(65), json!("v"));
+        assert!(validate_metadata("metadata", long).is_err());
+        let mut bad = Map::new();
+        bad.insert("k".into(), json!(1));
+        assert_eq!(
+            validate_metadata("metadata", bad).unwrap_err().code(),
+            Some("invalid_type")
+        );
+    }
+
+    #[test]
+    fn list_params() {
+        let p = ListParams::parse(
+            Some("limit=5&order=asc&after=msg_1&run_id=run_x"),
+            20,
+            100,
+            true,
+        )
+        .unwrap();
+        assert_eq!(p.query.limit, 5);
+        assert_eq!(p.query.order, Order::Asc);
+        assert_eq!(p.query.after.as_deref(), Some("msg_1"));
+        assert_eq!(p.get("run_id"), Some("run_x"));
+        let e = ListParams::parse(Some("limit=101"), 20, 100, true).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Invalid 'limit': integer above maximum value. Expected a value <= 100, but got 101 instead."
+        );
+        let e = ListParams::parse(Some("order=up"), 20, 100, true).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Invalid value: 'up'. Supported values are: 'asc' and 'desc'."
+        );
+        assert_eq!(
+            query_pairs(Some("include%5B%5D=a+b&x=%zz")),
+            vec![
+                ("include[]".to_owned(), "a b".to_owned()),
+                ("x".to_owned(), "%zz".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn tenants_hash_keys() {
+        let a = key_tenant("sk-a");
+        assert_eq!(a, key_tenant("sk-a"));
+        assert_ne!(a, key_tenant("sk-b"));
+        assert!(!a.contains("sk-a"));
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "Bearer  sk-x ".parse().unwrap());
+        assert_eq!(bearer(&h), Some("sk-x"));
+    }
+
+    #[test]
+    fn id_prefixes() {
+        assert!(check_id("thread_id", "thread_abc", "thread_").is_ok());
+        let e = check_id("thread_id", "asst_1", "thread_").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Invalid 'thread_id': 'asst_1'. Expected an ID that begins with 'thread'."
+        );
+    }
+}
+
+/// Who is calling and how: the tenant, the API shape, and the headers the proxy's own
+/// upstream calls (embeddings, chat completions) carry on the caller's behalf. The key lives
+/// only in memory for the work it pays for; it is never stored or logged.
+#[derive(Clone)]
+pub struct Caller {
+    pub tenant: Tenant,
+    pub version: super::validate::ApiVersion,
+    /// Headers forwarded on internal upstream calls: Authorization, OpenAI-Organization,
+    /// OpenAI-Project.
+    pub upstream_headers: HeaderMap,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("tenant", &self.tenant)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Caller {
+    pub fn from_headers(headers: &HeaderMap, config: &Config) -> Result<Caller, Error> {
+        let tenant = tenant(headers, config)?;
+        let mut upstream_headers = HeaderMap::new();
+        for name in ["authorization", "openai-organization", "openai-project"] {
+            if let Some(v) = headers.get(name) {
+                upstream_headers.insert(name, v.clone());
+            }
+        }
+        if let Some(var) = &config.upstream.api_key_env {
+            // A configured key replaces the caller's for the proxy's own calls.
+            if let Ok(key) = std::env::var(var)
+                && let Ok(v) = HeaderValue::from_str(&format!("Bearer {key}"))
+            {
+                upstream_headers.insert(header::AUTHORIZATION, v);
+            }
+        }
+        Ok(Caller {
+            tenant,
+            version: super::validate::ApiVersion::of(headers),
+            upstream_headers,
+        })
+    }
+}
+
+/// Paginates a small in-memory id list (v1 file sub-resources) like a store list: ids sort in
+/// creation order, so the same cursor rules apply.
+pub fn page_of_ids(ids: &[String], q: &ListQuery) -> Page<String> {
+    let mut sorted: Vec<String> = ids.to_vec();
+    sorted.sort();
+    let forward = match (q.order, q.before.is_some()) {
+        (Order::Asc, false) | (Order::Desc, true) => true,
+        (Order::Desc, false) | (Order::Asc, true) => false,
+    };
+    if !forward {
+        sorted.reverse();
+    }
+    let cursor = q.before.as_ref().or(q.after.as_ref());
+    let rows: Vec<String> = sorted
+        .into_iter()
+        .filter(|id| match cursor {
+            None => true,
+            Some(c) if forward => id > c,
+            Some(c) => id < c,
+        })
+        .take(q.limit + 1)
+        .collect();
+    Page::from_rows(rows, q.limit, q.before.is_some())
+}

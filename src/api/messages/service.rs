@@ -1,0 +1,174 @@
+//! Message rules: the thread lock, attachment side effects (a `file_search` attachment joins
+//! the thread's vector store, created on demand; a `code_interpreter` one joins the thread's
+//! code-interpreter files), and the message object itself.
+
+use std::sync::Arc;
+
+use super::types::NewMessage;
+use crate::api::common::Caller;
+use crate::api::vector_stores::service::{self as vector_stores, NewVectorStore};
+use crate::error::Error;
+use crate::ids::{new_id, now_secs};
+use crate::model::{CodeInterpreterResources, ExpiresAfter, FileSearchResources, Message, Thread};
+use crate::server::AppState;
+use crate::store::Tenant;
+
+pub fn not_found(id: &str) -> Error {
+    Error::not_found(format!("No message found with id '{id}'."))
+}
+
+pub fn thread_not_found(id: &str) -> Error {
+    Error::not_found(format!("No thread found with id '{id}'."))
+}
+
+pub async fn load_thread(state: &AppState, tenant: &Tenant, id: &str) -> Result<Thread, Error> {
+    state
+        .store
+        .threads
+        .get_thread(tenant, id)
+        .await?
+        .ok_or_else(|| thread_not_found(id))
+}
+
+/// Refuses new messages while a run is active on the thread.
+pub async fn check_unlocked(
+    state: &AppState,
+    tenant: &Tenant,
+    thread_id: &str,
+) -> Result<(), Error> {
+    if let Some(run_id) = state.store.runs.active_run(tenant, thread_id).await? {
+        return Err(Error::invalid(
+            format!("Can't add messages to {thread_id} while a run {run_id} is active."),
+            None,
+        ));
+    }
+    Ok(())
+}
+
+/// Applies attachment side effects to the thread (and stores it when changed).
+pub async fn apply_attachments(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    thread: &mut Thread,
+    new: &NewMessage,
+) -> Result<(), Error> {
+    if new.attachments.is_empty() {
+        return Ok(());
+    }
+    let mut changed = false;
+    for a in &new.attachments {
+        if state
+            .store
+            .files
+            .get_file(&caller.tenant, &a.file_id)
+            .await?
+            .is_none()
+        {
+            return Err(Error::NotFound {
+                message: format!("No such File object: {}", a.file_id),
+                param: Some("file_id".into()),
+            });
+        }
+        for tool in &a.tools {
+            match tool["type"].as_str() {
+                Some("code_interpreter") => {
+                    let ci = thread
+                        .tool_resources
+                        .code_interpreter
+                        .get_or_insert_with(CodeInterpreterResources::default);
+                    if !ci.file_ids.contains(&a.file_id) && ci.file_ids.len() < 20 {
+                        ci.file_ids.push(a.file_id.clone());
+                        changed = true;
+                    }
+                }
+                Some("file_search") => {
+                    let vs_id = match thread.tool_resources.vector_store_ids().first() {
+                        Some(id) => id.clone(),
+                        None => {
+                            // The thread's own store, expiring 7 days after its last activity.
+                            let vs = vector_stores::create(
+                                state,
+                                caller,
+                                NewVectorStore {
+                                    expires_after: Some(ExpiresAfter {
+                                        anchor: "last_active_at".into(),
+                                        days: 7,
+                                    }),
+                                    ..NewVectorStore::default()
+                                },
+                            )
+                            .await?;
+                            thread.tool_resources.file_search = Some(FileSearchResources {
+                                vector_store_ids: vec![vs.id.clone()],
+                            });
+                            changed = true;
+                            vs.id
+                        }
+                    };
+                    let existing = state
+                        .store
+                        .vector_stores
+                        .get_vs_file(&caller.tenant, &vs_id, &a.file_id)
+                        .await?;
+                    if existing.is_none() {
+                        vector_stores::add_file(
+                            state, caller, &vs_id, &a.file_id, None, None, None,
+                        )
+                        .await?;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    if changed {
+        state
+            .store
+            .threads
+            .put_thread(&caller.tenant, thread)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Builds and stores a message (attachments already applied by the caller).
+pub async fn insert(
+    state: &AppState,
+    tenant: &Tenant,
+    thread_id: &str,
+    new: NewMessage,
+    run_id: Option<&str>,
+    assistant_id: Option<&str>,
+) -> Result<Message, Error> {
+    let now = now_secs();
+    let m = Message {
+        id: new_id("msg_"),
+        object: "thread.message".into(),
+        created_at: now,
+        thread_id: thread_id.to_owned(),
+        status: "completed".into(),
+        incomplete_details: None,
+        completed_at: Some(now),
+        incomplete_at: None,
+        role: new.role,
+        content: new.content,
+        assistant_id: assistant_id.map(str::to_owned),
+        run_id: run_id.map(str::to_owned),
+        attachments: new.attachments,
+        metadata: new.metadata,
+    };
+    state.store.messages.put_message(tenant, &m).await?;
+    Ok(m)
+}
+
+/// Creates a user-supplied message on an existing thread: lock check, attachments, insert.
+pub async fn create(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    thread: &mut Thread,
+    new: NewMessage,
+) -> Result<Message, Error> {
+    check_unlocked(state, &caller.tenant, &thread.id).await?;
+    apply_attachments(state, caller, thread, &new).await?;
+    insert(state, &caller.tenant, &thread.id, new, None, None).await
+}

@@ -1,0 +1,121 @@
+//! Thread rules: a create body with initial messages (validated all before anything is
+//! written), tool resources (a `vector_stores` helper makes a store expiring 7 days after its
+//! last activity), and modify (ids only, lists replaced).
+
+use std::sync::Arc;
+
+use crate::api::assistants::service::{apply_helper, check_resources};
+use crate::api::common::{Caller, Field, Fields};
+use crate::api::messages::service as messages;
+use crate::api::messages::types::{self as message_types, NewMessage};
+use crate::api::validate::{self, ApiVersion, VectorStoreHelper};
+use crate::error::Error;
+use crate::ids::{new_id, now_secs};
+use crate::model::{ExpiresAfter, Message, Metadata, Thread, ToolResources};
+use crate::server::AppState;
+
+/// Initial messages of one create request (the spec sets no limit; this bounds the work).
+pub const MAX_INITIAL_MESSAGES: usize = 32;
+
+pub struct NewThread {
+    pub messages: Vec<NewMessage>,
+    pub tool_resources: ToolResources,
+    pub helper: Option<VectorStoreHelper>,
+    pub metadata: Metadata,
+}
+
+/// Parses a CreateThread body; `prefix` names its position inside another body (`thread.`).
+pub fn parse_create(mut f: Fields, version: ApiVersion, prefix: &str) -> Result<NewThread, Error> {
+    let messages = match f.array("messages", MAX_INITIAL_MESSAGES)? {
+        Field::Set(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mf = Fields::nested(m, &format!("{prefix}messages[{i}]"))?;
+                message_types::parse(mf, version)
+            })
+            .collect::<Result<_, _>>()?,
+        _ => Vec::new(),
+    };
+    let (tool_resources, helper) = match f.object("tool_resources")? {
+        Field::Set(tr) => validate::tool_resources(tr, true)?,
+        _ => (ToolResources::default(), None),
+    };
+    let metadata = f.metadata()?.into_option().unwrap_or_default();
+    f.finish()?;
+    Ok(NewThread {
+        messages,
+        tool_resources,
+        helper,
+        metadata,
+    })
+}
+
+/// Creates the thread and its initial messages, in order.
+pub async fn create(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    new: NewThread,
+) -> Result<(Thread, Vec<Message>), Error> {
+    let mut tool_resources = new.tool_resources;
+    check_resources(state, &caller.tenant, &tool_resources).await?;
+    let expiry = ExpiresAfter {
+        anchor: "last_active_at".into(),
+        days: 7,
+    };
+    apply_helper(state, caller, &mut tool_resources, new.helper, Some(expiry)).await?;
+    let mut thread = Thread {
+        id: new_id("thread_"),
+        object: "thread".into(),
+        created_at: now_secs(),
+        tool_resources,
+        metadata: new.metadata,
+    };
+    state
+        .store
+        .threads
+        .put_thread(&caller.tenant, &thread)
+        .await?;
+    let mut made = Vec::with_capacity(new.messages.len());
+    for m in new.messages {
+        messages::apply_attachments(state, caller, &mut thread, &m).await?;
+        made.push(messages::insert(state, &caller.tenant, &thread.id, m, None, None).await?);
+    }
+    Ok((thread, made))
+}
+
+pub async fn modify(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    id: &str,
+    mut f: Fields,
+) -> Result<Thread, Error> {
+    let tool_resources = match f.object("tool_resources")? {
+        Field::Set(tr) => Field::Set(validate::tool_resources(tr, false)?.0),
+        Field::Null => Field::Null,
+        Field::Absent => Field::Absent,
+    };
+    let metadata = f.metadata()?;
+    f.finish()?;
+    let mut t = messages::load_thread(state, &caller.tenant, id).await?;
+    match tool_resources {
+        Field::Set(tr) => {
+            check_resources(state, &caller.tenant, &tr).await?;
+            if tr.code_interpreter.is_some() {
+                t.tool_resources.code_interpreter = tr.code_interpreter;
+            }
+            if tr.file_search.is_some() {
+                t.tool_resources.file_search = tr.file_search;
+            }
+        }
+        Field::Null => t.tool_resources = ToolResources::default(),
+        Field::Absent => {}
+    }
+    match metadata {
+        Field::Set(m) => t.metadata = m,
+        Field::Null => t.metadata.clear(),
+        Field::Absent => {}
+    }
+    state.store.threads.put_thread(&caller.tenant, &t).await?;
+    Ok(t)
+}

@@ -1,0 +1,3 @@
+//! Vector stores, their files and file batches, and search.
+
+pub mod service;
