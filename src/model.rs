@@ -289,11 +289,12 @@ pub struct VectorStore {
     pub expires_at: Option<i64>,
     pub last_active_at: Option<i64>,
     pub metadata: Metadata,
-    /// Embedding model used for this store's chunks (not part of the wire object).
-    #[serde(default, skip_serializing)]
+    /// Embedding model used for this store's chunks (stored; stripped from the wire object).
+    #[serde(default)]
     pub embedding_model: String,
-    /// Embedding dimension, known once the first chunk is embedded (0 before).
-    #[serde(default, skip_serializing)]
+    /// Embedding dimension, known once the first chunk is embedded (0 before; stored;
+    /// stripped from the wire object).
+    #[serde(default)]
     pub dimensions: u32,
 }
 
@@ -308,9 +309,14 @@ pub struct VectorStoreFile {
     pub last_error: Option<Value>,
     pub chunking_strategy: Value,
     pub attributes: Option<Attributes>,
-    /// The batch that added the file, if any (not part of the wire object).
+    /// The batch that added the file, if any (stored; stripped from the wire object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_id: Option<String>,
+    /// While `in_progress`: Unix seconds until which the ingesting proxy holds the file. A
+    /// reader that finds it past this time knows the ingestion died (e.g. a restart) and marks
+    /// the file failed, so nothing stays `in_progress` forever (stored; stripped from the wire).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_lease_until: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -322,7 +328,7 @@ pub struct FileBatch {
     pub status: String,
     /// Derived from the batch's files when read.
     pub file_counts: FileCounts,
-    /// Set when the caller cancelled the batch.
+    /// Set when the caller cancelled the batch (stored; stripped from the wire object).
     #[serde(default, skip_serializing_if = "is_false")]
     pub cancel_requested: bool,
 }

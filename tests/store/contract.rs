@@ -171,6 +171,7 @@ pub fn vs_file(vs_id: &str, file_id: &str, status: &str, batch: Option<&str>) ->
         chunking_strategy: json!({"type": "static", "static": {"max_chunk_size_tokens": 800, "chunk_overlap_tokens": 400}}),
         attributes: None,
         batch_id: batch.map(str::to_owned),
+        ingest_lease_until: None,
     }
 }
 

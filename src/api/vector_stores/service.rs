@@ -102,6 +102,7 @@ pub async fn add_file(
         chunking_strategy: chunking_strategy.unwrap_or_else(default_chunking),
         attributes,
         batch_id: batch_id.map(str::to_owned),
+        ingest_lease_until: None,
     };
     state
         .store
