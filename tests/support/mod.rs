@@ -30,12 +30,73 @@ pub struct TestProxy {
     _dir: tempfile::TempDir,
 }
 
+/// Which store an API test runs on. Every API test runs on both (see `both_backends!`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Cassandra,
+}
+
+/// The store URL for a backend: a fresh SQLite file in `dir`, or the shared test keyspace on
+/// the Cassandra node at `ASSISTANTS_PROXY_TEST_CASSANDRA` (tests stay apart by using their
+/// own API keys, i.e. tenants). Without that variable the Cassandra tests fail, never skip.
+pub fn store_url(backend: Backend, dir: &std::path::Path) -> String {
+    match backend {
+        Backend::Sqlite => format!("sqlite://{}", dir.join("test.db").display()),
+        Backend::Cassandra => {
+            let hosts = std::env::var("ASSISTANTS_PROXY_TEST_CASSANDRA").unwrap_or_else(|_| {
+                panic!(
+                    "ASSISTANTS_PROXY_TEST_CASSANDRA is not set: start a node with \
+                     scripts/cassandra.sh start and set it to 127.0.0.1:9042 (scripts/test.sh does both)"
+                )
+            });
+            format!("cassandra://{hosts}/ap_api_tests")
+        }
+    }
+}
+
+/// A fresh random API key: a new tenant for the test that uses it.
+pub fn new_key() -> String {
+    format!("sk-test-{}", assistants_proxy::ids::new_id(""))
+}
+
+/// Runs an async test body once per backend: `both_backends!(name, |backend| async move {..})`
+/// defines `name::sqlite` and `name::cassandra`.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                ($body)($crate::support::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cassandra() {
+                ($body)($crate::support::Backend::Cassandra).await;
+            }
+        }
+    };
+}
+
 /// Builds a configuration from TOML text plus the upstream URL, with a fresh SQLite file.
 pub fn config_for(upstream: &str, toml: &str, dir: &std::path::Path) -> Config {
+    config_for_backend(upstream, toml, dir, Backend::Sqlite)
+}
+
+pub fn config_for_backend(
+    upstream: &str,
+    toml: &str,
+    dir: &std::path::Path,
+    backend: Backend,
+) -> Config {
     let args = ServeArgs {
         listen: Some("127.0.0.1:0".into()),
         upstream: Some(upstream.to_owned()),
-        store: Some(format!("sqlite://{}", dir.join("test.db").display())),
+        store: Some(store_url(backend, dir)),
         ..ServeArgs::default()
     };
     Config::resolve(&args, FileConfig::parse(toml).expect("test TOML")).expect("test config")
@@ -50,6 +111,17 @@ impl TestProxy {
     pub async fn start_with(upstream: &str, toml: &str) -> TestProxy {
         let dir = tempfile::tempdir().unwrap();
         let config = config_for(upstream, toml, dir.path());
+        TestProxy::start_config(config, dir).await
+    }
+
+    /// Starts on the given backend (the API tests run every case on both).
+    pub async fn start_backend(upstream: &str, backend: Backend) -> TestProxy {
+        TestProxy::start_backend_with(upstream, backend, "").await
+    }
+
+    pub async fn start_backend_with(upstream: &str, backend: Backend, toml: &str) -> TestProxy {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_for_backend(upstream, toml, dir.path(), backend);
         TestProxy::start_config(config, dir).await
     }
 
