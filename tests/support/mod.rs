@@ -211,3 +211,124 @@ pub fn write_test_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path:
     std::fs::write(&key_path, &key_pem).unwrap();
     (cert_path, key_path, cert_pem)
 }
+
+/// A JSON client for the intercepted API, with one API key (one tenant).
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub key: String,
+    pub client: TestClient,
+    /// Extra headers on every request (e.g. `OpenAI-Beta: assistants=v1`).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Api {
+    pub fn new(proxy: &TestProxy) -> Api {
+        Api {
+            base: format!("http://{}", proxy.addr),
+            key: new_key(),
+            client: client(),
+            headers: vec![("openai-beta".into(), "assistants=v2".into())],
+        }
+    }
+
+    /// Same proxy, another tenant.
+    pub fn other_tenant(&self) -> Api {
+        Api {
+            key: new_key(),
+            ..self.clone()
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Api {
+        self.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Any request; returns status, headers and the raw body.
+    pub async fn raw(
+        &self,
+        method: http::Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> (http::StatusCode, http::HeaderMap, Bytes) {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path))
+            .header("authorization", format!("Bearer {}", self.key));
+        for (k, v) in &self.headers {
+            b = b.header(k.as_str(), v.as_str());
+        }
+        if let Some(ct) = content_type {
+            b = b.header("content-type", ct);
+        }
+        let (resp, bytes) = send(&self.client, b.body(Full::new(body)).unwrap()).await;
+        (resp.status(), resp.headers().clone(), bytes)
+    }
+
+    async fn call(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (http::StatusCode, serde_json::Value) {
+        let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        let (status, _, out) = self
+            .raw(method, path, Some("application/json"), bytes)
+            .await;
+        let v = if out.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&out).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&out).into_owned())
+            })
+        };
+        (status, v)
+    }
+
+    pub async fn get(&self, path: &str) -> (http::StatusCode, serde_json::Value) {
+        self.call(http::Method::GET, path, None).await
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (http::StatusCode, serde_json::Value) {
+        self.call(http::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (http::StatusCode, serde_json::Value) {
+        self.call(http::Method::DELETE, path, None).await
+    }
+
+    /// POST that must succeed; returns the body.
+    pub async fn ok(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let (status, v) = self.post(path, body).await;
+        assert_eq!(status, 200, "POST {path}: {v}");
+        v
+    }
+}
+
+/// Asserts an OpenAI error envelope with the given status and (optionally) code/param.
+pub fn assert_error(
+    got: &(http::StatusCode, serde_json::Value),
+    status: u16,
+    code: Option<&str>,
+    param: Option<&str>,
+) {
+    assert_eq!(got.0, status, "{}", got.1);
+    let err = got.1["error"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no error envelope: {}", got.1));
+    assert_eq!(err.len(), 4, "{}", got.1);
+    assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()));
+    if let Some(code) = code {
+        assert_eq!(got.1["error"]["code"], code, "{}", got.1);
+    }
+    if let Some(param) = param {
+        assert_eq!(got.1["error"]["param"], param, "{}", got.1);
+    }
+}
