@@ -95,6 +95,17 @@ pub struct FileConfig {
     pub limits: FileLimits,
     #[serde(default)]
     pub tenancy: FileTenancy,
+    #[serde(default)]
+    pub runs: FileRuns,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRuns {
+    pub expires_after_seconds: Option<u64>,
+    pub lease_seconds: Option<u64>,
+    pub sweep_interval_seconds: Option<u64>,
+    pub default_context_tokens: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,6 +173,20 @@ pub struct Config {
     /// Tokio worker threads; `None` = one per CPU the process may run on.
     pub worker_threads: Option<usize>,
     pub access_log: bool,
+    pub runs: RunsConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunsConfig {
+    /// How long an active run may wait (notably in `requires_action`) before it expires.
+    pub expires_after: Duration,
+    /// How long a proxy's claim on an executing run lasts without renewal; after a crash,
+    /// another proxy (or the restarted one) resolves the run once this has passed.
+    pub lease: Duration,
+    /// How often each proxy looks for expired runs and dead leases.
+    pub sweep_interval: Duration,
+    /// Context window assumed for models the proxy does not know.
+    pub default_context_tokens: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -335,7 +360,21 @@ impl Config {
             return err("server.header_read_timeout_seconds must be greater than zero");
         }
 
+        let runs = RunsConfig {
+            expires_after: secs(file.runs.expires_after_seconds, 600),
+            lease: secs(file.runs.lease_seconds, 30),
+            sweep_interval: secs(file.runs.sweep_interval_seconds, 5),
+            default_context_tokens: file.runs.default_context_tokens.unwrap_or(128_000),
+        };
+        if runs.expires_after.is_zero() || runs.lease.as_secs() < 2 || runs.sweep_interval.is_zero()
+        {
+            return err(
+                "runs: expires_after_seconds and sweep_interval_seconds must be > 0, lease_seconds >= 2",
+            );
+        }
+
         Ok(Config {
+            runs,
             listen,
             log_format: args
                 .log_format

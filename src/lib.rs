@@ -18,6 +18,7 @@ pub mod ids;
 pub mod metrics;
 pub mod model;
 pub mod routes;
+pub mod runs;
 pub mod server;
 pub mod store;
 pub mod telemetry;

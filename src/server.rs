@@ -43,6 +43,12 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// Cancelled when the grace period ends: long-lived work stops and saves its state.
     pub shutdown: CancellationToken,
+    /// Run timestamps and expiry (tests can move it forward).
+    pub clock: crate::runs::Clock,
+    /// Runs executing in this process (for immediate local cancels).
+    pub run_registry: crate::runs::Registry,
+    /// This process's identity in run leases.
+    pub instance_id: String,
     request_ids: RequestIds,
 }
 
@@ -86,6 +92,9 @@ impl AppState {
             routes: RouteTable::new(),
             tasks,
             shutdown,
+            clock: crate::runs::Clock::default(),
+            run_registry: crate::runs::Registry::default(),
+            instance_id: crate::ids::new_id("proxy_"),
             request_ids: RequestIds::new(),
         }))
     }
@@ -115,6 +124,7 @@ pub async fn serve(
 ) {
     let builder = connection_builder(&state.config);
     let graceful = GracefulShutdown::new();
+    state.tasks.spawn(crate::runs::sweeper::run(state.clone()));
     let connections = TaskTracker::new();
     tracing::info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),

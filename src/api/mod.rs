@@ -5,6 +5,7 @@ pub mod assistants;
 pub mod common;
 pub mod messages;
 pub mod ops;
+pub mod runs;
 pub mod threads;
 pub mod validate;
 pub mod vector_stores;
@@ -54,20 +55,21 @@ pub async fn dispatch(
         E::ListMessageFiles => messages::list_files(state, req, params).await,
         E::RetrieveMessageFile => messages::retrieve_file(state, req, params).await,
 
+        E::CreateThreadAndRun => runs::create_thread_and_run(state, req).await,
+        E::ListRuns => runs::list(state, req, params).await,
+        E::CreateRun => runs::create(state, req, params).await,
+        E::RetrieveRun => runs::retrieve(state, req, params).await,
+        E::ModifyRun => runs::modify(state, req, params).await,
+        E::CancelRun => runs::cancel(state, req, params).await,
+        E::SubmitToolOutputs => runs::submit_tool_outputs(state, req, params).await,
+        E::ListRunSteps => runs::list_steps(state, req, params).await,
+        E::RetrieveRunStep => runs::retrieve_step(state, req, params).await,
+
         E::ListFiles
         | E::CreateFile
         | E::RetrieveFile
         | E::DeleteFile
         | E::FileContent
-        | E::CreateThreadAndRun
-        | E::ListRuns
-        | E::CreateRun
-        | E::RetrieveRun
-        | E::ModifyRun
-        | E::CancelRun
-        | E::SubmitToolOutputs
-        | E::ListRunSteps
-        | E::RetrieveRunStep
         | E::ListVectorStores
         | E::CreateVectorStore
         | E::RetrieveVectorStore

@@ -3,6 +3,8 @@
 //!
 //! Built once at start-up: a per-request client would pay TCP and TLS on every call.
 
+pub mod chat;
+
 use std::fs;
 use std::sync::Arc;
 use std::task::{Context, Poll};

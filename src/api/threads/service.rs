@@ -17,6 +17,7 @@ use crate::server::AppState;
 /// Initial messages of one create request (the spec sets no limit; this bounds the work).
 pub const MAX_INITIAL_MESSAGES: usize = 32;
 
+#[derive(Debug)]
 pub struct NewThread {
     pub messages: Vec<NewMessage>,
     pub tool_resources: ToolResources,

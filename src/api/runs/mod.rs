@@ -1,0 +1,268 @@
+//! `/v1/threads/{thread_id}/runs…` and `/v1/threads/runs`: create (streamed or not), list,
+//! retrieve, modify, cancel, submit tool outputs, run steps. The rules live in
+//! `crate::runs::service`; these handlers decode, call, and encode (JSON or SSE).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::api::common::{self, Caller, ListParams, check_id};
+use crate::api::validate::{ApiVersion, tools_for};
+use crate::api::{messages, threads};
+use crate::body::ProxyBody;
+use crate::error::Error;
+use crate::model::{Run, RunStep};
+use crate::routes::PathParams;
+use crate::runs::events::Event;
+use crate::runs::service;
+use crate::server::AppState;
+
+/// How soon the SDKs' polling helpers should look again (their default is 1–5 s).
+const POLL_AFTER_MS: u32 = 250;
+
+pub fn render_run(run: &Run, version: ApiVersion) -> Value {
+    let mut v = serde_json::to_value(run).unwrap_or(Value::Null);
+    if version == ApiVersion::V1 {
+        v["tools"] = json!(tools_for(version, &run.tools));
+        v["file_ids"] = json!([]);
+    }
+    v
+}
+
+/// A step as the caller may see it: file_search result content only with `include[]`.
+pub fn render_step(step: &RunStep, include_content: bool) -> Value {
+    let mut v = serde_json::to_value(step).unwrap_or(Value::Null);
+    if !include_content && let Some(calls) = v["step_details"]["tool_calls"].as_array_mut() {
+        for c in calls {
+            if let Some(results) = c["file_search"]["results"].as_array_mut() {
+                for r in results {
+                    if let Some(o) = r.as_object_mut() {
+                        o.remove("content");
+                    }
+                }
+            }
+        }
+    }
+    v
+}
+
+fn render_event(ev: &Event, version: ApiVersion, include: bool) -> Value {
+    match ev {
+        Event::ThreadCreated(t) => threads::render(t, version),
+        Event::Run(_, r) => render_run(r, version),
+        Event::Step(_, s) => render_step(s, include),
+        Event::Message(_, m) => messages::render(m, version),
+        Event::StepDelta(v) | Event::MessageDelta(v) | Event::Error(v) => v.clone(),
+        Event::Done => Value::Null,
+    }
+}
+
+/// An SSE response fed by the run's event channel; it ends when the engine drops the sender
+/// (after `done`). Dropping the response (a client that leaves) does not touch the run.
+fn sse(
+    rx: mpsc::UnboundedReceiver<Event>,
+    version: ApiVersion,
+    include: bool,
+) -> Response<ProxyBody> {
+    let stream = futures_util::stream::unfold(rx, move |mut rx| async move {
+        let ev = rx.recv().await?;
+        let bytes: Bytes = ev.to_sse(&|e| render_event(e, version, include));
+        Some((Ok::<_, Infallible>(Frame::data(bytes)), rx))
+    });
+    let body = StreamBody::new(stream)
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Reverse proxies in front of this one must not buffer the stream.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+fn run_response(run: &Run, version: ApiVersion) -> Response<ProxyBody> {
+    common::with_poll_hint(
+        common::json_response(StatusCode::OK, &render_run(run, version)),
+        POLL_AFTER_MS,
+    )
+}
+
+fn ids(params: &PathParams) -> Result<(String, String), Error> {
+    let thread_id = params.get("thread_id").unwrap_or_default();
+    check_id("thread_id", thread_id, "thread_")?;
+    let run_id = params.get("run_id").unwrap_or_default();
+    if params.get("run_id").is_some() {
+        check_id("run_id", run_id, "run_")?;
+    }
+    Ok((thread_id.to_owned(), run_id.to_owned()))
+}
+
+pub async fn create(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    params: PathParams,
+) -> Result<Response<ProxyBody>, Error> {
+    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let (thread_id, _) = ids(&params)?;
+    let include = service::include_content(req.uri().query())?;
+    let fields = common::json_body(req, &state.config).await?;
+    let mut opts = service::parse(fields, caller.version, false)?;
+    opts.include_content = include;
+    let (rec, rx) = service::create(state, &caller, Some(&thread_id), opts).await?;
+    Ok(match rx {
+        Some(rx) => sse(rx, caller.version, include),
+        None => run_response(&rec.run, caller.version),
+    })
+}
+
+pub async fn create_thread_and_run(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Error> {
+    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let include = service::include_content(req.uri().query())?;
+    let fields = common::json_body(req, &state.config).await?;
+    let mut opts = service::parse(fields, caller.version, true)?;
+    opts.include_content = include;
+    let (rec, rx) = service::create(state, &caller, None, opts).await?;
+    Ok(match rx {
+        Some(rx) => sse(rx, caller.version, include),
+        None => run_response(&rec.run, caller.version),
+    })
+}
+
+pub async fn list(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    params: PathParams,
+) -> Result<Response<ProxyBody>, Error> {
+    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let (thread_id, _) = ids(&params)?;
+    let p = ListParams::parse(req.uri().query(), 20, 100, true)?;
+    messages::service::load_thread(state, &caller.tenant, &thread_id).await?;
+    let page = state
+        .store
+        .runs
+        .list_runs(&caller.tenant, &thread_id, &p.query)
+        .await?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for rec in page.items {
+        items.push(service::expire_if_due(state, &caller, rec).await?);
+    }
+    let page = crate::store::Page {
+        items,
+        has_more: page.has_more,
+    };
+    Ok(common::list_response(
+        page,
+        |r| &r.run.id,
+        |r| render_run(&r.run, caller.version),
+    ))
+}
+
+pub async fn retrieve(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    params: PathParams,
+) -> Result<Response<ProxyBody>, Error> {
+    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let (thread_id, run_id) = ids(&params)?;
+    let rec = service::load(state, &caller, &thread_id, &run_id).await?;
+    Ok(run_response(&rec.run, caller.version))
+}
+
+pub async fn modify(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    params: PathParams,
+) -> Result<Response<ProxyBody>, Error> {
+    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let (thread_id, run_id) = ids(&params)?;
+    let fields = common::json_body(req, &state.config).await?;
+    let rec = service::modify(state, &caller, &thread_id, &run_id, fields).await?;
+    Ok(run_response(&rec.run, caller.version))
+}
+
+pub async fn cancel(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    params: PathParams,
+) -> Result<Response<ProxyBody>, Error> {
+    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let (thread_id, run_id) = ids(&params)?;
+    // The body is ignored (the spec defines none), but must not be unreadable garbage.
+    common::read_body(req, state.config.limits.max_json_body_bytes).await?;
+    let rec = service::cancel(state, &caller, &thread_id, &run_id).await?;
+    Ok(run_response(&rec.run, caller.version))
+}
+
+pub async fn submit_tool_outputs(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    params: PathParams,
+) -> Result<Response<ProxyBody>, Error> {
+    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let (thread_id, run_id) = ids(&params)?;
+    let fields = common::json_body(req, &state.config).await?;
+    let (rec, rx) =
+        service::submit_tool_outputs(state, &caller, &thread_id, &run_id, fields).await?;
+    Ok(match rx {
+        Some(rx) => sse(rx, caller.version, false),
+        None => run_response(&rec.run, caller.version),
+    })
+}
+
+pub async fn list_steps(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    params: PathParams,
+) -> Result<Response<ProxyBody>, Error> {
+    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let (thread_id, run_id) = ids(&params)?;
+    let include = service::include_content(req.uri().query())?;
+    let p = ListParams::parse(req.uri().query(), 20, 100, true)?;
+    service::load(state, &caller, &thread_id, &run_id).await?;
+    let page = state
+        .store
+        .runs
+        .list_steps(&caller.tenant, &thread_id, &run_id, &p.query)
+        .await?;
+    Ok(common::list_response(
+        page,
+        |s| &s.id,
+        |s| render_step(s, include),
+    ))
+}
+
+pub async fn retrieve_step(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    params: PathParams,
+) -> Result<Response<ProxyBody>, Error> {
+    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let (thread_id, run_id) = ids(&params)?;
+    let step_id = params.get("step_id").unwrap_or_default();
+    check_id("step_id", step_id, "step_")?;
+    let include = service::include_content(req.uri().query())?;
+    service::load(state, &caller, &thread_id, &run_id).await?;
+    let step = state
+        .store
+        .runs
+        .get_step(&caller.tenant, &thread_id, &run_id, step_id)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("No run step found with id '{step_id}'.")))?;
+    Ok(common::json_response(
+        StatusCode::OK,
+        &render_step(&step, include),
+    ))
+}

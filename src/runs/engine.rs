@@ -1,0 +1,868 @@
+//! Executes one run: claims it (a lease in the run record), then turn by turn builds the
+//! prompt, streams the upstream completion, translates it into events, persists messages and
+//! steps, runs file_search itself, and ends the run — or stops at `requires_action` when the
+//! model calls the client's functions. Everything is persisted on each transition, so a
+//! client that disconnects, or a proxy that dies, loses nothing that was acknowledged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::events::Event;
+use super::file_search::{self, Hit};
+use super::prompt::{self, FileSearchOffer, Limit, PromptInput, RunItem};
+use super::translate::{Finish, Turn, TurnCtx, citations};
+use crate::api::common::Caller;
+use crate::error::Error;
+use crate::model::{Message, RunRecord, RunStatus, RunStep, Usage};
+use crate::server::AppState;
+use crate::store::{ListQuery, Order, Tenant};
+use crate::upstream::chat::{CallError, ChatStream};
+
+/// Where a run's events go: the SSE response of the request that (re)started the run, if
+/// it asked to stream. Unbounded because a run's events are finite and the engine must never
+/// wait on a slow client.
+pub type Sink = mpsc::UnboundedSender<Event>;
+
+/// Turns one run may take (each file_search round trip is a turn); a guard against a model
+/// that searches forever.
+const MAX_TURNS: usize = 16;
+/// Thread messages considered for a prompt (the newest); truncation then fits them.
+const MAX_PROMPT_MESSAGES: usize = 1000;
+/// How often a streamed partial answer is saved, so a crash keeps most of it.
+const PARTIAL_SAVE_EVERY: Duration = Duration::from_secs(1);
+
+pub fn emit(sink: &Option<Sink>, event: Event) {
+    if let Some(s) = sink {
+        // A closed receiver means the client left; the run goes on regardless.
+        let _ = s.send(event);
+    }
+}
+
+/// Identifies the run being executed.
+#[derive(Clone)]
+pub struct RunRef {
+    pub tenant: Tenant,
+    pub thread_id: String,
+    pub run_id: String,
+}
+
+/// What a compare-and-set transition closure decided.
+pub enum Apply {
+    Write,
+    /// Leave the record as it is (the transition no longer applies).
+    Skip,
+}
+
+/// Loads the freshest record, applies `f`, and writes it with compare-and-set, retrying when
+/// another writer got there first. Returns the record as stored afterwards (None if the run
+/// no longer exists).
+pub async fn transition(
+    state: &AppState,
+    r: &RunRef,
+    mut f: impl FnMut(&mut RunRecord) -> Apply,
+) -> Result<Option<(RunRecord, bool)>, Error> {
+    for _ in 0..32 {
+        let Some(current) = state
+            .store
+            .runs
+            .get_run(&r.tenant, &r.thread_id, &r.run_id)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut next = current.clone();
+        match f(&mut next) {
+            Apply::Skip => return Ok(Some((current, false))),
+            Apply::Write => {
+                next.version = current.version + 1;
+                if state
+                    .store
+                    .runs
+                    .update_run(&r.tenant, &next, current.version)
+                    .await?
+                {
+                    return Ok(Some((next, true)));
+                }
+            }
+        }
+    }
+    Err(Error::internal("the run changed too often to update it"))
+}
+
+/// Marks the terminal timestamps and clears what only active runs carry.
+pub fn finish_run(rec: &mut RunRecord, status: RunStatus, now: i64) {
+    let usage = usage_of(rec);
+    let run = &mut rec.run;
+    run.status = status;
+    run.required_action = None;
+    match status {
+        RunStatus::Completed => run.completed_at = Some(now),
+        RunStatus::Failed => run.failed_at = Some(now),
+        RunStatus::Cancelled => run.cancelled_at = Some(now),
+        _ => {}
+    }
+    if status != RunStatus::Expired {
+        run.expires_at = None;
+    }
+    run.usage = Some(usage);
+    rec.lease_owner = None;
+    rec.lease_until = None;
+}
+
+/// Usage accumulated over the run's upstream calls (kept in engine state until it is shown).
+pub fn usage_of(rec: &RunRecord) -> Usage {
+    let mut u = Usage::default();
+    u.add(
+        rec.state["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
+        rec.state["usage"]["completion_tokens"]
+            .as_u64()
+            .unwrap_or(0),
+    );
+    u
+}
+
+fn add_usage(rec: &mut RunRecord, turn: Usage) {
+    let mut u = usage_of(rec);
+    u.add(turn.prompt_tokens, turn.completion_tokens);
+    if !rec.state.is_object() {
+        rec.state = json!({});
+    }
+    rec.state["usage"] =
+        json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens});
+}
+
+/// Ends the run's open message and steps after a failure, cancel or expiry, keeping what was
+/// produced (the message becomes `incomplete`).
+pub async fn close_open_items(
+    state: &AppState,
+    r: &RunRef,
+    step_status: &str,
+    message_reason: &str,
+    last_error: Option<&Value>,
+    now: i64,
+    sink: &Option<Sink>,
+) -> Result<(), Error> {
+    let q = ListQuery {
+        limit: 100,
+        order: Order::Asc,
+        after: None,
+        before: None,
+    };
+    let steps = state
+        .store
+        .runs
+        .list_steps(&r.tenant, &r.thread_id, &r.run_id, &q)
+        .await?;
+    for mut s in steps
+        .items
+        .into_iter()
+        .filter(|s| s.status == "in_progress")
+    {
+        if s.kind == "message_creation"
+            && let Some(mid) = s.step_details["message_creation"]["message_id"].as_str()
+            && let Some(mut m) = state
+                .store
+                .messages
+                .get_message(&r.tenant, &r.thread_id, mid)
+                .await?
+            && m.status == "in_progress"
+        {
+            m.status = "incomplete".into();
+            m.incomplete_at = Some(now);
+            m.incomplete_details = Some(json!({"reason": message_reason}));
+            state.store.messages.put_message(&r.tenant, &m).await?;
+            emit(sink, Event::Message("incomplete", Box::new(m)));
+        }
+        s.status = step_status.to_owned();
+        match step_status {
+            "failed" => {
+                s.failed_at = Some(now);
+                s.last_error = last_error.cloned();
+            }
+            "cancelled" => s.cancelled_at = Some(now),
+            _ => s.expired_at = Some(now),
+        }
+        state.store.runs.put_step(&r.tenant, &s).await?;
+        let name = match step_status {
+            "failed" => "failed",
+            "cancelled" => "cancelled",
+            _ => "expired",
+        };
+        emit(sink, Event::Step(name, Box::new(s)));
+    }
+    Ok(())
+}
+
+/// How a turn ended.
+enum TurnEnd {
+    /// The model answered; the run is complete.
+    Answered,
+    /// The model called file_search only; search results were recorded; take another turn.
+    Searched,
+    /// The model called client functions: wait for tool outputs.
+    NeedsOutputs(Vec<Value>),
+    /// A token limit stopped the answer.
+    Incomplete(&'static str),
+    Failed(CallError),
+    Cancelled,
+}
+
+/// Runs the engine for one run, until it completes, fails, is cancelled, or needs outputs.
+pub async fn execute(state: Arc<AppState>, caller: Caller, r: RunRef, sink: Option<Sink>) {
+    let (cancel, _guard) = state.run_registry.enter(&r.run_id);
+    if let Err(e) = drive(&state, &caller, &r, &sink, &cancel).await {
+        tracing::error!(run_id = %r.run_id, error = %e, "run failed inside the proxy");
+        let now = state.clock.now();
+        let last_error = json!({"code": "server_error", "message": format!("The proxy failed while executing the run: {e}")});
+        let _ = close_open_items(
+            &state,
+            &r,
+            "failed",
+            "run_failed",
+            Some(&last_error),
+            now,
+            &sink,
+        )
+        .await;
+        if let Ok(Some((rec, true))) = transition(&state, &r, |rec| {
+            if !rec.run.status.is_active() {
+                return Apply::Skip;
+            }
+            rec.run.last_error = Some(last_error.clone());
+            finish_run(rec, RunStatus::Failed, now);
+            Apply::Write
+        })
+        .await
+        {
+            emit(&sink, Event::Run("failed", Box::new(rec.run)));
+        }
+    }
+    emit(&sink, Event::Done);
+}
+
+async fn drive(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    r: &RunRef,
+    sink: &Option<Sink>,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<(), Error> {
+    // Claim: queued → in_progress, with this proxy's lease.
+    let lease_ms = state.config.runs.lease.as_millis() as i64;
+    let now = state.clock.now();
+    let claimed = transition(state, r, |rec| match rec.run.status {
+        RunStatus::Queued => {
+            rec.run.status = RunStatus::InProgress;
+            rec.run.started_at.get_or_insert(now);
+            rec.lease_owner = Some(state.instance_id.clone());
+            rec.lease_until = Some(state.clock.now_millis() + lease_ms);
+            Apply::Write
+        }
+        _ => Apply::Skip,
+    })
+    .await?;
+    let Some((mut rec, true)) = claimed else {
+        if let Some((rec, _)) = claimed
+            && rec.run.status == RunStatus::Cancelling
+        {
+            return finalize_cancel(state, r, sink).await;
+        }
+        return Ok(());
+    };
+    emit(sink, Event::Run("in_progress", Box::new(rec.run.clone())));
+
+    for _ in 0..MAX_TURNS {
+        let end = match one_turn(state, caller, r, &rec, sink, cancel).await? {
+            Some(end) => end,
+            None => return finalize_cancel(state, r, sink).await,
+        };
+        let now = state.clock.now();
+        match end {
+            TurnEnd::Searched => {
+                // Renew the lease and pick up concurrent changes (a cancel) between turns.
+                match renew(state, r).await? {
+                    Some(fresh) if fresh.run.status == RunStatus::InProgress => rec = fresh,
+                    _ => return finalize_cancel(state, r, sink).await,
+                }
+            }
+            TurnEnd::Answered => {
+                return end_run(state, r, sink, RunStatus::Completed, None, None).await;
+            }
+            TurnEnd::Incomplete(reason) => {
+                let details = json!({"reason": reason});
+                return end_run(state, r, sink, RunStatus::Incomplete, None, Some(details)).await;
+            }
+            TurnEnd::Failed(e) => {
+                let last_error = json!({"code": e.code, "message": e.message});
+                close_open_items(
+                    state,
+                    r,
+                    "failed",
+                    "run_failed",
+                    Some(&last_error),
+                    now,
+                    sink,
+                )
+                .await?;
+                return end_run(state, r, sink, RunStatus::Failed, Some(last_error), None).await;
+            }
+            TurnEnd::Cancelled => return finalize_cancel(state, r, sink).await,
+            TurnEnd::NeedsOutputs(calls) => {
+                let written = transition(state, r, |rec| {
+                    if rec.run.status != RunStatus::InProgress {
+                        return Apply::Skip;
+                    }
+                    rec.run.status = RunStatus::RequiresAction;
+                    rec.run.required_action = Some(json!({
+                        "type": "submit_tool_outputs",
+                        "submit_tool_outputs": {"tool_calls": calls},
+                    }));
+                    rec.run.usage = Some(usage_of(rec));
+                    rec.lease_owner = None;
+                    rec.lease_until = None;
+                    Apply::Write
+                })
+                .await?;
+                match written {
+                    Some((rec, true)) => {
+                        emit(sink, Event::Run("requires_action", Box::new(rec.run)))
+                    }
+                    _ => return finalize_cancel(state, r, sink).await,
+                }
+                return Ok(());
+            }
+        }
+    }
+    let last_error = json!({"code": "server_error", "message": format!("The run stopped after {MAX_TURNS} tool rounds without an answer.")});
+    end_run(state, r, sink, RunStatus::Failed, Some(last_error), None).await
+}
+
+/// Renews this proxy's lease; returns the fresh record, or None/another status when the run
+/// was cancelled or taken away meanwhile.
+async fn renew(state: &AppState, r: &RunRef) -> Result<Option<RunRecord>, Error> {
+    let lease_ms = state.config.runs.lease.as_millis() as i64;
+    let owner = state.instance_id.clone();
+    let out = transition(state, r, |rec| {
+        if rec.run.status != RunStatus::InProgress
+            || rec.lease_owner.as_deref() != Some(owner.as_str())
+        {
+            return Apply::Skip;
+        }
+        rec.lease_until = Some(state.clock.now_millis() + lease_ms);
+        Apply::Write
+    })
+    .await?;
+    Ok(out.map(|(rec, _)| rec))
+}
+
+/// Ends the run with a terminal status (unless a cancel won the race).
+async fn end_run(
+    state: &AppState,
+    r: &RunRef,
+    sink: &Option<Sink>,
+    status: RunStatus,
+    last_error: Option<Value>,
+    incomplete: Option<Value>,
+) -> Result<(), Error> {
+    let now = state.clock.now();
+    let mut cancelled = false;
+    let written = transition(state, r, |rec| {
+        match rec.run.status {
+            RunStatus::InProgress => {}
+            RunStatus::Cancelling => {
+                cancelled = true;
+                return Apply::Skip;
+            }
+            _ => return Apply::Skip,
+        }
+        rec.run.last_error = last_error.clone();
+        rec.run.incomplete_details = incomplete.clone();
+        finish_run(rec, status, now);
+        Apply::Write
+    })
+    .await?;
+    if cancelled {
+        return finalize_cancel(state, r, sink).await;
+    }
+    if let Some((rec, true)) = written {
+        let name = match status {
+            RunStatus::Completed => "completed",
+            RunStatus::Incomplete => "incomplete",
+            RunStatus::Expired => "expired",
+            RunStatus::Cancelled => "cancelled",
+            _ => "failed",
+        };
+        emit(sink, Event::Run(name, Box::new(rec.run)));
+    }
+    Ok(())
+}
+
+/// cancelling → cancelled, closing the run's open message and steps.
+pub async fn finalize_cancel(
+    state: &AppState,
+    r: &RunRef,
+    sink: &Option<Sink>,
+) -> Result<(), Error> {
+    let now = state.clock.now();
+    close_open_items(state, r, "cancelled", "run_cancelled", None, now, sink).await?;
+    let written = transition(state, r, |rec| {
+        if !matches!(
+            rec.run.status,
+            RunStatus::Cancelling | RunStatus::InProgress | RunStatus::Queued
+        ) {
+            return Apply::Skip;
+        }
+        finish_run(rec, RunStatus::Cancelled, now);
+        Apply::Write
+    })
+    .await?;
+    if let Some((rec, true)) = written {
+        emit(sink, Event::Run("cancelled", Box::new(rec.run)));
+    }
+    Ok(())
+}
+
+/// The run's file_search offer and the stores it searches (assistant's and thread's).
+async fn file_search_setup(
+    state: &AppState,
+    r: &RunRef,
+    rec: &RunRecord,
+) -> Result<Option<(FileSearchOffer, Vec<String>, Value)>, Error> {
+    let Some(tool) = rec.run.tools.iter().find(|t| t["type"] == "file_search") else {
+        return Ok(None);
+    };
+    let mut stores: Vec<String> = Vec::new();
+    if let Some(a) = state
+        .store
+        .assistants
+        .get_assistant(&r.tenant, &rec.run.assistant_id)
+        .await?
+    {
+        stores.extend(a.tool_resources.vector_store_ids().iter().cloned());
+    }
+    if let Some(t) = state
+        .store
+        .threads
+        .get_thread(&r.tenant, &r.thread_id)
+        .await?
+    {
+        stores.extend(t.tool_resources.vector_store_ids().iter().cloned());
+    }
+    if let Some(extra) = rec.state["vector_store_ids"].as_array() {
+        stores.extend(extra.iter().filter_map(|v| v.as_str().map(str::to_owned)));
+    }
+    stores.sort();
+    stores.dedup();
+    if stores.is_empty() {
+        return Ok(None);
+    }
+    let clashes = rec
+        .run
+        .tools
+        .iter()
+        .any(|t| t["type"] == "function" && t["function"]["name"] == "file_search");
+    let name = if clashes {
+        "proxy_file_search"
+    } else {
+        "file_search"
+    };
+    Ok(Some((
+        FileSearchOffer { name: name.into() },
+        stores,
+        tool.get("file_search").cloned().unwrap_or(Value::Null),
+    )))
+}
+
+/// The thread's messages for the prompt (oldest first, at most the newest
+/// `MAX_PROMPT_MESSAGES`), without those this run created.
+async fn prompt_messages(state: &AppState, r: &RunRef) -> Result<Vec<Message>, Error> {
+    let mut out = Vec::new();
+    let mut q = ListQuery {
+        limit: 100,
+        order: Order::Desc,
+        after: None,
+        before: None,
+    };
+    loop {
+        let page = state
+            .store
+            .messages
+            .list_messages(&r.tenant, &r.thread_id, None, &q)
+            .await?;
+        let last = page.items.last().map(|m| m.id.clone());
+        out.extend(
+            page.items
+                .into_iter()
+                .filter(|m| m.run_id.as_deref() != Some(r.run_id.as_str())),
+        );
+        if !page.has_more || out.len() >= MAX_PROMPT_MESSAGES {
+            break;
+        }
+        q.after = last;
+    }
+    out.truncate(MAX_PROMPT_MESSAGES);
+    out.reverse();
+    Ok(out)
+}
+
+/// This run's steps in order, and the prompt history they imply.
+async fn run_history(
+    state: &AppState,
+    r: &RunRef,
+    rec: &RunRecord,
+) -> Result<(Vec<RunStep>, Vec<RunItem>), Error> {
+    let q = ListQuery {
+        limit: 100,
+        order: Order::Asc,
+        after: None,
+        before: None,
+    };
+    let steps = state
+        .store
+        .runs
+        .list_steps(&r.tenant, &r.thread_id, &r.run_id, &q)
+        .await?
+        .items;
+    let mut items = Vec::new();
+    let mut fs_turn = 0usize;
+    for s in &steps {
+        if s.kind == "message_creation" {
+            if let Some(mid) = s.step_details["message_creation"]["message_id"].as_str()
+                && let Some(m) = state
+                    .store
+                    .messages
+                    .get_message(&r.tenant, &r.thread_id, mid)
+                    .await?
+            {
+                let text: Vec<&str> = m
+                    .content
+                    .iter()
+                    .filter_map(|p| p["text"]["value"].as_str())
+                    .collect();
+                if !text.is_empty() {
+                    items.push(RunItem::Assistant(text.join("\n")));
+                }
+            }
+            continue;
+        }
+        let mut calls = Vec::new();
+        let mut outputs = Vec::new();
+        for c in s.step_details["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let id = c["id"].as_str().unwrap_or_default().to_owned();
+            if c["type"] == "function" {
+                calls.push((
+                    id.clone(),
+                    c["function"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    c["function"]["arguments"]
+                        .as_str()
+                        .unwrap_or("{}")
+                        .to_owned(),
+                ));
+                outputs.push((
+                    id,
+                    c["function"]["output"].as_str().unwrap_or("").to_owned(),
+                ));
+            } else if c["type"] == "file_search" {
+                let name = rec.state["file_search_name"]
+                    .as_str()
+                    .unwrap_or("file_search")
+                    .to_owned();
+                let args = rec.state["file_search_args"][&id]
+                    .as_str()
+                    .unwrap_or("{}")
+                    .to_owned();
+                let hits: Vec<Hit> = c["file_search"]["results"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(Hit::from_result)
+                    .collect();
+                calls.push((id.clone(), name, args));
+                outputs.push((id, file_search::render_for_model(fs_turn, &hits)));
+                fs_turn += 1;
+            }
+        }
+        if !calls.is_empty() {
+            items.push(RunItem::ToolCalls { calls, outputs });
+        }
+    }
+    Ok((steps, items))
+}
+
+/// Loads `image_file` parts of the prompt's messages as data URLs (vision), best effort.
+async fn images_of(
+    state: &AppState,
+    r: &RunRef,
+    messages: &[Message],
+) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    for m in messages {
+        for p in &m.content {
+            if let Some(id) = p["image_file"]["file_id"].as_str() {
+                if out.contains_key(id) {
+                    continue;
+                }
+                if let Some(url) = file_search::data_url(state, &r.tenant, id).await {
+                    out.insert(id.to_owned(), url);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One model turn. None means the run was cancelled while the turn was running.
+async fn one_turn(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    r: &RunRef,
+    rec: &RunRecord,
+    sink: &Option<Sink>,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<Option<TurnEnd>, Error> {
+    let fs = file_search_setup(state, r, rec).await?;
+    let messages = prompt_messages(state, r).await?;
+    let (steps, items) = run_history(state, r, rec).await?;
+    let images = images_of(state, r, &messages).await;
+    let usage = usage_of(rec);
+    let built = {
+        let lookup = |id: &str| images.get(id).cloned();
+        prompt::build(&PromptInput {
+            run: &rec.run,
+            thread_messages: &messages,
+            run_items: &items,
+            file_search: fs.as_ref().map(|(o, _, _)| o),
+            default_context: state.config.runs.default_context_tokens,
+            prompt_tokens_used: usage.prompt_tokens,
+            completion_tokens_used: usage.completion_tokens,
+            images: &lookup,
+        })
+    };
+    let p = match built {
+        Ok(p) => p,
+        Err(Limit::MaxPromptTokens) => return Ok(Some(TurnEnd::Incomplete("max_prompt_tokens"))),
+        Err(Limit::MaxCompletionTokens) => {
+            return Ok(Some(TurnEnd::Incomplete("max_completion_tokens")));
+        }
+    };
+
+    let stream = tokio::select! {
+        s = ChatStream::open(&state.forwarder, &caller.upstream_headers, &p.body) => s,
+        () = cancel.cancelled() => return Ok(None),
+    };
+    let mut stream = match stream {
+        Ok(s) => s,
+        Err(e) => return Ok(Some(TurnEnd::Failed(e))),
+    };
+
+    let mut turn = Turn::new(TurnCtx {
+        thread_id: r.thread_id.clone(),
+        run_id: r.run_id.clone(),
+        assistant_id: rec.run.assistant_id.clone(),
+        now: state.clock.now(),
+        file_search_name: fs.as_ref().map(|(o, _, _)| o.name.clone()),
+    });
+    let mut renew_tick = tokio::time::interval(state.config.runs.lease / 3);
+    renew_tick.tick().await;
+    let mut last_save = tokio::time::Instant::now();
+    let mut failure: Option<CallError> = None;
+    loop {
+        let next = tokio::select! {
+            n = stream.next() => n,
+            () = cancel.cancelled() => {
+                save_partial(state, r, &turn).await?;
+                return Ok(None);
+            }
+            _ = renew_tick.tick() => {
+                match renew(state, r).await? {
+                    Some(fresh) if fresh.run.status == RunStatus::InProgress => continue,
+                    _ => {
+                        save_partial(state, r, &turn).await?;
+                        return Ok(Some(TurnEnd::Cancelled));
+                    }
+                }
+            }
+        };
+        match next {
+            Ok(Some(chunk)) => {
+                for ev in turn.push(&chunk) {
+                    persist(state, r, &ev).await?;
+                    emit(sink, ev);
+                }
+                if last_save.elapsed() >= PARTIAL_SAVE_EVERY {
+                    save_partial(state, r, &turn).await?;
+                    last_save = tokio::time::Instant::now();
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+
+    let turn_usage = turn.usage().unwrap_or_else(|| {
+        let completion = prompt::count_tokens(&turn.text())
+            + turn
+                .tool_calls()
+                .iter()
+                .map(|c| prompt::count_tokens(&c.arguments))
+                .sum::<u64>();
+        Usage {
+            prompt_tokens: p.estimated_tokens,
+            completion_tokens: completion,
+            total_tokens: p.estimated_tokens + completion,
+        }
+    });
+    // Record usage first: it counts even when the turn failed midway.
+    transition(state, r, |rec| {
+        add_usage(rec, turn_usage);
+        Apply::Write
+    })
+    .await?;
+
+    if let Some(e) = failure {
+        // Keep the partial answer; close_open_items marks it incomplete.
+        save_partial(state, r, &turn).await?;
+        return Ok(Some(TurnEnd::Failed(e)));
+    }
+
+    let now = state.clock.now();
+    let calls = turn.tool_calls();
+    let has_tool_step = turn.tool_step().is_some();
+    if turn.message().is_some() {
+        let anns = citation_annotations(&steps, rec, &turn.text());
+        let incomplete = (turn.finish() == Some(&Finish::Length)).then_some("max_tokens");
+        let message_usage = (!has_tool_step).then_some(turn_usage);
+        for ev in turn.complete_message(anns, incomplete, now, message_usage) {
+            persist(state, r, &ev).await?;
+            emit(sink, ev);
+        }
+    }
+    if turn.finish() == Some(&Finish::Length) && calls.is_empty() {
+        return Ok(Some(TurnEnd::Incomplete("max_completion_tokens")));
+    }
+    if calls.is_empty() {
+        return Ok(Some(TurnEnd::Answered));
+    }
+
+    // Tool calls: run file_search now; client functions wait for outputs.
+    let (offer_stores, ranking) = match &fs {
+        Some((_, stores, opts)) => (stores.clone(), opts.clone()),
+        None => (Vec::new(), Value::Null),
+    };
+    let mut results: std::collections::HashMap<String, Value> = std::collections::HashMap::new();
+    let mut args_state = serde_json::Map::new();
+    for c in calls.iter().filter(|c| c.file_search) {
+        let query = file_search::query_of(&c.arguments, &messages);
+        let hits = file_search::search(state, caller, &offer_stores, &query, &ranking).await;
+        let hits = match hits {
+            Ok(h) => h,
+            Err(e) => {
+                return Ok(Some(TurnEnd::Failed(CallError {
+                    code: "server_error",
+                    message: format!("file_search failed: {e}"),
+                    status: None,
+                    retry_after: None,
+                })));
+            }
+        };
+        results.insert(c.id.clone(), file_search::step_details(&ranking, &hits));
+        args_state.insert(c.id.clone(), json!(c.arguments));
+    }
+    if !args_state.is_empty() {
+        let name = fs
+            .as_ref()
+            .map(|(o, _, _)| o.name.clone())
+            .unwrap_or_default();
+        transition(state, r, |rec| {
+            if !rec.state.is_object() {
+                rec.state = json!({});
+            }
+            rec.state["file_search_name"] = json!(name);
+            let mut map = rec.state["file_search_args"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            map.extend(args_state.clone());
+            rec.state["file_search_args"] = Value::Object(map);
+            Apply::Write
+        })
+        .await?;
+    }
+    let Some(mut step) =
+        turn.tool_step_with_calls(&|c| results.get(&c.id).cloned().unwrap_or(json!({})))
+    else {
+        return Ok(Some(TurnEnd::Answered));
+    };
+    let functions: Vec<Value> = calls
+        .iter()
+        .filter(|c| !c.file_search)
+        .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+        .collect();
+    if functions.is_empty() {
+        step.status = "completed".into();
+        step.completed_at = Some(now);
+        step.usage = Some(turn_usage);
+        state.store.runs.put_step(&r.tenant, &step).await?;
+        emit(sink, Event::Step("completed", Box::new(step)));
+        Ok(Some(TurnEnd::Searched))
+    } else {
+        step.usage = Some(turn_usage);
+        state.store.runs.put_step(&r.tenant, &step).await?;
+        Ok(Some(TurnEnd::NeedsOutputs(functions)))
+    }
+}
+
+/// Persists the objects that creation/completion events carry.
+async fn persist(state: &AppState, r: &RunRef, ev: &Event) -> Result<(), Error> {
+    match ev {
+        Event::Message(_, m) => state.store.messages.put_message(&r.tenant, m).await?,
+        Event::Step(_, s) => state.store.runs.put_step(&r.tenant, s).await?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Saves the partial answer of an in-progress message.
+async fn save_partial(state: &AppState, r: &RunRef, turn: &Turn) -> Result<(), Error> {
+    if let Some(m) = turn.message() {
+        let mut m = m.clone();
+        m.content = turn.content();
+        state.store.messages.put_message(&r.tenant, &m).await?;
+    }
+    Ok(())
+}
+
+/// Citations in the final answer, resolved against this run's file_search results
+/// (marker `【t:i†…】` = result i of the run's t-th search).
+fn citation_annotations(steps: &[RunStep], rec: &RunRecord, text: &str) -> Vec<Value> {
+    let _ = rec;
+    let searches: Vec<&Value> = steps
+        .iter()
+        .flat_map(|s| {
+            s.step_details["tool_calls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+        })
+        .filter(|c| c["type"] == "file_search")
+        .collect();
+    citations(text, &|turn, idx| {
+        searches
+            .get(turn)
+            .and_then(|c| c["file_search"]["results"].get(idx))
+            .and_then(|res| res["file_id"].as_str().map(str::to_owned))
+    })
+}

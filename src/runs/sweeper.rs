@@ -1,0 +1,103 @@
+//! Every proxy periodically resolves runs nobody can finish: runs waiting for tool outputs
+//! past `expires_at` expire; runs whose executing proxy stopped renewing its lease (a crash,
+//! `kill -9`, a lost node) fail with `server_error`, or end `cancelled` if a cancel was
+//! pending. Several proxies sweeping at once is safe: every resolution is compare-and-set.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::engine::{self, Apply, RunRef, transition};
+use super::service;
+use crate::error::Error;
+use crate::model::RunStatus;
+use crate::server::AppState;
+
+/// Sweeps until shutdown.
+pub async fn run(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(state.config.runs.sweep_interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = state.shutdown.cancelled() => return,
+        }
+        match sweep_once(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(resolved = n, "resolved abandoned or expired runs"),
+            // The store may be briefly unavailable; the next sweep retries.
+            Err(e) => tracing::debug!(error = %e, "run sweep failed"),
+        }
+    }
+}
+
+/// One pass; returns how many runs it resolved.
+pub async fn sweep_once(state: &AppState) -> Result<usize, Error> {
+    let now = state.clock.now();
+    let now_ms = state.clock.now_millis();
+    let mut resolved = 0;
+    for (tenant, rec) in state.store.runs.list_active_runs().await? {
+        if state.run_registry.is_running(&rec.run.id) {
+            continue;
+        }
+        let r = RunRef {
+            tenant,
+            thread_id: rec.run.thread_id.clone(),
+            run_id: rec.run.id.clone(),
+        };
+        let lease_dead = rec.lease_until.is_none_or(|until| until < now_ms);
+        let expired = rec.run.expires_at.is_some_and(|at| at <= now);
+        match rec.run.status {
+            RunStatus::RequiresAction if expired => {
+                service::expire(state, &r).await?;
+                resolved += 1;
+            }
+            RunStatus::Cancelling if lease_dead => {
+                engine::finalize_cancel(state, &r, &None).await?;
+                resolved += 1;
+            }
+            RunStatus::Queued | RunStatus::InProgress if lease_dead => {
+                fail_abandoned(state, &r, rec.version).await?;
+                resolved += 1;
+            }
+            _ => {}
+        }
+    }
+    Ok(resolved)
+}
+
+/// Fails a run whose executor is gone, keeping its partial output as `incomplete`.
+async fn fail_abandoned(state: &AppState, r: &RunRef, seen_version: u64) -> Result<(), Error> {
+    let now = state.clock.now();
+    let now_ms = state.clock.now_millis();
+    let last_error = json!({
+        "code": "server_error",
+        "message": "The proxy executing this run stopped before it finished; the run was not completed.",
+    });
+    let written = transition(state, r, |rec| {
+        // Only if nothing changed since we judged it abandoned (a renewal would bump it).
+        let dead = rec.lease_until.is_none_or(|until| until < now_ms);
+        if rec.version != seen_version
+            || !dead
+            || !matches!(rec.run.status, RunStatus::Queued | RunStatus::InProgress)
+        {
+            return Apply::Skip;
+        }
+        rec.run.last_error = Some(last_error.clone());
+        engine::finish_run(rec, RunStatus::Failed, now);
+        Apply::Write
+    })
+    .await?;
+    if let Some((_, true)) = written {
+        engine::close_open_items(
+            state,
+            r,
+            "failed",
+            "run_failed",
+            Some(&last_error),
+            now,
+            &None,
+        )
+        .await?;
+    }
+    Ok(())
+}
