@@ -4,5 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod api_core;
 mod binary;
 mod proxy;
+mod runs;

@@ -153,7 +153,7 @@ fn model_reply(request: &Value) -> ScriptedReply {
         };
     }
     if model.contains("tool-call")
-        && let Some(reply) = tool_reply(request, model.contains("parallel"))
+        && let Some(reply) = tool_reply(request, model.contains("parallel"), model.contains("cite"))
     {
         return reply;
     }
@@ -172,10 +172,20 @@ fn default_text(request: &Value) -> String {
     }
 }
 
-/// The `tool-call` model: results are present → summarise them; tools offered → call them;
-/// otherwise `None` (plain text).
-fn tool_reply(request: &Value, parallel: bool) -> Option<ScriptedReply> {
+/// The `tool-call` model: results are present → summarise them (with `cite`: quote the first
+/// passage marker `【…】` found in them, as a model citing file_search results would); tools
+/// offered → call them; otherwise `None` (plain text).
+fn tool_reply(request: &Value, parallel: bool, cite: bool) -> Option<ScriptedReply> {
     let messages = request["messages"].as_array()?;
+    if cite && messages.last().is_some_and(|m| m["role"] == "tool") {
+        let results = content_text(&messages.last()?["content"]).unwrap_or_default();
+        if let (Some(start), Some(end)) = (results.find('【'), results.find('】')) {
+            let marker = &results[start..end + '】'.len_utf8()];
+            return Some(ScriptedReply::Text(format!(
+                "According to the files, the answer is there {marker}."
+            )));
+        }
+    }
     if messages.last().is_some_and(|m| m["role"] == "tool") {
         let mut outputs: Vec<String> = messages
             .iter()
