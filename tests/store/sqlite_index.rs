@@ -103,7 +103,7 @@ async fn index_stays_exact_through_every_kind_of_write() {
                     .map(|i| {
                         seed += 1;
                         // Now and then a zero vector: it must score 0, never NaN.
-                        let v = if seed % 11 == 0 {
+                        let v = if seed.is_multiple_of(11) {
                             vec![0.0; dims]
                         } else {
                             unit_vector(seed, dims)
