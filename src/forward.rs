@@ -158,8 +158,13 @@ impl Forwarder {
     }
 
     /// Forwards one request; never fails (failures become OpenAI-shaped 502/504 answers).
-    pub async fn forward(&self, req: Request<Incoming>) -> Response<ProxyBody> {
-        let resp = match self.try_forward(req).await {
+    /// `in_flight` is released when the response body ends.
+    pub async fn forward(
+        &self,
+        req: Request<Incoming>,
+        in_flight: InFlight,
+    ) -> Response<ProxyBody> {
+        let resp = match self.try_forward(req, in_flight).await {
             Ok(resp) => resp,
             Err(e) => e.into_response(),
         };
@@ -168,7 +173,11 @@ impl Forwarder {
         resp
     }
 
-    async fn try_forward(&self, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, Error> {
+    async fn try_forward(
+        &self,
+        mut req: Request<Incoming>,
+        in_flight: InFlight,
+    ) -> Result<Response<ProxyBody>, Error> {
         let upgrade = is_upgrade_request(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
@@ -208,7 +217,7 @@ impl Forwarder {
             body,
             self.metrics.bytes_to_client.clone(),
             Some(self.idle_timeout),
-            Some(InFlight::new(&self.metrics.in_flight)),
+            Some(in_flight),
         );
         Ok(Response::from_parts(parts, body.boxed_unsync()))
     }
@@ -258,32 +267,60 @@ impl Forwarder {
     }
 }
 
+/// Looks through an error chain, including the custom payloads of (nested) `io::Error`s,
+/// which `source()` alone skips: hyper-rustls wraps rustls errors in two io::Error layers.
+fn find_in_chain<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    let mut stack: Vec<&'a (dyn StdError + 'static)> = vec![err];
+    while let Some(e) = stack.pop() {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                stack.push(inner);
+            }
+        }
+        if let Some(next) = e.source() {
+            stack.push(next);
+        }
+    }
+    None
+}
+
+fn is_timeout(err: &(dyn StdError + 'static)) -> bool {
+    let mut stack: Vec<&(dyn StdError + 'static)> = vec![err];
+    while let Some(e) = stack.pop() {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if io.kind() == io::ErrorKind::TimedOut {
+                return true;
+            }
+            if let Some(inner) = io.get_ref() {
+                stack.push(inner);
+            }
+        }
+        if let Some(next) = e.source() {
+            stack.push(next);
+        }
+    }
+    false
+}
+
 /// Maps a client error to the proxy's error, naming the upstream but nothing secret.
 fn classify(err: &hyper_util::client::legacy::Error, authority: &str) -> Error {
-    let mut source: Option<&(dyn StdError + 'static)> = err.source();
+    if let Some(tls) = find_in_chain::<rustls::Error>(err) {
+        return Error::UpstreamUnavailable {
+            message: format!("TLS handshake with the upstream {authority} failed: {tls}"),
+            code: "upstream_tls_error",
+        };
+    }
+    if err.is_connect() && is_timeout(err) {
+        return Error::UpstreamTimeout {
+            message: format!("Connecting to the upstream {authority} timed out."),
+        };
+    }
     let mut detail = String::new();
+    let mut source = err.source();
     while let Some(s) = source {
-        if s.downcast_ref::<rustls::Error>().is_some() {
-            return Error::UpstreamUnavailable {
-                message: format!("TLS handshake with the upstream {authority} failed: {s}"),
-                code: "upstream_tls_error",
-            };
-        }
-        if let Some(io) = s.downcast_ref::<io::Error>() {
-            if io.kind() == io::ErrorKind::TimedOut {
-                return Error::UpstreamTimeout {
-                    message: format!("Connecting to the upstream {authority} timed out."),
-                };
-            }
-            if let Some(inner) = io.get_ref()
-                && inner.downcast_ref::<rustls::Error>().is_some()
-            {
-                return Error::UpstreamUnavailable {
-                    message: format!("TLS handshake with the upstream {authority} failed: {inner}"),
-                    code: "upstream_tls_error",
-                };
-            }
-        }
         detail = s.to_string();
         source = s.source();
     }

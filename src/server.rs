@@ -248,8 +248,13 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<ProxyB
     let span =
         tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
     async move {
+        // Counted from arrival until the response body ends (or the client leaves).
+        let in_flight = InFlight::new(&state.metrics.in_flight);
         let (class, resp) = match state.routes.resolve(req.method(), req.uri().path()) {
-            Resolution::Forward => (RouteClass::Forwarded, state.forwarder.forward(req).await),
+            Resolution::Forward => (
+                RouteClass::Forwarded,
+                state.forwarder.forward(req, in_flight).await,
+            ),
             Resolution::InvalidUrl => {
                 let resp = Error::InvalidUrl {
                     method: req.method().to_string(),
@@ -258,7 +263,7 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<ProxyB
                 .into_response();
                 (
                     RouteClass::Intercepted,
-                    local_response(&state, RouteClass::Intercepted, resp, &id),
+                    local_response(&state, RouteClass::Intercepted, resp, &id, in_flight),
                 )
             }
             Resolution::Local { endpoint, params } => {
@@ -266,7 +271,7 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<ProxyB
                 let resp = crate::api::dispatch(endpoint, &state, req, params)
                     .await
                     .unwrap_or_else(Error::into_response);
-                (class, local_response(&state, class, resp, &id))
+                (class, local_response(&state, class, resp, &id, in_flight))
             }
         };
         if state.config.access_log {
@@ -289,6 +294,7 @@ fn local_response(
     class: RouteClass,
     resp: Response<ProxyBody>,
     id: &RequestId,
+    in_flight: InFlight,
 ) -> Response<ProxyBody> {
     state.metrics.request_done(class, resp.status().as_u16());
     let (mut parts, body) = resp.into_parts();
@@ -299,7 +305,7 @@ fn local_response(
         body,
         state.metrics.bytes_to_client.clone(),
         None,
-        Some(InFlight::new(&state.metrics.in_flight)),
+        Some(in_flight),
     );
     Response::from_parts(parts, http_body_util::BodyExt::boxed_unsync(body))
 }
