@@ -275,10 +275,10 @@ fn find_in_chain<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -
         if let Some(found) = e.downcast_ref::<T>() {
             return Some(found);
         }
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                stack.push(inner);
-            }
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && let Some(inner) = io.get_ref()
+        {
+            stack.push(inner);
         }
         if let Some(next) = e.source() {
             stack.push(next);
