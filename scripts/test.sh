@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it (the README's test command):
+#   lints → a real Cassandra 5 node → Rust unit, integration and store-contract tests on
+#   SQLite and Cassandra → the official OpenAI Python SDKs against the running proxy.
+# Everything the tests need is installed or started here; anything missing fails the run
+# (a green run that skipped the database or SDK tests would be a lie).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+log() { printf '\n== %s\n' "$*" >&2; }
+die() { echo "test.sh: ERROR: $*" >&2; exit 1; }
+
+for tool in cargo java mvn python3; do
+  command -v "$tool" >/dev/null 2>&1 || die "'$tool' is required and not on PATH"
+done
+
+export CASSANDRA_PORT="${CASSANDRA_PORT:-9042}"
+export ASSISTANTS_PROXY_TEST_CASSANDRA="127.0.0.1:${CASSANDRA_PORT}"
+# Test runs start from an empty node unless asked otherwise: shared test keyspaces
+# would otherwise grow run after run.
+export CASSANDRA_FRESH="${CASSANDRA_FRESH:-1}"
+
+stop_cassandra() { scripts/cassandra.sh stop >/dev/null 2>&1 || true; }
+trap stop_cassandra EXIT
+
+log "lints"
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+
+log "starting Cassandra 5 (127.0.0.1:${CASSANDRA_PORT})"
+scripts/cassandra.sh start
+
+# Two test threads: the machines are 2-core, and the Cassandra node shares them.
+log "Rust tests (unit, proxy, API, runs, store contract) on SQLite and Cassandra"
+cargo test --all-targets --locked -- --test-threads="${TEST_THREADS:-2}"
+
+if [ -x scripts/sdk-tests.sh ]; then
+  log "official OpenAI Python SDKs against the running proxy"
+  scripts/sdk-tests.sh
+else
+  die "scripts/sdk-tests.sh is missing"
+fi
+
+log "all tests passed"
