@@ -226,7 +226,7 @@ async fn scores_are_cosine_and_zero_embeddings_are_kept_unsearchable() {
 
     let hits = s
         .chunks
-        .search(&t, &[vs.id.clone()], &v, 10, None)
+        .search(&t, std::slice::from_ref(&vs.id), &v, 10, None)
         .await
         .unwrap();
     let found: Vec<(u32, f32)> = hits.iter().map(|h| (h.index, h.score)).collect();
@@ -243,7 +243,7 @@ async fn scores_are_cosine_and_zero_embeddings_are_kept_unsearchable() {
     // A zero query has no cosine neighbours; it is an empty answer, not an error.
     assert!(
         s.chunks
-            .search(&t, &[vs.id.clone()], &[0.0; 8], 10, None)
+            .search(&t, std::slice::from_ref(&vs.id), &[0.0; 8], 10, None)
             .await
             .unwrap()
             .is_empty()
@@ -251,7 +251,13 @@ async fn scores_are_cosine_and_zero_embeddings_are_kept_unsearchable() {
     // A dimension the store has no chunks in: nothing, not an error.
     assert!(
         s.chunks
-            .search(&t, &[vs.id.clone()], &unit_vector(1, 5), 10, None)
+            .search(
+                &t,
+                std::slice::from_ref(&vs.id),
+                &unit_vector(1, 5),
+                10,
+                None
+            )
             .await
             .unwrap()
             .is_empty()
