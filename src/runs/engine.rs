@@ -273,6 +273,7 @@ async fn drive(
         return Ok(());
     };
     emit(sink, Event::Run("in_progress", Box::new(rec.run.clone())));
+    tracing::debug!(run_id = %r.run_id, "run claimed");
 
     for _ in 0..MAX_TURNS {
         let end = match one_turn(state, caller, r, &rec, sink, cancel).await? {
@@ -656,6 +657,12 @@ async fn one_turn(
         }
     };
 
+    // Loading and tokenizing a long thread takes time: renew before the call.
+    match renew(state, r).await? {
+        Some(fresh) if fresh.run.status == RunStatus::InProgress => {}
+        _ => return Ok(Some(TurnEnd::Cancelled)),
+    }
+    tracing::debug!(run_id = %r.run_id, model = %rec.run.model, dropped = p.dropped_messages, "calling the model");
     let stream = tokio::select! {
         s = ChatStream::open(&state.forwarder, &caller.upstream_headers, &p.body) => s,
         () = cancel.cancelled() => return Ok(None),
@@ -712,6 +719,7 @@ async fn one_turn(
         }
     }
 
+    tracing::debug!(run_id = %r.run_id, failed = failure.is_some(), "model turn ended");
     let turn_usage = turn.usage().unwrap_or_else(|| {
         let completion = prompt::count_tokens(&turn.text())
             + turn

@@ -13,6 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::both_backends;
 use crate::support::{FakeUpstream, client, get, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_assistants-proxy");
@@ -40,15 +41,16 @@ impl Drop for Proc {
 
 impl Proc {
     async fn start(upstream: &str, extra_env: &[(&str, &str)], dir: &std::path::Path) -> Proc {
-        let port = free_port();
+        let store = format!("sqlite://{}", dir.join("bin.db").display());
+        Proc::start_on(upstream, &store, free_port(), extra_env).await
+    }
+
+    async fn start_on(upstream: &str, store: &str, port: u16, extra_env: &[(&str, &str)]) -> Proc {
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
             .env("ASSISTANTS_PROXY_LISTEN", format!("127.0.0.1:{port}"))
             .env("ASSISTANTS_PROXY_UPSTREAM", upstream)
-            .env(
-                "ASSISTANTS_PROXY_STORE",
-                format!("sqlite://{}", dir.join("bin.db").display()),
-            )
+            .env("ASSISTANTS_PROXY_STORE", store)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in extra_env {
@@ -76,6 +78,14 @@ impl Proc {
 
     fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    fn kill9(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
     }
 
     fn status_kb(&self, field: &str) -> u64 {
@@ -219,3 +229,108 @@ async fn large_bodies_keep_memory_flat_and_secrets_stay_out_of_logs() {
         "debug logs were captured: {logs}"
     );
 }
+
+both_backends!(
+    a_killed_proxy_s_runs_are_resolved_after_restart,
+    |backend| async move {
+        use serde_json::json;
+        let up = FakeUpstream::start().await;
+        up.set_chunk_delay(Duration::from_millis(100));
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("fast.toml");
+        std::fs::write(
+            &config,
+            "[runs]\nlease_seconds = 3\nsweep_interval_seconds = 1\n",
+        )
+        .unwrap();
+        let store = crate::support::store_url(backend, dir.path());
+        let env = [("ASSISTANTS_PROXY_CONFIG", config.to_str().unwrap())];
+        let port = free_port();
+        let mut first = Proc::start_on(&up.url(), &store, port, &env).await;
+        let api = crate::support::Api {
+            base: format!("http://127.0.0.1:{port}"),
+            key: crate::support::new_key(),
+            client: client(),
+            headers: vec![],
+        };
+        let aid = api.ok("/v1/assistants", json!({"model": "gpt-4o"})).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let words: Vec<String> = (0..80).map(|i| format!("w{i}")).collect();
+        let tid = api
+            .ok(
+                "/v1/threads",
+                json!({"messages": [{"role": "user", "content": words.join(" ")}]}),
+            )
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let rid = api
+            .ok(
+                &format!("/v1/threads/{tid}/runs"),
+                json!({"assistant_id": aid}),
+            )
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // Wait until part of the answer has been saved, then kill -9 mid-stream.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, msgs) = api.get(&format!("/v1/threads/{tid}/messages")).await;
+            if msgs["data"][0]["role"] == "assistant"
+                && msgs["data"][0]["content"][0]["text"]["value"]
+                    .as_str()
+                    .is_some_and(|t| !t.is_empty())
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no partial answer was saved"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        first.kill9();
+        let killed_at = std::time::Instant::now();
+
+        let _second = Proc::start_on(&up.url(), &store, port, &env).await;
+        let run = loop {
+            let (s, run) = api.get(&format!("/v1/threads/{tid}/runs/{rid}")).await;
+            assert_eq!(s, 200, "{run}");
+            if run["status"] != "in_progress" && run["status"] != "queued" {
+                break run;
+            }
+            assert!(
+                killed_at.elapsed() < Duration::from_secs(20),
+                "the run stayed in_progress after the crash"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(run["status"], "failed", "{run}");
+        assert_eq!(run["last_error"]["code"], "server_error");
+        let (_, msgs) = api.get(&format!("/v1/threads/{tid}/messages")).await;
+        assert_eq!(
+            msgs["data"].as_array().unwrap().len(),
+            2,
+            "nothing lost, nothing duplicated"
+        );
+        assert_eq!(msgs["data"][0]["status"], "incomplete");
+        assert!(
+            !msgs["data"][0]["content"][0]["text"]["value"]
+                .as_str()
+                .unwrap()
+                .is_empty()
+        );
+        // The thread is usable again.
+        let (s, _) = api
+            .post(
+                &format!("/v1/threads/{tid}/messages"),
+                json!({"role": "user", "content": "again"}),
+            )
+            .await;
+        assert_eq!(s, 200);
+    }
+);

@@ -918,3 +918,82 @@ both_backends!(file_search_with_citations, |backend| async move {
     assert!(!up.embedding_requests().is_empty());
     proxy.shutdown().await;
 });
+
+const FAST_LEASES: &str = "[runs]\nlease_seconds = 3\nsweep_interval_seconds = 1\n";
+
+both_backends!(two_proxies_share_runs, |backend| async move {
+    let up = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        |_: ()| crate::support::config_for_backend(&up.url(), FAST_LEASES, dir.path(), backend);
+    let a = TestProxy::start_config(config(()), tempfile::tempdir().unwrap()).await;
+    let b = TestProxy::start_config(config(()), tempfile::tempdir().unwrap()).await;
+    let api_a = Api::new(&a);
+    let api_b = Api {
+        base: format!("http://{}", b.addr),
+        ..api_a.clone()
+    };
+
+    // Started on A, waiting for outputs; submitted on B, which finishes it.
+    let aid = assistant(
+        &api_a,
+        json!({"model": "fake-tool-call", "tools": weather_tools()}),
+    )
+    .await;
+    let tid = thread_with(&api_a, "Rome").await;
+    let run = api_a
+        .ok(
+            &format!("/v1/threads/{tid}/runs"),
+            json!({"assistant_id": aid}),
+        )
+        .await;
+    let rid = run["id"].as_str().unwrap().to_owned();
+    let waiting = wait_run(&api_b, &tid, &rid).await;
+    assert_eq!(waiting["status"], "requires_action", "{waiting}");
+    let cid = waiting["required_action"]["submit_tool_outputs"]["tool_calls"][0]["id"]
+        .as_str()
+        .unwrap();
+    api_b
+        .ok(
+            &format!("/v1/threads/{tid}/runs/{rid}/submit_tool_outputs"),
+            json!({"tool_outputs": [{"tool_call_id": cid, "output": "warm"}]}),
+        )
+        .await;
+    assert_eq!(wait_run(&api_a, &tid, &rid).await["status"], "completed");
+
+    // Executing on A, cancelled through B: A sees it at its next lease renewal.
+    up.set_chunk_delay(Duration::from_millis(150));
+    let slow = assistant(&api_a, json!({"model": "gpt-4o"})).await;
+    let tid = thread_with(
+        &api_a,
+        &(0..60)
+            .map(|i| format!("w{i}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+    .await;
+    let run = api_a
+        .ok(
+            &format!("/v1/threads/{tid}/runs"),
+            json!({"assistant_id": slow}),
+        )
+        .await;
+    let rid = run["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (_, seen) = api_b.get(&format!("/v1/threads/{tid}/runs/{rid}")).await;
+    assert_eq!(seen["status"], "in_progress");
+    let c = api_b
+        .ok(&format!("/v1/threads/{tid}/runs/{rid}/cancel"), json!({}))
+        .await;
+    assert_eq!(c["status"], "cancelling");
+    let started = Instant::now();
+    let ended = wait_run(&api_b, &tid, &rid).await;
+    assert_eq!(ended["status"], "cancelled");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cancel took {:?}",
+        started.elapsed()
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+});

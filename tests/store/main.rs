@@ -2,6 +2,7 @@
 //! so backend work iterates without building the proxy tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cassandra;
 mod contract;
 mod sqlite_crash;
 mod sqlite_index;
