@@ -168,7 +168,21 @@ impl Forwarder {
         resp
     }
 
-    async fn try_forward(&self, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, Error> {
+    /// Forwards a request whose body the proxy has already started reading (a file upload it
+    /// turned out not to own: the consumed bytes are replayed before the rest). Metrics are
+    /// left to the caller, whose route class this request belongs to.
+    pub async fn forward_request(&self, req: Request<ProxyBody>) -> Response<ProxyBody> {
+        match self.try_forward(req).await {
+            Ok(resp) => resp,
+            Err(e) => e.into_response(),
+        }
+    }
+
+    async fn try_forward<B>(&self, mut req: Request<B>) -> Result<Response<ProxyBody>, Error>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let upgrade = is_upgrade_request(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 

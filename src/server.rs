@@ -43,6 +43,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// Cancelled when the grace period ends: long-lived work stops and saves its state.
     pub shutdown: CancellationToken,
+    /// Vector-store ingestion: concurrency bound and the ingestions this process runs.
+    pub retrieval: crate::retrieval::Retrieval,
     request_ids: RequestIds,
 }
 
@@ -78,6 +80,8 @@ impl AppState {
         let store_url =
             StoreUrl::parse(&config.store_url).map_err(|e| StartError::Config(e.to_string()))?;
         let store = Store::open(&store_url).await?;
+        let retrieval =
+            crate::retrieval::Retrieval::new(config.retrieval.max_concurrent_ingestions);
         Ok(Arc::new(AppState {
             config,
             metrics,
@@ -86,6 +90,7 @@ impl AppState {
             routes: RouteTable::new(),
             tasks,
             shutdown,
+            retrieval,
             request_ids: RequestIds::new(),
         }))
     }
