@@ -3,3 +3,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod contract;
+mod sqlite_crash;
+mod sqlite_index;

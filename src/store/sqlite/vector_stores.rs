@@ -1,0 +1,184 @@
+//! `VectorStoreStore`: stores keyed by (tenant, id), file memberships keyed by
+//! (tenant, vs_id, file_id) with `status`, `batch_id` and `usage_bytes` beside them, and
+//! batches keyed by (tenant, vs_id, id). File counts and usage are aggregated from the
+//! memberships on request; nothing is kept as a counter.
+
+use async_trait::async_trait;
+use rusqlite::types::Value as SqlValue;
+use serde::Serialize;
+
+use super::doc::{self, Table, key, opt_text};
+use super::{SqliteStore, chunks};
+use crate::model::{FileBatch, FileCounts, VectorStore, VectorStoreFile};
+use crate::store::{
+    ListQuery, Page, StoreError, StoreResult, Tenant, VectorStoreStore, VsFileFilter,
+};
+
+static STORES: Table = Table::new("vector_stores", &["id"], &[]);
+static MEMBERS: Table = Table::new(
+    "vs_files",
+    &["vs_id", "id"],
+    &["status", "batch_id", "usage_bytes"],
+);
+static BATCHES: Table = Table::new("vs_batches", &["vs_id", "id"], &[]);
+
+/// The stored form of a vector store: the wire object plus the two fields it does not
+/// serialize (they deserialize back into `VectorStore` by name).
+#[derive(Serialize)]
+struct Stored<'a> {
+    #[serde(flatten)]
+    vs: &'a VectorStore,
+    embedding_model: &'a str,
+    dimensions: u32,
+}
+
+/// Adds `n` files of `status` (the statuses `FileCounts::count` knows; others only count in
+/// the total, as there).
+fn add_counts(counts: &mut FileCounts, status: &str, n: u64) {
+    match status {
+        "in_progress" => counts.in_progress += n,
+        "completed" => counts.completed += n,
+        "failed" => counts.failed += n,
+        "cancelled" => counts.cancelled += n,
+        _ => {}
+    }
+    counts.total += n;
+}
+
+#[async_trait]
+impl VectorStoreStore for SqliteStore {
+    async fn put_vector_store(&self, t: &Tenant, vs: &VectorStore) -> StoreResult<()> {
+        let stored = Stored {
+            vs,
+            embedding_model: &vs.embedding_model,
+            dimensions: vs.dimensions,
+        };
+        self.put_doc(&STORES, key(t, &[&vs.id]), vec![], &stored)
+            .await
+    }
+
+    async fn get_vector_store(&self, t: &Tenant, id: &str) -> StoreResult<Option<VectorStore>> {
+        self.get_doc(&STORES, key(t, &[id])).await
+    }
+
+    async fn list_vector_stores(
+        &self,
+        t: &Tenant,
+        q: &ListQuery,
+    ) -> StoreResult<Page<VectorStore>> {
+        self.list_doc(&STORES, key(t, &[]), vec![], q).await
+    }
+
+    async fn delete_vector_store(&self, t: &Tenant, id: &str) -> StoreResult<bool> {
+        let key = key(t, &[id]);
+        self.db
+            .write(move |tx| {
+                let existed = doc::delete(tx.conn, &STORES, &key)?;
+                for sql in [
+                    "DELETE FROM vs_files WHERE tenant = ?1 AND vs_id = ?2",
+                    "DELETE FROM vs_batches WHERE tenant = ?1 AND vs_id = ?2",
+                ] {
+                    tx.conn.prepare_cached(sql)?.execute([&key[0], &key[1]])?;
+                }
+                chunks::drop_store_chunks(tx, &key[0], &key[1])?;
+                Ok(existed)
+            })
+            .await
+    }
+
+    async fn put_vs_file(&self, t: &Tenant, f: &VectorStoreFile) -> StoreResult<()> {
+        let usage = i64::try_from(f.usage_bytes).map_err(|_| {
+            StoreError::Other(format!("usage_bytes {} out of range", f.usage_bytes))
+        })?;
+        let extras = vec![
+            SqlValue::Text(f.status.clone()),
+            opt_text(f.batch_id.as_deref()),
+            SqlValue::Integer(usage),
+        ];
+        self.put_doc(&MEMBERS, key(t, &[&f.vector_store_id, &f.id]), extras, f)
+            .await
+    }
+
+    async fn get_vs_file(
+        &self,
+        t: &Tenant,
+        vs_id: &str,
+        file_id: &str,
+    ) -> StoreResult<Option<VectorStoreFile>> {
+        self.get_doc(&MEMBERS, key(t, &[vs_id, file_id])).await
+    }
+
+    async fn list_vs_files(
+        &self,
+        t: &Tenant,
+        vs_id: &str,
+        filter: &VsFileFilter,
+        q: &ListQuery,
+    ) -> StoreResult<Page<VectorStoreFile>> {
+        let mut filters = Vec::new();
+        if let Some(status) = &filter.status {
+            filters.push(("status", SqlValue::Text(status.clone())));
+        }
+        if let Some(batch) = &filter.batch_id {
+            filters.push(("batch_id", SqlValue::Text(batch.clone())));
+        }
+        self.list_doc(&MEMBERS, key(t, &[vs_id]), filters, q).await
+    }
+
+    async fn delete_vs_file(&self, t: &Tenant, vs_id: &str, file_id: &str) -> StoreResult<bool> {
+        let key = key(t, &[vs_id, file_id]);
+        self.db
+            .write(move |tx| {
+                let existed = doc::delete(tx.conn, &MEMBERS, &key)?;
+                chunks::remove_file_chunks(tx, &key[0], &key[1], &key[2])?;
+                Ok(existed)
+            })
+            .await
+    }
+
+    async fn count_vs_files(
+        &self,
+        t: &Tenant,
+        vs_id: &str,
+        batch_id: Option<&str>,
+    ) -> StoreResult<(FileCounts, u64)> {
+        let key = key(t, &[vs_id]);
+        let batch_id = batch_id.map(str::to_owned);
+        self.db
+            .read(move |conn| {
+                let mut stmt = match batch_id {
+                    None => conn.prepare_cached(
+                        "SELECT status, COUNT(*), SUM(usage_bytes) FROM vs_files \
+                         WHERE tenant = ?1 AND vs_id = ?2 GROUP BY status",
+                    )?,
+                    Some(_) => conn.prepare_cached(
+                        "SELECT status, COUNT(*), SUM(usage_bytes) FROM vs_files \
+                         WHERE tenant = ?1 AND vs_id = ?2 AND batch_id = ?3 GROUP BY status",
+                    )?,
+                };
+                let mut params: Vec<&dyn rusqlite::ToSql> = vec![&key[0], &key[1]];
+                if let Some(b) = &batch_id {
+                    params.push(b);
+                }
+                let mut rows = stmt.query(&*params)?;
+                let (mut counts, mut usage) = (FileCounts::default(), 0u64);
+                while let Some(row) = rows.next()? {
+                    let n: i64 = row.get(1)?;
+                    let bytes: i64 = row.get(2)?;
+                    add_counts(&mut counts, row.get_ref(0)?.as_str()?, n.unsigned_abs());
+                    usage = usage.saturating_add(bytes.unsigned_abs());
+                }
+                Ok((counts, usage))
+            })
+            .await
+    }
+
+    async fn put_batch(&self, t: &Tenant, b: &FileBatch) -> StoreResult<()> {
+        self.put_doc(&BATCHES, key(t, &[&b.vector_store_id, &b.id]), vec![], b)
+            .await
+    }
+
+    async fn get_batch(&self, t: &Tenant, vs_id: &str, id: &str) -> StoreResult<Option<FileBatch>> {
+        self.get_doc(&BATCHES, key(t, &[vs_id, id])).await
+    }
+}
