@@ -49,6 +49,8 @@ pub struct AppState {
     pub run_registry: crate::runs::Registry,
     /// This process's identity in run leases.
     pub instance_id: String,
+    /// Vector-store ingestion: concurrency bound and the ingestions this process runs.
+    pub retrieval: crate::retrieval::Retrieval,
     request_ids: RequestIds,
 }
 
@@ -84,6 +86,8 @@ impl AppState {
         let store_url =
             StoreUrl::parse(&config.store_url).map_err(|e| StartError::Config(e.to_string()))?;
         let store = Store::open(&store_url).await?;
+        let retrieval =
+            crate::retrieval::Retrieval::new(config.retrieval.max_concurrent_ingestions);
         Ok(Arc::new(AppState {
             config,
             metrics,
@@ -95,6 +99,7 @@ impl AppState {
             clock: crate::runs::Clock::default(),
             run_registry: crate::runs::Registry::default(),
             instance_id: crate::ids::new_id("proxy_"),
+            retrieval,
             request_ids: RequestIds::new(),
         }))
     }
