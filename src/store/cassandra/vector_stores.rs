@@ -3,7 +3,6 @@
 //! mirrored in `file_memberships` for the file-side cascade.
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use super::docs::DocTable;
 use super::{CassandraStore, Conn};
@@ -25,36 +24,6 @@ const BATCHES: DocTable = DocTable {
     keys: &["tenant", "vector_store_id", "id"],
 };
 
-/// The stored form of a vector store: the wire object leaves out the embedding model and
-/// dimension (`skip_serializing`), which the store must keep.
-#[derive(Serialize)]
-struct StoredRef<'a> {
-    #[serde(flatten)]
-    vs: &'a VectorStore,
-    embedding_model: &'a str,
-    dimensions: u32,
-}
-
-#[derive(Deserialize)]
-struct Stored {
-    #[serde(flatten)]
-    vs: VectorStore,
-    #[serde(default)]
-    embedding_model: String,
-    #[serde(default)]
-    dimensions: u32,
-}
-
-impl From<Stored> for VectorStore {
-    fn from(s: Stored) -> VectorStore {
-        VectorStore {
-            embedding_model: s.embedding_model,
-            dimensions: s.dimensions,
-            ..s.vs
-        }
-    }
-}
-
 impl Conn {
     /// Removes a file from a store: its chunks, both membership rows.
     pub(super) async fn remove_vs_file(
@@ -73,24 +42,14 @@ impl Conn {
 #[async_trait]
 impl VectorStoreStore for CassandraStore {
     async fn put_vector_store(&self, t: &Tenant, vs: &VectorStore) -> StoreResult<()> {
-        let stored = StoredRef {
-            vs,
-            embedding_model: &vs.embedding_model,
-            dimensions: vs.dimensions,
-        };
         self.conn()
             .await?
-            .doc_put(&STORES, &[t.as_str()], &vs.id, &stored)
+            .doc_put(&STORES, &[t.as_str()], &vs.id, vs)
             .await
     }
 
     async fn get_vector_store(&self, t: &Tenant, id: &str) -> StoreResult<Option<VectorStore>> {
-        let stored: Option<Stored> = self
-            .conn()
-            .await?
-            .doc_get(&STORES, &[t.as_str()], id)
-            .await?;
-        Ok(stored.map(VectorStore::from))
+        self.conn().await?.doc_get(&STORES, &[t.as_str()], id).await
     }
 
     async fn list_vector_stores(
@@ -98,15 +57,10 @@ impl VectorStoreStore for CassandraStore {
         t: &Tenant,
         q: &ListQuery,
     ) -> StoreResult<Page<VectorStore>> {
-        let page: Page<Stored> = self
-            .conn()
+        self.conn()
             .await?
             .doc_list(&STORES, &[t.as_str()], q, None)
-            .await?;
-        Ok(Page {
-            items: page.items.into_iter().map(VectorStore::from).collect(),
-            has_more: page.has_more,
-        })
+            .await
     }
 
     async fn delete_vector_store(&self, t: &Tenant, id: &str) -> StoreResult<bool> {

@@ -1,0 +1,239 @@
+//! A small load generator for `scripts/bench-proxy.sh`, for the measurements wrk cannot make:
+//!
+//! - `rate URL RPS SECONDS CONNS`: open-loop load at a fixed rate; latency is measured from
+//!   each request's *scheduled* time (so a stall is not hidden by coordinated omission).
+//!   Prints `p50_us p99_us sent errors`.
+//! - `idle URL CONNS SECONDS`: opens CONNS keep-alive connections, sends one request on each,
+//!   prints `ready`, then holds them open for SECONDS.
+//! - `sse URL STREAMS SECONDS`: opens STREAMS server-sent-event streams, prints `ready` once
+//!   all have their first event, keeps reading for SECONDS, then prints
+//!   `ttfb_p50_us ttfb_p99_us gap_p50_us gap_p99_us gap_max_us events`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+async fn connect(url: &hyper::Uri) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let addr = format!(
+        "{}:{}",
+        url.host().unwrap(),
+        url.port_u16().unwrap_or(80)
+    );
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+fn request(url: &hyper::Uri) -> Request<Empty<Bytes>> {
+    Request::get(url.path_and_query().map_or("/", |p| p.as_str()))
+        .header("host", url.authority().unwrap().as_str())
+        .header("authorization", "Bearer sk-bench")
+        .body(Empty::new())
+        .unwrap()
+}
+
+fn pct(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+async fn rate(url: hyper::Uri, rps: u64, seconds: u64, conns: usize) {
+    let (tx, rx) = async_channel_pair();
+    let mut workers = Vec::new();
+    for _ in 0..conns {
+        let rx = rx.clone();
+        let url = url.clone();
+        workers.push(tokio::spawn(async move {
+            let mut sender = connect(&url).await;
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            while let Ok(scheduled) = rx.recv().await {
+                match sender.send_request(request(&url)).await {
+                    Ok(resp) => {
+                        let ok = resp.status().is_success();
+                        let _ = resp.into_body().collect().await;
+                        if !ok {
+                            errors += 1;
+                        }
+                    }
+                    Err(_) => {
+                        errors += 1;
+                        sender = connect(&url).await;
+                    }
+                }
+                lat.push(scheduled.elapsed().as_micros() as u64);
+            }
+            (lat, errors)
+        }));
+    }
+    let interval = Duration::from_nanos(1_000_000_000 / rps.max(1));
+    let start = Instant::now();
+    let total = rps * seconds;
+    for i in 0..total {
+        let at = start + interval * i as u32;
+        let now = Instant::now();
+        if at > now {
+            tokio::time::sleep_until(at.into()).await;
+        }
+        // The scheduled time, not the send time, anchors the latency.
+        if tx.send(at).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for w in workers {
+        let (l, e) = w.await.unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    all.sort_unstable();
+    println!("{} {} {} {}", pct(&all, 0.5), pct(&all, 0.99), all.len(), errors);
+}
+
+/// A tiny bounded MPMC channel over tokio's mpsc + a mutex (keeps the example dependency-free).
+fn async_channel_pair() -> (Sender, Receiver) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Instant>(65_536);
+    (
+        Sender(tx),
+        Receiver(std::sync::Arc::new(tokio::sync::Mutex::new(rx))),
+    )
+}
+
+struct Sender(tokio::sync::mpsc::Sender<Instant>);
+impl Sender {
+    async fn send(&self, v: Instant) -> Result<(), ()> {
+        self.0.send(v).await.map_err(|_| ())
+    }
+}
+
+#[derive(Clone)]
+struct Receiver(std::sync::Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Instant>>>);
+impl Receiver {
+    async fn recv(&self) -> Result<Instant, ()> {
+        self.0.lock().await.recv().await.ok_or(())
+    }
+}
+
+async fn idle(url: hyper::Uri, conns: usize, seconds: u64) {
+    let mut held = Vec::with_capacity(conns);
+    for chunk in (0..conns).collect::<Vec<_>>().chunks(100) {
+        let mut batch = Vec::new();
+        for _ in chunk {
+            let url = url.clone();
+            batch.push(tokio::spawn(async move {
+                let mut s = connect(&url).await;
+                let resp = s.send_request(request(&url)).await.unwrap();
+                let _ = resp.into_body().collect().await;
+                s
+            }));
+        }
+        for b in batch {
+            held.push(b.await.unwrap());
+        }
+    }
+    println!("ready");
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    drop(held);
+}
+
+async fn sse(url: hyper::Uri, streams: usize, seconds: u64) {
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(streams);
+    let mut tasks = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    for i in 0..streams {
+        let url = url.clone();
+        let ready = ready_tx.clone();
+        if i % 100 == 99 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tasks.push(tokio::spawn(async move {
+            let mut s = connect(&url).await;
+            let sent = Instant::now();
+            let resp = s.send_request(request(&url)).await.unwrap();
+            let mut body = resp.into_body();
+            let mut last: Option<Instant> = None;
+            let mut ttfb = 0u64;
+            let mut gaps = Vec::new();
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let frame = match tokio::time::timeout(left, body.frame()).await {
+                    Ok(Some(Ok(f))) => f,
+                    _ => break,
+                };
+                if frame.data_ref().is_none() {
+                    continue;
+                }
+                let now = Instant::now();
+                match last {
+                    None => {
+                        ttfb = (now - sent).as_micros() as u64;
+                        let _ = ready.send(()).await;
+                    }
+                    Some(prev) => gaps.push((now - prev).as_micros() as u64),
+                }
+                last = Some(now);
+            }
+            (ttfb, gaps)
+        }));
+    }
+    drop(ready_tx);
+    for _ in 0..streams {
+        if ready_rx.recv().await.is_none() {
+            break;
+        }
+    }
+    println!("ready");
+    let mut ttfbs = Vec::new();
+    let mut gaps = Vec::new();
+    for t in tasks {
+        let (ttfb, g) = t.await.unwrap();
+        ttfbs.push(ttfb);
+        gaps.extend(g);
+    }
+    ttfbs.sort_unstable();
+    gaps.sort_unstable();
+    println!(
+        "{} {} {} {} {} {}",
+        pct(&ttfbs, 0.5),
+        pct(&ttfbs, 0.99),
+        pct(&gaps, 0.5),
+        pct(&gaps, 0.99),
+        gaps.last().copied().unwrap_or(0),
+        gaps.len()
+    );
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: loadgen rate URL RPS SECONDS CONNS | idle URL CONNS SECONDS | sse URL STREAMS SECONDS";
+    if args.len() < 3 {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    }
+    let url: hyper::Uri = args[2].parse().expect("URL");
+    let n = |i: usize| -> u64 { args.get(i).and_then(|v| v.parse().ok()).expect(usage) };
+    match args[1].as_str() {
+        "rate" => rate(url, n(3), n(4), n(5) as usize).await,
+        "idle" => idle(url, n(3) as usize, n(4)).await,
+        "sse" => sse(url, n(3) as usize, n(4)).await,
+        _ => {
+            eprintln!("{usage}");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# Forwarding benchmark on a 2-core box: assistants-proxy against nginx as a keep-alive reverse
+# proxy (proxy_buffering off), both pinned to CPU 1, driven from CPU 0 (wrk / loadgen, with
+# the upstream also on CPU 0). Every figure is measured in this one run, beside its baseline.
+#
+# Reports: throughput and p50/p99 (wrk -c50), CPU µs per forwarded request (utime+stime of the
+# system under test from /proc/PID/stat), added latency over direct at half load (open loop),
+# RSS idle / with 2,000 idle keep-alive connections / with 2,000 live SSE streams, and the SSE
+# inter-chunk gap p99 against a direct connection.
+#
+# usage: scripts/bench-proxy.sh [ROUNDS]        (results also written to bench-results/)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+ROUNDS="${1:-3}"
+DURATION="${BENCH_SECONDS:-8}"
+for tool in nginx wrk taskset cargo; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "bench-proxy.sh: '$tool' is required (Debian: nginx-light, wrk)" >&2; exit 1; }
+done
+
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+cargo build --release --quiet --bin assistants-proxy --example fake_upstream --example loadgen
+PROXY_BIN="$TARGET/release/assistants-proxy"
+FAKE_BIN="$TARGET/release/examples/fake_upstream"
+LOADGEN="$TARGET/release/examples/loadgen"
+
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$WORK/up/nginx.pid" ] && kill "$(cat "$WORK/up/nginx.pid")" 2>/dev/null || true
+  [ -f "$WORK/sut/nginx.pid" ] && kill "$(cat "$WORK/sut/nginx.pid")" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+UP_PORT=19001 SSE_PORT=19030 NGINX_PORT=19010 PROXY_PORT=19020 PROXY_SSE_PORT=19021
+BODY='{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}'
+
+nginx_conf() { # dir listen_block
+  mkdir -p "$1/tmp"
+  cat > "$1/nginx.conf" <<EOF
+worker_processes 1;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  client_body_temp_path $1/tmp/body; proxy_temp_path $1/tmp/proxy;
+  fastcgi_temp_path $1/tmp/fcgi; uwsgi_temp_path $1/tmp/uwsgi; scgi_temp_path $1/tmp/scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  $2
+}
+EOF
+}
+
+# The fast upstream: nginx returning fixed JSON, on CPU 0.
+nginx_conf "$WORK/up" "server { listen 127.0.0.1:$UP_PORT; location / { default_type application/json; return 200 '$BODY'; } }"
+taskset -c 0 nginx -p "$WORK/up" -c "$WORK/up/nginx.conf"
+# A streaming upstream (SSE) for the stream measurements, on CPU 0.
+taskset -c 0 "$FAKE_BIN" --listen "127.0.0.1:$SSE_PORT" > "$WORK/fake.out" & PIDS+=($!)
+
+# nginx as the reference reverse proxy, on CPU 1.
+nginx_conf "$WORK/sut" "
+  upstream up { server 127.0.0.1:$UP_PORT; keepalive 64; }
+  upstream sse { server 127.0.0.1:$SSE_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location /sse { proxy_pass http://sse; proxy_http_version 1.1; proxy_set_header Connection \"\";
+                    proxy_buffering off; proxy_read_timeout 3600s; }
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\";
+                 proxy_buffering off; proxy_request_buffering off; proxy_read_timeout 3600s; }
+  }"
+taskset -c 1 nginx -p "$WORK/sut" -c "$WORK/sut/nginx.conf"
+sleep 0.5
+NGINX_PID="$(pgrep -P "$(cat "$WORK/sut/nginx.pid")" | head -1)"
+taskset -pc 1 "$NGINX_PID" >/dev/null
+
+# assistants-proxy, one worker thread on CPU 1, access log off.
+cat > "$WORK/proxy.toml" <<EOF
+[server]
+worker_threads = 1
+access_log = false
+EOF
+start_proxy() { # port upstream
+  RUST_LOG=warn taskset -c 1 "$PROXY_BIN" serve --listen "127.0.0.1:$1" --upstream "$2" \
+    --store "sqlite://$WORK/bench-$1.db" --config "$WORK/proxy.toml" & PIDS+=($!)
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return 0; sleep 0.1; done
+  echo "proxy on $1 did not start" >&2; exit 1
+}
+start_proxy "$PROXY_PORT" "http://127.0.0.1:$UP_PORT"
+PROXY_PID="${PIDS[-1]}"
+
+cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
+HZ="$(getconf CLK_TCK)"
+median() { sort -n | awk '{a[NR]=$1} END{ if (NR==0) print 0; else print a[int((NR+1)/2)] }'; }
+to_us() { # wrk latency like 512.00us / 1.23ms / 2.00s → µs
+  awk -v v="$1" 'BEGIN{ if (v ~ /us$/) { sub(/us/,"",v); print v+0 } else if (v ~ /ms$/) { sub(/ms/,"",v); print v*1000 } else if (v ~ /s$/) { sub(/s/,"",v); print v*1000000 } else print v }'
+}
+
+# One wrk round against URL while PID is the system under test: "rps p50_us p99_us cpu_us_per_req".
+wrk_round() {
+  local url="$1" pid="$2" out="$WORK/wrk.out"
+  taskset -c 0 wrk -t1 -c50 -d2s "$url" >/dev/null 2>&1 # warm pools
+  local c0 c1; c0=$(cpu "$pid")
+  taskset -c 0 wrk -t1 -c50 -d"${DURATION}s" --latency "$url" > "$out" 2>&1
+  c1=$(cpu "$pid")
+  local reqs rps p50 p99
+  reqs=$(awk '/requests in/{print $1}' "$out")
+  rps=$(awk '/Requests\/sec/{print $2}' "$out")
+  p50=$(to_us "$(awk '$1=="50%"{print $2}' "$out")")
+  p99=$(to_us "$(awk '$1=="99%"{print $2}' "$out")")
+  echo "$rps $p50 $p99 $(awk -v d=$((c1 - c0)) -v hz="$HZ" -v n="$reqs" 'BEGIN{printf "%.2f", d*1000000/hz/n}')"
+}
+
+declare -A R
+for i in $(seq "$ROUNDS"); do
+  for sut in nginx proxy; do
+    if [ "$sut" = nginx ]; then line=$(wrk_round "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" "$NGINX_PID")
+    else line=$(wrk_round "http://127.0.0.1:$PROXY_PORT/v1/chat/completions" "$PROXY_PID"); fi
+    R[$sut,rps]+="$(echo "$line" | cut -d' ' -f1)"$'\n'
+    R[$sut,p50]+="$(echo "$line" | cut -d' ' -f2)"$'\n'
+    R[$sut,p99]+="$(echo "$line" | cut -d' ' -f3)"$'\n'
+    R[$sut,cpu]+="$(echo "$line" | cut -d' ' -f4)"$'\n'
+  done
+done
+m() { printf '%s' "${R[$1,$2]}" | median; }
+
+# Open-loop latency at half of nginx's measured rate, direct vs through each proxy.
+HALF=$(awk -v r="$(m nginx rps)" 'BEGIN{printf "%d", r/2}')
+lat() { taskset -c 0 "$LOADGEN" rate "$1" "$HALF" "$DURATION" 64; }
+declare -A L
+for i in $(seq "$ROUNDS"); do
+  for who in direct nginx proxy; do
+    case $who in
+      direct) url="http://127.0.0.1:$UP_PORT/v1/chat/completions" ;;
+      nginx) url="http://127.0.0.1:$NGINX_PORT/v1/chat/completions" ;;
+      proxy) url="http://127.0.0.1:$PROXY_PORT/v1/chat/completions" ;;
+    esac
+    read -r p50 p99 _sent _err < <(lat "$url")
+    L[$who,p50]+="$p50"$'\n'; L[$who,p99]+="$p99"$'\n'
+  done
+done
+lm() { printf '%s' "${L[$1,$2]}" | median; }
+
+# Memory: fresh, with 2,000 idle keep-alive connections, with 2,000 live SSE streams.
+start_proxy "$PROXY_SSE_PORT" "http://127.0.0.1:$SSE_PORT"
+PROXY_SSE_PID="${PIDS[-1]}"
+sleep 1
+idle_kb_proxy=$(rss_kb "$PROXY_SSE_PID"); idle_kb_nginx=$(rss_kb "$NGINX_PID")
+hold() { # url pid → rss while 2000 idle conns are held
+  local fifo="$WORK/hold.fifo"; rm -f "$fifo"; mkfifo "$fifo"
+  taskset -c 0 "$LOADGEN" idle "$1" 2000 15 > "$fifo" & local lg=$!
+  read -r _ < "$fifo"; sleep 1; rss_kb "$2"; kill "$lg" 2>/dev/null || true; wait "$lg" 2>/dev/null || true
+}
+conns_kb_proxy=$(hold "http://127.0.0.1:$PROXY_SSE_PORT/echo/idle" "$PROXY_SSE_PID")
+conns_kb_nginx=$(hold "http://127.0.0.1:$NGINX_PORT/v1/models" "$NGINX_PID")
+sleep 2
+streams() { # url pid → "rss_kb" while 2000 SSE streams are live
+  local fifo="$WORK/sse.fifo"; rm -f "$fifo"; mkfifo "$fifo"
+  taskset -c 0 "$LOADGEN" sse "$1" 2000 20 > "$fifo" & local lg=$!
+  read -r _ < "$fifo"; sleep 1; rss_kb "$2"; kill "$lg" 2>/dev/null || true; wait "$lg" 2>/dev/null || true
+}
+SSE_LONG="sse?n=100000&interval_ms=1000"
+streams_kb_proxy=$(streams "http://127.0.0.1:$PROXY_SSE_PORT/$SSE_LONG" "$PROXY_SSE_PID")
+streams_kb_nginx=$(streams "http://127.0.0.1:$NGINX_PORT/$SSE_LONG" "$NGINX_PID")
+
+# SSE inter-chunk gaps: 50 streams of events 20 ms apart, direct vs through each proxy.
+gaps() { taskset -c 0 "$LOADGEN" sse "$1" 50 4 | tail -1; }
+SSE_FAST="sse?n=150&interval_ms=20"
+read -r _ _ _ gap_direct _ _ < <(gaps "http://127.0.0.1:$SSE_PORT/$SSE_FAST")
+read -r _ _ _ gap_nginx _ _ < <(gaps "http://127.0.0.1:$NGINX_PORT/$SSE_FAST")
+read -r _ _ _ gap_proxy _ _ < <(gaps "http://127.0.0.1:$PROXY_SSE_PORT/$SSE_FAST")
+
+per() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", (a-b)/2000}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b==0) print "-"; else printf "%.2f", a/b }'; }
+mkdir -p bench-results
+OUT="bench-results/proxy-$(date -u +%Y%m%dT%H%M%SZ).md"
+{
+  echo "## Forwarding: assistants-proxy vs nginx (median of $ROUNDS interleaved rounds, ${DURATION}s each)"
+  echo
+  echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; SUT on CPU 1, load + upstream on CPU 0."
+  echo
+  echo "| metric | nginx | assistants-proxy | proxy / nginx |"
+  echo "|---|---|---|---|"
+  echo "| throughput, wrk -c50 (req/s) | $(m nginx rps) | $(m proxy rps) | $(ratio "$(m proxy rps)" "$(m nginx rps)") |"
+  echo "| p50 / p99 at saturation (µs) | $(m nginx p50) / $(m nginx p99) | $(m proxy p50) / $(m proxy p99) | |"
+  echo "| **CPU µs per forwarded request** | $(m nginx cpu) | $(m proxy cpu) | $(ratio "$(m proxy cpu)" "$(m nginx cpu)") |"
+  echo "| added p50 over direct at $HALF req/s (µs) | $(( $(lm nginx p50) - $(lm direct p50) )) | $(( $(lm proxy p50) - $(lm direct p50) )) | |"
+  echo "| added p99 over direct at $HALF req/s (µs) | $(( $(lm nginx p99) - $(lm direct p99) )) | $(( $(lm proxy p99) - $(lm direct p99) )) | |"
+  echo "| RSS idle (MB) | $(awk -v k="$idle_kb_nginx" 'BEGIN{printf "%.1f", k/1024}') | $(awk -v k="$idle_kb_proxy" 'BEGIN{printf "%.1f", k/1024}') | |"
+  echo "| RSS per idle keep-alive connection, 2,000 held (KB) | $(per "$conns_kb_nginx" "$idle_kb_nginx") | $(per "$conns_kb_proxy" "$idle_kb_proxy") | |"
+  echo "| RSS per live SSE stream, 2,000 open (KB) | $(per "$streams_kb_nginx" "$idle_kb_nginx") | $(per "$streams_kb_proxy" "$idle_kb_proxy") | |"
+  echo "| SSE inter-chunk gap p99, 50 streams at 20 ms (µs; direct $gap_direct) | $gap_nginx | $gap_proxy | |"
+  echo
+  echo "Direct (no proxy) at $HALF req/s: p50 $(lm direct p50) µs, p99 $(lm direct p99) µs."
+} | tee "$OUT"
