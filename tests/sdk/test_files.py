@@ -41,3 +41,15 @@ def test_list_files_with_purpose_filter(client):
     assert [f.id for f in client.files.list(limit=1, order="asc")] == [a.id, b.id, v.id]
     with pytest.raises(openai.BadRequestError):
         client.files.content(v.id)
+
+
+def test_downloadable_purpose_round_trips_bytes(client):
+    # Over 2 MiB of non-UTF-8 bytes: stored in several pieces, returned exactly.
+    data = bytes(range(256)) * (9 * 1024 + 7)
+    f = client.files.create(file=("pixels.png", data), purpose="vision")
+    assert f.bytes == len(data) and f.purpose == "vision"
+    body = client.files.content(f.id)
+    assert body.content == data
+    client.files.delete(f.id)
+    with pytest.raises(openai.NotFoundError):
+        client.files.content(f.id)

@@ -373,10 +373,48 @@ def test_upstream_failure_fails_the_run(client):
     assert run.failed_at is not None
 
 
-def test_upstream_rate_limit_fails_the_run(client):
-    a = assistants(client).create(model="fake-error-429")
-    t = threads(client).create(messages=[{"role": "user", "content": "busy"}])
+@pytest.mark.parametrize("model,code", [("fake-error-429", "rate_limit_exceeded"),
+                                        ("fake-drop", "server_error")])
+def test_upstream_faults_fail_the_run(client, model, code):
+    a = assistants(client).create(model=model)
+    t = threads(client).create(messages=[{"role": "user", "content": "one two three four five"}])
     run = threads(client).runs.create_and_poll(thread_id=t.id, assistant_id=a.id,
                                                poll_interval_ms=POLL_MS)
     assert run.status == "failed"
-    assert run.last_error.code == "rate_limit_exceeded"
+    assert run.last_error.code == code
+
+
+def test_failed_run_streams_run_failed(client):
+    a = assistants(client).create(model="fake-error-500")
+    t = threads(client).create(messages=[{"role": "user", "content": "boom"}])
+    handler = Recorder()
+    with threads(client).runs.stream(thread_id=t.id, assistant_id=a.id,
+                                     event_handler=handler) as stream:
+        stream.until_done()
+    assert handler.events[-1] == "thread.run.failed"
+    assert stream.get_final_run().last_error.code == "server_error"
+
+
+def test_max_completion_tokens_makes_the_run_incomplete(client):
+    a = assistants(client).create(model=MODEL)
+    words = " ".join(f"w{i}" for i in range(300))  # echoed back: over 256 "tokens"
+    t = threads(client).create(messages=[{"role": "user", "content": words}])
+    run = threads(client).runs.create_and_poll(thread_id=t.id, assistant_id=a.id,
+                                               max_completion_tokens=256,
+                                               poll_interval_ms=POLL_MS)
+    assert run.status == "incomplete"
+    assert run.incomplete_details.reason == "max_completion_tokens"
+    msg = threads(client).messages.list(t.id).data[0]
+    assert msg.status == "incomplete"
+    assert msg.incomplete_details.reason == "max_tokens"
+
+
+def test_json_response_format(client):
+    a = assistants(client).create(model=MODEL, response_format={"type": "json_object"})
+    assert a.response_format.type == "json_object"
+    t = threads(client).create(messages=[{"role": "user", "content": "as json"}])
+    run = threads(client).runs.create_and_poll(thread_id=t.id, assistant_id=a.id,
+                                               poll_interval_ms=POLL_MS)
+    assert run.status == "completed"
+    assert json.loads(threads(client).messages.list(t.id).data[0].content[0].text.value) == {
+        "echo": "as json"}

@@ -51,6 +51,9 @@ def test_create_with_file_ids_then_poll(client):
     assert list(vector_stores(client).files.list(vector_store_id=vs.id, filter="failed")) == []
     one = vector_stores(client).files.retrieve(f1.id, vector_store_id=vs.id)
     assert one.id == f1.id and one.status == "completed"
+    # The SDK pollers sleep as long as the proxy says.
+    raw = vector_stores(client).files.with_raw_response.retrieve(f1.id, vector_store_id=vs.id)
+    assert int(raw.headers["openai-poll-after-ms"]) > 0
 
 
 def test_upload_and_poll_and_content_page(client):
@@ -141,3 +144,55 @@ def test_deleting_a_file_detaches_it(client):
     client.files.delete(f.id)
     assert list(vector_stores(client).files.list(vector_store_id=vs.id)) == []
     assert list(vector_stores(client).search(vs.id, query="telescopes galaxies")) == []
+
+
+def test_attributes_and_search_filters(client):
+    files = {name: upload(client, name) for name in DOCS}
+    vs = vector_stores(client).create(name="filters")
+    attrs = {"astronomy.txt": {"topic": "science", "year": 2021, "public": True},
+             "cooking.txt": {"topic": "home", "year": 2023, "public": True},
+             "finance.txt": {"topic": "money", "year": 2024, "public": False}}
+    for name, f in files.items():
+        vector_stores(client).files.create(vector_store_id=vs.id, file_id=f.id,
+                                           attributes=attrs[name])
+    poll_files(client, vs.id, [f.id for f in files.values()])
+    got = vector_stores(client).files.retrieve(files["cooking.txt"].id, vector_store_id=vs.id)
+    assert got.attributes == attrs["cooking.txt"]
+
+    def names(**kw):
+        return {r.filename for r in vector_stores(client).search(vs.id, query="anything", **kw)}
+
+    assert names(filters={"type": "eq", "key": "topic", "value": "home"}) == {"cooking.txt"}
+    assert names(filters={"type": "gte", "key": "year", "value": 2023}) == {
+        "cooking.txt", "finance.txt"}
+    assert names(filters={"type": "and", "filters": [
+        {"type": "eq", "key": "public", "value": True},
+        {"type": "lt", "key": "year", "value": 2023}]}) == {"astronomy.txt"}
+    assert names(filters={"type": "in", "key": "topic", "value": ["money", "science"]}) == {
+        "astronomy.txt", "finance.txt"}
+
+    up = vector_stores(client).files.update(files["finance.txt"].id, vector_store_id=vs.id,
+                                            attributes={"topic": "home"})
+    assert up.attributes == {"topic": "home"}
+    assert names(filters={"type": "eq", "key": "topic", "value": "home"}) == {
+        "cooking.txt", "finance.txt"}
+    for r in vector_stores(client).search(vs.id, query="bread"):
+        assert r.attributes is not None
+
+
+def test_tool_resources_vector_store_helpers(client):
+    """`tool_resources.file_search.vector_stores` on assistant and thread create makes a
+    store from the listed files."""
+    from sdk_compat import MODEL, assistants, threads
+    f1, f2 = upload(client, "astronomy.txt"), upload(client, "cooking.txt")
+    a = assistants(client).create(model=MODEL, tools=[{"type": "file_search"}], tool_resources={
+        "file_search": {"vector_stores": [{"file_ids": [f1.id], "metadata": {"by": "helper"}}]}})
+    (avs,) = a.tool_resources.file_search.vector_store_ids
+    assert vector_stores(client).retrieve(avs).metadata == {"by": "helper"}
+    assert [f.id for f in poll_files(client, avs, [f1.id])] == [f1.id]
+
+    t = threads(client).create(tool_resources={
+        "file_search": {"vector_stores": [{"file_ids": [f2.id]}]}})
+    (tvs,) = t.tool_resources.file_search.vector_store_ids
+    assert poll_files(client, tvs, [f2.id])[0].status == "completed"
+    assert vector_stores(client).retrieve(tvs).expires_after.days == 7
