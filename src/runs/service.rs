@@ -363,6 +363,8 @@ pub async fn cancel(
     let Some((written, _)) = transition(state, &r, |rec| match rec.run.status {
         RunStatus::Queued | RunStatus::InProgress | RunStatus::RequiresAction => {
             rec.run.status = RunStatus::Cancelling;
+            // `required_action` belongs to `requires_action` alone (spec §5.1).
+            rec.run.required_action = None;
             Apply::Write
         }
         _ => Apply::Skip,
