@@ -19,11 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 async fn connect(url: &hyper::Uri) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
-    let addr = format!(
-        "{}:{}",
-        url.host().unwrap(),
-        url.port_u16().unwrap_or(80)
-    );
+    let addr = format!("{}:{}", url.host().unwrap(), url.port_u16().unwrap_or(80));
     let tcp = TcpStream::connect(addr).await.unwrap();
     tcp.set_nodelay(true).unwrap();
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
@@ -101,7 +97,13 @@ async fn rate(url: hyper::Uri, rps: u64, seconds: u64, conns: usize) {
         errors += e;
     }
     all.sort_unstable();
-    println!("{} {} {} {}", pct(&all, 0.5), pct(&all, 0.99), all.len(), errors);
+    println!(
+        "{} {} {} {}",
+        pct(&all, 0.5),
+        pct(&all, 0.99),
+        all.len(),
+        errors
+    );
 }
 
 /// A tiny bounded MPMC channel over tokio's mpsc + a mutex (keeps the example dependency-free).

@@ -714,3 +714,44 @@ async fn https_upstream_with_an_extra_ca_file() {
     assert_eq!(json(&body)["error"]["code"], "upstream_tls_error");
     untrusted.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_unreachable_cassandra_degrades_only_intercepted_routes() {
+    let up = FakeUpstream::start().await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let args = assistants_proxy::config::ServeArgs {
+        listen: Some("127.0.0.1:0".into()),
+        upstream: Some(up.url()),
+        store: Some(format!("cassandra://127.0.0.1:{dead}/ap_unreachable")),
+        ..Default::default()
+    };
+    let config = assistants_proxy::config::Config::resolve(&args, Default::default()).unwrap();
+    let proxy = TestProxy::start_config(config, dir).await;
+    let c = client();
+    // Pass-through traffic is unaffected.
+    let (resp, _) = get(&c, &proxy.url("/echo/still-forwarding")).await;
+    assert_eq!(resp.status(), 200);
+    let (resp, _) = get(&c, &proxy.url("/healthz")).await;
+    assert_eq!(resp.status(), 200);
+    let (resp, body) = get(&c, &proxy.url("/readyz")).await;
+    assert_eq!(resp.status(), 503, "{}", String::from_utf8_lossy(&body));
+    // Intercepted routes answer 503 in OpenAI's envelope (retryable).
+    let (resp, body) = send(
+        &c,
+        Request::get(proxy.url("/v1/assistants"))
+            .header("authorization", "Bearer sk-x")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["x-should-retry"], "true");
+    let v = json(&body);
+    assert_eq!(v["error"]["code"], "store_unavailable");
+    assert_eq!(v["error"]["type"], "server_error");
+    proxy.shutdown().await;
+}
