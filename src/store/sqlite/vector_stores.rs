@@ -5,7 +5,6 @@
 
 use async_trait::async_trait;
 use rusqlite::types::Value as SqlValue;
-use serde::Serialize;
 
 use super::doc::{self, Table, key, opt_text};
 use super::{SqliteStore, chunks};
@@ -21,16 +20,6 @@ static MEMBERS: Table = Table::new(
     &["status", "batch_id", "usage_bytes"],
 );
 static BATCHES: Table = Table::new("vs_batches", &["vs_id", "id"], &[]);
-
-/// The stored form of a vector store: the wire object plus the two fields it does not
-/// serialize (they deserialize back into `VectorStore` by name).
-#[derive(Serialize)]
-struct Stored<'a> {
-    #[serde(flatten)]
-    vs: &'a VectorStore,
-    embedding_model: &'a str,
-    dimensions: u32,
-}
 
 /// Adds `n` files of `status` (the statuses `FileCounts::count` knows; others only count in
 /// the total, as there).
@@ -48,13 +37,9 @@ fn add_counts(counts: &mut FileCounts, status: &str, n: u64) {
 #[async_trait]
 impl VectorStoreStore for SqliteStore {
     async fn put_vector_store(&self, t: &Tenant, vs: &VectorStore) -> StoreResult<()> {
-        let stored = Stored {
-            vs,
-            embedding_model: &vs.embedding_model,
-            dimensions: vs.dimensions,
-        };
-        self.put_doc(&STORES, key(t, &[&vs.id]), vec![], &stored)
-            .await
+        // `VectorStore` serializes its internal fields (embedding model, dimension) itself;
+        // the API layer leaves them out of the wire object.
+        self.put_doc(&STORES, key(t, &[&vs.id]), vec![], vs).await
     }
 
     async fn get_vector_store(&self, t: &Tenant, id: &str) -> StoreResult<Option<VectorStore>> {
