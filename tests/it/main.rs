@@ -5,4 +5,7 @@
 mod support;
 
 mod binary;
+mod files;
+mod fixtures;
 mod proxy;
+mod vector_stores;
