@@ -3,5 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod contract;
+mod cassandra;
 mod sqlite_crash;
 mod sqlite_index;
