@@ -120,6 +120,11 @@ pub async fn wait_batch(api: &Api, vs_id: &str, batch_id: &str) -> Value {
 
 /// A PDF with one page per string, each drawn in Courier (a standard font, no embedding).
 pub fn pdf(pages: &[&str]) -> Vec<u8> {
+    pdf_with(pages, true)
+}
+
+/// [`pdf`], with the page streams deflated or left as plain text (larger files).
+pub fn pdf_with(pages: &[&str], compress: bool) -> Vec<u8> {
     use lopdf::content::{Content, Operation};
     use lopdf::{Document, Object, Stream, dictionary};
 
@@ -176,7 +181,9 @@ pub fn pdf(pages: &[&str]) -> Vec<u8> {
         "Pages" => pages_id,
     });
     doc.trailer.set("Root", catalog_id);
-    doc.compress();
+    if compress {
+        doc.compress();
+    }
     let mut out = Vec::new();
     doc.save_to(&mut out).unwrap();
     out
