@@ -371,10 +371,11 @@ pub async fn repair(
     Ok(true)
 }
 
-/// Repairs every dead in-progress file of a store (at most once per few seconds per store).
-pub async fn repair_store(state: &AppState, tenant: &Tenant, vs_id: &str) -> Result<(), Error> {
+/// Repairs every dead in-progress file of a store; returns how many it repaired. Scans a
+/// store at most once per few seconds (callers only ask when it has files in progress).
+pub async fn repair_store(state: &AppState, tenant: &Tenant, vs_id: &str) -> Result<usize, Error> {
     if !state.retrieval.scan_due(tenant, vs_id) {
-        return Ok(());
+        return Ok(0);
     }
     let filter = VsFileFilter {
         status: Some("in_progress".into()),
@@ -386,6 +387,7 @@ pub async fn repair_store(state: &AppState, tenant: &Tenant, vs_id: &str) -> Res
         after: None,
         before: None,
     };
+    let mut repaired = 0;
     loop {
         let page = state
             .store
@@ -393,11 +395,13 @@ pub async fn repair_store(state: &AppState, tenant: &Tenant, vs_id: &str) -> Res
             .list_vs_files(tenant, vs_id, &filter, &q)
             .await?;
         for mut f in page.items.iter().cloned() {
-            repair(state, tenant, &mut f).await?;
+            if repair(state, tenant, &mut f).await? {
+                repaired += 1;
+            }
         }
         match (page.has_more, page.items.last()) {
             (true, Some(last)) => q.after = Some(last.id.clone()),
-            _ => return Ok(()),
+            _ => return Ok(repaired),
         }
     }
 }

@@ -194,12 +194,11 @@ pub async fn derive(
     tenant: &Tenant,
     mut vs: VectorStore,
 ) -> Result<VectorStore, Error> {
-    ingest::repair_store(state, tenant, &vs.id).await?;
-    let (counts, usage) = state
-        .store
-        .vector_stores
-        .count_vs_files(tenant, &vs.id, None)
-        .await?;
+    let vss = &state.store.vector_stores;
+    let (mut counts, mut usage) = vss.count_vs_files(tenant, &vs.id, None).await?;
+    if counts.in_progress > 0 && ingest::repair_store(state, tenant, &vs.id).await? > 0 {
+        (counts, usage) = vss.count_vs_files(tenant, &vs.id, None).await?;
+    }
     vs.file_counts = counts;
     vs.usage_bytes = usage;
     vs.status = if is_expired(&vs) {
@@ -397,12 +396,12 @@ pub async fn derive_batch(
     tenant: &Tenant,
     mut b: FileBatch,
 ) -> Result<FileBatch, Error> {
-    ingest::repair_store(state, tenant, &b.vector_store_id).await?;
-    let (counts, _) = state
-        .store
-        .vector_stores
-        .count_vs_files(tenant, &b.vector_store_id, Some(&b.id))
-        .await?;
+    let vss = &state.store.vector_stores;
+    let vs_id = b.vector_store_id.clone();
+    let (mut counts, _) = vss.count_vs_files(tenant, &vs_id, Some(&b.id)).await?;
+    if counts.in_progress > 0 && ingest::repair_store(state, tenant, &vs_id).await? > 0 {
+        (counts, _) = vss.count_vs_files(tenant, &vs_id, Some(&b.id)).await?;
+    }
     b.file_counts = counts;
     b.status = if b.cancel_requested {
         "cancelled".into()
