@@ -68,7 +68,7 @@ fn chunk_seed(f: u64, i: u32) -> u64 {
 }
 
 fn chunks(vs_id: &str, file_id: &str, f: u64, n: u32) -> Vec<Chunk> {
-    let attrs: Value = json!({"parity": if f % 2 == 0 { "even" } else { "odd" }});
+    let attrs: Value = json!({"parity": if f.is_multiple_of(2) { "even" } else { "odd" }});
     (0..n)
         .map(|i| Chunk {
             vector_store_id: vs_id.to_owned(),
@@ -144,7 +144,7 @@ async fn print_recall(s: &Store, t: &Tenant) {
                     file_id(f),
                     i,
                     unit_vector(chunk_seed(f, i), DIMS),
-                    f % 2 == 0,
+                    f.is_multiple_of(2),
                 )
             })
         })
