@@ -13,7 +13,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[allow(dead_code, unused_imports)]
+// (tests/support/mod.rs allows dead_code itself; repeating it here is a clippy error.)
+#[allow(unused_imports)]
 #[path = "../tests/support/mod.rs"]
 mod support;
 
