@@ -35,13 +35,60 @@ const RUNS: usize = 3;
 /// Deterministic English-like text: words from a fixed vocabulary, sentences and paragraphs.
 fn text(bytes: usize) -> String {
     const WORDS: &[&str] = &[
-        "the", "proxy", "stores", "vector", "embedding", "search", "assistant", "thread",
-        "message", "run", "file", "chunk", "token", "model", "upstream", "request", "response",
-        "stream", "cassandra", "sqlite", "tenant", "lease", "ingestion", "document", "page",
-        "paragraph", "retrieval", "cosine", "similarity", "index", "batch", "attribute",
-        "filter", "ranking", "score", "threshold", "metadata", "expiry", "policy", "network",
-        "latency", "throughput", "memory", "benchmark", "measurement", "release", "binary",
-        "configuration", "validation", "error", "envelope", "client", "server", "shutdown",
+        "the",
+        "proxy",
+        "stores",
+        "vector",
+        "embedding",
+        "search",
+        "assistant",
+        "thread",
+        "message",
+        "run",
+        "file",
+        "chunk",
+        "token",
+        "model",
+        "upstream",
+        "request",
+        "response",
+        "stream",
+        "cassandra",
+        "sqlite",
+        "tenant",
+        "lease",
+        "ingestion",
+        "document",
+        "page",
+        "paragraph",
+        "retrieval",
+        "cosine",
+        "similarity",
+        "index",
+        "batch",
+        "attribute",
+        "filter",
+        "ranking",
+        "score",
+        "threshold",
+        "metadata",
+        "expiry",
+        "policy",
+        "network",
+        "latency",
+        "throughput",
+        "memory",
+        "benchmark",
+        "measurement",
+        "release",
+        "binary",
+        "configuration",
+        "validation",
+        "error",
+        "envelope",
+        "client",
+        "server",
+        "shutdown",
     ];
     let mut out = String::with_capacity(bytes + 64);
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -89,8 +136,9 @@ fn mb_per_s(bytes: usize, d: Duration) -> f64 {
 
 fn stages(label: &str, filename: &str, bytes: &[u8]) -> (f64, f64) {
     let (t_extract, text) = best(RUNS, || extract::extract(bytes, filename).unwrap());
-    let (t_chunk, chunks) =
-        best(RUNS, || chunk::chunk(&text, ChunkSpec::default(), None).unwrap());
+    let (t_chunk, chunks) = best(RUNS, || {
+        chunk::chunk(&text, ChunkSpec::default(), None).unwrap()
+    });
     let tokens: usize = chunks.iter().map(|c| c.tokens).sum::<usize>();
     let input_mb = bytes.len() as f64 / (1024.0 * 1024.0);
     println!(
