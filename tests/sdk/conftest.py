@@ -162,6 +162,34 @@ def servers(request, tmp_path_factory):
     _stop(fake)
     if proxy.returncode not in (0, -signal.SIGTERM):
         sys.stderr.write(f"proxy exited with {proxy.returncode}:\n{_tail(proxy_log)}\n")
+    if backend == "cassandra" and not os.environ.get("SDK_TESTS_KEEP_KEYSPACE"):
+        _drop_keyspace(opt("--cassandra"), store_url.rsplit("/", 1)[1])
+
+
+def _drop_keyspace(hosts: str, keyspace: str) -> None:
+    """Best effort: a long-lived dev node should not collect one keyspace per run. Uses the
+    stdlib CQL client of scripts/cassandra (no driver needed); a node that wants a login is
+    left alone."""
+    sys.path.insert(0, str(REPO / "scripts" / "cassandra"))
+    try:
+        import struct
+
+        import cql_check as cql
+
+        host, port = hosts.split(",")[0].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.settimeout(60)
+            op, _ = cql._request(sock, cql.OP_STARTUP, struct.pack(">H", 1)
+                                 + cql._string("CQL_VERSION") + cql._string("3.0.0"))
+            if op != cql.OP_READY:
+                return
+            query = f"DROP KEYSPACE IF EXISTS {keyspace}".encode()
+            cql._request(sock, cql.OP_QUERY,
+                         struct.pack(">i", len(query)) + query + struct.pack(">HB", 0x0001, 0))
+    except Exception as e:  # noqa: BLE001 - cleanup must not fail the run
+        sys.stderr.write(f"note: could not drop keyspace {keyspace}: {e}\n")
+    finally:
+        sys.path.pop(0)
 
 
 def new_key() -> str:
