@@ -263,3 +263,48 @@ async fn scores_are_cosine_and_zero_embeddings_are_kept_unsearchable() {
             .is_empty()
     );
 }
+
+/// Password login in the form Astra uses: role `token` (a reserved word in CQL, so quoted
+/// when the role is made), password an `AstraCS:` token read from the variable the URL
+/// names. Runs against a node started with `CASSANDRA_AUTH=password` (superuser
+/// cassandra/cassandra) named by `ASSISTANTS_PROXY_TEST_CASSANDRA_AUTH`, with the token in
+/// `AP_TEST_ASTRA_TOKEN`; without that node it only says so.
+#[tokio::test]
+async fn password_login_as_the_token_role() {
+    let Ok(node) = std::env::var("ASSISTANTS_PROXY_TEST_CASSANDRA_AUTH") else {
+        eprintln!("ASSISTANTS_PROXY_TEST_CASSANDRA_AUTH not set: password login not exercised");
+        return;
+    };
+    let token =
+        std::env::var("AP_TEST_ASTRA_TOKEN").expect("AP_TEST_ASTRA_TOKEN must hold the password");
+    let admin = SessionBuilder::new()
+        .known_node(&node)
+        .user("cassandra", "cassandra")
+        .build()
+        .await
+        .unwrap();
+    for cql in [
+        // Dropped and made anew: Cassandra 5 throttles password changes of one role.
+        "DROP ROLE IF EXISTS \"token\"".to_owned(),
+        format!("CREATE ROLE \"token\" WITH PASSWORD = '{token}' AND LOGIN = true"),
+        "GRANT ALL PERMISSIONS ON ALL KEYSPACES TO \"token\"".to_owned(),
+    ] {
+        admin.query_unpaged(cql, ()).await.unwrap();
+    }
+
+    let url = format!("cassandra://{node}/ap_auth?user=token&password_env=AP_TEST_ASTRA_TOKEN");
+    let s = open(&url).await.unwrap();
+    s.health.ping().await.unwrap();
+    let t = tenant();
+    let a = assistant(&new_id("asst_"));
+    s.assistants.put_assistant(&t, &a).await.unwrap();
+    assert_eq!(
+        s.assistants.get_assistant(&t, &a.id).await.unwrap(),
+        Some(a)
+    );
+
+    // A wrong password: the store still opens (the proxy keeps serving), calls fail.
+    let wrong = format!("cassandra://{node}/ap_auth?user=token&password_env=PATH");
+    let s = open(&wrong).await.unwrap();
+    assert!(s.health.ping().await.is_err());
+}

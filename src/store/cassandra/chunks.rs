@@ -23,10 +23,11 @@ use async_trait::async_trait;
 use futures_util::future::join_all;
 use futures_util::{StreamExt, stream};
 use scylla::statement::Consistency;
+use scylla::statement::batch::{Batch, BatchType};
 use tokio::sync::Semaphore;
 
 use super::schema::{chunk_table, ensure_chunk_table};
-use super::{CassandraStore, Conn, error_text, fnv32, from_json, lock, to_json};
+use super::{CassandraStore, Conn, error_text, fault, fnv32, from_json, lock, to_json};
 use crate::model::{AttributeFilter, Attributes, Chunk, ScoredChunk};
 use crate::store::{ChunkStore, StoreError, StoreResult, Tenant};
 
@@ -47,6 +48,22 @@ const ANN_LIMIT_MAX: usize = 1000;
 const FILTER_OVERFETCH: usize = 4;
 /// The largest `vector<float, N>` Cassandra accepts.
 const MAX_DIMS: usize = 8192;
+
+/// Rows per insert batch: ~6 KiB of vector each at 1536 dims, so a batch stays well under
+/// the native protocol's frame and the commit log's mutation limits.
+const INSERT_BATCH_ROWS: usize = 16;
+
+/// `(tenant, vector_store_id, bucket, file_id, chunk_no, content, attributes, embedding)`.
+type ChunkRow = (
+    String,
+    String,
+    i32,
+    String,
+    i32,
+    String,
+    String,
+    Option<Vec<f32>>,
+);
 
 /// `(file_id, chunk_no, content, attributes, similarity)` of an ANN result row.
 type AnnRow = (String, i32, Option<String>, Option<String>, Option<f32>);
@@ -84,12 +101,11 @@ impl Conn {
 
     /// A write into a chunk table, within the table's writer limit, retried through the
     /// jvector pooled-object error and timeouts (chunk writes are idempotent).
-    async fn chunk_write(
-        &self,
-        dims: u32,
-        cql: &str,
-        values: impl scylla::serialize::row::SerializeRow,
-    ) -> StoreResult<()> {
+    async fn chunk_write<F, Fut>(&self, dims: u32, write: F) -> StoreResult<()>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = StoreResult<()>>,
+    {
         let writers = self.writers(dims);
         let mut attempt = 0;
         loop {
@@ -98,10 +114,10 @@ impl Conn {
                     .acquire()
                     .await
                     .map_err(|_| StoreError::Other("chunk writer limit closed".into()))?;
-                self.exec(cql, &values).await
+                write().await
             };
             match outcome {
-                Ok(_) => return Ok(()),
+                Ok(()) => return Ok(()),
                 Err(e) if attempt + 1 < INSERT_ATTEMPTS && retryable_write(&e) => {
                     tracing::debug!(error = %e, attempt, "retrying a chunk write");
                     tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
@@ -110,6 +126,30 @@ impl Conn {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Inserts rows of one partition as one unlogged batch: a single mutation, so one
+    /// write in flight on the node however many rows it carries, and one round trip.
+    /// (Single-partition batches are exempt from the batch size guardrail.)
+    async fn insert_chunk_rows(
+        &self,
+        dims: u32,
+        insert: &str,
+        rows: &[ChunkRow],
+    ) -> StoreResult<()> {
+        let p = self.prepare(insert).await?;
+        let mut batch = Batch::new(BatchType::Unlogged);
+        for _ in rows {
+            batch.append_statement(p.clone());
+        }
+        self.chunk_write(dims, || async {
+            self.session
+                .batch(&batch, rows)
+                .await
+                .map(|_| ())
+                .map_err(|e| fault("inserting chunks", e))
+        })
+        .await
     }
 
     /// Deletes a file's chunks from a store, in every dimension the store has.
@@ -296,33 +336,35 @@ impl ChunkStore for CassandraStore {
                 "chunks with a zero or non-finite embedding are kept but not searchable"
             );
         }
-        let conn = &conn;
-        let insert = insert.as_str();
-        let results: Vec<StoreResult<()>> = stream::iter(chunks)
-            .map(|c| async move {
+        let rows = chunks
+            .into_iter()
+            .map(|c| {
                 let chunk_no = i32::try_from(c.index)
                     .map_err(|_| StoreError::Other(format!("chunk index {} too large", c.index)))?;
                 let attributes = to_json(&c.attributes)?;
                 let embedding = indexable(&c.embedding).then_some(c.embedding);
-                conn.chunk_write(
-                    dims,
-                    insert,
-                    (
-                        t.as_str(),
-                        vs_id,
-                        b,
-                        file_id,
-                        chunk_no,
-                        c.text,
-                        attributes,
-                        embedding,
-                    ),
-                )
-                .await
+                Ok((
+                    t.as_str().to_owned(),
+                    vs_id.to_owned(),
+                    b,
+                    file_id.to_owned(),
+                    chunk_no,
+                    c.text,
+                    attributes,
+                    embedding,
+                ))
             })
-            .buffer_unordered(WRITERS_PER_TABLE)
-            .collect()
-            .await;
+            .collect::<StoreResult<Vec<ChunkRow>>>()?;
+        let (conn, insert) = (&conn, insert.as_str());
+        let results: Vec<StoreResult<()>> =
+            stream::iter((0..rows.len()).step_by(INSERT_BATCH_ROWS))
+                .map(|start| {
+                    let end = (start + INSERT_BATCH_ROWS).min(rows.len());
+                    conn.insert_chunk_rows(dims, insert, &rows[start..end])
+                })
+                .buffer_unordered(WRITERS_PER_TABLE)
+                .collect()
+                .await;
         results.into_iter().collect()
     }
 
@@ -374,11 +416,10 @@ impl ChunkStore for CassandraStore {
             let (conn, update, json) = (&conn, update.as_str(), json.as_str());
             let results: Vec<StoreResult<()>> = stream::iter(rows)
                 .map(|(chunk_no, _, _)| async move {
-                    conn.chunk_write(
-                        dims,
-                        update,
-                        (json, t.as_str(), vs_id, bucket(file_id), file_id, chunk_no),
-                    )
+                    let values = (json, t.as_str(), vs_id, bucket(file_id), file_id, chunk_no);
+                    conn.chunk_write(dims, || async {
+                        conn.exec(update, values).await.map(|_| ())
+                    })
                     .await
                 })
                 .buffer_unordered(WRITERS_PER_TABLE)

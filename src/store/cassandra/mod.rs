@@ -719,3 +719,70 @@ fn error_text(e: &StoreError) -> &str {
         StoreError::Unavailable(m) | StoreError::Other(m) => m,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(query: &str) -> CassandraUrl {
+        match crate::store::StoreUrl::parse(&format!("cassandra://127.0.0.1:9042/ks{query}")) {
+            Ok(crate::store::StoreUrl::Cassandra(c)) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn credentials_come_from_the_named_variable() {
+        // Astra's form: user `token`, the `AstraCS:` token in a variable (PATH stands in).
+        let s = Settings::from_url(&url("?user=token&password_env=PATH")).unwrap();
+        let (user, password) = s.credentials.unwrap();
+        assert_eq!(user, "token");
+        assert_eq!(password, std::env::var("PATH").unwrap());
+        assert!(Settings::from_url(&url("")).unwrap().credentials.is_none());
+        for bad in [
+            "?user=token&password_env=AP_TEST_SURELY_UNSET_VARIABLE",
+            "?user=token",
+            "?password_env=PATH",
+        ] {
+            assert!(
+                matches!(Settings::from_url(&url(bad)), Err(StoreError::Other(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn consistency_levels_map() {
+        let s = Settings::from_url(&url("?consistency=local_one")).unwrap();
+        assert_eq!(s.consistency, Consistency::LocalOne);
+        assert_eq!(
+            Settings::from_url(&url("")).unwrap().consistency,
+            Consistency::LocalQuorum
+        );
+    }
+
+    #[test]
+    fn tls_trusts_the_ca_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, ca.cert.pem()).unwrap();
+        let s = Settings::from_url(&url(&format!("?ca_file={}", path.display()))).unwrap();
+        assert!(s.tls.is_some());
+        assert!(Settings::from_url(&url("?tls=true")).unwrap().tls.is_some());
+
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        for bad in [empty, dir.path().join("missing.pem")] {
+            let r = Settings::from_url(&url(&format!("?ca_file={}", bad.display())));
+            assert!(matches!(r, Err(StoreError::Other(_))));
+        }
+    }
+
+    #[test]
+    fn buckets_and_shards_are_stable() {
+        // Changing the hash would strand stored chunks and index entries.
+        assert_eq!(fnv32(""), 0x811c_9dc5);
+        assert_eq!(fnv32("a"), 0xe40c_292c);
+    }
+}

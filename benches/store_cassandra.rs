@@ -1,0 +1,307 @@
+//! Cassandra store benchmarks against a real node (`ASSISTANTS_PROXY_TEST_CASSANDRA`, as
+//! for the tests; without it the benchmarks are skipped): message create and list-20, vector
+//! search top-10 over 10k chunks of 1536 dimensions, and chunk ingest.
+//!
+//! The 10k-chunk corpus lives in keyspace `ap_bench` under a fixed tenant and is loaded
+//! once (the first run prints how long the load took, and the recall@10 of ANN search
+//! against brute force on it). Expect the first flush of that table to be slow: Cassandra
+//! computes PQ compression for a vector index segment of ≥ 1024 vectors.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use assistants_proxy::ids::new_id;
+use assistants_proxy::model::*;
+use assistants_proxy::store::*;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use serde_json::{Value, json};
+use tokio::runtime::Runtime;
+
+const DIMS: usize = 1536;
+const FILES: u64 = 100;
+const CHUNKS_PER_FILE: u32 = 100;
+const CORPUS_VS: &str = "vs_bench_corpus_1536";
+
+fn unit_vector(seed: u64, dims: usize) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v: Vec<f32> = (0..dims)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 11) as f64 / (1u64 << 53) as f64) as f32 * 2.0 - 1.0
+        })
+        .collect();
+    let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|a| *a /= norm);
+    v
+}
+
+fn message(thread_id: &str) -> Message {
+    Message {
+        id: new_id("msg_"),
+        object: "thread.message".into(),
+        created_at: 1_700_000_000,
+        thread_id: thread_id.to_owned(),
+        status: "completed".into(),
+        incomplete_details: None,
+        completed_at: None,
+        incomplete_at: None,
+        role: "user".into(),
+        content: vec![
+            json!({"type": "text", "text": {"value": "How do I rotate my keys? ".repeat(8), "annotations": []}}),
+        ],
+        assistant_id: None,
+        run_id: None,
+        attachments: vec![],
+        metadata: Metadata::new(),
+    }
+}
+
+fn file_id(f: u64) -> String {
+    format!("file-bench{f:020}")
+}
+
+fn chunk_seed(f: u64, i: u32) -> u64 {
+    f * 1000 + u64::from(i) + 1
+}
+
+fn chunks(vs_id: &str, file_id: &str, f: u64, n: u32) -> Vec<Chunk> {
+    let attrs: Value = json!({"parity": if f.is_multiple_of(2) { "even" } else { "odd" }});
+    (0..n)
+        .map(|i| Chunk {
+            vector_store_id: vs_id.to_owned(),
+            file_id: file_id.to_owned(),
+            index: i,
+            text: format!("{file_id} chunk {i} ").repeat(20),
+            embedding: unit_vector(chunk_seed(f, i), DIMS),
+            attributes: attrs.as_object().cloned().unwrap_or_default(),
+        })
+        .collect()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Loads the 10k-chunk corpus unless a previous run did; prints the load rate.
+async fn ensure_corpus(s: &Store, t: &Tenant) {
+    let last = file_id(FILES - 1);
+    if s.chunks
+        .file_chunks(t, CORPUS_VS, &last)
+        .await
+        .unwrap()
+        .len()
+        == CHUNKS_PER_FILE as usize
+    {
+        return;
+    }
+    let vs = VectorStore {
+        id: CORPUS_VS.into(),
+        object: "vector_store".into(),
+        created_at: 1_700_000_000,
+        name: Some("bench".into()),
+        usage_bytes: 0,
+        file_counts: FileCounts::default(),
+        status: "completed".into(),
+        expires_after: None,
+        expires_at: None,
+        last_active_at: None,
+        metadata: Metadata::new(),
+        embedding_model: "text-embedding-3-small".into(),
+        dimensions: DIMS as u32,
+    };
+    s.vector_stores.put_vector_store(t, &vs).await.unwrap();
+    let started = Instant::now();
+    for f in 0..FILES {
+        let fid = file_id(f);
+        s.chunks
+            .put_chunks(
+                t,
+                CORPUS_VS,
+                &fid,
+                chunks(CORPUS_VS, &fid, f, CHUNKS_PER_FILE),
+            )
+            .await
+            .unwrap();
+    }
+    let took = started.elapsed();
+    let n = FILES * u64::from(CHUNKS_PER_FILE);
+    println!(
+        "corpus load: {n} chunks x {DIMS} dims in {:.1}s = {:.0} chunks/s",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64()
+    );
+}
+
+/// recall@10 of the store's search against brute force over the corpus.
+async fn print_recall(s: &Store, t: &Tenant) {
+    let corpus: Vec<(String, u32, Vec<f32>, bool)> = (0..FILES)
+        .flat_map(|f| {
+            (0..CHUNKS_PER_FILE).map(move |i| {
+                (
+                    file_id(f),
+                    i,
+                    unit_vector(chunk_seed(f, i), DIMS),
+                    f.is_multiple_of(2),
+                )
+            })
+        })
+        .collect();
+    let filter: AttributeFilter =
+        serde_json::from_value(json!({"type": "eq", "key": "parity", "value": "even"})).unwrap();
+    for filtered in [false, true] {
+        let (mut hits, mut total) = (0usize, 0usize);
+        let started = Instant::now();
+        for q in 0..20u64 {
+            // Queries near a corpus vector (as real queries are near their answers).
+            let base = unit_vector(chunk_seed(q * 5 % FILES, (q * 7 % 100) as u32), DIMS);
+            let noise = unit_vector(9_000_000 + q, DIMS);
+            let query: Vec<f32> = base.iter().zip(&noise).map(|(b, n)| b + 0.5 * n).collect();
+            let mut expected: Vec<(&str, u32, f32)> = corpus
+                .iter()
+                .filter(|c| !filtered || c.3)
+                .map(|c| (c.0.as_str(), c.1, cosine(&c.2, &query)))
+                .collect();
+            expected.sort_by(|a, b| b.2.total_cmp(&a.2));
+            let want: HashSet<(String, u32)> = expected[..10]
+                .iter()
+                .map(|e| (e.0.to_owned(), e.1))
+                .collect();
+            let got = s
+                .chunks
+                .search(
+                    t,
+                    &[CORPUS_VS.to_owned()],
+                    &query,
+                    10,
+                    filtered.then_some(&filter),
+                )
+                .await
+                .unwrap();
+            hits += got
+                .iter()
+                .filter(|g| want.contains(&(g.file_id.clone(), g.index)))
+                .count();
+            total += 10;
+        }
+        println!(
+            "recall@10 over 10k x {DIMS} ({}): {:.3} ({} queries in {:.2}s)",
+            if filtered {
+                "filter parity=even"
+            } else {
+                "no filter"
+            },
+            hits as f64 / total as f64,
+            20,
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let Ok(hosts) = std::env::var("ASSISTANTS_PROXY_TEST_CASSANDRA") else {
+        eprintln!("ASSISTANTS_PROXY_TEST_CASSANDRA is not set: Cassandra benchmarks skipped");
+        return;
+    };
+    let rt = Runtime::new().unwrap();
+    let url = StoreUrl::parse(&format!("cassandra://{hosts}/ap_bench")).unwrap();
+    let s = rt.block_on(Store::open(&url)).unwrap();
+    let t = Tenant::new("bench");
+
+    let mut g = c.benchmark_group("messages");
+    g.throughput(Throughput::Elements(1));
+    let create_thread = new_id("thread_");
+    g.bench_function("create", |b| {
+        b.to_async(&rt).iter(|| async {
+            s.messages
+                .put_message(&t, &message(&create_thread))
+                .await
+                .unwrap()
+        })
+    });
+    let list_thread = new_id("thread_");
+    rt.block_on(async {
+        for _ in 0..200 {
+            s.messages
+                .put_message(&t, &message(&list_thread))
+                .await
+                .unwrap();
+        }
+    });
+    g.bench_function("list_20", |b| {
+        b.to_async(&rt).iter(|| async {
+            let page = s
+                .messages
+                .list_messages(&t, &list_thread, None, &ListQuery::default())
+                .await
+                .unwrap();
+            assert_eq!(page.items.len(), 20);
+        })
+    });
+    g.finish();
+
+    rt.block_on(ensure_corpus(&s, &t));
+    rt.block_on(print_recall(&s, &t));
+    let mut g = c.benchmark_group("vector_search");
+    g.sample_size(30);
+    let mut q = 0u64;
+    g.bench_function("top10_of_10k_x1536", |b| {
+        b.to_async(&rt).iter(|| {
+            q += 1;
+            let query = unit_vector(5_000_000 + q, DIMS);
+            let (s, t) = (&s, &t);
+            async move {
+                let hits = s
+                    .chunks
+                    .search(t, &[CORPUS_VS.to_owned()], &query, 10, None)
+                    .await
+                    .unwrap();
+                assert_eq!(hits.len(), 10);
+            }
+        })
+    });
+    let filter: AttributeFilter =
+        serde_json::from_value(json!({"type": "eq", "key": "parity", "value": "even"})).unwrap();
+    g.bench_function("top10_of_10k_x1536_filtered_half", |b| {
+        b.to_async(&rt).iter(|| {
+            q += 1;
+            let query = unit_vector(5_000_000 + q, DIMS);
+            let (s, t, filter) = (&s, &t, &filter);
+            async move {
+                let hits = s
+                    .chunks
+                    .search(t, &[CORPUS_VS.to_owned()], &query, 10, Some(filter))
+                    .await
+                    .unwrap();
+                assert_eq!(hits.len(), 10);
+            }
+        })
+    });
+    g.finish();
+
+    // Ingest into a store of its own, 100 chunks (one file) per iteration.
+    let mut g = c.benchmark_group("chunk_ingest");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(30));
+    g.throughput(Throughput::Elements(u64::from(CHUNKS_PER_FILE)));
+    let ingest_vs = new_id("vs_");
+    let mut f = 1_000u64;
+    g.bench_function("put_chunks_100_x1536", |b| {
+        b.to_async(&rt).iter(|| {
+            f += 1;
+            let fid = new_id("file-");
+            let batch = chunks(&ingest_vs, &fid, f, CHUNKS_PER_FILE);
+            let (s, t, vs) = (&s, &t, ingest_vs.as_str());
+            async move { s.chunks.put_chunks(t, vs, &fid, batch).await.unwrap() }
+        })
+    });
+    g.finish();
+    // The ingest store is throwaway; its rows stay in the bench keyspace until it is dropped.
+    rt.block_on(s.vector_stores.delete_vector_store(&t, &ingest_vs))
+        .unwrap();
+}
+
+criterion_group!(store_cassandra, benches);
+criterion_main!(store_cassandra);
