@@ -35,6 +35,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::{Semaphore, oneshot};
 
@@ -148,6 +149,10 @@ impl SqliteStore {
 fn configure(conn: &Connection, writer: bool) -> Result<(), DbError> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // The bundled SQLite is built with STAT4, which re-plans (re-prepares) a cached statement
+    // whenever a bound cursor value changes; our plans are fixed by the key indexes, so keep
+    // them (measured: re-preparing was ~10% of a list page).
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     if writer {
         let mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))?;
