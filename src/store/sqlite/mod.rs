@@ -54,6 +54,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// for its acknowledgement when thousands are queued.
 const MAX_BATCH: usize = 1024;
 
+/// Bytes the WAL file is truncated to after a checkpoint (see `configure`).
+const WAL_SIZE_LIMIT: i64 = 64 << 20;
+
 /// Prepared statements kept per connection. The list queries come in a few dozen shapes
 /// (order × cursor × filter × table); rusqlite's default of 16 would thrash.
 const STATEMENT_CACHE: usize = 128;
@@ -162,6 +165,9 @@ fn configure(conn: &Connection, writer: bool) -> Result<(), DbError> {
             )));
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // A bulk ingest grows the WAL to hundreds of MB between checkpoints; truncate it
+        // back afterwards instead of keeping the file at its high-water mark.
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
     }
     // Temporary b-trees (sorts, GROUP BY) in memory: they are small and never need to persist.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
