@@ -1176,7 +1176,7 @@ pub async fn survives_reopen(open: impl AsyncFn() -> Store) {
     );
     let hits = s
         .chunks
-        .search(&t, &[vs.id.clone()], &unit_vector(5, 8), 1, None)
+        .search(&t, std::slice::from_ref(&vs.id), &unit_vector(5, 8), 1, None)
         .await
         .unwrap();
     assert_eq!(hits.len(), 1);

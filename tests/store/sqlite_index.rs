@@ -160,7 +160,7 @@ async fn index_stays_exact_through_every_kind_of_write() {
         .unwrap();
     assert!(
         s.chunks
-            .search(&t, &[vs.id.clone()], &unit_vector(5, dims), 5, None)
+            .search(&t, std::slice::from_ref(&vs.id), &unit_vector(5, dims), 5, None)
             .await
             .unwrap()
             .is_empty()
@@ -186,7 +186,7 @@ async fn a_second_opener_of_the_file_sees_the_others_writes() {
     // `a` loads its index now.
     assert_eq!(
         a.chunks
-            .search(&t, &[vs.id.clone()], &query, 5, None)
+            .search(&t, std::slice::from_ref(&vs.id), &query, 5, None)
             .await
             .unwrap()
             .len(),
@@ -200,7 +200,7 @@ async fn a_second_opener_of_the_file_sees_the_others_writes() {
         .unwrap();
     let hits = a
         .chunks
-        .search(&t, &[vs.id.clone()], &query, 5, None)
+        .search(&t, std::slice::from_ref(&vs.id), &query, 5, None)
         .await
         .unwrap();
     assert_eq!(hits.len(), 2, "a must see b's chunk");
@@ -214,7 +214,7 @@ async fn a_second_opener_of_the_file_sees_the_others_writes() {
         .unwrap();
     let hits = a
         .chunks
-        .search(&t, &[vs.id.clone()], &query, 5, None)
+        .search(&t, std::slice::from_ref(&vs.id), &query, 5, None)
         .await
         .unwrap();
     assert_eq!(
