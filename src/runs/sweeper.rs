@@ -66,18 +66,49 @@ pub async fn sweep_once(state: &AppState) -> Result<usize, Error> {
 }
 
 /// Fails a run whose executor is gone, keeping its partial output as `incomplete`.
+///
+/// In three steps, so that nobody who sees the run `failed` can then read its message still
+/// `in_progress`: take the lease over (compare-and-set on the version judged abandoned, so a
+/// live executor that renewed meanwhile wins), close the open message and steps, then end the
+/// run. A sweeper that dies between the steps leaves a lease that runs out, and the next sweep
+/// repeats them (closing is idempotent).
 async fn fail_abandoned(state: &AppState, r: &RunRef, seen_version: u64) -> Result<(), Error> {
     let now = state.clock.now();
     let now_ms = state.clock.now_millis();
+    let lease_ms = state.config.runs.lease.as_millis() as i64;
     let last_error = json!({
         "code": "server_error",
         "message": "The proxy executing this run stopped before it finished; the run was not completed.",
     });
-    let written = transition(state, r, |rec| {
+    let taken = transition(state, r, |rec| {
         // Only if nothing changed since we judged it abandoned (a renewal would bump it).
         let dead = rec.lease_until.is_none_or(|until| until < now_ms);
         if rec.version != seen_version
             || !dead
+            || !matches!(rec.run.status, RunStatus::Queued | RunStatus::InProgress)
+        {
+            return Apply::Skip;
+        }
+        rec.lease_owner = Some(state.instance_id.clone());
+        rec.lease_until = Some(now_ms + lease_ms);
+        Apply::Write
+    })
+    .await?;
+    let Some((taken, true)) = taken else {
+        return Ok(());
+    };
+    engine::close_open_items(
+        state,
+        r,
+        "failed",
+        "run_failed",
+        Some(&last_error),
+        now,
+        &None,
+    )
+    .await?;
+    transition(state, r, |rec| {
+        if rec.version != taken.version
             || !matches!(rec.run.status, RunStatus::Queued | RunStatus::InProgress)
         {
             return Apply::Skip;
@@ -87,17 +118,5 @@ async fn fail_abandoned(state: &AppState, r: &RunRef, seen_version: u64) -> Resu
         Apply::Write
     })
     .await?;
-    if let Some((_, true)) = written {
-        engine::close_open_items(
-            state,
-            r,
-            "failed",
-            "run_failed",
-            Some(&last_error),
-            now,
-            &None,
-        )
-        .await?;
-    }
     Ok(())
 }
