@@ -58,19 +58,24 @@ start_proxy() { # port store_url
   echo "proxy on $1 did not start:" >&2; cat "$WORK/proxy-$1.log" >&2; exit 1
 }
 json_id() { python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'; }
-# A thread for create-message (it grows during the run) and one holding 25 messages for list.
-setup_threads() { # base_url → "create_thread list_thread"
-  local base="$1" t_create t_list
-  t_create=$(curl -sf "${AUTH[@]}" -d '{}' "$base/v1/threads" | json_id)
+# CONNS threads for create-message, one per connection (one conversation has one writer at a
+# time; on Cassandra, many writers on one thread would contend on its lock row's Paxos reads),
+# and one thread holding 25 messages for list.
+setup_threads() { # base_url → "create_urls list_thread"
+  local base="$1" urls="" t t_list
+  for _ in $(seq "$CONNS"); do
+    t=$(curl -sf "${AUTH[@]}" -d '{}' "$base/v1/threads" | json_id)
+    urls+="${urls:+,}$base/v1/threads/$t/messages"
+  done
   t_list=$(curl -sf "${AUTH[@]}" -d '{}' "$base/v1/threads" | json_id)
   for _ in $(seq 25); do
     curl -sf "${AUTH[@]}" -d "$BODY" "$base/v1/threads/$t_list/messages" >/dev/null
   done
-  echo "$t_create $t_list"
+  echo "$urls $t_list"
 }
 
 BACKENDS=(sqlite)
-declare -A BASE PID THREAD_C THREAD_L
+declare -A BASE PID CREATE_URLS THREAD_L
 start_proxy "$SQLITE_PORT" "sqlite://$WORK/bench.db"
 BASE[sqlite]="http://127.0.0.1:$SQLITE_PORT"; PID[sqlite]="${PIDS[-1]}"
 if [ -n "$CASS" ]; then
@@ -80,7 +85,7 @@ if [ -n "$CASS" ]; then
   BACKENDS+=(cassandra)
 fi
 for b in "${BACKENDS[@]}"; do
-  read -r THREAD_C[$b] THREAD_L[$b] < <(setup_threads "${BASE[$b]}")
+  read -r CREATE_URLS[$b] THREAD_L[$b] < <(setup_threads "${BASE[$b]}")
   # The list answer must really hold 20 messages, or the comparison is meaningless.
   n=$(curl -sf "${AUTH[@]}" "${BASE[$b]}/v1/threads/${THREAD_L[$b]}/messages?limit=20" |
     python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]))')
@@ -110,7 +115,7 @@ for i in $(seq "$ROUNDS"); do
     for op in "${OPS[@]}"; do
       case $op in
         pass_post) line=$(measure "${PID[$b]}" POST "${BASE[$b]}/echo/v1/threads/messages" "$BODY") ;;
-        create) line=$(measure "${PID[$b]}" POST "${BASE[$b]}/v1/threads/${THREAD_C[$b]}/messages" "$BODY") ;;
+        create) line=$(measure "${PID[$b]}" POST "${CREATE_URLS[$b]}" "$BODY") ;;
         pass_get) line=$(measure "${PID[$b]}" GET "${BASE[$b]}/echo/v1/threads/messages?limit=20") ;;
         list) line=$(measure "${PID[$b]}" GET "${BASE[$b]}/v1/threads/${THREAD_L[$b]}/messages?limit=20") ;;
       esac
