@@ -133,10 +133,10 @@ OUT="bench-results/runs-$(date -u +%Y%m%dT%H%M%SZ).md"
   echo
   echo "Direct streamed chat completion, time to first byte p50 / p99: $(ms "$(m ttfb first_p50)") / $(ms "$(m ttfb first_p99)") ms."
   echo
-  echo "| backend | first event p50 / p99 (ms) | p50 ÷ direct TTFB p50 | p99 ÷ direct TTFB p99 | thread.run.completed p50 / p99 (ms) | streamed runs/s |"
-  echo "|---|---|---|---|---|---|"
+  echo "| backend | first event p50 / p99 (ms) | p50 ÷ direct TTFB p50 | p99 ÷ direct TTFB p99 | thread.run.completed p50 / p99 (ms) | streamed runs/s | proxy CPU µs per run (no polls) |"
+  echo "|---|---|---|---|---|---|---|"
   for b in "${BACKENDS[@]}"; do
-    echo "| $b | $(ms "$(m "$b,stream" first_p50)") / $(ms "$(m "$b,stream" first_p99)") | $(ratio "$(m "$b,stream" first_p50)" "$(m ttfb first_p50)") | $(ratio "$(m "$b,stream" first_p99)" "$(m ttfb first_p99)") | $(ms "$(m "$b,stream" done_p50)") / $(ms "$(m "$b,stream" done_p99)") | $(m "$b,stream" per_s) |"
+    echo "| $b | $(ms "$(m "$b,stream" first_p50)") / $(ms "$(m "$b,stream" first_p99)") | $(ratio "$(m "$b,stream" first_p50)" "$(m ttfb first_p50)") | $(ratio "$(m "$b,stream" first_p99)" "$(m ttfb first_p99)") | $(ms "$(m "$b,stream" done_p50)") / $(ms "$(m "$b,stream" done_p99)") | $(m "$b,stream" per_s) | $(m "$b,stream" cpu) |"
   done
   echo
   [ -n "$CASS" ] && echo "Cassandra: node at $CASS (keyspace assistants_bench); its own CPU is not in the proxy CPU column." \
