@@ -1,5 +1,11 @@
-//! A small load generator for `scripts/bench-proxy.sh`, for the measurements wrk cannot make:
+//! A small load generator for `scripts/bench-proxy.sh` and `scripts/bench-api.sh`, for the
+//! measurements wrk cannot make:
 //!
+//! - `closed METHOD URL CONNS SECONDS [BODY]`: closed loop, CONNS keep-alive connections each
+//!   sending the next request as soon as the previous answer is read (BODY as JSON, if given).
+//!   URL may be a comma-separated list: connection i uses URL i mod n (e.g. one thread each,
+//!   so connections do not contend on one row the way a single conversation never would).
+//!   Prints `rps p50_us p99_us requests errors` (a non-2xx answer counts as an error).
 //! - `rate URL RPS SECONDS CONNS`: open-loop load at a fixed rate; latency is measured from
 //!   each request's *scheduled* time (so a stall is not hidden by coordinated omission).
 //!   Prints `p50_us p99_us sent errors`.
@@ -13,12 +19,12 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-async fn connect(url: &hyper::Uri) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+async fn connect(url: &hyper::Uri) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
     let addr = format!("{}:{}", url.host().unwrap(), url.port_u16().unwrap_or(80));
     let tcp = TcpStream::connect(addr).await.unwrap();
     tcp.set_nodelay(true).unwrap();
@@ -29,11 +35,27 @@ async fn connect(url: &hyper::Uri) -> hyper::client::conn::http1::SendRequest<Em
     sender
 }
 
-fn request(url: &hyper::Uri) -> Request<Empty<Bytes>> {
-    Request::get(url.path_and_query().map_or("/", |p| p.as_str()))
+fn request(url: &hyper::Uri) -> Request<Full<Bytes>> {
+    request_with(&hyper::Method::GET, url, None)
+}
+
+/// The Assistants API refuses requests without `OpenAI-Beta: assistants=v2`; forwarded routes
+/// ignore it, so every mode sends it and the forwarding figures stay comparable.
+fn request_with(
+    method: &hyper::Method,
+    url: &hyper::Uri,
+    body: Option<&Bytes>,
+) -> Request<Full<Bytes>> {
+    let mut b = Request::builder()
+        .method(method.clone())
+        .uri(url.path_and_query().map_or("/", |p| p.as_str()))
         .header("host", url.authority().unwrap().as_str())
         .header("authorization", "Bearer sk-bench")
-        .body(Empty::new())
+        .header("openai-beta", "assistants=v2");
+    if body.is_some() {
+        b = b.header("content-type", "application/json");
+    }
+    b.body(Full::new(body.cloned().unwrap_or_default()))
         .unwrap()
 }
 
@@ -130,6 +152,64 @@ impl Receiver {
     }
 }
 
+async fn closed(
+    method: hyper::Method,
+    urls: Vec<hyper::Uri>,
+    conns: usize,
+    seconds: u64,
+    body: Option<Bytes>,
+) {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(seconds);
+    let mut workers = Vec::new();
+    for i in 0..conns {
+        let (method, url, body) = (method.clone(), urls[i % urls.len()].clone(), body.clone());
+        workers.push(tokio::spawn(async move {
+            let mut sender = connect(&url).await;
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                match sender
+                    .send_request(request_with(&method, &url, body.as_ref()))
+                    .await
+                {
+                    Ok(resp) => {
+                        let ok = resp.status().is_success();
+                        let _ = resp.into_body().collect().await;
+                        if !ok {
+                            errors += 1;
+                        }
+                    }
+                    Err(_) => {
+                        errors += 1;
+                        sender = connect(&url).await;
+                    }
+                }
+                lat.push(sent.elapsed().as_micros() as u64);
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for w in workers {
+        let (l, e) = w.await.unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    println!(
+        "{:.0} {} {} {} {}",
+        all.len() as f64 / elapsed,
+        pct(&all, 0.5),
+        pct(&all, 0.99),
+        all.len(),
+        errors
+    );
+}
+
 async fn idle(url: hyper::Uri, conns: usize, seconds: u64) {
     let mut held = Vec::with_capacity(conns);
     for chunk in (0..conns).collect::<Vec<_>>().chunks(100) {
@@ -222,13 +302,23 @@ async fn sse(url: hyper::Uri, streams: usize, seconds: u64) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: loadgen rate URL RPS SECONDS CONNS | idle URL CONNS SECONDS | sse URL STREAMS SECONDS";
+    let usage = "usage: loadgen rate URL RPS SECONDS CONNS | closed METHOD URL CONNS SECONDS [BODY] \
+                 | idle URL CONNS SECONDS | sse URL STREAMS SECONDS";
     if args.len() < 3 {
         eprintln!("{usage}");
         std::process::exit(2);
     }
-    let url: hyper::Uri = args[2].parse().expect("URL");
     let n = |i: usize| -> u64 { args.get(i).and_then(|v| v.parse().ok()).expect(usage) };
+    if args[1] == "closed" {
+        // closed METHOD URL CONNS SECONDS [BODY]: the method comes first, so parse separately.
+        let method: hyper::Method = args[2].parse().expect(usage);
+        let urls = args.get(3).expect(usage).split(',');
+        let urls: Vec<hyper::Uri> = urls.map(|u| u.parse().expect("URL")).collect();
+        let body = args.get(6).map(|b| Bytes::from(b.clone()));
+        closed(method, urls, n(4) as usize, n(5), body).await;
+        return;
+    }
+    let url: hyper::Uri = args[2].parse().expect("URL");
     match args[1].as_str() {
         "rate" => rate(url, n(3), n(4), n(5) as usize).await,
         "idle" => idle(url, n(3) as usize, n(4)).await,

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Assistants API benchmark (issue 4): create-message and list-messages through the release
+# proxy on SQLite (and Cassandra when ASSISTANTS_PROXY_TEST_CASSANDRA=HOST:PORT is set), each
+# beside plain pass-through of a same-size request through the same proxy process, in the same
+# run. The proxy is pinned to CPU 1; loadgen and the fake upstream share CPU 0 (a Cassandra node
+# cannot be pinned away: its CPU use is outside the proxy's figures).
+#
+# Reports per operation: req/s, p50/p99 latency (closed loop, CONNS connections) and proxy CPU
+# µs per request (utime+stime from /proc/PID/stat), each also as a ratio to pass-through.
+# Median of ROUNDS interleaved rounds, BENCH_SECONDS (default 5) per measurement.
+#
+# usage: scripts/bench-api.sh [ROUNDS]    (env: BENCH_SECONDS, BENCH_CONNS; results also in
+#        bench-results/)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+ROUNDS="${1:-3}"
+DURATION="${BENCH_SECONDS:-5}"
+CONNS="${BENCH_CONNS:-16}"
+CASS="${ASSISTANTS_PROXY_TEST_CASSANDRA:-}"
+for tool in taskset curl cargo python3; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "bench-api.sh: '$tool' is required" >&2; exit 1; }
+done
+
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+cargo build --release --quiet --bin assistants-proxy --example fake_upstream --example loadgen
+PROXY_BIN="$TARGET/release/assistants-proxy"
+FAKE_BIN="$TARGET/release/examples/fake_upstream"
+LOADGEN="$TARGET/release/examples/loadgen"
+
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+UP_PORT=19101 SQLITE_PORT=19120 CASS_PORT=19121
+UP="http://127.0.0.1:$UP_PORT"
+AUTH=(-H 'Authorization: Bearer sk-bench' -H 'OpenAI-Beta: assistants=v2' -H 'Content-Type: application/json')
+# A typical short user turn; the pass-through POST carries exactly these bytes.
+BODY='{"role":"user","content":"A short benchmark message, about the size of a typical chat turn from a user."}'
+
+taskset -c 0 "$FAKE_BIN" --listen "127.0.0.1:$UP_PORT" > "$WORK/fake.out" & PIDS+=($!)
+
+# Same server settings as bench-proxy.sh: one worker thread, access log off.
+cat > "$WORK/proxy.toml" <<EOF
+[server]
+worker_threads = 1
+access_log = false
+EOF
+start_proxy() { # port store_url
+  RUST_LOG=warn taskset -c 1 "$PROXY_BIN" serve --listen "127.0.0.1:$1" --upstream "$UP" \
+    --store "$2" --config "$WORK/proxy.toml" > "$WORK/proxy-$1.log" 2>&1 & PIDS+=($!)
+  for _ in $(seq 600); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return 0; sleep 0.1; done
+  echo "proxy on $1 did not start:" >&2; cat "$WORK/proxy-$1.log" >&2; exit 1
+}
+json_id() { python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'; }
+# CONNS threads for create-message, one per connection (one conversation has one writer at a
+# time; on Cassandra, many writers on one thread would contend on its lock row's Paxos reads),
+# and one thread holding 25 messages for list.
+setup_threads() { # base_url → "create_urls list_thread"
+  local base="$1" urls="" t t_list
+  for _ in $(seq "$CONNS"); do
+    t=$(curl -sf "${AUTH[@]}" -d '{}' "$base/v1/threads" | json_id)
+    urls+="${urls:+,}$base/v1/threads/$t/messages"
+  done
+  t_list=$(curl -sf "${AUTH[@]}" -d '{}' "$base/v1/threads" | json_id)
+  for _ in $(seq 25); do
+    curl -sf "${AUTH[@]}" -d "$BODY" "$base/v1/threads/$t_list/messages" >/dev/null
+  done
+  echo "$urls $t_list"
+}
+
+BACKENDS=(sqlite)
+declare -A BASE PID CREATE_URLS THREAD_L
+start_proxy "$SQLITE_PORT" "sqlite://$WORK/bench.db"
+BASE[sqlite]="http://127.0.0.1:$SQLITE_PORT"; PID[sqlite]="${PIDS[-1]}"
+if [ -n "$CASS" ]; then
+  # A fixed keyspace, so repeated runs do not pile keyspaces up on a shared node.
+  start_proxy "$CASS_PORT" "cassandra://$CASS/assistants_bench?replication=1"
+  BASE[cassandra]="http://127.0.0.1:$CASS_PORT"; PID[cassandra]="${PIDS[-1]}"
+  BACKENDS+=(cassandra)
+fi
+for b in "${BACKENDS[@]}"; do
+  read -r CREATE_URLS[$b] THREAD_L[$b] < <(setup_threads "${BASE[$b]}")
+  # The list answer must really hold 20 messages, or the comparison is meaningless.
+  n=$(curl -sf "${AUTH[@]}" "${BASE[$b]}/v1/threads/${THREAD_L[$b]}/messages?limit=20" |
+    python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]))')
+  [ "$n" = 20 ] || { echo "bench-api.sh: list on $b returned $n messages, not 20" >&2; exit 1; }
+done
+
+cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+HZ="$(getconf CLK_TCK)"
+median() { sort -g | awk '{a[NR]=$1} END{ if (NR==0) print 0; else print a[int((NR+1)/2)] }'; }
+
+# One measurement: "rps p50_us p99_us cpu_us_per_req errors".
+measure() { # pid method url [body]
+  local pid="$1" c0 c1 out
+  shift
+  taskset -c 0 "$LOADGEN" closed "$1" "$2" "$CONNS" 1 ${3:+"$3"} >/dev/null # warm pools/caches
+  c0=$(cpu "$pid")
+  out=$(taskset -c 0 "$LOADGEN" closed "$1" "$2" "$CONNS" "$DURATION" ${3:+"$3"})
+  c1=$(cpu "$pid")
+  read -r rps p50 p99 n err <<<"$out"
+  echo "$rps $p50 $p99 $(awk -v d=$((c1 - c0)) -v hz="$HZ" -v n="$n" 'BEGIN{printf "%.1f", n ? d*1000000/hz/n : 0}') $err"
+}
+
+declare -A R
+OPS=(pass_post create pass_get list)
+for i in $(seq "$ROUNDS"); do
+  for b in "${BACKENDS[@]}"; do
+    for op in "${OPS[@]}"; do
+      case $op in
+        pass_post) line=$(measure "${PID[$b]}" POST "${BASE[$b]}/echo/v1/threads/messages" "$BODY") ;;
+        create) line=$(measure "${PID[$b]}" POST "${CREATE_URLS[$b]}" "$BODY") ;;
+        pass_get) line=$(measure "${PID[$b]}" GET "${BASE[$b]}/echo/v1/threads/messages?limit=20") ;;
+        list) line=$(measure "${PID[$b]}" GET "${BASE[$b]}/v1/threads/${THREAD_L[$b]}/messages?limit=20") ;;
+      esac
+      read -r rps p50 p99 cpu err <<<"$line"
+      [ "$err" = 0 ] || echo "bench-api.sh: $b $op round $i: $err errors" >&2
+      R[$b,$op,rps]+="$rps"$'\n'; R[$b,$op,p50]+="$p50"$'\n'
+      R[$b,$op,p99]+="$p99"$'\n'; R[$b,$op,cpu]+="$cpu"$'\n'
+    done
+  done
+done
+m() { printf '%s' "${R[$1,$2,$3]}" | median; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b==0) print "-"; else printf "%.2f", a/b }'; }
+
+mkdir -p bench-results
+OUT="bench-results/api-$(date -u +%Y%m%dT%H%M%SZ).md"
+{
+  echo "## Assistants API through assistants-proxy vs pass-through (median of $ROUNDS rounds, ${DURATION}s each, $CONNS connections)"
+  echo
+  echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; proxy on CPU 1 (1 worker thread), load + fake upstream on CPU 0."
+  echo "Pass-through: the same body POSTed (or a GET) to a forwarded path, answered by the fake upstream's echo route, through the same proxy process."
+  echo
+  echo "| backend | operation | req/s | p50 / p99 (µs) | proxy CPU µs/req | req/s ÷ pass-through | p50 ÷ pass-through | CPU ÷ pass-through |"
+  echo "|---|---|---|---|---|---|---|---|"
+  for b in "${BACKENDS[@]}"; do
+    for pair in "pass_post:pass-through POST" "create:create message (POST)" "pass_get:pass-through GET" "list:list 20 messages (GET)"; do
+      op="${pair%%:*}" label="${pair#*:}"
+      case $op in create) base=pass_post ;; list) base=pass_get ;; *) base="" ;; esac
+      if [ -n "$base" ]; then
+        rr="$(ratio "$(m "$b" "$op" rps)" "$(m "$b" "$base" rps)")"
+        pr="$(ratio "$(m "$b" "$op" p50)" "$(m "$b" "$base" p50)")"
+        cr="$(ratio "$(m "$b" "$op" cpu)" "$(m "$b" "$base" cpu)")"
+      else rr="1" pr="1" cr="1"; fi
+      echo "| $b | $label | $(m "$b" "$op" rps) | $(m "$b" "$op" p50) / $(m "$b" "$op" p99) | $(m "$b" "$op" cpu) | $rr | $pr | $cr |"
+    done
+  done
+  echo
+  [ -n "$CASS" ] && echo "Cassandra: node at $CASS (keyspace assistants_bench); its own CPU is not in the proxy CPU column." \
+    || echo "Cassandra: not measured (set ASSISTANTS_PROXY_TEST_CASSANDRA=HOST:PORT to include it)."
+} | tee "$OUT"

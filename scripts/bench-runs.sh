@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Run-engine benchmark (issue 5), with the fake upstream answering instantly, on SQLite (and
+# Cassandra when ASSISTANTS_PROXY_TEST_CASSANDRA=HOST:PORT is set):
+#
+# - sustained runs/s: BENCH_CONNS clients, closed loop, each doing create-thread-and-run
+#   (stream: false) and polling the run every BENCH_POLL_US µs until `completed`;
+# - run overhead: create → `completed` seen, minus the upstream time, measured in the same round
+#   as a direct non-streamed chat completion at the same concurrency (p50 − p50, p99 − p99; the
+#   run engine itself streams from the upstream, so the direct streamed total is shown too);
+# - time to the first SSE event: POST of a `stream: true` run → `thread.run.created`, at
+#   BENCH_STREAM_CONNS clients, beside time to first byte of a direct streamed chat completion.
+#
+# The proxy is pinned to CPU 1 (1 worker thread); runbench and the fake upstream share CPU 0. A
+# Cassandra node cannot be pinned away, so its CPU is not in the proxy CPU column. Median of
+# ROUNDS interleaved rounds, BENCH_SECONDS (default 5) per measurement.
+#
+# usage: scripts/bench-runs.sh [ROUNDS]   (env: BENCH_SECONDS, BENCH_CONNS, BENCH_STREAM_CONNS,
+#        BENCH_POLL_US; results also in bench-results/)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+ROUNDS="${1:-3}"
+DURATION="${BENCH_SECONDS:-5}"
+CONNS="${BENCH_CONNS:-8}"
+SCONNS="${BENCH_STREAM_CONNS:-1}"
+POLL_US="${BENCH_POLL_US:-1000}"
+CASS="${ASSISTANTS_PROXY_TEST_CASSANDRA:-}"
+for tool in taskset curl cargo python3; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "bench-runs.sh: '$tool' is required" >&2; exit 1; }
+done
+
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+cargo build --release --quiet --bin assistants-proxy --example fake_upstream --example runbench
+PROXY_BIN="$TARGET/release/assistants-proxy"
+FAKE_BIN="$TARGET/release/examples/fake_upstream"
+RUNBENCH="$TARGET/release/examples/runbench"
+
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+UP_PORT=19201 SQLITE_PORT=19220 CASS_PORT=19221
+UP="http://127.0.0.1:$UP_PORT"
+AUTH=(-H 'Authorization: Bearer sk-bench' -H 'OpenAI-Beta: assistants=v2' -H 'Content-Type: application/json')
+
+# The fake's chunk delay defaults to 0 and the model name selects no pacing: instant answers.
+taskset -c 0 "$FAKE_BIN" --listen "127.0.0.1:$UP_PORT" > "$WORK/fake.out" & PIDS+=($!)
+
+cat > "$WORK/proxy.toml" <<EOF
+[server]
+worker_threads = 1
+access_log = false
+EOF
+start_proxy() { # port store_url
+  RUST_LOG=warn taskset -c 1 "$PROXY_BIN" serve --listen "127.0.0.1:$1" --upstream "$UP" \
+    --store "$2" --config "$WORK/proxy.toml" > "$WORK/proxy-$1.log" 2>&1 & PIDS+=($!)
+  for _ in $(seq 600); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return 0; sleep 0.1; done
+  echo "proxy on $1 did not start:" >&2; cat "$WORK/proxy-$1.log" >&2; exit 1
+}
+
+BACKENDS=(sqlite)
+declare -A BASE PID ASST
+start_proxy "$SQLITE_PORT" "sqlite://$WORK/bench.db"
+BASE[sqlite]="http://127.0.0.1:$SQLITE_PORT"; PID[sqlite]="${PIDS[-1]}"
+if [ -n "$CASS" ]; then
+  # A fixed keyspace, so repeated runs do not pile keyspaces up on a shared node.
+  start_proxy "$CASS_PORT" "cassandra://$CASS/assistants_bench?replication=1"
+  BASE[cassandra]="http://127.0.0.1:$CASS_PORT"; PID[cassandra]="${PIDS[-1]}"
+  BACKENDS+=(cassandra)
+fi
+for b in "${BACKENDS[@]}"; do
+  ASST[$b]=$(curl -sf "${AUTH[@]}" -d '{"model":"gpt-4o-bench","instructions":"You are a benchmark."}' \
+    "${BASE[$b]}/v1/assistants" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+done
+
+cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+HZ="$(getconf CLK_TCK)"
+median() { sort -g | awk '{a[NR]=$1} END{ if (NR==0) print 0; else print a[int((NR+1)/2)] }'; }
+
+# runbench prints "per_s first_p50 first_p99 done_p50 done_p99 count errors polls_per_run";
+# this appends "cpu_us_per_item" of PID (or 0 without one) and stores every field under KEY.
+declare -A R
+FIELDS=(per_s first_p50 first_p99 done_p50 done_p99 count errors polls cpu)
+measure() { # key pid runbench-args... (SECS stands for the duration)
+  local key="$1" pid="$2" c0=0 c1=0 out
+  shift 2
+  taskset -c 0 "$RUNBENCH" "${@/#SECS/1}" >/dev/null # 1 s warm-up: pools, caches
+  [ "$pid" != 0 ] && c0=$(cpu "$pid")
+  out=$(taskset -c 0 "$RUNBENCH" "${@/#SECS/$DURATION}")
+  [ "$pid" != 0 ] && c1=$(cpu "$pid")
+  local -a v; read -r -a v <<<"$out"
+  v+=("$(awk -v d=$((c1 - c0)) -v hz="$HZ" -v n="${v[5]}" 'BEGIN{printf "%.0f", n ? d*1000000/hz/n : 0}')")
+  [ "${v[6]}" = 0 ] || echo "bench-runs.sh: $key: ${v[6]} errors" >&2
+  for i in "${!FIELDS[@]}"; do R[$key,${FIELDS[$i]}]+="${v[$i]}"$'\n'; done
+}
+for _ in $(seq "$ROUNDS"); do
+  measure chat 0 chat "$UP" "$CONNS" SECS 0
+  measure chat_stream 0 chat "$UP" "$CONNS" SECS 1
+  measure ttfb 0 chat "$UP" "$SCONNS" SECS 1
+  for b in "${BACKENDS[@]}"; do
+    measure "$b,poll" "${PID[$b]}" poll "${BASE[$b]}" "${ASST[$b]}" "$CONNS" SECS "$POLL_US"
+    measure "$b,stream" "${PID[$b]}" stream "${BASE[$b]}" "${ASST[$b]}" "$SCONNS" SECS
+  done
+done
+m() { printf '%s' "${R[$1,$2]}" | median; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b==0) print "-"; else printf "%.1f", a/b }'; }
+ms() { awk -v u="$1" 'BEGIN{printf "%.2f", u/1000}'; }
+
+mkdir -p bench-results
+OUT="bench-results/runs-$(date -u +%Y%m%dT%H%M%SZ).md"
+{
+  echo "## Runs through assistants-proxy, fake upstream answering instantly (median of $ROUNDS rounds, ${DURATION}s each)"
+  echo
+  echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; proxy on CPU 1 (1 worker thread), load + fake upstream on CPU 0."
+  echo
+  echo "Upstream, direct, $CONNS clients: non-streamed chat completion p50 / p99 $(ms "$(m chat done_p50)") / $(ms "$(m chat done_p99)") ms ($(m chat per_s)/s); streamed, to the end: $(ms "$(m chat_stream done_p50)") / $(ms "$(m chat_stream done_p99)") ms."
+  echo
+  echo "### Sustained runs ($CONNS clients, closed loop: create-thread-and-run, poll every ${POLL_US} µs)"
+  echo
+  echo "| backend | runs/s | create → completed p50 / p99 (ms) | overhead p50 / p99 (ms) | overhead p50 ÷ upstream p50 | polls per run | proxy CPU µs per run (incl. polls) |"
+  echo "|---|---|---|---|---|---|---|"
+  for b in "${BACKENDS[@]}"; do
+    o50=$(( $(m "$b,poll" done_p50) - $(m chat done_p50) )); o99=$(( $(m "$b,poll" done_p99) - $(m chat done_p99) ))
+    echo "| $b | $(m "$b,poll" per_s) | $(ms "$(m "$b,poll" done_p50)") / $(ms "$(m "$b,poll" done_p99)") | $(ms "$o50") / $(ms "$o99") | $(ratio "$o50" "$(m chat done_p50)") | $(m "$b,poll" polls) | $(m "$b,poll" cpu) |"
+  done
+  echo
+  echo "### Time to first SSE event ($SCONNS client(s), closed loop: POST run with stream: true → thread.run.created)"
+  echo
+  echo "Direct streamed chat completion, time to first byte p50 / p99: $(ms "$(m ttfb first_p50)") / $(ms "$(m ttfb first_p99)") ms."
+  echo
+  echo "| backend | first event p50 / p99 (ms) | p50 ÷ direct TTFB p50 | p99 ÷ direct TTFB p99 | thread.run.completed p50 / p99 (ms) | streamed runs/s | proxy CPU µs per run (no polls) |"
+  echo "|---|---|---|---|---|---|---|"
+  for b in "${BACKENDS[@]}"; do
+    echo "| $b | $(ms "$(m "$b,stream" first_p50)") / $(ms "$(m "$b,stream" first_p99)") | $(ratio "$(m "$b,stream" first_p50)" "$(m ttfb first_p50)") | $(ratio "$(m "$b,stream" first_p99)" "$(m ttfb first_p99)") | $(ms "$(m "$b,stream" done_p50)") / $(ms "$(m "$b,stream" done_p99)") | $(m "$b,stream" per_s) | $(m "$b,stream" cpu) |"
+  done
+  echo
+  [ -n "$CASS" ] && echo "Cassandra: node at $CASS (keyspace assistants_bench); its own CPU is not in the proxy CPU column." \
+    || echo "Cassandra: not measured (set ASSISTANTS_PROXY_TEST_CASSANDRA=HOST:PORT to include it)."
+} | tee "$OUT"
