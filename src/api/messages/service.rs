@@ -2,16 +2,13 @@
 //! the thread's vector store, created on demand; a `code_interpreter` one joins the thread's
 //! code-interpreter files), and the message object itself.
 
-use std::sync::Arc;
-
 use super::types::NewMessage;
 use crate::api::common::Caller;
 use crate::api::vector_stores::service::{self as vector_stores, NewVectorStore};
 use crate::error::Error;
 use crate::ids::{new_id, now_secs};
 use crate::model::{CodeInterpreterResources, ExpiresAfter, FileSearchResources, Message, Thread};
-use crate::server::AppState;
-use crate::store::Tenant;
+use crate::store::{Store, Tenant};
 
 pub fn not_found(id: &str) -> Error {
     Error::not_found(format!("No message found with id '{id}'."))
@@ -21,9 +18,8 @@ pub fn thread_not_found(id: &str) -> Error {
     Error::not_found(format!("No thread found with id '{id}'."))
 }
 
-pub async fn load_thread(state: &AppState, tenant: &Tenant, id: &str) -> Result<Thread, Error> {
-    state
-        .store
+pub async fn load_thread(store: &Store, tenant: &Tenant, id: &str) -> Result<Thread, Error> {
+    store
         .threads
         .get_thread(tenant, id)
         .await?
@@ -31,12 +27,8 @@ pub async fn load_thread(state: &AppState, tenant: &Tenant, id: &str) -> Result<
 }
 
 /// Refuses new messages while a run is active on the thread.
-pub async fn check_unlocked(
-    state: &AppState,
-    tenant: &Tenant,
-    thread_id: &str,
-) -> Result<(), Error> {
-    if let Some(run_id) = state.store.runs.active_run(tenant, thread_id).await? {
+pub async fn check_unlocked(store: &Store, tenant: &Tenant, thread_id: &str) -> Result<(), Error> {
+    if let Some(run_id) = store.runs.active_run(tenant, thread_id).await? {
         return Err(Error::invalid(
             format!("Can't add messages to {thread_id} while a run {run_id} is active."),
             None,
@@ -47,7 +39,6 @@ pub async fn check_unlocked(
 
 /// Applies attachment side effects to the thread (and stores it when changed).
 pub async fn apply_attachments(
-    state: &Arc<AppState>,
     caller: &Caller,
     thread: &mut Thread,
     new: &NewMessage,
@@ -57,7 +48,7 @@ pub async fn apply_attachments(
     }
     let mut changed = false;
     for a in &new.attachments {
-        if state
+        if caller
             .store
             .files
             .get_file(&caller.tenant, &a.file_id)
@@ -87,7 +78,6 @@ pub async fn apply_attachments(
                         None => {
                             // The thread's own store, expiring 7 days after its last activity.
                             let vs = vector_stores::create(
-                                state,
                                 caller,
                                 NewVectorStore {
                                     expires_after: Some(ExpiresAfter {
@@ -105,16 +95,14 @@ pub async fn apply_attachments(
                             vs.id
                         }
                     };
-                    let existing = state
+                    let existing = caller
                         .store
                         .vector_stores
                         .get_vs_file(&caller.tenant, &vs_id, &a.file_id)
                         .await?;
                     if existing.is_none() {
-                        vector_stores::add_file(
-                            state, caller, &vs_id, &a.file_id, None, None, None,
-                        )
-                        .await?;
+                        vector_stores::add_file(caller, &vs_id, &a.file_id, None, None, None)
+                            .await?;
                     }
                 }
                 _ => {}
@@ -122,7 +110,7 @@ pub async fn apply_attachments(
         }
     }
     if changed {
-        state
+        caller
             .store
             .threads
             .put_thread(&caller.tenant, thread)
@@ -133,7 +121,7 @@ pub async fn apply_attachments(
 
 /// Builds and stores a message (attachments already applied by the caller).
 pub async fn insert(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     thread_id: &str,
     new: NewMessage,
@@ -157,18 +145,17 @@ pub async fn insert(
         attachments: new.attachments,
         metadata: new.metadata,
     };
-    state.store.messages.put_message(tenant, &m).await?;
+    store.messages.put_message(tenant, &m).await?;
     Ok(m)
 }
 
 /// Creates a user-supplied message on an existing thread: lock check, attachments, insert.
 pub async fn create(
-    state: &Arc<AppState>,
     caller: &Caller,
     thread: &mut Thread,
     new: NewMessage,
 ) -> Result<Message, Error> {
-    check_unlocked(state, &caller.tenant, &thread.id).await?;
-    apply_attachments(state, caller, thread, &new).await?;
-    insert(state, &caller.tenant, &thread.id, new, None, None).await
+    check_unlocked(&caller.store, &caller.tenant, &thread.id).await?;
+    apply_attachments(caller, thread, &new).await?;
+    insert(&caller.store, &caller.tenant, &thread.id, new, None, None).await
 }

@@ -2,8 +2,6 @@
 //! written), tool resources (a `vector_stores` helper makes a store expiring 7 days after its
 //! last activity), and modify (ids only, lists replaced).
 
-use std::sync::Arc;
-
 use crate::api::assistants::service::{apply_helper, check_resources};
 use crate::api::common::{Caller, Field, Fields};
 use crate::api::messages::service as messages;
@@ -12,7 +10,6 @@ use crate::api::validate::{self, ApiVersion, VectorStoreHelper};
 use crate::error::Error;
 use crate::ids::{new_id, now_secs};
 use crate::model::{ExpiresAfter, Message, Metadata, Thread, ToolResources};
-use crate::server::AppState;
 
 /// Initial messages of one create request (the spec sets no limit; this bounds the work).
 pub const MAX_INITIAL_MESSAGES: usize = 32;
@@ -53,18 +50,14 @@ pub fn parse_create(mut f: Fields, version: ApiVersion, prefix: &str) -> Result<
 }
 
 /// Creates the thread and its initial messages, in order.
-pub async fn create(
-    state: &Arc<AppState>,
-    caller: &Caller,
-    new: NewThread,
-) -> Result<(Thread, Vec<Message>), Error> {
+pub async fn create(caller: &Caller, new: NewThread) -> Result<(Thread, Vec<Message>), Error> {
     let mut tool_resources = new.tool_resources;
-    check_resources(state, &caller.tenant, &tool_resources).await?;
+    check_resources(&caller.store, &caller.tenant, &tool_resources).await?;
     let expiry = ExpiresAfter {
         anchor: "last_active_at".into(),
         days: 7,
     };
-    apply_helper(state, caller, &mut tool_resources, new.helper, Some(expiry)).await?;
+    apply_helper(caller, &mut tool_resources, new.helper, Some(expiry)).await?;
     let mut thread = Thread {
         id: new_id("thread_"),
         object: "thread".into(),
@@ -72,25 +65,22 @@ pub async fn create(
         tool_resources,
         metadata: new.metadata,
     };
-    state
+    caller
         .store
         .threads
         .put_thread(&caller.tenant, &thread)
         .await?;
     let mut made = Vec::with_capacity(new.messages.len());
     for m in new.messages {
-        messages::apply_attachments(state, caller, &mut thread, &m).await?;
-        made.push(messages::insert(state, &caller.tenant, &thread.id, m, None, None).await?);
+        messages::apply_attachments(caller, &mut thread, &m).await?;
+        made.push(
+            messages::insert(&caller.store, &caller.tenant, &thread.id, m, None, None).await?,
+        );
     }
     Ok((thread, made))
 }
 
-pub async fn modify(
-    state: &Arc<AppState>,
-    caller: &Caller,
-    id: &str,
-    mut f: Fields,
-) -> Result<Thread, Error> {
+pub async fn modify(caller: &Caller, id: &str, mut f: Fields) -> Result<Thread, Error> {
     let tool_resources = match f.object("tool_resources")? {
         Field::Set(tr) => Field::Set(validate::tool_resources(tr, false)?.0),
         Field::Null => Field::Null,
@@ -98,10 +88,10 @@ pub async fn modify(
     };
     let metadata = f.metadata()?;
     f.finish()?;
-    let mut t = messages::load_thread(state, &caller.tenant, id).await?;
+    let mut t = messages::load_thread(&caller.store, &caller.tenant, id).await?;
     match tool_resources {
         Field::Set(tr) => {
-            check_resources(state, &caller.tenant, &tr).await?;
+            check_resources(&caller.store, &caller.tenant, &tr).await?;
             if tr.code_interpreter.is_some() {
                 t.tool_resources.code_interpreter = tr.code_interpreter;
             }
@@ -117,6 +107,6 @@ pub async fn modify(
         Field::Null => t.metadata.clear(),
         Field::Absent => {}
     }
-    state.store.threads.put_thread(&caller.tenant, &t).await?;
+    caller.store.threads.put_thread(&caller.tenant, &t).await?;
     Ok(t)
 }

@@ -1,8 +1,6 @@
 //! Vector-store rules shared by every resource that creates or fills stores (assistants' and
 //! threads' `vector_stores` helpers, message attachments) and by the vector-store routes.
 
-use std::sync::Arc;
-
 use serde_json::Value;
 
 use crate::api::common::Caller;
@@ -10,8 +8,7 @@ use crate::api::validate::default_chunking;
 use crate::error::Error;
 use crate::ids::{new_id, now_secs};
 use crate::model::{Attributes, ExpiresAfter, FileCounts, Metadata, VectorStore, VectorStoreFile};
-use crate::server::AppState;
-use crate::store::Tenant;
+use crate::store::{Store, Tenant};
 
 /// Default embedding model of new stores.
 pub const DEFAULT_EMBEDDING_MODEL: &str = "text-embedding-3-small";
@@ -31,11 +28,7 @@ pub fn not_found(id: &str) -> Error {
 }
 
 /// Creates a store and adds its files (their ingestion runs in the background).
-pub async fn create(
-    state: &Arc<AppState>,
-    caller: &Caller,
-    new: NewVectorStore,
-) -> Result<VectorStore, Error> {
+pub async fn create(caller: &Caller, new: NewVectorStore) -> Result<VectorStore, Error> {
     let now = now_secs();
     let vs = VectorStore {
         id: new_id("vs_"),
@@ -55,14 +48,13 @@ pub async fn create(
         embedding_model: DEFAULT_EMBEDDING_MODEL.into(),
         dimensions: 0,
     };
-    state
+    caller
         .store
         .vector_stores
         .put_vector_store(&caller.tenant, &vs)
         .await?;
     for file_id in &new.file_ids {
         add_file(
-            state,
             caller,
             &vs.id,
             file_id,
@@ -72,12 +64,11 @@ pub async fn create(
         )
         .await?;
     }
-    load(state, &caller.tenant, &vs.id).await
+    load(&caller.store, &caller.tenant, &vs.id).await
 }
 
 /// Adds a file to a store; ingestion (extract, chunk, embed) runs as tracked background work.
 pub async fn add_file(
-    state: &Arc<AppState>,
     caller: &Caller,
     vs_id: &str,
     file_id: &str,
@@ -85,7 +76,7 @@ pub async fn add_file(
     attributes: Option<Attributes>,
     batch_id: Option<&str>,
 ) -> Result<VectorStoreFile, Error> {
-    let Some(_file) = state.store.files.get_file(&caller.tenant, file_id).await? else {
+    let Some(_file) = caller.store.files.get_file(&caller.tenant, file_id).await? else {
         return Err(Error::NotFound {
             message: format!("No such File object: {file_id}"),
             param: Some("file_id".into()),
@@ -104,7 +95,7 @@ pub async fn add_file(
         batch_id: batch_id.map(str::to_owned),
         ingest_lease_until: None,
     };
-    state
+    caller
         .store
         .vector_stores
         .put_vs_file(&caller.tenant, &f)
@@ -113,20 +104,11 @@ pub async fn add_file(
 }
 
 /// A store with its derived fields (file counts, usage, status) filled in; 404 if missing.
-pub async fn load(state: &AppState, tenant: &Tenant, id: &str) -> Result<VectorStore, Error> {
-    let Some(mut vs) = state
-        .store
-        .vector_stores
-        .get_vector_store(tenant, id)
-        .await?
-    else {
+pub async fn load(store: &Store, tenant: &Tenant, id: &str) -> Result<VectorStore, Error> {
+    let Some(mut vs) = store.vector_stores.get_vector_store(tenant, id).await? else {
         return Err(not_found(id));
     };
-    let (counts, usage) = state
-        .store
-        .vector_stores
-        .count_vs_files(tenant, id, None)
-        .await?;
+    let (counts, usage) = store.vector_stores.count_vs_files(tenant, id, None).await?;
     vs.file_counts = counts;
     vs.usage_bytes = usage;
     vs.status = if vs.expires_at.is_some_and(|at| at <= now_secs()) {
