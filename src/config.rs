@@ -109,6 +109,7 @@ pub struct FileAstra {
     pub max_sessions: Option<usize>,
     pub idle_timeout_seconds: Option<u64>,
     pub keyspace: Option<String>,
+    pub keyspace_from_bundle: Option<bool>,
     pub database_name: Option<String>,
     pub cloud_provider: Option<String>,
     pub region: Option<String>,
@@ -210,6 +211,9 @@ pub struct AstraConfig {
     pub idle_timeout: Duration,
     /// Keyspace the Assistants tables live in, in every per-request database.
     pub keyspace: String,
+    /// Use each database's own default keyspace (the one its bundle names) instead of
+    /// `keyspace`, which then only names the keyspace of databases the proxy creates.
+    pub keyspace_from_bundle: bool,
     /// The database found, or created, for a caller who sends no `astra-db-id`.
     pub database_name: String,
     pub cloud_provider: String,
@@ -491,6 +495,7 @@ impl Default for AstraConfig {
             max_sessions: 64,
             idle_timeout: Duration::from_secs(600),
             keyspace: "assistant_api".to_owned(),
+            keyspace_from_bundle: false,
             database_name: "assistant_api_db".to_owned(),
             cloud_provider: "GCP".to_owned(),
             region: "us-east1".to_owned(),
@@ -526,6 +531,7 @@ fn resolve_astra(f: FileAstra) -> Result<AstraConfig, ConfigError> {
         max_sessions: f.max_sessions.unwrap_or(d.max_sessions),
         idle_timeout: secs(f.idle_timeout_seconds, d.idle_timeout),
         keyspace,
+        keyspace_from_bundle: f.keyspace_from_bundle.unwrap_or(d.keyspace_from_bundle),
         database_name: f.database_name.unwrap_or(d.database_name),
         cloud_provider: f.cloud_provider.unwrap_or(d.cloud_provider),
         region: f.region.unwrap_or(d.region),

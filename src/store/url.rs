@@ -202,7 +202,7 @@ fn redact_secrets(url: &str) -> String {
     format!("{main}?{}", pairs.join("&"))
 }
 
-fn valid_keyspace(k: &str) -> bool {
+pub(crate) fn valid_keyspace(k: &str) -> bool {
     !k.is_empty()
         && k.len() <= 48
         && !k.starts_with('_')

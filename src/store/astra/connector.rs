@@ -116,12 +116,20 @@ pub struct ForwardEnv {
     pub shutdown: CancellationToken,
 }
 
-/// Opens a session to database `db` as the token's holder, with `keyspace` present.
+/// Which keyspace of the database holds the Assistants tables.
+#[derive(Debug, Clone)]
+pub struct KeyspaceChoice {
+    pub name: String,
+    /// Prefer the database's default keyspace (named in its bundle) over `name`.
+    pub from_bundle: bool,
+}
+
+/// Opens a session to database `db` as the token's holder, with the keyspace present.
 pub async fn connect(
     devops: &Devops,
     token: &Token,
     db: &str,
-    keyspace: &str,
+    keyspace: &KeyspaceChoice,
     env: &ForwardEnv,
     budget: Duration,
 ) -> Result<Connected, ConnectError> {
@@ -138,7 +146,7 @@ pub async fn connect(
     };
     tracing::info!(
         database = db,
-        keyspace,
+        keyspace = %connected.keyspace,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "Astra session open"
     );
@@ -149,12 +157,22 @@ async fn connect_inner(
     devops: &Devops,
     token: &Token,
     db: &str,
-    keyspace: &str,
+    keyspace: &KeyspaceChoice,
     env: &ForwardEnv,
 ) -> Result<Connected, ConnectError> {
     let url = devops.secure_bundle_url(token, db).await?;
     let zip = devops.download(&url).await?;
     let bundle = Bundle::parse(&zip).map_err(ConnectError::Other)?;
+    let keyspace = match (&bundle.keyspace, keyspace.from_bundle) {
+        (Some(own), true) => own.as_str(),
+        _ => keyspace.name.as_str(),
+    };
+    // The name goes into CQL text; a bundle is not trusted to make it safe.
+    if !crate::store::url::valid_keyspace(keyspace) {
+        return Err(ConnectError::Other(format!(
+            "Astra database {db}: keyspace name {keyspace:?} is not usable"
+        )));
+    }
     let tls = bundle.tls_config().map_err(ConnectError::Other)?;
     let meta = fetch_metadata(&bundle, tls.clone()).await?;
     let info = meta.contact_info;

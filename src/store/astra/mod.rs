@@ -162,7 +162,10 @@ pub async fn open(url: &AstraUrl, env: &StoreEnv) -> StoreResult<Store> {
         devops,
         token: Token::new(token.trim()),
         database: url.database_id.clone(),
-        keyspace: url.keyspace.clone(),
+        keyspace: connector::KeyspaceChoice {
+            name: url.keyspace.clone(),
+            from_bundle: false,
+        },
         forward: connector::ForwardEnv {
             tasks: env.tasks.clone(),
             shutdown: env.shutdown.clone(),
@@ -177,7 +180,7 @@ struct Pinned {
     devops: devops::Devops,
     token: Token,
     database: String,
-    keyspace: String,
+    keyspace: connector::KeyspaceChoice,
     forward: connector::ForwardEnv,
     budget: std::time::Duration,
 }
@@ -200,7 +203,7 @@ impl SessionSource for Pinned {
     fn describe(&self) -> String {
         format!(
             "Astra database {}, keyspace {}",
-            self.database, self.keyspace
+            self.database, self.keyspace.name
         )
     }
 }

@@ -249,7 +249,10 @@ impl AstraSessions {
         let devops = self.devops.clone();
         let token = token.clone();
         let database = database.to_owned();
-        let keyspace = self.config.keyspace.clone();
+        let keyspace = connector::KeyspaceChoice {
+            name: self.config.keyspace.clone(),
+            from_bundle: self.config.keyspace_from_bundle,
+        };
         let forward = self.forward.clone();
         let budget = self.config.connect_timeout;
         async move {
