@@ -18,6 +18,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_UPSTREAM: &str = "https://api.openai.com";
 /// Default store: an embedded SQLite file in the working directory.
 pub const DEFAULT_STORE: &str = "sqlite://./assistants.db";
+/// Default embedding model of new vector stores.
+pub const DEFAULT_EMBEDDING_MODEL: &str = "text-embedding-3-small";
 
 #[derive(Debug, Parser)]
 #[command(name = "assistants-proxy", version, about, long_about = None)]
@@ -98,6 +100,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub runs: FileRuns,
     #[serde(default)]
+    pub retrieval: FileRetrieval,
+    #[serde(default)]
     pub astra: FileAstra,
 }
 
@@ -174,6 +178,16 @@ pub struct FileTenancy {
     pub header: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRetrieval {
+    pub embedding_model: Option<String>,
+    pub max_concurrent_ingestions: Option<usize>,
+    pub max_ingest_bytes: Option<u64>,
+    pub embed_max_attempts: Option<u32>,
+    pub embed_retry_base_ms: Option<u64>,
+}
+
 /// The validated configuration the server runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -184,6 +198,7 @@ pub struct Config {
     pub store_url: String,
     pub limits: Limits,
     pub tenancy: Tenancy,
+    pub retrieval: RetrievalConfig,
     /// How long in-flight requests and streams may run after a shutdown signal.
     pub shutdown_grace: Duration,
     /// hyper's HTTP/1 header read timeout: slowloris protection.
@@ -268,6 +283,23 @@ pub struct Limits {
     pub max_json_body_bytes: u64,
     /// Largest file upload accepted on `/v1/files`.
     pub max_upload_bytes: u64,
+}
+
+/// File ingestion for vector stores (extract, chunk, embed) and search.
+#[derive(Debug, Clone)]
+pub struct RetrievalConfig {
+    /// Embedding model of new vector stores (kept per store, so changing it later does not mix
+    /// vectors of two models in one store).
+    pub embedding_model: String,
+    /// Files ingested at once per process; the rest wait their turn (a 2000-file batch must not
+    /// start 2000 extractions and embedding streams together).
+    pub max_concurrent_ingestions: usize,
+    /// Largest file a vector store ingests: extraction needs the whole file in memory.
+    pub max_ingest_bytes: u64,
+    /// Attempts per embeddings call on 429/5xx/unreachable before the file fails.
+    pub embed_max_attempts: u32,
+    /// First retry delay; doubles per attempt (a `retry-after` from the upstream wins).
+    pub embed_retry_base: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -398,6 +430,25 @@ impl Config {
             header,
         };
 
+        let r = file.retrieval;
+        let retrieval = RetrievalConfig {
+            embedding_model: r
+                .embedding_model
+                .unwrap_or_else(|| DEFAULT_EMBEDDING_MODEL.to_owned()),
+            max_concurrent_ingestions: r.max_concurrent_ingestions.unwrap_or(4),
+            max_ingest_bytes: r.max_ingest_bytes.unwrap_or(128 * 1024 * 1024),
+            embed_max_attempts: r.embed_max_attempts.unwrap_or(5),
+            embed_retry_base: Duration::from_millis(r.embed_retry_base_ms.unwrap_or(500)),
+        };
+        if retrieval.embedding_model.is_empty() {
+            return err("retrieval.embedding_model must not be empty");
+        }
+        if retrieval.max_concurrent_ingestions == 0 || retrieval.embed_max_attempts == 0 {
+            return err(
+                "retrieval.max_concurrent_ingestions and embed_max_attempts must be at least 1",
+            );
+        }
+
         let worker_threads = file.server.worker_threads;
         if worker_threads == Some(0) {
             return err("server.worker_threads must be at least 1");
@@ -436,6 +487,7 @@ impl Config {
             store_url,
             limits,
             tenancy,
+            retrieval,
             shutdown_grace,
             header_read_timeout,
             worker_threads,

@@ -164,7 +164,7 @@ impl Forwarder {
         req: Request<Incoming>,
         in_flight: InFlight,
     ) -> Response<ProxyBody> {
-        let resp = match self.try_forward(req, in_flight).await {
+        let resp = match self.try_forward(req, Some(in_flight)).await {
             Ok(resp) => resp,
             Err(e) => e.into_response(),
         };
@@ -173,11 +173,25 @@ impl Forwarder {
         resp
     }
 
-    async fn try_forward(
+    /// Forwards a request whose body the proxy has already started reading (a file upload it
+    /// turned out not to own: the consumed bytes are replayed before the rest). Metrics and the
+    /// in-flight count are left to the caller, whose route class this request belongs to.
+    pub async fn forward_request(&self, req: Request<ProxyBody>) -> Response<ProxyBody> {
+        match self.try_forward(req, None).await {
+            Ok(resp) => resp,
+            Err(e) => e.into_response(),
+        }
+    }
+
+    async fn try_forward<B>(
         &self,
-        mut req: Request<Incoming>,
-        in_flight: InFlight,
-    ) -> Result<Response<ProxyBody>, Error> {
+        mut req: Request<B>,
+        in_flight: Option<InFlight>,
+    ) -> Result<Response<ProxyBody>, Error>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let upgrade = is_upgrade_request(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
@@ -221,7 +235,7 @@ impl Forwarder {
             body,
             self.metrics.bytes_to_client.clone(),
             Some(self.idle_timeout),
-            Some(in_flight),
+            in_flight,
         );
         Ok(Response::from_parts(parts, body.boxed_unsync()))
     }

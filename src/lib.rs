@@ -7,6 +7,7 @@
 //! - [`server`]: listener, connections, graceful shutdown; [`routes`]: the route table.
 //! - [`forward`]: the pass-through forwarder; [`upstream`]: the pooled upstream client.
 //! - [`api`]: local handlers per resource; [`store`]: storage traits and backends.
+//! - [`retrieval`]: vector-store ingestion (extract, chunk, embed) and search.
 //! - [`error`]: the one error type; [`metrics`]: Prometheus series; [`body`]: body types.
 
 pub mod api;
@@ -17,6 +18,7 @@ pub mod forward;
 pub mod ids;
 pub mod metrics;
 pub mod model;
+pub mod retrieval;
 pub mod routes;
 pub mod runs;
 pub mod server;

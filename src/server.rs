@@ -54,6 +54,8 @@ pub struct AppState {
     pub run_registry: crate::runs::Registry,
     /// This process's identity in run leases.
     pub instance_id: String,
+    /// Vector-store ingestion: concurrency bound and the ingestions this process runs.
+    pub retrieval: crate::retrieval::Retrieval,
     request_ids: RequestIds,
 }
 
@@ -97,6 +99,8 @@ impl AppState {
         } else {
             None
         };
+        let retrieval =
+            crate::retrieval::Retrieval::new(config.retrieval.max_concurrent_ingestions);
         Ok(Arc::new(AppState {
             config,
             metrics,
@@ -110,6 +114,7 @@ impl AppState {
             clock: crate::runs::Clock::default(),
             run_registry: crate::runs::Registry::default(),
             instance_id: crate::ids::new_id("proxy_"),
+            retrieval,
             request_ids: RequestIds::new(),
         }))
     }

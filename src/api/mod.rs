@@ -3,6 +3,7 @@
 
 pub mod assistants;
 pub mod common;
+pub mod files;
 pub mod messages;
 pub mod ops;
 pub mod runs;
@@ -65,29 +66,27 @@ pub async fn dispatch(
         E::ListRunSteps => runs::list_steps(state, req, params).await,
         E::RetrieveRunStep => runs::retrieve_step(state, req, params).await,
 
-        E::ListFiles
-        | E::CreateFile
-        | E::RetrieveFile
-        | E::DeleteFile
-        | E::FileContent
-        | E::ListVectorStores
-        | E::CreateVectorStore
-        | E::RetrieveVectorStore
-        | E::ModifyVectorStore
-        | E::DeleteVectorStore
-        | E::SearchVectorStore
-        | E::ListVectorStoreFiles
-        | E::CreateVectorStoreFile
-        | E::RetrieveVectorStoreFile
-        | E::UpdateVectorStoreFile
-        | E::DeleteVectorStoreFile
-        | E::VectorStoreFileContent
-        | E::CreateFileBatch
-        | E::RetrieveFileBatch
-        | E::CancelFileBatch
-        | E::ListFileBatchFiles => Err(Error::InvalidUrl {
-            method: req.method().to_string(),
-            path: req.uri().path().to_owned(),
-        }),
+        E::ListFiles => files::list(state, req).await,
+        E::CreateFile => files::create(state, req).await,
+        E::RetrieveFile => files::retrieve(state, req, params).await,
+        E::DeleteFile => files::delete(state, req, params).await,
+        E::FileContent => files::content(state, req, params).await,
+
+        E::ListVectorStores => vector_stores::list(state, req).await,
+        E::CreateVectorStore => vector_stores::create(state, req).await,
+        E::RetrieveVectorStore => vector_stores::retrieve(state, req, params).await,
+        E::ModifyVectorStore => vector_stores::modify(state, req, params).await,
+        E::DeleteVectorStore => vector_stores::delete(state, req, params).await,
+        E::SearchVectorStore => vector_stores::search(state, req, params).await,
+        E::ListVectorStoreFiles => vector_stores::files::list(state, req, params).await,
+        E::CreateVectorStoreFile => vector_stores::files::create(state, req, params).await,
+        E::RetrieveVectorStoreFile => vector_stores::files::retrieve(state, req, params).await,
+        E::UpdateVectorStoreFile => vector_stores::files::update(state, req, params).await,
+        E::DeleteVectorStoreFile => vector_stores::files::delete(state, req, params).await,
+        E::VectorStoreFileContent => vector_stores::files::content(state, req, params).await,
+        E::CreateFileBatch => vector_stores::batches::create(state, req, params).await,
+        E::RetrieveFileBatch => vector_stores::batches::retrieve(state, req, params).await,
+        E::CancelFileBatch => vector_stores::batches::cancel(state, req, params).await,
+        E::ListFileBatchFiles => vector_stores::batches::list_files(state, req, params).await,
     }
 }

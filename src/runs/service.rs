@@ -244,7 +244,7 @@ pub async fn create(
                 return Err(busy(id, &active));
             }
             for m in opts.additional_messages.iter().cloned() {
-                messages::apply_attachments(caller, &mut thread, &m).await?;
+                messages::apply_attachments(state, caller, &mut thread, &m).await?;
                 messages::insert(&caller.store, &caller.tenant, id, m, None, None).await?;
             }
             thread
@@ -256,7 +256,7 @@ pub async fn create(
                 helper: None,
                 metadata: Default::default(),
             });
-            let (thread, _) = threads::create(caller, spec).await?;
+            let (thread, _) = threads::create(state, caller, spec).await?;
             new_thread = Some(thread.clone());
             thread
         }
@@ -366,6 +366,8 @@ pub async fn cancel(
     let Some((written, _)) = transition(&r, |rec| match rec.run.status {
         RunStatus::Queued | RunStatus::InProgress | RunStatus::RequiresAction => {
             rec.run.status = RunStatus::Cancelling;
+            // `required_action` belongs to `requires_action` alone (spec §5.1).
+            rec.run.required_action = None;
             Apply::Write
         }
         _ => Apply::Skip,

@@ -6,5 +6,8 @@ mod support;
 
 mod api_core;
 mod binary;
+mod files;
+mod fixtures;
 mod proxy;
 mod runs;
+mod vector_stores;

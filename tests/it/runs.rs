@@ -478,9 +478,11 @@ both_backends!(cancel_in_each_state, |backend| async move {
         matches!(c["status"].as_str(), Some("cancelling" | "cancelled")),
         "{c}"
     );
+    assert!(c["required_action"].is_null(), "{c}");
     let ended = wait_run(&api, &tid, &rid).await;
     assert_eq!(ended["status"], "cancelled");
     assert!(ended["cancelled_at"].is_i64());
+    assert!(ended["required_action"].is_null(), "{ended}");
     let again = api
         .post(&format!("/v1/threads/{tid}/runs/{rid}/cancel"), json!({}))
         .await;

@@ -229,3 +229,58 @@ async fn a_second_opener_of_the_file_sees_the_others_writes() {
     );
     assert_eq!(hits[0].attributes, attrs(json!({"x": 1})));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_is_exact_over_thousands_of_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir.path().join("many.db")).await;
+    let t = tenant();
+    let vs = vector_store(&new_id("vs_"));
+    s.vector_stores.put_vector_store(&t, &vs).await.unwrap();
+    let dims = 129;
+    let center = unit_vector(4242, dims);
+    let mut model = Model::new();
+    for f in 0..40u64 {
+        let file = new_id("file-");
+        let chunks: Vec<Chunk> = (0..100u32)
+            .map(|i| {
+                let seed = f * 1000 + u64::from(i) + 1;
+                // A quarter of the files are a tight cluster around `center`: their
+                // scores differ by less than the quantization bound, so pruning must
+                // rescore many of them to stay exact.
+                let v = if f % 4 == 0 {
+                    let noise = unit_vector(seed, dims);
+                    center
+                        .iter()
+                        .zip(&noise)
+                        .map(|(c, n)| c + 0.02 * n)
+                        .collect()
+                } else {
+                    unit_vector(seed, dims)
+                };
+                chunk(&vs.id, &file, i, v, &json!({"rank": f % 7}))
+            })
+            .collect();
+        s.chunks
+            .put_chunks(&t, &vs.id, &file, chunks.clone())
+            .await
+            .unwrap();
+        model.insert(file, chunks);
+    }
+    let filter: AttributeFilter =
+        serde_json::from_value(json!({"type": "in", "key": "rank", "value": [0, 3, 5]})).unwrap();
+    for q in 0..20u64 {
+        let query = if q % 2 == 0 {
+            unit_vector(77_000 + q, dims)
+        } else {
+            let noise = unit_vector(88_000 + q, dims);
+            center
+                .iter()
+                .zip(&noise)
+                .map(|(c, n)| c + 0.01 * n)
+                .collect()
+        };
+        assert_search_exact(&s, &t, &vs.id, &model, &query, 10, None).await;
+        assert_search_exact(&s, &t, &vs.id, &model, &query, 25, Some(&filter)).await;
+    }
+}

@@ -52,7 +52,7 @@ pub async fn create(
     let caller = Caller::resolve(req.headers(), state).await?;
     let fields = common::json_body(req, &state.config).await?;
     let parsed = types::parse(fields, caller.version, true)?;
-    let a = service::create(&caller, parsed).await?;
+    let a = service::create(state, &caller, parsed).await?;
     Ok(common::json_response(
         http::StatusCode::OK,
         &render(&a, caller.version),

@@ -1,6 +1,8 @@
 //! Assistant rules: ids and timestamps, referenced resources that must exist, and the
 //! `vector_stores` helper that creates a store for `file_search`.
 
+use std::sync::Arc;
+
 use serde_json::json;
 
 use super::types::AssistantFields;
@@ -9,6 +11,7 @@ use crate::api::vector_stores::service::{self as vector_stores, NewVectorStore};
 use crate::error::Error;
 use crate::ids::{new_id, now_secs};
 use crate::model::{Assistant, FileSearchResources, ToolResources};
+use crate::server::AppState;
 use crate::store::{Store, Tenant};
 
 pub fn not_found(id: &str) -> Error {
@@ -57,6 +60,7 @@ pub async fn check_file(store: &Store, tenant: &Tenant, id: &str) -> Result<(), 
 
 /// Resolves a `vector_stores` helper into a fresh store id.
 pub async fn apply_helper(
+    state: &Arc<AppState>,
     caller: &Caller,
     tr: &mut ToolResources,
     helper: Option<crate::api::validate::VectorStoreHelper>,
@@ -67,6 +71,7 @@ pub async fn apply_helper(
             check_file(&caller.store, &caller.tenant, id).await?;
         }
         let vs = vector_stores::create(
+            state,
             caller,
             NewVectorStore {
                 name: None,
@@ -84,14 +89,25 @@ pub async fn apply_helper(
     Ok(())
 }
 
-pub async fn create(caller: &Caller, f: AssistantFields) -> Result<Assistant, Error> {
+pub async fn create(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    f: AssistantFields,
+) -> Result<Assistant, Error> {
     let mut tool_resources = f.tool_resources.into_option().unwrap_or_default();
     check_resources(&caller.store, &caller.tenant, &tool_resources).await?;
     let v1_file_ids = f.file_ids.into_option().unwrap_or_default();
     for id in &v1_file_ids {
         check_file(&caller.store, &caller.tenant, id).await?;
     }
-    apply_helper(caller, &mut tool_resources, f.vector_store_helper, None).await?;
+    apply_helper(
+        state,
+        caller,
+        &mut tool_resources,
+        f.vector_store_helper,
+        None,
+    )
+    .await?;
     let a = Assistant {
         id: new_id("asst_"),
         object: "assistant".into(),

@@ -64,7 +64,7 @@ pub async fn create(
     let fields = common::json_body(req, &state.config).await?;
     let new = types::parse(fields, caller.version)?;
     let mut thread = service::load_thread(&caller.store, &caller.tenant, &thread_id).await?;
-    let m = service::create(&caller, &mut thread, new).await?;
+    let m = service::create(state, &caller, &mut thread, new).await?;
     Ok(common::json_response(
         StatusCode::OK,
         &render(&m, caller.version),

@@ -2,12 +2,15 @@
 //! the thread's vector store, created on demand; a `code_interpreter` one joins the thread's
 //! code-interpreter files), and the message object itself.
 
+use std::sync::Arc;
+
 use super::types::NewMessage;
 use crate::api::common::Caller;
 use crate::api::vector_stores::service::{self as vector_stores, NewVectorStore};
 use crate::error::Error;
 use crate::ids::{new_id, now_secs};
 use crate::model::{CodeInterpreterResources, ExpiresAfter, FileSearchResources, Message, Thread};
+use crate::server::AppState;
 use crate::store::{Store, Tenant};
 
 pub fn not_found(id: &str) -> Error {
@@ -39,6 +42,7 @@ pub async fn check_unlocked(store: &Store, tenant: &Tenant, thread_id: &str) -> 
 
 /// Applies attachment side effects to the thread (and stores it when changed).
 pub async fn apply_attachments(
+    state: &Arc<AppState>,
     caller: &Caller,
     thread: &mut Thread,
     new: &NewMessage,
@@ -78,6 +82,7 @@ pub async fn apply_attachments(
                         None => {
                             // The thread's own store, expiring 7 days after its last activity.
                             let vs = vector_stores::create(
+                                state,
                                 caller,
                                 NewVectorStore {
                                     expires_after: Some(ExpiresAfter {
@@ -101,8 +106,10 @@ pub async fn apply_attachments(
                         .get_vs_file(&caller.tenant, &vs_id, &a.file_id)
                         .await?;
                     if existing.is_none() {
-                        vector_stores::add_file(caller, &vs_id, &a.file_id, None, None, None)
-                            .await?;
+                        vector_stores::add_file(
+                            state, caller, &vs_id, &a.file_id, None, None, None,
+                        )
+                        .await?;
                     }
                 }
                 _ => {}
@@ -151,11 +158,12 @@ pub async fn insert(
 
 /// Creates a user-supplied message on an existing thread: lock check, attachments, insert.
 pub async fn create(
+    state: &Arc<AppState>,
     caller: &Caller,
     thread: &mut Thread,
     new: NewMessage,
 ) -> Result<Message, Error> {
     check_unlocked(&caller.store, &caller.tenant, &thread.id).await?;
-    apply_attachments(caller, thread, &new).await?;
+    apply_attachments(state, caller, thread, &new).await?;
     insert(&caller.store, &caller.tenant, &thread.id, new, None, None).await
 }

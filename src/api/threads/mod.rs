@@ -43,7 +43,7 @@ pub async fn create(
     let caller = Caller::resolve(req.headers(), state).await?;
     let fields = common::json_body(req, &state.config).await?;
     let new = service::parse_create(fields, caller.version, "")?;
-    let (thread, _) = service::create(&caller, new).await?;
+    let (thread, _) = service::create(state, &caller, new).await?;
     Ok(common::json_response(
         StatusCode::OK,
         &render(&thread, caller.version),

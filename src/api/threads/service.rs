@@ -2,6 +2,8 @@
 //! written), tool resources (a `vector_stores` helper makes a store expiring 7 days after its
 //! last activity), and modify (ids only, lists replaced).
 
+use std::sync::Arc;
+
 use crate::api::assistants::service::{apply_helper, check_resources};
 use crate::api::common::{Caller, Field, Fields};
 use crate::api::messages::service as messages;
@@ -10,6 +12,7 @@ use crate::api::validate::{self, ApiVersion, VectorStoreHelper};
 use crate::error::Error;
 use crate::ids::{new_id, now_secs};
 use crate::model::{ExpiresAfter, Message, Metadata, Thread, ToolResources};
+use crate::server::AppState;
 
 /// Initial messages of one create request (the spec sets no limit; this bounds the work).
 pub const MAX_INITIAL_MESSAGES: usize = 32;
@@ -50,14 +53,18 @@ pub fn parse_create(mut f: Fields, version: ApiVersion, prefix: &str) -> Result<
 }
 
 /// Creates the thread and its initial messages, in order.
-pub async fn create(caller: &Caller, new: NewThread) -> Result<(Thread, Vec<Message>), Error> {
+pub async fn create(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    new: NewThread,
+) -> Result<(Thread, Vec<Message>), Error> {
     let mut tool_resources = new.tool_resources;
     check_resources(&caller.store, &caller.tenant, &tool_resources).await?;
     let expiry = ExpiresAfter {
         anchor: "last_active_at".into(),
         days: 7,
     };
-    apply_helper(caller, &mut tool_resources, new.helper, Some(expiry)).await?;
+    apply_helper(state, caller, &mut tool_resources, new.helper, Some(expiry)).await?;
     let mut thread = Thread {
         id: new_id("thread_"),
         object: "thread".into(),
@@ -72,7 +79,7 @@ pub async fn create(caller: &Caller, new: NewThread) -> Result<(Thread, Vec<Mess
         .await?;
     let mut made = Vec::with_capacity(new.messages.len());
     for m in new.messages {
-        messages::apply_attachments(caller, &mut thread, &m).await?;
+        messages::apply_attachments(state, caller, &mut thread, &m).await?;
         made.push(
             messages::insert(&caller.store, &caller.tenant, &thread.id, m, None, None).await?,
         );

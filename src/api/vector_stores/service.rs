@@ -1,17 +1,33 @@
 //! Vector-store rules shared by every resource that creates or fills stores (assistants' and
-//! threads' `vector_stores` helpers, message attachments) and by the vector-store routes.
+//! threads' `vector_stores` helpers, message attachments) and by the vector-store routes:
+//! ids and timestamps, derived fields (file counts, usage, status), expiry and activity,
+//! file membership with its background ingestion, and file batches.
+//!
+//! Derived fields are computed on read rather than kept on the store row: `file_counts` and
+//! `usage_bytes` from the memberships, `status` from expiry and in-progress files. Readers
+//! also repair memberships whose ingestion died (see `retrieval::ingest`), so a status read
+//! here is never stuck.
+
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::api::common::Caller;
+use crate::api::files::service as files;
 use crate::api::validate::default_chunking;
 use crate::error::Error;
 use crate::ids::{new_id, now_secs};
-use crate::model::{Attributes, ExpiresAfter, FileCounts, Metadata, VectorStore, VectorStoreFile};
-use crate::store::{Store, Tenant};
+use crate::model::{
+    Attributes, ExpiresAfter, FileBatch, FileCounts, Metadata, VectorStore, VectorStoreFile,
+};
+use crate::retrieval::{FileKey, ingest};
+use crate::server::AppState;
+use crate::store::{ListQuery, Order, Store, Tenant, VsFileFilter};
 
-/// Default embedding model of new stores.
-pub const DEFAULT_EMBEDDING_MODEL: &str = "text-embedding-3-small";
+/// Default embedding model of new stores when the configuration names none.
+pub const DEFAULT_EMBEDDING_MODEL: &str = crate::config::DEFAULT_EMBEDDING_MODEL;
+
+const DAY: i64 = 86_400;
 
 /// What a new store is made from.
 #[derive(Debug, Clone, Default)]
@@ -23,12 +39,82 @@ pub struct NewVectorStore {
     pub metadata: Metadata,
 }
 
+/// What `POST …/vector_stores/{id}` may change; `None` keeps a field, `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct StoreChanges {
+    pub name: Option<Option<String>>,
+    pub expires_after: Option<Option<ExpiresAfter>>,
+    pub metadata: Option<Metadata>,
+}
+
+/// One file to add, with its own options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewVsFile {
+    pub file_id: String,
+    pub chunking_strategy: Option<Value>,
+    pub attributes: Option<Attributes>,
+}
+
 pub fn not_found(id: &str) -> Error {
     Error::not_found(format!("No vector store found with id '{id}'."))
 }
 
+pub fn file_not_found(vs_id: &str, file_id: &str) -> Error {
+    Error::not_found(format!(
+        "No file found with id '{file_id}' in vector store '{vs_id}'."
+    ))
+}
+
+pub fn batch_not_found(vs_id: &str, batch_id: &str) -> Error {
+    Error::not_found(format!(
+        "No file batch found with id '{batch_id}' in vector store '{vs_id}'."
+    ))
+}
+
+fn no_such_file(id: &str) -> Error {
+    Error::NotFound {
+        message: format!("No such File object: {id}"),
+        param: Some("file_id".into()),
+    }
+}
+
+pub fn is_expired(vs: &VectorStore) -> bool {
+    vs.expires_at.is_some_and(|at| at <= now_secs())
+}
+
+/// Refuses work on an expired store.
+pub fn check_not_expired(vs: &VectorStore) -> Result<(), Error> {
+    if is_expired(vs) {
+        return Err(Error::invalid(
+            format!("Vector store '{}' has expired", vs.id),
+            None,
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that each file exists (before anything is written).
+pub async fn check_files(
+    state: &AppState,
+    store: &Store,
+    tenant: &Tenant,
+    ids: &[String],
+) -> Result<(), Error> {
+    for id in ids {
+        if files::find(state, store, tenant, id).await?.is_none() {
+            return Err(no_such_file(id));
+        }
+    }
+    Ok(())
+}
+
 /// Creates a store and adds its files (their ingestion runs in the background).
-pub async fn create(caller: &Caller, new: NewVectorStore) -> Result<VectorStore, Error> {
+pub async fn create(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    new: NewVectorStore,
+) -> Result<VectorStore, Error> {
+    check_files(state, &caller.store, &caller.tenant, &new.file_ids).await?;
     let now = now_secs();
     let vs = VectorStore {
         id: new_id("vs_"),
@@ -41,11 +127,11 @@ pub async fn create(caller: &Caller, new: NewVectorStore) -> Result<VectorStore,
         expires_at: new
             .expires_after
             .as_ref()
-            .map(|e| now + i64::from(e.days) * 86_400),
+            .map(|e| now + i64::from(e.days) * DAY),
         expires_after: new.expires_after,
         last_active_at: Some(now),
         metadata: new.metadata,
-        embedding_model: DEFAULT_EMBEDDING_MODEL.into(),
+        embedding_model: state.config.retrieval.embedding_model.clone(),
         dimensions: 0,
     };
     caller
@@ -53,22 +139,28 @@ pub async fn create(caller: &Caller, new: NewVectorStore) -> Result<VectorStore,
         .vector_stores
         .put_vector_store(&caller.tenant, &vs)
         .await?;
+    let mut seen = std::collections::HashSet::new();
     for file_id in &new.file_ids {
-        add_file(
-            caller,
-            &vs.id,
-            file_id,
-            new.chunking_strategy.clone(),
-            None,
-            None,
-        )
-        .await?;
+        if seen.insert(file_id) {
+            add_file(
+                state,
+                caller,
+                &vs.id,
+                file_id,
+                new.chunking_strategy.clone(),
+                None,
+                None,
+            )
+            .await?;
+        }
     }
-    load(&caller.store, &caller.tenant, &vs.id).await
+    load(state, &caller.store, &caller.tenant, &vs.id).await
 }
 
-/// Adds a file to a store; ingestion (extract, chunk, embed) runs as tracked background work.
+/// Adds (or re-adds) a file to a store and starts its ingestion as tracked background work.
+/// A file already in the store starts over with the new options.
 pub async fn add_file(
+    state: &Arc<AppState>,
     caller: &Caller,
     vs_id: &str,
     file_id: &str,
@@ -76,12 +168,12 @@ pub async fn add_file(
     attributes: Option<Attributes>,
     batch_id: Option<&str>,
 ) -> Result<VectorStoreFile, Error> {
-    let Some(_file) = caller.store.files.get_file(&caller.tenant, file_id).await? else {
-        return Err(Error::NotFound {
-            message: format!("No such File object: {file_id}"),
-            param: Some("file_id".into()),
-        });
-    };
+    if files::find(state, &caller.store, &caller.tenant, file_id)
+        .await?
+        .is_none()
+    {
+        return Err(no_such_file(file_id));
+    }
     let f = VectorStoreFile {
         id: file_id.to_owned(),
         object: "vector_store.file".into(),
@@ -93,25 +185,32 @@ pub async fn add_file(
         chunking_strategy: chunking_strategy.unwrap_or_else(default_chunking),
         attributes,
         batch_id: batch_id.map(str::to_owned),
-        ingest_lease_until: None,
+        ingest_lease_until: Some(ingest::new_lease()),
     };
     caller
         .store
         .vector_stores
         .put_vs_file(&caller.tenant, &f)
         .await?;
+    ingest::spawn(state, caller, vs_id, file_id);
     Ok(f)
 }
 
-/// A store with its derived fields (file counts, usage, status) filled in; 404 if missing.
-pub async fn load(store: &Store, tenant: &Tenant, id: &str) -> Result<VectorStore, Error> {
-    let Some(mut vs) = store.vector_stores.get_vector_store(tenant, id).await? else {
-        return Err(not_found(id));
-    };
-    let (counts, usage) = store.vector_stores.count_vs_files(tenant, id, None).await?;
+/// Fills in the derived fields of a stored row.
+pub async fn derive(
+    state: &AppState,
+    store: &Store,
+    tenant: &Tenant,
+    mut vs: VectorStore,
+) -> Result<VectorStore, Error> {
+    let vss = &store.vector_stores;
+    let (mut counts, mut usage) = vss.count_vs_files(tenant, &vs.id, None).await?;
+    if counts.in_progress > 0 && ingest::repair_store(state, store, tenant, &vs.id).await? > 0 {
+        (counts, usage) = vss.count_vs_files(tenant, &vs.id, None).await?;
+    }
     vs.file_counts = counts;
     vs.usage_bytes = usage;
-    vs.status = if vs.expires_at.is_some_and(|at| at <= now_secs()) {
+    vs.status = if is_expired(&vs) {
         "expired".into()
     } else if counts.in_progress > 0 {
         "in_progress".into()
@@ -119,4 +218,273 @@ pub async fn load(store: &Store, tenant: &Tenant, id: &str) -> Result<VectorStor
         "completed".into()
     };
     Ok(vs)
+}
+
+/// A store with its derived fields (file counts, usage, status) filled in; 404 if missing.
+pub async fn load(
+    state: &AppState,
+    store: &Store,
+    tenant: &Tenant,
+    id: &str,
+) -> Result<VectorStore, Error> {
+    let Some(vs) = store.vector_stores.get_vector_store(tenant, id).await? else {
+        return Err(not_found(id));
+    };
+    derive(state, store, tenant, vs).await
+}
+
+/// Records use of a store (a search, a run's `file_search`): `last_active_at` moves to now
+/// and an expiry anchored on it moves along.
+pub async fn touch(store: &Store, tenant: &Tenant, id: &str) -> Result<(), Error> {
+    let vss = &store.vector_stores;
+    let Some(mut vs) = vss.get_vector_store(tenant, id).await? else {
+        return Ok(());
+    };
+    let now = now_secs();
+    if vs.last_active_at == Some(now) || is_expired(&vs) {
+        return Ok(());
+    }
+    vs.last_active_at = Some(now);
+    if let Some(e) = &vs.expires_after {
+        vs.expires_at = Some(now + i64::from(e.days) * DAY);
+    }
+    vss.put_vector_store(tenant, &vs).await?;
+    Ok(())
+}
+
+pub async fn modify(
+    state: &AppState,
+    store: &Store,
+    tenant: &Tenant,
+    id: &str,
+    changes: StoreChanges,
+) -> Result<VectorStore, Error> {
+    let vss = &store.vector_stores;
+    let Some(mut vs) = vss.get_vector_store(tenant, id).await? else {
+        return Err(not_found(id));
+    };
+    if let Some(name) = changes.name {
+        vs.name = name;
+    }
+    if let Some(expires_after) = changes.expires_after {
+        let anchor = vs.last_active_at.unwrap_or(vs.created_at);
+        vs.expires_at = expires_after
+            .as_ref()
+            .map(|e| anchor + i64::from(e.days) * DAY);
+        vs.expires_after = expires_after;
+    }
+    if let Some(metadata) = changes.metadata {
+        vs.metadata = metadata;
+    }
+    vss.put_vector_store(tenant, &vs).await?;
+    derive(state, store, tenant, vs).await
+}
+
+/// Deletes a store with its memberships, batches and chunks, stopping its ingestions.
+pub async fn delete(
+    state: &AppState,
+    store: &Store,
+    tenant: &Tenant,
+    id: &str,
+) -> Result<bool, Error> {
+    let deleted = store.vector_stores.delete_vector_store(tenant, id).await?;
+    state
+        .retrieval
+        .cancel_where(|k: &FileKey| k.tenant == tenant.as_str() && k.vector_store_id == id);
+    Ok(deleted)
+}
+
+// ---- files of a store --------------------------------------------------------------------
+
+/// A membership, repaired if its ingestion died; 404 if missing.
+pub async fn load_file(
+    state: &AppState,
+    store: &Store,
+    tenant: &Tenant,
+    vs_id: &str,
+    file_id: &str,
+) -> Result<VectorStoreFile, Error> {
+    let Some(mut f) = store
+        .vector_stores
+        .get_vs_file(tenant, vs_id, file_id)
+        .await?
+    else {
+        return Err(file_not_found(vs_id, file_id));
+    };
+    ingest::repair(state, store, tenant, &mut f).await?;
+    Ok(f)
+}
+
+/// Replaces a membership's attributes, on the membership and on its chunks' copies.
+pub async fn set_attributes(
+    state: &AppState,
+    store: &Store,
+    tenant: &Tenant,
+    vs_id: &str,
+    file_id: &str,
+    attributes: Option<Attributes>,
+) -> Result<VectorStoreFile, Error> {
+    let mut f = load_file(state, store, tenant, vs_id, file_id).await?;
+    f.attributes = attributes;
+    store.vector_stores.put_vs_file(tenant, &f).await?;
+    store
+        .chunks
+        .set_chunk_attributes(
+            tenant,
+            vs_id,
+            file_id,
+            &f.attributes.clone().unwrap_or_default(),
+        )
+        .await?;
+    Ok(f)
+}
+
+/// Removes a file from a store (the file itself survives).
+pub async fn remove_file(
+    state: &AppState,
+    store: &Store,
+    tenant: &Tenant,
+    vs_id: &str,
+    file_id: &str,
+) -> Result<bool, Error> {
+    let removed = store
+        .vector_stores
+        .delete_vs_file(tenant, vs_id, file_id)
+        .await?;
+    state.retrieval.cancel_where(|k: &FileKey| {
+        k.tenant == tenant.as_str() && k.vector_store_id == vs_id && k.file_id == file_id
+    });
+    Ok(removed)
+}
+
+// ---- file batches ------------------------------------------------------------------------
+
+/// Creates a batch and adds its files (duplicates once).
+pub async fn create_batch(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    vs_id: &str,
+    items: Vec<NewVsFile>,
+) -> Result<FileBatch, Error> {
+    let ids: Vec<String> = items.iter().map(|i| i.file_id.clone()).collect();
+    check_files(state, &caller.store, &caller.tenant, &ids).await?;
+    let batch = FileBatch {
+        id: new_id("vsfb_"),
+        object: "vector_store.files_batch".into(),
+        created_at: now_secs(),
+        vector_store_id: vs_id.to_owned(),
+        status: "in_progress".into(),
+        file_counts: FileCounts::default(),
+        cancel_requested: false,
+    };
+    caller
+        .store
+        .vector_stores
+        .put_batch(&caller.tenant, &batch)
+        .await?;
+    let mut seen = std::collections::HashSet::new();
+    for item in items {
+        if seen.insert(item.file_id.clone()) {
+            add_file(
+                state,
+                caller,
+                vs_id,
+                &item.file_id,
+                item.chunking_strategy,
+                item.attributes,
+                Some(&batch.id),
+            )
+            .await?;
+        }
+    }
+    derive_batch(state, &caller.store, &caller.tenant, batch).await
+}
+
+/// Fills in a batch's counts and status. The status follows the counts, so the SDK pollers
+/// (Python: until no file is in progress; Node: until a terminal status) stop together.
+pub async fn derive_batch(
+    state: &AppState,
+    store: &Store,
+    tenant: &Tenant,
+    mut b: FileBatch,
+) -> Result<FileBatch, Error> {
+    let vss = &store.vector_stores;
+    let vs_id = b.vector_store_id.clone();
+    let (mut counts, _) = vss.count_vs_files(tenant, &vs_id, Some(&b.id)).await?;
+    if counts.in_progress > 0 && ingest::repair_store(state, store, tenant, &vs_id).await? > 0 {
+        (counts, _) = vss.count_vs_files(tenant, &vs_id, Some(&b.id)).await?;
+    }
+    b.file_counts = counts;
+    b.status = if b.cancel_requested {
+        "cancelled".into()
+    } else if counts.in_progress > 0 {
+        "in_progress".into()
+    } else {
+        "completed".into()
+    };
+    Ok(b)
+}
+
+pub async fn load_batch(
+    state: &AppState,
+    store: &Store,
+    tenant: &Tenant,
+    vs_id: &str,
+    batch_id: &str,
+) -> Result<FileBatch, Error> {
+    let Some(b) = store
+        .vector_stores
+        .get_batch(tenant, vs_id, batch_id)
+        .await?
+    else {
+        return Err(batch_not_found(vs_id, batch_id));
+    };
+    derive_batch(state, store, tenant, b).await
+}
+
+/// Cancels a batch: its files still in progress become `cancelled` and their ingestion stops.
+/// A batch that already finished is returned unchanged (cancel is best effort, and a race
+/// with the last file finishing must not turn into an error).
+pub async fn cancel_batch(
+    state: &AppState,
+    store: &Store,
+    tenant: &Tenant,
+    vs_id: &str,
+    batch_id: &str,
+) -> Result<FileBatch, Error> {
+    let mut b = load_batch(state, store, tenant, vs_id, batch_id).await?;
+    if b.status != "in_progress" {
+        return Ok(b);
+    }
+    b.cancel_requested = true;
+    b.status = "cancelled".into();
+    let vss = &store.vector_stores;
+    vss.put_batch(tenant, &b).await?;
+    let filter = VsFileFilter {
+        status: Some("in_progress".into()),
+        batch_id: Some(batch_id.to_owned()),
+    };
+    let mut q = ListQuery {
+        limit: 100,
+        order: Order::Asc,
+        after: None,
+        before: None,
+    };
+    loop {
+        let page = vss.list_vs_files(tenant, vs_id, &filter, &q).await?;
+        for mut f in page.items.iter().cloned() {
+            f.status = "cancelled".into();
+            f.ingest_lease_until = None;
+            vss.put_vs_file(tenant, &f).await?;
+            state.retrieval.cancel_where(|k: &FileKey| {
+                k.tenant == tenant.as_str() && k.vector_store_id == vs_id && k.file_id == f.id
+            });
+        }
+        match (page.has_more, page.items.last()) {
+            // Rows just cancelled left the filter; page on by id all the same.
+            (true, Some(last)) => q.after = Some(last.id.clone()),
+            _ => break,
+        }
+    }
+    derive_batch(state, store, tenant, b).await
 }

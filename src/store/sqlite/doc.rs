@@ -183,11 +183,19 @@ pub(super) fn list<T: DeserializeOwned>(
 
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(&*params)?;
-    let mut out = Vec::with_capacity(q.limit.min(1000) + 1);
+    let mut out = Vec::with_capacity(q.limit.min(1000));
+    let mut more = false;
     while let Some(row) = rows.next()? {
+        if out.len() == q.limit {
+            // The extra row only says the page is not the last: no need to decode it.
+            more = true;
+            break;
+        }
         out.push(serde_json::from_str(row.get_ref(0)?.as_str()?)?);
     }
-    Ok(Page::from_rows(out, q.limit, reversed))
+    let mut page = Page::from_rows(out, q.limit, reversed);
+    page.has_more |= more;
+    Ok(page)
 }
 
 /// The key vector of a row: the tenant, then the given key values.

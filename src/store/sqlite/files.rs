@@ -9,9 +9,13 @@ use rusqlite::types::Value as SqlValue;
 use super::doc::{self, Table, key};
 use super::{SqliteStore, chunks};
 use crate::model::FileObject;
-use crate::store::{FileStore, ListQuery, Page, StoreResult, Tenant};
+use crate::store::{FileStore, ListQuery, Page, StoreError, StoreResult, Tenant};
 
 static FILES: Table = Table::new("files", &["id"], &["purpose"]);
+
+/// The largest content piece: the contract's bound, which keeps every row's blob small
+/// enough to read and write without holding a whole file in memory.
+const MAX_PART: usize = 1 << 20;
 
 #[async_trait]
 impl FileStore for SqliteStore {
@@ -70,6 +74,12 @@ impl FileStore for SqliteStore {
         index: u32,
         data: Bytes,
     ) -> StoreResult<()> {
+        if data.len() > MAX_PART {
+            return Err(StoreError::Other(format!(
+                "piece {index} of {file_id} is {} bytes; pieces are at most {MAX_PART}",
+                data.len()
+            )));
+        }
         let key = key(t, &[file_id]);
         self.db
             .write(move |tx| {

@@ -131,7 +131,8 @@ const MIGRATIONS: &[&str] = &[
         embedding  BLOB NOT NULL
     );
     CREATE UNIQUE INDEX chunks_key ON chunks (tenant, vs_id, file_id, idx);
-    CREATE INDEX chunks_file ON chunks (tenant, file_id);
+    -- Deleting a file finds the stores holding its chunks (covering, so no table reads).
+    CREATE INDEX chunks_file ON chunks (tenant, file_id, vs_id);
 
     -- Bumped by every chunk write of a store, in the same transaction. An in-memory search
     -- index remembers the epoch it reflects; a newer epoch in the file means another process

@@ -37,6 +37,8 @@ fn add_counts(counts: &mut FileCounts, status: &str, n: u64) {
 #[async_trait]
 impl VectorStoreStore for SqliteStore {
     async fn put_vector_store(&self, t: &Tenant, vs: &VectorStore) -> StoreResult<()> {
+        // `VectorStore` serializes its internal fields (embedding model, dimension) itself;
+        // the API layer leaves them out of the wire object.
         self.put_doc(&STORES, key(t, &[&vs.id]), vec![], vs).await
     }
 

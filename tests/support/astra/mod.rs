@@ -202,9 +202,9 @@ impl FakeAstra {
     /// The keyspace itself is not created: the proxy asks the DevOps API for it.
     pub fn new_database(&self, token: &str, name: &str, keyspace: Option<&str>) -> String {
         let id = uuid_like();
-        let keyspace = keyspace.map(str::to_owned).unwrap_or_else(|| {
-            format!("ap_astra_{}", id.replace('-', "").get(..12).unwrap_or(""))
-        });
+        let keyspace = keyspace
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("ap_astra_{}", id.replace('-', "").get(..12).unwrap_or("")));
         let db = self.make_database(&id, name, token, &keyspace, "ACTIVE", 0);
         self.shared
             .registry
@@ -280,7 +280,10 @@ impl FakeAstra {
 impl Shared {
     /// Whether `password` is a token Astra's CQL gateway would accept.
     pub(crate) fn cql_accepts(&self, password: &str) -> bool {
-        matches!(self.registry.lock().unwrap().tokens.get(password), Some(false))
+        matches!(
+            self.registry.lock().unwrap().tokens.get(password),
+            Some(false)
+        )
     }
 
     async fn admin(&self) -> &Session {

@@ -102,7 +102,10 @@ pub async fn serve_sni(listener: TcpListener, tls: TlsAcceptor, shared: Arc<Shar
                 shared.counters.sni_refused.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            shared.counters.sni_connections.fetch_add(1, Ordering::Relaxed);
+            shared
+                .counters
+                .sni_connections
+                .fetch_add(1, Ordering::Relaxed);
             let Ok(node) = TcpStream::connect(shared.node).await else {
                 return;
             };

@@ -1,0 +1,219 @@
+"""Fixtures for the official-SDK compatibility suite.
+
+One pytest session = one SDK version x one store backend. The session starts the deterministic
+fake OpenAI upstream (`examples/fake_upstream.rs`) and the proxy binary on free loopback ports,
+with a fresh SQLite file or a fresh Cassandra keyspace, and stops both at the end.
+
+Every test gets its own API key, i.e. its own tenant, so tests never see each other's data.
+
+Configuration (pytest option, else environment variable):
+  --backend / SDK_TEST_BACKEND                 sqlite (default) | cassandra
+  --cassandra / ASSISTANTS_PROXY_TEST_CASSANDRA  HOST:PORT[,HOST:PORT] (required for cassandra)
+  --proxy-bin / ASSISTANTS_PROXY_BIN           path of the built `assistants-proxy`
+  --fake-upstream-bin / FAKE_UPSTREAM_BIN      path of the built `fake_upstream` example
+(the binaries default to $CARGO_TARGET_DIR/debug or <repo>/target/debug).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import openai
+import pytest
+
+from sdk_compat import SDK_VERSION
+
+REPO = Path(__file__).resolve().parents[2]
+
+def pytest_addoption(parser):
+    group = parser.getgroup("assistants-proxy SDK suite")
+    group.addoption("--backend", default=os.environ.get("SDK_TEST_BACKEND", "sqlite"),
+                    choices=["sqlite", "cassandra"], help="store backend the proxy runs on")
+    group.addoption("--cassandra", default=os.environ.get("ASSISTANTS_PROXY_TEST_CASSANDRA"),
+                    help="Cassandra contact points HOST:PORT[,HOST:PORT]")
+    group.addoption("--proxy-bin", default=os.environ.get("ASSISTANTS_PROXY_BIN"))
+    group.addoption("--fake-upstream-bin", default=os.environ.get("FAKE_UPSTREAM_BIN"))
+
+
+def _default_bin(name: str) -> Path:
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
+    return target / "debug" / name
+
+
+def pytest_report_header(config):
+    return (f"openai SDK {SDK_VERSION} (python {sys.version.split()[0]}), "
+            f"proxy backend: {config.getoption('--backend')}")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    terminalreporter.write_line(
+        f"SDK suite ran with openai=={SDK_VERSION} against the {config.getoption('--backend')} backend")
+
+
+@dataclass
+class Servers:
+    base_url: str      # the proxy's /v1, what OPENAI_BASE_URL would be
+    proxy_origin: str  # the proxy without /v1 (for /healthz)
+    upstream_url: str
+    backend: str
+    store_url: str
+    log_dir: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(origin: str) -> bool:
+    try:
+        with urllib.request.urlopen(origin + "/healthz", timeout=1) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _tail(path: Path, n: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+@pytest.fixture(scope="session")
+def servers(request, tmp_path_factory):
+    opt = request.config.getoption
+    backend = opt("--backend")
+    proxy_bin = Path(opt("--proxy-bin") or _default_bin("assistants-proxy"))
+    fake_bin = Path(opt("--fake-upstream-bin") or _default_bin("examples/fake_upstream"))
+    for b in (proxy_bin, fake_bin):
+        if not b.is_file():
+            pytest.exit(f"{b} is missing: build it with "
+                        "`cargo build --bin assistants-proxy --example fake_upstream`", returncode=3)
+    work = tmp_path_factory.mktemp("servers")
+
+    # The fake upstream binds port 0 and prints its URL.
+    fake_log = work / "fake_upstream.log"
+    fake = subprocess.Popen([str(fake_bin), "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE,
+                            stderr=fake_log.open("wb"), text=True)
+    line = fake.stdout.readline().strip()
+    if not line.startswith("listening on "):
+        _stop(fake)
+        pytest.exit(f"fake upstream did not start: {line!r}\n{_tail(fake_log)}", returncode=3)
+    upstream = line.removeprefix("listening on ")
+
+    if backend == "sqlite":
+        store_url = f"sqlite://{work / 'sdk.db'}"
+    else:
+        hosts = opt("--cassandra")
+        if not hosts:
+            _stop(fake)
+            pytest.exit("backend cassandra needs ASSISTANTS_PROXY_TEST_CASSANDRA=HOST:PORT "
+                        "(scripts/cassandra.sh start)", returncode=3)
+        # A fresh keyspace per session: the proxy creates and migrates it.
+        store_url = f"cassandra://{hosts}/sdk_{int(time.time())}_{secrets.token_hex(3)}"
+
+    proxy = None
+    proxy_log = work / "proxy.log"
+    for _attempt in range(3):
+        port = _free_port()
+        origin = f"http://127.0.0.1:{port}"
+        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
+        proxy = subprocess.Popen(
+            [str(proxy_bin), "serve", "--listen", f"127.0.0.1:{port}", "--upstream", upstream,
+             "--store", store_url],
+            stdout=proxy_log.open("ab"), stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + (120 if backend == "cassandra" else 30)
+        while time.monotonic() < deadline and proxy.poll() is None and not _healthy(origin):
+            time.sleep(0.05)
+        if proxy.poll() is None and _healthy(origin):
+            break
+        _stop(proxy)
+        proxy = None
+    if proxy is None:
+        _stop(fake)
+        pytest.exit(f"the proxy did not start ({store_url}):\n{_tail(proxy_log)}", returncode=3)
+
+    yield Servers(base_url=origin + "/v1", proxy_origin=origin, upstream_url=upstream,
+                  backend=backend, store_url=store_url, log_dir=work)
+
+    _stop(proxy)
+    _stop(fake)
+    if proxy.returncode not in (0, -signal.SIGTERM):
+        sys.stderr.write(f"proxy exited with {proxy.returncode}:\n{_tail(proxy_log)}\n")
+    if backend == "cassandra" and not os.environ.get("SDK_TESTS_KEEP_KEYSPACE"):
+        _drop_keyspace(opt("--cassandra"), store_url.rsplit("/", 1)[1])
+
+
+def _drop_keyspace(hosts: str, keyspace: str) -> None:
+    """Best effort: a long-lived dev node should not collect one keyspace per run. Uses the
+    stdlib CQL client of scripts/cassandra (no driver needed); a node that wants a login is
+    left alone."""
+    sys.path.insert(0, str(REPO / "scripts" / "cassandra"))
+    try:
+        import struct
+
+        import cql_check as cql
+
+        host, port = hosts.split(",")[0].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.settimeout(60)
+            op, _ = cql._request(sock, cql.OP_STARTUP, struct.pack(">H", 1)
+                                 + cql._string("CQL_VERSION") + cql._string("3.0.0"))
+            if op != cql.OP_READY:
+                return
+            query = f"DROP KEYSPACE IF EXISTS {keyspace}".encode()
+            cql._request(sock, cql.OP_QUERY,
+                         struct.pack(">i", len(query)) + query + struct.pack(">HB", 0x0001, 0))
+    except Exception as e:  # noqa: BLE001 - cleanup must not fail the run
+        sys.stderr.write(f"note: could not drop keyspace {keyspace}: {e}\n")
+    finally:
+        sys.path.pop(0)
+
+
+def new_key() -> str:
+    return "sk-sdk-" + secrets.token_hex(12)
+
+
+@pytest.fixture
+def make_client(servers):
+    """Builds SDK clients for the proxy; each call with no key is a new tenant."""
+    made = []
+
+    def make(api_key: str | None = None, **kwargs) -> openai.OpenAI:
+        kwargs.setdefault("timeout", 30.0)
+        # No silent retries: a 5xx or 409 from the proxy must fail the test, not be papered over.
+        kwargs.setdefault("max_retries", 0)
+        c = openai.OpenAI(base_url=servers.base_url, api_key=api_key or new_key(), **kwargs)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+@pytest.fixture
+def client(make_client) -> openai.OpenAI:
+    return make_client()
