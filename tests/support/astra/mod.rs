@@ -240,6 +240,45 @@ impl FakeAstra {
         self.shared.registry.lock().unwrap().tokens.remove(token);
     }
 
+    /// Makes a revoked token valid again (same databases).
+    pub fn restore(&self, token: &str) {
+        self.shared
+            .registry
+            .lock()
+            .unwrap()
+            .tokens
+            .insert(token.to_owned(), false);
+    }
+
+    /// Like [`new_database`](Self::new_database) with a named keyspace that may already exist
+    /// on the node (left by an earlier run; reusing it spares a schema creation). As in Astra,
+    /// a database's tokens may use its keyspaces, so an existing one is granted to `token`.
+    pub async fn database_with_keyspace(&self, token: &str, name: &str, keyspace: &str) -> String {
+        let id = self.new_database(token, name, Some(keyspace));
+        let admin = self.shared.admin().await;
+        let exists = admin
+            .query_unpaged(
+                "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?",
+                (keyspace,),
+            )
+            .await
+            .unwrap()
+            .into_rows_result()
+            .unwrap()
+            .rows_num()
+            > 0;
+        if exists {
+            admin
+                .query_unpaged(
+                    format!("GRANT ALL PERMISSIONS ON KEYSPACE {keyspace} TO \"token\""),
+                    (),
+                )
+                .await
+                .unwrap();
+        }
+        id
+    }
+
     /// Revokes a token for CQL only: the DevOps API still answers, the CQL login fails.
     pub fn revoke_cql(&self, token: &str) {
         if let Some(r) = self.shared.registry.lock().unwrap().tokens.get_mut(token) {
