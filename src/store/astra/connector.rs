@@ -167,6 +167,10 @@ async fn connect_inner(
         (Some(own), true) => own.as_str(),
         _ => keyspace.name.as_str(),
     };
+    // The store's CQL names the keyspace unquoted, so Cassandra folds it to lower case; the
+    // schema lookup and the DevOps request must use that same, folded name.
+    let keyspace = keyspace.to_ascii_lowercase();
+    let keyspace = keyspace.as_str();
     // The name goes into CQL text; a bundle is not trusted to make it safe.
     if !crate::store::url::valid_keyspace(keyspace) {
         return Err(ConnectError::Other(format!(

@@ -279,6 +279,16 @@ impl FakeAstra {
         id
     }
 
+    /// Drops a keyspace a test made (so test runs do not pile them up on the node).
+    pub async fn drop_keyspace(&self, keyspace: &str) {
+        self.shared
+            .admin()
+            .await
+            .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
+            .await
+            .unwrap();
+    }
+
     /// Revokes a token for CQL only: the DevOps API still answers, the CQL login fails.
     pub fn revoke_cql(&self, token: &str) {
         if let Some(r) = self.shared.registry.lock().unwrap().tokens.get_mut(token) {
@@ -518,6 +528,8 @@ async fn devops(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<B
                 shared: shared.clone(),
             };
             let db = fake.make_database(&id, &name, &token, &keyspace, "PENDING", PENDING_POLLS);
+            // Astra makes a new database's keyspace with it.
+            create_keyspace(shared, &keyspace).await;
             shared
                 .registry
                 .lock()
@@ -565,17 +577,14 @@ async fn devops(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<B
             if !owned {
                 return astra_error(StatusCode::NOT_FOUND, "database not found");
             }
-            let admin = shared.admin().await;
-            for cql in [
-                format!(
-                    "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = \
-                     {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
-                ),
-                format!("GRANT ALL PERMISSIONS ON KEYSPACE {keyspace} TO \"token\""),
-            ] {
-                admin.query_unpaged(cql, ()).await.unwrap();
+            if keyspace.is_empty()
+                || !keyspace
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return astra_error(StatusCode::BAD_REQUEST, "invalid keyspace name");
             }
-            admin.await_schema_agreement().await.unwrap();
+            create_keyspace(shared, keyspace).await;
             Response::builder()
                 .status(StatusCode::CREATED)
                 .body(Full::new(Bytes::new()))
@@ -583,6 +592,22 @@ async fn devops(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<B
         }
         _ => astra_error(StatusCode::NOT_FOUND, "no such route"),
     }
+}
+
+/// Creates a keyspace on the node as superuser and lets the `token` role use it (what Astra
+/// does for a database's keyspaces).
+async fn create_keyspace(shared: &Shared, keyspace: &str) {
+    let admin = shared.admin().await;
+    for cql in [
+        format!(
+            "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = \
+             {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+        ),
+        format!("GRANT ALL PERMISSIONS ON KEYSPACE {keyspace} TO \"token\""),
+    ] {
+        admin.query_unpaged(cql, ()).await.unwrap();
+    }
+    admin.await_schema_agreement().await.unwrap();
 }
 
 /// The secure connect bundle of one database, as Astra lays it out.
