@@ -311,7 +311,13 @@ fn search(c: &mut Criterion) {
     let mut g = c.benchmark_group("search_top10");
     g.sample_size(50);
     g.measurement_time(Duration::from_secs(8));
-    for n in [10_000usize, 100_000] {
+    // Without `--bench` (`cargo test --all-targets`) this is a smoke run: one small store.
+    let sizes: &[usize] = if std::env::args().any(|a| a == "--bench") {
+        &[10_000, 100_000]
+    } else {
+        &[1_000]
+    };
+    for &n in sizes {
         let setup = OnceLock::new();
         let id = format!("{}kx{DIMS}", n / 1000);
         let mut meter = CpuMeter::default();

@@ -19,9 +19,20 @@ use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 
 const DIMS: usize = 1536;
-const FILES: u64 = 100;
+/// `cargo test --all-targets` runs this binary without `--bench`, as a smoke test: every
+/// benchmark runs once, over a corpus small enough to load in seconds.
+fn full_run() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+fn files() -> u64 {
+    if full_run() { 100 } else { 2 }
+}
+
+fn corpus_vs() -> String {
+    format!("vs_bench_corpus_{DIMS}_{}", files())
+}
 const CHUNKS_PER_FILE: u32 = 100;
-const CORPUS_VS: &str = "vs_bench_corpus_1536";
 
 fn unit_vector(seed: u64, dims: usize) -> Vec<f32> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -87,9 +98,9 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 /// Loads the 10k-chunk corpus unless a previous run did; prints the load rate.
 async fn ensure_corpus(s: &Store, t: &Tenant) {
-    let last = file_id(FILES - 1);
+    let last = file_id(files() - 1);
     if s.chunks
-        .file_chunks(t, CORPUS_VS, &last)
+        .file_chunks(t, &corpus_vs(), &last)
         .await
         .unwrap()
         .len()
@@ -98,7 +109,7 @@ async fn ensure_corpus(s: &Store, t: &Tenant) {
         return;
     }
     let vs = VectorStore {
-        id: CORPUS_VS.into(),
+        id: corpus_vs(),
         object: "vector_store".into(),
         created_at: 1_700_000_000,
         name: Some("bench".into()),
@@ -114,20 +125,20 @@ async fn ensure_corpus(s: &Store, t: &Tenant) {
     };
     s.vector_stores.put_vector_store(t, &vs).await.unwrap();
     let started = Instant::now();
-    for f in 0..FILES {
+    for f in 0..files() {
         let fid = file_id(f);
         s.chunks
             .put_chunks(
                 t,
-                CORPUS_VS,
+                &corpus_vs(),
                 &fid,
-                chunks(CORPUS_VS, &fid, f, CHUNKS_PER_FILE),
+                chunks(&corpus_vs(), &fid, f, CHUNKS_PER_FILE),
             )
             .await
             .unwrap();
     }
     let took = started.elapsed();
-    let n = FILES * u64::from(CHUNKS_PER_FILE);
+    let n = files() * u64::from(CHUNKS_PER_FILE);
     println!(
         "corpus load: {n} chunks x {DIMS} dims in {:.1}s = {:.0} chunks/s",
         took.as_secs_f64(),
@@ -137,7 +148,7 @@ async fn ensure_corpus(s: &Store, t: &Tenant) {
 
 /// recall@10 of the store's search against brute force over the corpus.
 async fn print_recall(s: &Store, t: &Tenant) {
-    let corpus: Vec<(String, u32, Vec<f32>, bool)> = (0..FILES)
+    let corpus: Vec<(String, u32, Vec<f32>, bool)> = (0..files())
         .flat_map(|f| {
             (0..CHUNKS_PER_FILE).map(move |i| {
                 (
@@ -156,7 +167,7 @@ async fn print_recall(s: &Store, t: &Tenant) {
         let started = Instant::now();
         for q in 0..20u64 {
             // Queries near a corpus vector (as real queries are near their answers).
-            let base = unit_vector(chunk_seed(q * 5 % FILES, (q * 7 % 100) as u32), DIMS);
+            let base = unit_vector(chunk_seed(q * 5 % files(), (q * 7 % 100) as u32), DIMS);
             let noise = unit_vector(9_000_000 + q, DIMS);
             let query: Vec<f32> = base.iter().zip(&noise).map(|(b, n)| b + 0.5 * n).collect();
             let mut expected: Vec<(&str, u32, f32)> = corpus
@@ -171,13 +182,7 @@ async fn print_recall(s: &Store, t: &Tenant) {
                 .collect();
             let got = s
                 .chunks
-                .search(
-                    t,
-                    &[CORPUS_VS.to_owned()],
-                    &query,
-                    10,
-                    filtered.then_some(&filter),
-                )
+                .search(t, &[corpus_vs()], &query, 10, filtered.then_some(&filter))
                 .await
                 .unwrap();
             hits += got
@@ -201,10 +206,9 @@ async fn print_recall(s: &Store, t: &Tenant) {
 }
 
 fn benches(c: &mut Criterion) {
-    let Ok(hosts) = std::env::var("ASSISTANTS_PROXY_TEST_CASSANDRA") else {
-        eprintln!("ASSISTANTS_PROXY_TEST_CASSANDRA is not set: Cassandra benchmarks skipped");
-        return;
-    };
+    let hosts = std::env::var("ASSISTANTS_PROXY_TEST_CASSANDRA").expect(
+        "ASSISTANTS_PROXY_TEST_CASSANDRA must name a Cassandra 5 node (scripts/cassandra.sh start)",
+    );
     let rt = Runtime::new().unwrap();
     let url = StoreUrl::parse(&format!("cassandra://{hosts}/ap_bench")).unwrap();
     let s = rt.block_on(Store::open(&url)).unwrap();
@@ -255,7 +259,7 @@ fn benches(c: &mut Criterion) {
             async move {
                 let hits = s
                     .chunks
-                    .search(t, &[CORPUS_VS.to_owned()], &query, 10, None)
+                    .search(t, &[corpus_vs()], &query, 10, None)
                     .await
                     .unwrap();
                 assert_eq!(hits.len(), 10);
@@ -272,7 +276,7 @@ fn benches(c: &mut Criterion) {
             async move {
                 let hits = s
                     .chunks
-                    .search(t, &[CORPUS_VS.to_owned()], &query, 10, Some(filter))
+                    .search(t, &[corpus_vs()], &query, 10, Some(filter))
                     .await
                     .unwrap();
                 assert_eq!(hits.len(), 10);

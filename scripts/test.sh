@@ -22,7 +22,21 @@ export ASSISTANTS_PROXY_TEST_CASSANDRA="127.0.0.1:${CASSANDRA_PORT}"
 # would otherwise grow run after run.
 export CASSANDRA_FRESH="${CASSANDRA_FRESH:-1}"
 
-stop_cassandra() { scripts/cassandra.sh stop >/dev/null 2>&1 || true; }
+# A second node with password authentication, for the login tests (user/password URLs and
+# Astra-style token roles). Small heap: it holds one tiny keyspace.
+export CASSANDRA_AUTH_PORT="${CASSANDRA_AUTH_PORT:-9043}"
+export ASSISTANTS_PROXY_TEST_CASSANDRA_AUTH="127.0.0.1:${CASSANDRA_AUTH_PORT}"
+# A made-up token in Astra's format: the login test makes a role with it as the password.
+export AP_TEST_ASTRA_TOKEN="${AP_TEST_ASTRA_TOKEN:-AstraCS:test:$(date +%s%N | sha256sum | cut -c1-40)}"
+auth_node() {
+  CASSANDRA_AUTH=password CASSANDRA_PORT="$CASSANDRA_AUTH_PORT" CASSANDRA_STORAGE_PORT=7001 \
+    CASSANDRA_HEAP=512M CASSANDRA_DIRECT_MEMORY=256M scripts/cassandra.sh "$@"
+}
+
+stop_cassandra() {
+  scripts/cassandra.sh stop >/dev/null 2>&1 || true
+  auth_node stop >/dev/null 2>&1 || true
+}
 trap stop_cassandra EXIT
 
 log "lints"
@@ -31,10 +45,14 @@ cargo clippy --all-targets --locked -- -D warnings
 
 log "starting Cassandra 5 (127.0.0.1:${CASSANDRA_PORT})"
 scripts/cassandra.sh start
+log "starting a password-authenticated Cassandra 5 (127.0.0.1:${CASSANDRA_AUTH_PORT})"
+auth_node start
 
 # Two test threads: the machines are 2-core, and the Cassandra node shares them.
 log "Rust tests (unit, proxy, API, runs, store contract) on SQLite and Cassandra"
-cargo test --all-targets --locked -- --test-threads="${TEST_THREADS:-2}"
+# (RUST_TEST_THREADS, not --test-threads: the Criterion benches, which run once each as
+# smoke tests here, refuse libtest's flags.)
+RUST_TEST_THREADS="${TEST_THREADS:-2}" cargo test --all-targets --locked
 
 if [ -x scripts/sdk-tests.sh ]; then
   log "official OpenAI Python SDKs against the running proxy"

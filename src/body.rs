@@ -26,3 +26,30 @@ pub fn empty() -> ProxyBody {
 pub fn json(value: &serde_json::Value) -> ProxyBody {
     full(value.to_string())
 }
+
+/// How much of a refused body is read and thrown away before answering. A client still
+/// sending when the server answers and closes gets a TCP reset that can destroy the answer
+/// in flight, so the error it should see (a 413) is lost; reading the rest first lets it
+/// arrive. Past this many bytes, or this long, the connection is closed anyway.
+pub const DISCARD_CAP: u64 = 64 * 1024 * 1024;
+pub const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads and drops what is left of `body`, up to [`DISCARD_CAP`] bytes or [`DISCARD_TIME`].
+pub async fn discard<B>(body: B)
+where
+    B: http_body::Body + Unpin,
+{
+    let drain = async {
+        let mut body = body;
+        let mut seen = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                seen += bytes::Buf::remaining(data) as u64;
+                if seen > DISCARD_CAP {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
+}

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -16,24 +16,24 @@ use crate::model::Metadata;
 use crate::server::AppState;
 use crate::store::{ListQuery, Order, Page, Store, Tenant};
 
-/// Reads the whole body, refusing more than `limit` bytes with a 413.
+/// Reads the whole body, refusing more than `limit` bytes with a 413 (after discarding the
+/// rest, so the client sees the 413 rather than a reset).
 pub async fn read_body(req: Request<Incoming>, limit: u64) -> Result<Bytes, Error> {
-    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(req.into_body(), limit_usize).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Err(Error::PayloadTooLarge { limit })
-            } else {
-                Err(Error::invalid(
-                    format!("The request body could not be read: {e}"),
-                    None,
-                ))
+    let mut body = req.into_body();
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            Error::invalid(format!("The request body could not be read: {e}"), None)
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if (buf.len() + data.len()) as u64 > limit {
+                body::discard(body).await;
+                return Err(Error::PayloadTooLarge { limit });
             }
+            buf.extend_from_slice(&data);
         }
     }
+    Ok(buf.freeze())
 }
 
 /// Parses a JSON object body; an empty body is an empty object (several create endpoints

@@ -260,12 +260,13 @@ pub async fn create(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let (parts, body) = req.into_parts();
     if declared.is_some_and(|n| n > raw_limit) {
+        crate::body::discard(body).await;
         return Err(Error::PayloadTooLarge { limit: max_file });
     }
 
     // Phase 1: find the purpose, recording the bytes it takes.
-    let (parts, body) = req.into_parts();
     let too_large = TooLarge::default();
     let (purpose, replay) = read_purpose(
         body,
