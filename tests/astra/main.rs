@@ -643,3 +643,32 @@ async fn pinned_store_url_serves_from_the_database() {
     );
     assert_not_logged(&[&token]);
 }
+
+/// With `per_request_headers = false` the headers are refused (400), never silently ignored
+/// (the caller would otherwise write to the shared store believing it used its own); a
+/// malformed `astra-db-id` is a 400 too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn astra_headers_refused_when_disabled_or_malformed() {
+    let up = FakeUpstream::start().await;
+    let off = TestProxy::start_with(&up.url(), "[astra]\nper_request_headers = false\n").await;
+    let api = Api::new(&off);
+    let token = "AstraCS:off:0123456789abcdef";
+    let got = as_astra(&api, token, None).get("/v1/assistants").await;
+    assert_error(&got, 400, None, None);
+    assert!(!got.1.to_string().contains(token));
+    off.shutdown().await;
+
+    let on = TestProxy::start(&up.url()).await;
+    let api = Api::new(&on);
+    assert_error(
+        &as_astra(&api, token, Some("not-a-uuid"))
+            .get("/v1/assistants")
+            .await,
+        400,
+        None,
+        None,
+    );
+    // Nothing was opened for either.
+    assert!(on.state.astra.as_ref().unwrap().is_empty());
+    on.shutdown().await;
+}

@@ -19,6 +19,10 @@
 //! revoked), logs in with the node's password instead; anything else reaches the node as
 //! sent and is refused by Cassandra itself.
 //!
+//! Control routes for tests in other processes: `POST /stand-in/tokens` → `{"token"}` (a new
+//! valid token) and `POST /stand-in/databases` `{"token", "keyspace", "name"?}` → `{"id"}` (an
+//! ACTIVE database of that token using that keyspace).
+//!
 //! Needs `ASSISTANTS_PROXY_TEST_CASSANDRA_AUTH` (a node started with `CASSANDRA_AUTH=password`,
 //! superuser cassandra/cassandra); without it the tests fail, never skip.
 
@@ -475,6 +479,36 @@ async fn devops(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<B
                 .body(Full::new(Bytes::from(bundle_zip(shared, &db))))
                 .unwrap(),
             None => astra_error(StatusCode::FORBIDDEN, "expired or unknown signature"),
+        };
+    }
+
+    // The stand-in's own control routes, for tests in other processes (the Python SDK
+    // suite through `examples/fake_astra.rs`); Astra has nothing like them.
+    if method == http::Method::POST && segments.first() == Some(&"stand-in") {
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let fake = FakeAstra {
+            shared: shared.clone(),
+        };
+        return match segments.get(1) {
+            Some(&"tokens") => reply(StatusCode::OK, json!({"token": fake.new_token()})),
+            Some(&"databases") => {
+                let (Some(token), Some(keyspace)) =
+                    (body["token"].as_str(), body["keyspace"].as_str())
+                else {
+                    return astra_error(StatusCode::BAD_REQUEST, "token and keyspace required");
+                };
+                if !keyspace
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
+                    return astra_error(StatusCode::BAD_REQUEST, "invalid keyspace name");
+                }
+                let name = body["name"].as_str().unwrap_or("stand-in database");
+                let id = fake.database_with_keyspace(token, name, keyspace).await;
+                reply(StatusCode::OK, json!({"id": id}))
+            }
+            _ => astra_error(StatusCode::NOT_FOUND, "no such stand-in route"),
         };
     }
 
