@@ -10,6 +10,9 @@
 #   SDK_BACKENDS                     backends to test             (default "sqlite cassandra")
 #   ASSISTANTS_PROXY_TEST_CASSANDRA  HOST:PORT of a running Cassandra 5 node; REQUIRED when
 #                                    cassandra is among the backends (scripts/cassandra.sh start)
+#   ASSISTANTS_PROXY_TEST_CASSANDRA_AUTH  HOST:PORT of a password-mode Cassandra 5 node; REQUIRED
+#                                    (the Astra tests run the Astra stand-in in front of it:
+#                                    CASSANDRA_AUTH=password scripts/cassandra.sh start)
 #   CARGO_TARGET_DIR                 respected when locating the built binaries
 #   SDK_TESTS_SKIP_BUILD=1           use binaries already built (e.g. right after cargo test)
 #
@@ -48,6 +51,11 @@ export ASSISTANTS_PROXY_TEST_CASSANDRA=127.0.0.1:9042), or SDK_BACKENDS=sqlite t
   esac
 done
 
+# The Astra tests (tests/sdk/test_astra.py) must not silently skip either.
+[ -n "${ASSISTANTS_PROXY_TEST_CASSANDRA_AUTH:-}" ] || die "the Astra tests need \
+ASSISTANTS_PROXY_TEST_CASSANDRA_AUTH=HOST:PORT of a password-mode node (CASSANDRA_AUTH=password \
+CASSANDRA_PORT=9043 CASSANDRA_STORAGE_PORT=7001 scripts/cassandra.sh start); scripts/test.sh sets it"
+
 # --- virtualenvs -------------------------------------------------------------------------------
 venv_for() {
   local version="$1" dir="$CACHE/sdk-venv-$1"
@@ -76,12 +84,14 @@ TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET" in /*) ;; *) TARGET="$ROOT/$TARGET" ;; esac
 if [ "${SDK_TESTS_SKIP_BUILD:-0}" != 1 ]; then
   log "building the proxy and the fake upstream"
-  cargo build --locked --bin assistants-proxy --example fake_upstream
+  cargo build --locked --bin assistants-proxy --example fake_upstream --example fake_astra
 fi
 export ASSISTANTS_PROXY_BIN="$TARGET/debug/assistants-proxy"
 export FAKE_UPSTREAM_BIN="$TARGET/debug/examples/fake_upstream"
+export FAKE_ASTRA_BIN="$TARGET/debug/examples/fake_astra"
 [ -x "$ASSISTANTS_PROXY_BIN" ] || die "$ASSISTANTS_PROXY_BIN is missing"
 [ -x "$FAKE_UPSTREAM_BIN" ] || die "$FAKE_UPSTREAM_BIN is missing"
+[ -x "$FAKE_ASTRA_BIN" ] || die "$FAKE_ASTRA_BIN is missing"
 
 # --- runs --------------------------------------------------------------------------------------
 mkdir -p "$LOGS"

@@ -101,6 +101,24 @@ pub struct FileConfig {
     pub runs: FileRuns,
     #[serde(default)]
     pub retrieval: FileRetrieval,
+    #[serde(default)]
+    pub astra: FileAstra,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAstra {
+    pub devops_url: Option<String>,
+    pub per_request_headers: Option<bool>,
+    pub max_sessions: Option<usize>,
+    pub idle_timeout_seconds: Option<u64>,
+    pub keyspace: Option<String>,
+    pub keyspace_from_bundle: Option<bool>,
+    pub database_name: Option<String>,
+    pub cloud_provider: Option<String>,
+    pub region: Option<String>,
+    pub retry_after_seconds: Option<u32>,
+    pub connect_timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -189,6 +207,36 @@ pub struct Config {
     pub worker_threads: Option<usize>,
     pub access_log: bool,
     pub runs: RunsConfig,
+    pub astra: AstraConfig,
+}
+
+/// DataStax Astra: how the proxy reaches Astra's DevOps API and keeps per-request sessions
+/// (`astra-api-token` / `astra-db-id` headers) and the `astra://` store.
+#[derive(Debug, Clone)]
+pub struct AstraConfig {
+    /// Base URL of Astra's DevOps API (bundle URLs, databases, keyspaces); another value
+    /// for other Astra environments, or for tests.
+    pub devops_url: http::Uri,
+    /// Whether intercepted routes honour `astra-api-token` / `astra-db-id`. When off, such
+    /// requests are refused rather than silently served from the configured store.
+    pub per_request_headers: bool,
+    /// Open per-request sessions kept at most (least recently used idle ones go first).
+    pub max_sessions: usize,
+    /// A per-request session unused this long is closed.
+    pub idle_timeout: Duration,
+    /// Keyspace the Assistants tables live in, in every per-request database.
+    pub keyspace: String,
+    /// Use each database's own default keyspace (the one its bundle names) instead of
+    /// `keyspace`, which then only names the keyspace of databases the proxy creates.
+    pub keyspace_from_bundle: bool,
+    /// The database found, or created, for a caller who sends no `astra-db-id`.
+    pub database_name: String,
+    pub cloud_provider: String,
+    pub region: String,
+    /// `Retry-After` given while a database is being created.
+    pub retry_after: u32,
+    /// Budget for opening one database's session (bundle, metadata, CQL, schema).
+    pub connect_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -424,7 +472,10 @@ impl Config {
             );
         }
 
+        let astra = resolve_astra(file.astra)?;
+
         Ok(Config {
+            astra,
             runs,
             listen,
             log_format: args
@@ -467,6 +518,14 @@ impl Config {
                 self.upstream.url
             ));
         }
+        if self.astra.devops_url.scheme_str() == Some("http")
+            && !is_loopback_host(self.astra.devops_url.host().unwrap_or(""))
+        {
+            out.push(format!(
+                "astra.devops_url {} is plain http: Astra tokens cross the network unencrypted",
+                self.astra.devops_url
+            ));
+        }
         if !self.listen.ip().is_loopback() && self.tls.is_none() {
             out.push(format!(
                 "listening on {} without TLS: callers' API keys cross the network unencrypted",
@@ -475,6 +534,72 @@ impl Config {
         }
         out
     }
+}
+
+/// Default DevOps API of Astra's production environment.
+pub const DEFAULT_ASTRA_DEVOPS: &str = "https://api.astra.datastax.com";
+
+impl Default for AstraConfig {
+    fn default() -> Self {
+        AstraConfig {
+            devops_url: http::Uri::from_static(DEFAULT_ASTRA_DEVOPS),
+            per_request_headers: true,
+            max_sessions: 64,
+            idle_timeout: Duration::from_secs(600),
+            keyspace: "assistant_api".to_owned(),
+            keyspace_from_bundle: false,
+            database_name: "assistant_api_db".to_owned(),
+            cloud_provider: "GCP".to_owned(),
+            region: "us-east1".to_owned(),
+            retry_after: 10,
+            connect_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+fn resolve_astra(f: FileAstra) -> Result<AstraConfig, ConfigError> {
+    let d = AstraConfig::default();
+    let devops_url = match f.devops_url {
+        None => d.devops_url,
+        Some(text) => match parse_upstream(&text) {
+            Ok(u) => u,
+            Err(e) => return err(format!("astra.devops_url: {}", e.0)),
+        },
+    };
+    let keyspace = f.keyspace.unwrap_or(d.keyspace);
+    if keyspace.is_empty()
+        || keyspace.len() > 48
+        || keyspace.starts_with('_')
+        || !keyspace
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return err("astra.keyspace must be 1-48 letters, digits or underscores");
+    }
+    let secs = |v: Option<u64>, d: Duration| v.map(Duration::from_secs).unwrap_or(d);
+    let config = AstraConfig {
+        devops_url,
+        per_request_headers: f.per_request_headers.unwrap_or(d.per_request_headers),
+        max_sessions: f.max_sessions.unwrap_or(d.max_sessions),
+        idle_timeout: secs(f.idle_timeout_seconds, d.idle_timeout),
+        keyspace,
+        keyspace_from_bundle: f.keyspace_from_bundle.unwrap_or(d.keyspace_from_bundle),
+        database_name: f.database_name.unwrap_or(d.database_name),
+        cloud_provider: f.cloud_provider.unwrap_or(d.cloud_provider),
+        region: f.region.unwrap_or(d.region),
+        retry_after: f.retry_after_seconds.unwrap_or(d.retry_after),
+        connect_timeout: secs(f.connect_timeout_seconds, d.connect_timeout),
+    };
+    if config.max_sessions == 0 || config.idle_timeout.is_zero() || config.connect_timeout.is_zero()
+    {
+        return err(
+            "astra: max_sessions, idle_timeout_seconds and connect_timeout_seconds must be > 0",
+        );
+    }
+    if config.database_name.is_empty() {
+        return err("astra.database_name must not be empty");
+    }
+    Ok(config)
 }
 
 fn is_loopback_host(host: &str) -> bool {
@@ -544,6 +669,37 @@ mod tests {
         let file = FileConfig::read(&path).unwrap();
         let c = Config::resolve(&ServeArgs::default(), file).unwrap();
         assert_eq!(c.upstream.pool_max_idle_per_host, 64);
+    }
+
+    #[test]
+    fn astra_settings() {
+        let c = Config::resolve(&ServeArgs::default(), FileConfig::default()).unwrap();
+        assert_eq!(
+            c.astra.devops_url.to_string(),
+            "https://api.astra.datastax.com/"
+        );
+        assert!(c.astra.per_request_headers);
+        assert_eq!(c.astra.keyspace, "assistant_api");
+        assert_eq!(c.astra.database_name, "assistant_api_db");
+        let file = FileConfig::parse(
+            "[astra]\ndevops_url = \"http://127.0.0.1:9\"\nmax_sessions = 2\nidle_timeout_seconds = 5\nper_request_headers = false\n",
+        )
+        .unwrap();
+        let c = Config::resolve(&ServeArgs::default(), file).unwrap();
+        assert_eq!(c.astra.max_sessions, 2);
+        assert!(!c.astra.per_request_headers);
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+        for bad in [
+            "[astra]\nmax_sessions = 0\n",
+            "[astra]\ndevops_url = \"ftp://x\"\n",
+            "[astra]\nkeyspace = \"bad-name\"\n",
+        ] {
+            let file = FileConfig::parse(bad).unwrap();
+            assert!(
+                Config::resolve(&ServeArgs::default(), file).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

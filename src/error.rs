@@ -62,6 +62,13 @@ pub enum Error {
     /// The store failed in a way a retry will not fix.
     #[error("Store error: {message}")]
     Store { message: String },
+    /// The caller's database exists but cannot serve yet (an Astra database being created,
+    /// resumed or given its keyspace); retry after `retry_after_secs`.
+    #[error("{message}")]
+    DatabaseNotReady {
+        message: String,
+        retry_after_secs: u32,
+    },
     /// A bug or an impossible state in the proxy itself.
     #[error("Internal error: {message}")]
     Internal { message: String },
@@ -121,9 +128,10 @@ impl Error {
             | Error::Unauthorized { .. }
             | Error::PayloadTooLarge { .. } => Origin::Client,
             Error::UpstreamUnavailable { .. } | Error::UpstreamTimeout { .. } => Origin::Upstream,
-            Error::StoreUnavailable { .. } | Error::Store { .. } | Error::Internal { .. } => {
-                Origin::Internal
-            }
+            Error::StoreUnavailable { .. }
+            | Error::Store { .. }
+            | Error::DatabaseNotReady { .. }
+            | Error::Internal { .. } => Origin::Internal,
         }
     }
 
@@ -135,7 +143,9 @@ impl Error {
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Error::StoreUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::StoreUnavailable { .. } | Error::DatabaseNotReady { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Store { .. } | Error::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -152,6 +162,7 @@ impl Error {
             | Error::UpstreamTimeout { .. }
             | Error::StoreUnavailable { .. }
             | Error::Store { .. }
+            | Error::DatabaseNotReady { .. }
             | Error::Internal { .. } => "server_error",
         }
     }
@@ -166,6 +177,7 @@ impl Error {
             Error::UpstreamUnavailable { code, .. } => Some(code),
             Error::UpstreamTimeout { .. } => Some("upstream_timeout"),
             Error::StoreUnavailable { .. } => Some("store_unavailable"),
+            Error::DatabaseNotReady { .. } => Some("database_not_ready"),
             Error::Store { .. } | Error::Internal { .. } => None,
         }
     }
@@ -180,6 +192,7 @@ impl Error {
             | Error::UpstreamTimeout { .. }
             | Error::StoreUnavailable { .. }
             | Error::Store { .. }
+            | Error::DatabaseNotReady { .. }
             | Error::Internal { .. } => None,
         }
     }
@@ -196,13 +209,19 @@ impl Error {
             | Error::Internal { .. } => false,
             Error::UpstreamUnavailable { .. }
             | Error::UpstreamTimeout { .. }
-            | Error::StoreUnavailable { .. } => true,
+            | Error::StoreUnavailable { .. }
+            | Error::DatabaseNotReady { .. } => true,
         }
     }
 
     /// Client mistakes are routine (debug); upstream trouble is an operator concern (warn);
     /// our own failures are bugs or outages (error).
     pub fn log(&self) {
+        if let Error::DatabaseNotReady { .. } = self {
+            // Expected while a database is created: the caller is told when to come back.
+            tracing::info!(status = self.status().as_u16(), error = %self, "database not ready");
+            return;
+        }
         match self.origin() {
             Origin::Client => {
                 tracing::debug!(status = self.status().as_u16(), error = %self, "request refused")
@@ -244,8 +263,16 @@ impl Error {
             "x-should-retry",
             HeaderValue::from_static(if self.retryable() { "true" } else { "false" }),
         );
-        if matches!(self, Error::StoreUnavailable { .. }) {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        match &self {
+            Error::StoreUnavailable { .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Error::DatabaseNotReady {
+                retry_after_secs, ..
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
         }
         resp
     }
@@ -283,6 +310,20 @@ mod tests {
             message: "slow".into(),
         };
         assert_eq!(t.status(), 504);
+    }
+
+    #[test]
+    fn database_not_ready_is_a_503_with_retry_after() {
+        let e = Error::DatabaseNotReady {
+            message: "The Astra database is being created.".into(),
+            retry_after_secs: 7,
+        };
+        assert_eq!(e.envelope()["error"]["code"], "database_not_ready");
+        assert_eq!(e.envelope()["error"]["type"], "server_error");
+        let r = e.into_response();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "7");
+        assert_eq!(r.headers()["x-should-retry"], "true");
     }
 
     #[test]

@@ -207,6 +207,10 @@ impl Forwarder {
         // The upstream leg is always HTTP/1.1 (or h2 by ALPN, which hyper negotiates itself).
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers, upgrade);
+        // The Astra headers are credentials for this proxy's store, never for the upstream
+        // (an OpenAI-compatible API has no use for a database token).
+        parts.headers.remove(crate::store::astra::TOKEN_HEADER);
+        parts.headers.remove(crate::store::astra::DATABASE_HEADER);
         // hyper's server already answered any 100-continue towards the client.
         parts.headers.remove(header::EXPECT);
         parts.headers.insert(header::HOST, self.base.host.clone());

@@ -29,7 +29,8 @@ use crate::error::Error;
 use crate::forward::{Forwarder, InFlight, RelayBody};
 use crate::metrics::{Metrics, RouteClass};
 use crate::routes::{Resolution, RouteTable};
-use crate::store::{Store, StoreUrl};
+use crate::store::astra::AstraSessions;
+use crate::store::{Store, StoreEnv, StoreUrl};
 use crate::upstream::{UpstreamBase, build_client};
 
 /// Everything a request handler may need, shared by all connections.
@@ -38,6 +39,10 @@ pub struct AppState {
     pub metrics: Metrics,
     pub forwarder: Forwarder,
     pub store: Store,
+    /// Per-request Astra databases (`astra-api-token`), when `astra.per_request_headers`.
+    pub astra: Option<Arc<AstraSessions>>,
+    /// The stores' own background work (Astra forwarders), closed after `tasks`.
+    pub store_env: StoreEnv,
     pub routes: RouteTable,
     /// Background work (upgrade tunnels, later runs and ingestion); shutdown waits for it.
     pub tasks: TaskTracker,
@@ -85,7 +90,15 @@ impl AppState {
         );
         let store_url =
             StoreUrl::parse(&config.store_url).map_err(|e| StartError::Config(e.to_string()))?;
-        let store = Store::open(&store_url).await?;
+        let store_env = StoreEnv::new(config.astra.clone());
+        let store = Store::open_with(&store_url, &store_env).await?;
+        let astra = if config.astra.per_request_headers {
+            Some(Arc::new(
+                AstraSessions::new(&config.astra, &store_env).map_err(StartError::Config)?,
+            ))
+        } else {
+            None
+        };
         let retrieval =
             crate::retrieval::Retrieval::new(config.retrieval.max_concurrent_ingestions);
         Ok(Arc::new(AppState {
@@ -93,6 +106,8 @@ impl AppState {
             metrics,
             forwarder,
             store,
+            astra,
+            store_env,
             routes: RouteTable::new(),
             tasks,
             shutdown,
@@ -130,6 +145,11 @@ pub async fn serve(
     let builder = connection_builder(&state.config);
     let graceful = GracefulShutdown::new();
     state.tasks.spawn(crate::runs::sweeper::run(state.clone()));
+    if let Some(sessions) = &state.astra {
+        state
+            .tasks
+            .spawn(sessions.clone().sweep(state.shutdown.clone()));
+    }
     let connections = TaskTracker::new();
     tracing::info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -186,6 +206,8 @@ pub async fn serve(
     state.tasks.close();
     connections.wait().await;
     state.tasks.wait().await;
+    // Last: runs and ingestion have written their final state through these.
+    state.store_env.close().await;
     tracing::info!("shutdown complete");
 }
 

@@ -13,7 +13,8 @@ use crate::body::{self, ProxyBody};
 use crate::config::{Config, TenancyMode};
 use crate::error::Error;
 use crate::model::Metadata;
-use crate::store::{ListQuery, Order, Page, Tenant};
+use crate::server::AppState;
+use crate::store::{ListQuery, Order, Page, Store, Tenant};
 
 /// Reads the whole body, refusing more than `limit` bytes with a 413 (after discarding the
 /// rest, so the client sees the 413 rather than a reset).
@@ -790,6 +791,9 @@ mod tests {
 #[derive(Clone)]
 pub struct Caller {
     pub tenant: Tenant,
+    /// The database this request reads and writes: the configured `--store`, or the
+    /// caller's own Astra database when it sent `astra-api-token` (see `store::astra`).
+    pub store: Store,
     pub version: super::validate::ApiVersion,
     /// Headers forwarded on internal upstream calls: Authorization, OpenAI-Organization,
     /// OpenAI-Project.
@@ -806,8 +810,19 @@ impl std::fmt::Debug for Caller {
 }
 
 impl Caller {
-    pub fn from_headers(headers: &HeaderMap, config: &Config) -> Result<Caller, Error> {
+    /// Who is calling, and which store serves them. Without Astra headers this is the
+    /// configured store (a clone of its handles, nothing else); with them, the caller's
+    /// database from the session cache, connecting (or creating it) on first use.
+    pub async fn resolve(headers: &HeaderMap, state: &AppState) -> Result<Caller, Error> {
+        let config = &state.config;
         let tenant = tenant(headers, config)?;
+        let store = match crate::store::astra::AstraTarget::from_headers(headers)? {
+            None => state.store.clone(),
+            Some(target) => match &state.astra {
+                Some(sessions) => sessions.store_for(&target).await?,
+                None => return Err(crate::store::astra::headers_refused()),
+            },
+        };
         let mut upstream_headers = HeaderMap::new();
         for name in ["authorization", "openai-organization", "openai-project"] {
             if let Some(v) = headers.get(name) {
@@ -824,6 +839,7 @@ impl Caller {
         }
         Ok(Caller {
             tenant,
+            store,
             version: super::validate::ApiVersion::of(headers),
             upstream_headers,
         })

@@ -34,7 +34,7 @@ use crate::error::Error;
 use crate::ids::now_secs;
 use crate::model::{Chunk, VectorStoreFile};
 use crate::server::AppState;
-use crate::store::{ListQuery, Order, Tenant, VsFileFilter};
+use crate::store::{ListQuery, Order, Store, Tenant, VsFileFilter};
 
 /// How long an ingestion's lease lasts without renewal.
 pub const LEASE: Duration = Duration::from_secs(60);
@@ -70,14 +70,24 @@ pub fn spawn(state: &Arc<AppState>, caller: &Caller, vs_id: &str, file_id: &str)
         .retrieval
         .register(FileKey::new(&caller.tenant, vs_id, file_id));
     let task_state = state.clone();
+    // The caller's own store (its Astra database, or the configured one): the task keeps
+    // that handle, so its writes land where the request's did.
+    let store = caller.store.clone();
     let tenant = caller.tenant.clone();
     let headers = caller.upstream_headers.clone();
     state.tasks.spawn(async move {
-        run(task_state, tenant, headers, reg).await;
+        run(task_state, store, tenant, headers, reg).await;
     });
 }
 
-async fn run(state: Arc<AppState>, tenant: Tenant, headers: HeaderMap, reg: Registration) {
+async fn run(
+    state: Arc<AppState>,
+    store: Store,
+    tenant: Tenant,
+    headers: HeaderMap,
+    reg: Registration,
+) {
+    let store = &store;
     let key = reg.key.clone();
     let work = async {
         // Queued ingestions wait here; their lease is renewed meanwhile (see `supervise`).
@@ -85,15 +95,15 @@ async fn run(state: Arc<AppState>, tenant: Tenant, headers: HeaderMap, reg: Regi
             Ok(p) => p,
             Err(_) => return Outcome::Failed(IngestError::server("ingestion queue closed")),
         };
-        match ingest(&state, &tenant, &headers, &key).await {
+        match ingest(&state, store, &tenant, &headers, &key).await {
             Ok(o) => o,
             Err(e) => Outcome::Failed(e),
         }
     };
-    let outcome = supervise(&state, &tenant, &reg, work).await;
+    let outcome = supervise(&state, store, &tenant, &reg, work).await;
     tracing::debug!(vector_store_id = %key.vector_store_id, file_id = %key.file_id, ?outcome, "ingestion ended");
     if state.retrieval.is_current(&reg)
-        && let Err(e) = finish(&state, &tenant, &key, outcome).await
+        && let Err(e) = finish(store, &tenant, &key, outcome).await
     {
         // The lease runs out and a reader repairs the file.
         tracing::warn!(file_id = %key.file_id, error = %e, "could not record the ingestion result");
@@ -104,6 +114,7 @@ async fn run(state: Arc<AppState>, tenant: Tenant, headers: HeaderMap, reg: Regi
 /// Drives the work while renewing the lease; stops on cancellation or shutdown.
 async fn supervise(
     state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     reg: &Registration,
     work: impl Future<Output = Outcome>,
@@ -116,7 +127,7 @@ async fn supervise(
             () = reg.token.cancelled() => return Outcome::Cancelled,
             () = state.shutdown.cancelled() => return Outcome::Shutdown,
             _ = renew.tick() => {
-                match renew_lease(state, tenant, &reg.key).await {
+                match renew_lease(store, tenant, &reg.key).await {
                     Ok(true) => {}
                     Ok(false) => return Outcome::Gone,
                     Err(e) => tracing::warn!(file_id = %reg.key.file_id, error = %e, "lease renewal failed"),
@@ -127,8 +138,8 @@ async fn supervise(
 }
 
 /// Extends the lease; `false` if the file left `in_progress` (cancelled, removed).
-async fn renew_lease(state: &AppState, tenant: &Tenant, key: &FileKey) -> Result<bool, Error> {
-    let vs = &state.store.vector_stores;
+async fn renew_lease(store: &Store, tenant: &Tenant, key: &FileKey) -> Result<bool, Error> {
+    let vs = &store.vector_stores;
     let Some(mut f) = vs
         .get_vs_file(tenant, &key.vector_store_id, &key.file_id)
         .await?
@@ -146,12 +157,12 @@ async fn renew_lease(state: &AppState, tenant: &Tenant, key: &FileKey) -> Result
 /// The pipeline proper. `Err` is the file's failure; store errors become `server_error`s.
 async fn ingest(
     state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     headers: &HeaderMap,
     key: &FileKey,
 ) -> Result<Outcome, IngestError> {
     let server = |e: Error| IngestError::server(e.to_string());
-    let store = &state.store;
     let Some(vsf) = store
         .vector_stores
         .get_vs_file(tenant, &key.vector_store_id, &key.file_id)
@@ -175,7 +186,7 @@ async fn ingest(
             file.bytes
         )));
     }
-    let bytes = files::read_all(state, tenant, &file)
+    let bytes = files::read_all(store, tenant, &file)
         .await
         .map_err(server)?;
 
@@ -218,7 +229,7 @@ async fn ingest(
         .await
         .map_err(|e| IngestError::server(e.message))?;
     let dims = vectors.first().map_or(0, Vec::len);
-    ensure_dimensions(state, tenant, &key.vector_store_id, dims).await?;
+    ensure_dimensions(store, tenant, &key.vector_store_id, dims).await?;
 
     // The attributes as they are now (an update may have arrived while we embedded).
     let attributes = store
@@ -254,13 +265,13 @@ async fn ingest(
 /// Records the store's embedding dimension on its first embedded file; refuses vectors of
 /// another size (a store holds one dimension: its search compares like with like).
 async fn ensure_dimensions(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     vs_id: &str,
     dims: usize,
 ) -> Result<(), IngestError> {
     let server = |e: crate::store::StoreError| IngestError::server(e.to_string());
-    let vss = &state.store.vector_stores;
+    let vss = &store.vector_stores;
     let Some(mut vs) = vss.get_vector_store(tenant, vs_id).await.map_err(server)? else {
         return Err(IngestError::server("The vector store was deleted."));
     };
@@ -282,13 +293,13 @@ async fn ensure_dimensions(
 /// Writes the outcome onto the file's row, if the row is still the in-progress one this
 /// ingestion owns.
 async fn finish(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     key: &FileKey,
     outcome: Outcome,
 ) -> Result<(), Error> {
-    let vss = &state.store.vector_stores;
-    let chunks = &state.store.chunks;
+    let vss = &store.vector_stores;
+    let chunks = &store.chunks;
     let current = vss
         .get_vs_file(tenant, &key.vector_store_id, &key.file_id)
         .await?;
@@ -350,6 +361,7 @@ fn interrupted() -> serde_json::Value {
 /// Returns whether it changed.
 pub async fn repair(
     state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     f: &mut VectorStoreFile,
 ) -> Result<bool, Error> {
@@ -367,13 +379,18 @@ pub async fn repair(
     f.last_error = Some(interrupted());
     f.ingest_lease_until = None;
     f.usage_bytes = 0;
-    state.store.vector_stores.put_vs_file(tenant, f).await?;
+    store.vector_stores.put_vs_file(tenant, f).await?;
     Ok(true)
 }
 
 /// Repairs every dead in-progress file of a store; returns how many it repaired. Scans a
 /// store at most once per few seconds (callers only ask when it has files in progress).
-pub async fn repair_store(state: &AppState, tenant: &Tenant, vs_id: &str) -> Result<usize, Error> {
+pub async fn repair_store(
+    state: &AppState,
+    store: &Store,
+    tenant: &Tenant,
+    vs_id: &str,
+) -> Result<usize, Error> {
     if !state.retrieval.scan_due(tenant, vs_id) {
         return Ok(0);
     }
@@ -389,13 +406,12 @@ pub async fn repair_store(state: &AppState, tenant: &Tenant, vs_id: &str) -> Res
     };
     let mut repaired = 0;
     loop {
-        let page = state
-            .store
+        let page = store
             .vector_stores
             .list_vs_files(tenant, vs_id, &filter, &q)
             .await?;
         for mut f in page.items.iter().cloned() {
-            if repair(state, tenant, &mut f).await? {
+            if repair(state, store, tenant, &mut f).await? {
                 repaired += 1;
             }
         }

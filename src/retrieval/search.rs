@@ -86,7 +86,7 @@ pub async fn search_many(
     // upstream call).
     let mut by_model: HashMap<String, Vec<String>> = HashMap::new();
     for id in vs_ids {
-        let Some(vs) = state
+        let Some(vs) = caller
             .store
             .vector_stores
             .get_vector_store(tenant, id)
@@ -109,7 +109,7 @@ pub async fn search_many(
             .await
             .map_err(embed::EmbedError::into_error)?;
         for vector in &vectors {
-            let found = state
+            let found = caller
                 .store
                 .chunks
                 .search(tenant, ids, vector, max_results, filter)
@@ -156,7 +156,7 @@ pub async fn search_many(
             hit.filename = name.clone();
             continue;
         }
-        let name = state
+        let name = caller
             .store
             .files
             .get_file(tenant, &hit.file_id)

@@ -18,7 +18,7 @@ use crate::api::common::Caller;
 use crate::error::Error;
 use crate::model::{Message, RunRecord, RunStatus, RunStep, Usage};
 use crate::server::AppState;
-use crate::store::{ListQuery, Order, Tenant};
+use crate::store::{ListQuery, Order, Store, Tenant};
 use crate::upstream::chat::{CallError, ChatStream};
 
 /// Where a run's events go: the SSE response of the request that (re)started the run, if
@@ -44,6 +44,8 @@ pub fn emit(sink: &Option<Sink>, event: Event) {
 /// Identifies the run being executed.
 #[derive(Clone)]
 pub struct RunRef {
+    /// The database the run lives in (the caller's, which may be an Astra database).
+    pub store: Store,
     pub tenant: Tenant,
     pub thread_id: String,
     pub run_id: String,
@@ -60,12 +62,11 @@ pub enum Apply {
 /// another writer got there first. Returns the record as stored afterwards (None if the run
 /// no longer exists).
 pub async fn transition(
-    state: &AppState,
     r: &RunRef,
     mut f: impl FnMut(&mut RunRecord) -> Apply,
 ) -> Result<Option<(RunRecord, bool)>, Error> {
     for _ in 0..32 {
-        let Some(current) = state
+        let Some(current) = r
             .store
             .runs
             .get_run(&r.tenant, &r.thread_id, &r.run_id)
@@ -78,8 +79,7 @@ pub async fn transition(
             Apply::Skip => return Ok(Some((current, false))),
             Apply::Write => {
                 next.version = current.version + 1;
-                if state
-                    .store
+                if r.store
                     .runs
                     .update_run(&r.tenant, &next, current.version)
                     .await?
@@ -137,7 +137,6 @@ fn add_usage(rec: &mut RunRecord, turn: Usage) {
 /// Ends the run's open message and steps after a failure, cancel or expiry, keeping what was
 /// produced (the message becomes `incomplete`).
 pub async fn close_open_items(
-    state: &AppState,
     r: &RunRef,
     step_status: &str,
     message_reason: &str,
@@ -151,7 +150,7 @@ pub async fn close_open_items(
         after: None,
         before: None,
     };
-    let steps = state
+    let steps = r
         .store
         .runs
         .list_steps(&r.tenant, &r.thread_id, &r.run_id, &q)
@@ -163,7 +162,7 @@ pub async fn close_open_items(
     {
         if s.kind == "message_creation"
             && let Some(mid) = s.step_details["message_creation"]["message_id"].as_str()
-            && let Some(mut m) = state
+            && let Some(mut m) = r
                 .store
                 .messages
                 .get_message(&r.tenant, &r.thread_id, mid)
@@ -173,7 +172,7 @@ pub async fn close_open_items(
             m.status = "incomplete".into();
             m.incomplete_at = Some(now);
             m.incomplete_details = Some(json!({"reason": message_reason}));
-            state.store.messages.put_message(&r.tenant, &m).await?;
+            r.store.messages.put_message(&r.tenant, &m).await?;
             emit(sink, Event::Message("incomplete", Box::new(m)));
         }
         s.status = step_status.to_owned();
@@ -185,7 +184,7 @@ pub async fn close_open_items(
             "cancelled" => s.cancelled_at = Some(now),
             _ => s.expired_at = Some(now),
         }
-        state.store.runs.put_step(&r.tenant, &s).await?;
+        r.store.runs.put_step(&r.tenant, &s).await?;
         let name = match step_status {
             "failed" => "failed",
             "cancelled" => "cancelled",
@@ -217,17 +216,8 @@ pub async fn execute(state: Arc<AppState>, caller: Caller, r: RunRef, sink: Opti
         tracing::error!(run_id = %r.run_id, error = %e, "run failed inside the proxy");
         let now = state.clock.now();
         let last_error = json!({"code": "server_error", "message": format!("The proxy failed while executing the run: {e}")});
-        let _ = close_open_items(
-            &state,
-            &r,
-            "failed",
-            "run_failed",
-            Some(&last_error),
-            now,
-            &sink,
-        )
-        .await;
-        if let Ok(Some((rec, true))) = transition(&state, &r, |rec| {
+        let _ = close_open_items(&r, "failed", "run_failed", Some(&last_error), now, &sink).await;
+        if let Ok(Some((rec, true))) = transition(&r, |rec| {
             if !rec.run.status.is_active() {
                 return Apply::Skip;
             }
@@ -253,7 +243,7 @@ async fn drive(
     // Claim: queued → in_progress, with this proxy's lease.
     let lease_ms = state.config.runs.lease.as_millis() as i64;
     let now = state.clock.now();
-    let claimed = transition(state, r, |rec| match rec.run.status {
+    let claimed = transition(r, |rec| match rec.run.status {
         RunStatus::Queued => {
             rec.run.status = RunStatus::InProgress;
             rec.run.started_at.get_or_insert(now);
@@ -298,21 +288,12 @@ async fn drive(
             }
             TurnEnd::Failed(e) => {
                 let last_error = json!({"code": e.code, "message": e.message});
-                close_open_items(
-                    state,
-                    r,
-                    "failed",
-                    "run_failed",
-                    Some(&last_error),
-                    now,
-                    sink,
-                )
-                .await?;
+                close_open_items(r, "failed", "run_failed", Some(&last_error), now, sink).await?;
                 return end_run(state, r, sink, RunStatus::Failed, Some(last_error), None).await;
             }
             TurnEnd::Cancelled => return finalize_cancel(state, r, sink).await,
             TurnEnd::NeedsOutputs(calls) => {
-                let written = transition(state, r, |rec| {
+                let written = transition(r, |rec| {
                     if rec.run.status != RunStatus::InProgress {
                         return Apply::Skip;
                     }
@@ -346,7 +327,7 @@ async fn drive(
 async fn renew(state: &AppState, r: &RunRef) -> Result<Option<RunRecord>, Error> {
     let lease_ms = state.config.runs.lease.as_millis() as i64;
     let owner = state.instance_id.clone();
-    let out = transition(state, r, |rec| {
+    let out = transition(r, |rec| {
         if rec.run.status != RunStatus::InProgress
             || rec.lease_owner.as_deref() != Some(owner.as_str())
         {
@@ -370,7 +351,7 @@ async fn end_run(
 ) -> Result<(), Error> {
     let now = state.clock.now();
     let mut cancelled = false;
-    let written = transition(state, r, |rec| {
+    let written = transition(r, |rec| {
         match rec.run.status {
             RunStatus::InProgress => {}
             RunStatus::Cancelling => {
@@ -408,8 +389,8 @@ pub async fn finalize_cancel(
     sink: &Option<Sink>,
 ) -> Result<(), Error> {
     let now = state.clock.now();
-    close_open_items(state, r, "cancelled", "run_cancelled", None, now, sink).await?;
-    let written = transition(state, r, |rec| {
+    close_open_items(r, "cancelled", "run_cancelled", None, now, sink).await?;
+    let written = transition(r, |rec| {
         if !matches!(
             rec.run.status,
             RunStatus::Cancelling | RunStatus::InProgress | RunStatus::Queued
@@ -428,7 +409,6 @@ pub async fn finalize_cancel(
 
 /// The run's file_search offer and the stores it searches (assistant's and thread's).
 async fn file_search_setup(
-    state: &AppState,
     r: &RunRef,
     rec: &RunRecord,
 ) -> Result<Option<(FileSearchOffer, Vec<String>, Value)>, Error> {
@@ -436,7 +416,7 @@ async fn file_search_setup(
         return Ok(None);
     };
     let mut stores: Vec<String> = Vec::new();
-    if let Some(a) = state
+    if let Some(a) = r
         .store
         .assistants
         .get_assistant(&r.tenant, &rec.run.assistant_id)
@@ -444,12 +424,7 @@ async fn file_search_setup(
     {
         stores.extend(a.tool_resources.vector_store_ids().iter().cloned());
     }
-    if let Some(t) = state
-        .store
-        .threads
-        .get_thread(&r.tenant, &r.thread_id)
-        .await?
-    {
+    if let Some(t) = r.store.threads.get_thread(&r.tenant, &r.thread_id).await? {
         stores.extend(t.tool_resources.vector_store_ids().iter().cloned());
     }
     if let Some(extra) = rec.state["vector_store_ids"].as_array() {
@@ -479,7 +454,7 @@ async fn file_search_setup(
 
 /// The thread's messages for the prompt (oldest first, at most the newest
 /// `MAX_PROMPT_MESSAGES`), without those this run created.
-async fn prompt_messages(state: &AppState, r: &RunRef) -> Result<Vec<Message>, Error> {
+async fn prompt_messages(r: &RunRef) -> Result<Vec<Message>, Error> {
     let mut out = Vec::new();
     let mut q = ListQuery {
         limit: 100,
@@ -488,7 +463,7 @@ async fn prompt_messages(state: &AppState, r: &RunRef) -> Result<Vec<Message>, E
         before: None,
     };
     loop {
-        let page = state
+        let page = r
             .store
             .messages
             .list_messages(&r.tenant, &r.thread_id, None, &q)
@@ -510,18 +485,14 @@ async fn prompt_messages(state: &AppState, r: &RunRef) -> Result<Vec<Message>, E
 }
 
 /// This run's steps in order, and the prompt history they imply.
-async fn run_history(
-    state: &AppState,
-    r: &RunRef,
-    rec: &RunRecord,
-) -> Result<(Vec<RunStep>, Vec<RunItem>), Error> {
+async fn run_history(r: &RunRef, rec: &RunRecord) -> Result<(Vec<RunStep>, Vec<RunItem>), Error> {
     let q = ListQuery {
         limit: 100,
         order: Order::Asc,
         after: None,
         before: None,
     };
-    let steps = state
+    let steps = r
         .store
         .runs
         .list_steps(&r.tenant, &r.thread_id, &r.run_id, &q)
@@ -532,7 +503,7 @@ async fn run_history(
     for s in &steps {
         if s.kind == "message_creation" {
             if let Some(mid) = s.step_details["message_creation"]["message_id"].as_str()
-                && let Some(m) = state
+                && let Some(m) = r
                     .store
                     .messages
                     .get_message(&r.tenant, &r.thread_id, mid)
@@ -601,11 +572,7 @@ async fn run_history(
 }
 
 /// Loads `image_file` parts of the prompt's messages as data URLs (vision), best effort.
-async fn images_of(
-    state: &AppState,
-    r: &RunRef,
-    messages: &[Message],
-) -> std::collections::HashMap<String, String> {
+async fn images_of(r: &RunRef, messages: &[Message]) -> std::collections::HashMap<String, String> {
     let mut out = std::collections::HashMap::new();
     for m in messages {
         for p in &m.content {
@@ -613,7 +580,7 @@ async fn images_of(
                 if out.contains_key(id) {
                     continue;
                 }
-                if let Some(url) = file_search::data_url(state, &r.tenant, id).await {
+                if let Some(url) = file_search::data_url(&r.store, &r.tenant, id).await {
                     out.insert(id.to_owned(), url);
                 }
             }
@@ -631,10 +598,10 @@ async fn one_turn(
     sink: &Option<Sink>,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<Option<TurnEnd>, Error> {
-    let fs = file_search_setup(state, r, rec).await?;
-    let messages = prompt_messages(state, r).await?;
-    let (steps, items) = run_history(state, r, rec).await?;
-    let images = images_of(state, r, &messages).await;
+    let fs = file_search_setup(r, rec).await?;
+    let messages = prompt_messages(r).await?;
+    let (steps, items) = run_history(r, rec).await?;
+    let images = images_of(r, &messages).await;
     let usage = usage_of(rec);
     let built = {
         let lookup = |id: &str| images.get(id).cloned();
@@ -687,14 +654,14 @@ async fn one_turn(
         let next = tokio::select! {
             n = stream.next() => n,
             () = cancel.cancelled() => {
-                save_partial(state, r, &turn).await?;
+                save_partial(r, &turn).await?;
                 return Ok(None);
             }
             _ = renew_tick.tick() => {
                 match renew(state, r).await? {
                     Some(fresh) if fresh.run.status == RunStatus::InProgress => continue,
                     _ => {
-                        save_partial(state, r, &turn).await?;
+                        save_partial(r, &turn).await?;
                         return Ok(Some(TurnEnd::Cancelled));
                     }
                 }
@@ -703,11 +670,11 @@ async fn one_turn(
         match next {
             Ok(Some(chunk)) => {
                 for ev in turn.push(&chunk) {
-                    persist(state, r, &ev).await?;
+                    persist(r, &ev).await?;
                     emit(sink, ev);
                 }
                 if last_save.elapsed() >= PARTIAL_SAVE_EVERY {
-                    save_partial(state, r, &turn).await?;
+                    save_partial(r, &turn).await?;
                     last_save = tokio::time::Instant::now();
                 }
             }
@@ -734,7 +701,7 @@ async fn one_turn(
         }
     });
     // Record usage first: it counts even when the turn failed midway.
-    transition(state, r, |rec| {
+    transition(r, |rec| {
         add_usage(rec, turn_usage);
         Apply::Write
     })
@@ -742,7 +709,7 @@ async fn one_turn(
 
     if let Some(e) = failure {
         // Keep the partial answer; close_open_items marks it incomplete.
-        save_partial(state, r, &turn).await?;
+        save_partial(r, &turn).await?;
         return Ok(Some(TurnEnd::Failed(e)));
     }
 
@@ -754,7 +721,7 @@ async fn one_turn(
         let incomplete = (turn.finish() == Some(&Finish::Length)).then_some("max_tokens");
         let message_usage = (!has_tool_step).then_some(turn_usage);
         for ev in turn.complete_message(anns, incomplete, now, message_usage) {
-            persist(state, r, &ev).await?;
+            persist(r, &ev).await?;
             emit(sink, ev);
         }
     }
@@ -794,7 +761,7 @@ async fn one_turn(
             .as_ref()
             .map(|(o, _, _)| o.name.clone())
             .unwrap_or_default();
-        transition(state, r, |rec| {
+        transition(r, |rec| {
             if !rec.state.is_object() {
                 rec.state = json!({});
             }
@@ -823,32 +790,32 @@ async fn one_turn(
         step.status = "completed".into();
         step.completed_at = Some(now);
         step.usage = Some(turn_usage);
-        state.store.runs.put_step(&r.tenant, &step).await?;
+        r.store.runs.put_step(&r.tenant, &step).await?;
         emit(sink, Event::Step("completed", Box::new(step)));
         Ok(Some(TurnEnd::Searched))
     } else {
         step.usage = Some(turn_usage);
-        state.store.runs.put_step(&r.tenant, &step).await?;
+        r.store.runs.put_step(&r.tenant, &step).await?;
         Ok(Some(TurnEnd::NeedsOutputs(functions)))
     }
 }
 
 /// Persists the objects that creation/completion events carry.
-async fn persist(state: &AppState, r: &RunRef, ev: &Event) -> Result<(), Error> {
+async fn persist(r: &RunRef, ev: &Event) -> Result<(), Error> {
     match ev {
-        Event::Message(_, m) => state.store.messages.put_message(&r.tenant, m).await?,
-        Event::Step(_, s) => state.store.runs.put_step(&r.tenant, s).await?,
+        Event::Message(_, m) => r.store.messages.put_message(&r.tenant, m).await?,
+        Event::Step(_, s) => r.store.runs.put_step(&r.tenant, s).await?,
         _ => {}
     }
     Ok(())
 }
 
 /// Saves the partial answer of an in-progress message.
-async fn save_partial(state: &AppState, r: &RunRef, turn: &Turn) -> Result<(), Error> {
+async fn save_partial(r: &RunRef, turn: &Turn) -> Result<(), Error> {
     if let Some(m) = turn.message() {
         let mut m = m.clone();
         m.content = turn.content();
-        state.store.messages.put_message(&r.tenant, &m).await?;
+        r.store.messages.put_message(&r.tenant, &m).await?;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use crate::api::common::Caller;
 use crate::error::Error;
 use crate::model::Message;
 use crate::server::AppState;
-use crate::store::Tenant;
+use crate::store::{Store, Tenant};
 use crate::upstream::chat::post_json;
 
 /// Default number of passages (the spec's default for gpt-4-class models).
@@ -91,7 +91,7 @@ pub async fn search(
     // Stores embedded with the same model and dimension share one query embedding.
     let mut groups: HashMap<(String, u32), Vec<String>> = HashMap::new();
     for id in stores {
-        if let Some(vs) = state
+        if let Some(vs) = caller
             .store
             .vector_stores
             .get_vector_store(&caller.tenant, id)
@@ -133,7 +133,7 @@ pub async fn search(
             continue;
         }
         scored.extend(
-            state
+            caller
                 .store
                 .chunks
                 .search(&caller.tenant, &ids, &vector, max, None)
@@ -147,7 +147,7 @@ pub async fn search(
     let mut out = Vec::with_capacity(scored.len());
     for c in scored {
         if !names.contains_key(&c.file_id) {
-            let name = state
+            let name = caller
                 .store
                 .files
                 .get_file(&caller.tenant, &c.file_id)
@@ -204,8 +204,8 @@ pub fn render_for_model(turn: usize, hits: &[Hit]) -> String {
 }
 
 /// An image file as a `data:` URL for vision models, if it is small enough.
-pub async fn data_url(state: &AppState, tenant: &Tenant, file_id: &str) -> Option<String> {
-    let f = state.store.files.get_file(tenant, file_id).await.ok()??;
+pub async fn data_url(store: &Store, tenant: &Tenant, file_id: &str) -> Option<String> {
+    let f = store.files.get_file(tenant, file_id).await.ok()??;
     if f.bytes > MAX_INLINE_IMAGE {
         return None;
     }
@@ -219,7 +219,7 @@ pub async fn data_url(state: &AppState, tenant: &Tenant, file_id: &str) -> Optio
     };
     let mut bytes = Vec::with_capacity(f.bytes as usize);
     let mut i = 0;
-    while let Ok(Some(part)) = state.store.files.get_file_part(tenant, file_id, i).await {
+    while let Ok(Some(part)) = store.files.get_file_part(tenant, file_id, i).await {
         bytes.extend_from_slice(&part);
         i += 1;
     }

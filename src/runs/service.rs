@@ -153,8 +153,8 @@ pub async fn load(
     thread_id: &str,
     run_id: &str,
 ) -> Result<RunRecord, Error> {
-    messages::load_thread(state, &caller.tenant, thread_id).await?;
-    let rec = state
+    messages::load_thread(&caller.store, &caller.tenant, thread_id).await?;
+    let rec = caller
         .store
         .runs
         .get_run(&caller.tenant, thread_id, run_id)
@@ -179,12 +179,13 @@ pub async fn expire_if_due(
         return Ok(rec);
     }
     let r = RunRef {
+        store: caller.store.clone(),
         tenant: caller.tenant.clone(),
         thread_id: rec.run.thread_id.clone(),
         run_id: rec.run.id.clone(),
     };
     expire(state, &r).await?;
-    state
+    caller
         .store
         .runs
         .get_run(&caller.tenant, &r.thread_id, &r.run_id)
@@ -195,8 +196,8 @@ pub async fn expire_if_due(
 /// Expires a run (and its open steps).
 pub async fn expire(state: &AppState, r: &RunRef) -> Result<(), Error> {
     let now = state.clock.now();
-    engine::close_open_items(state, r, "expired", "run_expired", None, now, &None).await?;
-    transition(state, r, |rec| {
+    engine::close_open_items(r, "expired", "run_expired", None, now, &None).await?;
+    transition(r, |rec| {
         if !matches!(
             rec.run.status,
             RunStatus::RequiresAction | RunStatus::Queued
@@ -228,7 +229,7 @@ pub async fn create(
     thread_id: Option<&str>,
     opts: RunOptions,
 ) -> Result<(RunRecord, Option<mpsc::UnboundedReceiver<Event>>), Error> {
-    let assistant = assistants::load(state, &caller.tenant, &opts.assistant_id).await?;
+    let assistant = assistants::load(&caller.store, &caller.tenant, &opts.assistant_id).await?;
     let (tx, rx) = if opts.stream {
         let (tx, rx) = mpsc::unbounded_channel();
         (Some(tx), Some(rx))
@@ -238,13 +239,13 @@ pub async fn create(
     let mut new_thread: Option<Thread> = None;
     let thread = match thread_id {
         Some(id) => {
-            let mut thread = messages::load_thread(state, &caller.tenant, id).await?;
-            if let Some(active) = state.store.runs.active_run(&caller.tenant, id).await? {
+            let mut thread = messages::load_thread(&caller.store, &caller.tenant, id).await?;
+            if let Some(active) = caller.store.runs.active_run(&caller.tenant, id).await? {
                 return Err(busy(id, &active));
             }
             for m in opts.additional_messages.iter().cloned() {
                 messages::apply_attachments(state, caller, &mut thread, &m).await?;
-                messages::insert(state, &caller.tenant, id, m, None, None).await?;
+                messages::insert(&caller.store, &caller.tenant, id, m, None, None).await?;
             }
             thread
         }
@@ -316,13 +317,14 @@ pub async fn create(
             "vector_store_ids": opts.tool_resources_stores,
         }),
     };
-    match state.store.runs.create_run(&caller.tenant, &rec).await? {
+    match caller.store.runs.create_run(&caller.tenant, &rec).await? {
         CreateRun::Created => {}
         CreateRun::ThreadBusy(active) => return Err(busy(&thread.id, &active)),
     }
     engine::emit(&tx, Event::Run("created", Box::new(rec.run.clone())));
     engine::emit(&tx, Event::Run("queued", Box::new(rec.run.clone())));
     let r = RunRef {
+        store: caller.store.clone(),
         tenant: caller.tenant.clone(),
         thread_id: thread.id.clone(),
         run_id: rec.run.id.clone(),
@@ -356,11 +358,12 @@ pub async fn cancel(
         ));
     }
     let r = RunRef {
+        store: caller.store.clone(),
         tenant: caller.tenant.clone(),
         thread_id: thread_id.to_owned(),
         run_id: run_id.to_owned(),
     };
-    let Some((written, _)) = transition(state, &r, |rec| match rec.run.status {
+    let Some((written, _)) = transition(&r, |rec| match rec.run.status {
         RunStatus::Queued | RunStatus::InProgress | RunStatus::RequiresAction => {
             rec.run.status = RunStatus::Cancelling;
             // `required_action` belongs to `requires_action` alone (spec §5.1).
@@ -476,12 +479,13 @@ pub async fn submit_tool_outputs(
     }
 
     let r = RunRef {
+        store: caller.store.clone(),
         tenant: caller.tenant.clone(),
         thread_id: thread_id.to_owned(),
         run_id: run_id.to_owned(),
     };
     let lease_ms = state.config.runs.lease.as_millis() as i64;
-    let written = transition(state, &r, |rec| {
+    let written = transition(&r, |rec| {
         if rec.run.status != RunStatus::RequiresAction {
             return Apply::Skip;
         }
@@ -514,7 +518,7 @@ pub async fn submit_tool_outputs(
         after: None,
         before: None,
     };
-    let steps = state
+    let steps = caller
         .store
         .runs
         .list_steps(&caller.tenant, thread_id, run_id, &q)
@@ -539,7 +543,7 @@ pub async fn submit_tool_outputs(
         }
         step.status = "completed".into();
         step.completed_at = Some(now);
-        state.store.runs.put_step(&caller.tenant, &step).await?;
+        caller.store.runs.put_step(&caller.tenant, &step).await?;
         engine::emit(&tx, Event::Step("completed", Box::new(step)));
     }
     engine::emit(&tx, Event::Run("queued", Box::new(rec.run.clone())));
@@ -559,11 +563,12 @@ pub async fn modify(
     f.finish()?;
     load(state, caller, thread_id, run_id).await?;
     let r = RunRef {
+        store: caller.store.clone(),
         tenant: caller.tenant.clone(),
         thread_id: thread_id.to_owned(),
         run_id: run_id.to_owned(),
     };
-    let out = transition(state, &r, |rec| {
+    let out = transition(&r, |rec| {
         match &metadata {
             Field::Set(m) => rec.run.metadata = m.clone(),
             Field::Null => rec.run.metadata.clear(),

@@ -12,6 +12,7 @@ use super::service;
 use crate::error::Error;
 use crate::model::RunStatus;
 use crate::server::AppState;
+use crate::store::Store;
 
 /// Sweeps until shutdown.
 pub async fn run(state: Arc<AppState>) {
@@ -30,16 +31,40 @@ pub async fn run(state: Arc<AppState>) {
     }
 }
 
-/// One pass; returns how many runs it resolved.
+/// One pass over the configured store and every open Astra session (a database nobody
+/// has used since its session closed is swept when it is next opened); returns how many
+/// runs it resolved. One store failing does not keep the others from being swept.
 pub async fn sweep_once(state: &AppState) -> Result<usize, Error> {
+    let mut stores = vec![state.store.clone()];
+    if let Some(sessions) = &state.astra {
+        stores.extend(sessions.open_stores());
+    }
+    let mut resolved = 0;
+    let mut first_error = None;
+    for store in stores {
+        match sweep_store(state, &store).await {
+            Ok(n) => resolved += n,
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) if resolved == 0 => Err(e),
+        _ => Ok(resolved),
+    }
+}
+
+async fn sweep_store(state: &AppState, store: &Store) -> Result<usize, Error> {
     let now = state.clock.now();
     let now_ms = state.clock.now_millis();
     let mut resolved = 0;
-    for (tenant, rec) in state.store.runs.list_active_runs().await? {
+    for (tenant, rec) in store.runs.list_active_runs().await? {
         if state.run_registry.is_running(&rec.run.id) {
             continue;
         }
         let r = RunRef {
+            store: store.clone(),
             tenant,
             thread_id: rec.run.thread_id.clone(),
             run_id: rec.run.id.clone(),
@@ -80,7 +105,7 @@ async fn fail_abandoned(state: &AppState, r: &RunRef, seen_version: u64) -> Resu
         "code": "server_error",
         "message": "The proxy executing this run stopped before it finished; the run was not completed.",
     });
-    let taken = transition(state, r, |rec| {
+    let taken = transition(r, |rec| {
         // Only if nothing changed since we judged it abandoned (a renewal would bump it).
         let dead = rec.lease_until.is_none_or(|until| until < now_ms);
         if rec.version != seen_version
@@ -97,17 +122,8 @@ async fn fail_abandoned(state: &AppState, r: &RunRef, seen_version: u64) -> Resu
     let Some((taken, true)) = taken else {
         return Ok(());
     };
-    engine::close_open_items(
-        state,
-        r,
-        "failed",
-        "run_failed",
-        Some(&last_error),
-        now,
-        &None,
-    )
-    .await?;
-    transition(state, r, |rec| {
+    engine::close_open_items(r, "failed", "run_failed", Some(&last_error), now, &None).await?;
+    transition(r, |rec| {
         if rec.version != taken.version
             || !matches!(rec.run.status, RunStatus::Queued | RunStatus::InProgress)
         {

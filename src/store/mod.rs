@@ -355,14 +355,50 @@ impl Store {
         }
     }
 
-    /// Opens the backend named by the URL, applying schema migrations.
+    /// Opens the backend named by the URL, applying schema migrations. Background work a
+    /// backend needs (the Astra connector's forwarders) runs detached from any server: use
+    /// [`Store::open_with`] to tie it to one.
     pub async fn open(url: &StoreUrl) -> StoreResult<Store> {
+        Store::open_with(url, &StoreEnv::new(crate::config::AstraConfig::default())).await
+    }
+
+    /// Opens the backend named by the URL with the process's store environment.
+    pub async fn open_with(url: &StoreUrl, env: &StoreEnv) -> StoreResult<Store> {
         match url {
             StoreUrl::Sqlite { path } => sqlite::open(path).await,
             StoreUrl::Cassandra(c) => cassandra::open(c).await,
+            StoreUrl::Astra(a) => astra::open(a, env).await,
         }
     }
 }
 
+/// What stores get from the process: a tracker for their background tasks and the token
+/// that stops them, plus the Astra settings. Store work is closed *after* the server's own
+/// tasks (runs, ingestion) have finished, since those write to the stores until the end.
+#[derive(Clone)]
+pub struct StoreEnv {
+    pub tasks: tokio_util::task::TaskTracker,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    pub astra: crate::config::AstraConfig,
+}
+
+impl StoreEnv {
+    pub fn new(astra: crate::config::AstraConfig) -> StoreEnv {
+        StoreEnv {
+            tasks: tokio_util::task::TaskTracker::new(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            astra,
+        }
+    }
+
+    /// Stops the stores' background work and waits for it.
+    pub async fn close(&self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+pub mod astra;
 pub mod cassandra;
 pub mod sqlite;

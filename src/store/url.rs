@@ -4,12 +4,27 @@
 use std::path::PathBuf;
 
 pub const ACCEPTED_FORMS: &str = "expected sqlite://PATH (e.g. sqlite://./assistants.db or sqlite:///var/lib/ap.db) \
-or cassandra://HOST:PORT[,HOST:PORT...]/KEYSPACE[?user=NAME&password_env=VAR&replication=N&consistency=local_quorum&tls=true&ca_file=PATH&dc=NAME]";
+or cassandra://HOST:PORT[,HOST:PORT...]/KEYSPACE[?user=NAME&password_env=VAR&replication=N&consistency=local_quorum&tls=true&ca_file=PATH&dc=NAME] \
+or astra://DATABASE_ID[?keyspace=NAME&token_env=VAR] (token_env defaults to ASTRA_DB_APPLICATION_TOKEN)";
+
+/// Where `astra://` reads the application token when the URL names no variable.
+pub const DEFAULT_ASTRA_TOKEN_ENV: &str = "ASTRA_DB_APPLICATION_TOKEN";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     Sqlite { path: PathBuf },
     Cassandra(CassandraUrl),
+    Astra(AstraUrl),
+}
+
+/// One DataStax Astra database, reached through its secure connect bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AstraUrl {
+    /// The database id (a UUID), as the DevOps API names it.
+    pub database_id: String,
+    pub keyspace: String,
+    /// Name of the environment variable holding the `AstraCS:` token (never the token).
+    pub token_env: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +54,7 @@ pub struct StoreUrlError {
 impl StoreUrl {
     pub fn parse(url: &str) -> Result<StoreUrl, StoreUrlError> {
         let fail = |reason: &str| StoreUrlError {
-            url: url.to_owned(),
+            url: redact_secrets(url),
             reason: reason.to_owned(),
         };
         if let Some(path) = url.strip_prefix("sqlite://") {
@@ -71,13 +86,7 @@ impl StoreUrl {
                 return Err(fail("no host given"));
             }
             let keyspace = keyspace.trim_end_matches('/').to_owned();
-            if keyspace.is_empty()
-                || keyspace.len() > 48
-                || !keyspace
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
-                || keyspace.starts_with('_')
-            {
+            if !valid_keyspace(&keyspace) {
                 return Err(fail(
                     "the keyspace must be 1-48 letters, digits or underscores",
                 ));
@@ -137,8 +146,67 @@ impl StoreUrl {
             }
             return Ok(StoreUrl::Cassandra(out));
         }
+        if let Some(rest) = url.strip_prefix("astra://") {
+            let (id, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let id = id.trim_end_matches('/');
+            if !crate::store::astra::is_database_id(id) {
+                return Err(fail("the Astra database id must be a UUID"));
+            }
+            let mut out = AstraUrl {
+                database_id: id.to_ascii_lowercase(),
+                keyspace: "assistant_api".to_owned(),
+                token_env: DEFAULT_ASTRA_TOKEN_ENV.to_owned(),
+            };
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                match k {
+                    "keyspace" => {
+                        if !valid_keyspace(v) {
+                            return Err(fail(
+                                "the keyspace must be 1-48 letters, digits or underscores",
+                            ));
+                        }
+                        out.keyspace = v.to_owned();
+                    }
+                    "token_env" if !v.is_empty() && !v.contains('=') => {
+                        out.token_env = v.to_owned()
+                    }
+                    "token_env" => return Err(fail("token_env must name a variable")),
+                    "token" | "password" => {
+                        return Err(fail(
+                            "tokens are not accepted in the URL; name an environment variable with token_env",
+                        ));
+                    }
+                    other => return Err(fail(&format!("unknown option {other:?}"))),
+                }
+            }
+            return Ok(StoreUrl::Astra(out));
+        }
         Err(fail("unknown scheme"))
     }
+}
+
+/// The URL with the values of `password=` / `token=` masked: errors quote the URL, and a
+/// secret pasted into it must not travel on into logs.
+fn redact_secrets(url: &str) -> String {
+    let Some((main, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if k == "password" || k == "token" => format!("{k}=<redacted>"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{main}?{}", pairs.join("&"))
+}
+
+pub(crate) fn valid_keyspace(k: &str) -> bool {
+    !k.is_empty()
+        && k.len() <= 48
+        && !k.starts_with('_')
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]
@@ -176,6 +244,37 @@ mod tests {
         assert_eq!(c.password_env.as_deref(), Some("ASTRA_TOKEN"));
         assert_eq!(c.replication, 3);
         assert_eq!(c.consistency, "local_quorum");
+    }
+
+    #[test]
+    fn astra_urls() {
+        let id = "1b2e3c4d-0000-4000-8000-00000000abcd";
+        let StoreUrl::Astra(a) = StoreUrl::parse(&format!("astra://{id}")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.database_id, id);
+        assert_eq!(a.keyspace, "assistant_api");
+        assert_eq!(a.token_env, "ASTRA_DB_APPLICATION_TOKEN");
+        let StoreUrl::Astra(a) = StoreUrl::parse(&format!(
+            "astra://{}?keyspace=ks1&token_env=MY_TOKEN",
+            id.to_uppercase()
+        ))
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.database_id, id);
+        assert_eq!(a.keyspace, "ks1");
+        assert_eq!(a.token_env, "MY_TOKEN");
+        for bad in [
+            "astra://not-a-uuid".to_owned(),
+            format!("astra://{id}?token=AstraCS:x"),
+            format!("astra://{id}?keyspace=bad-name"),
+            format!("astra://{id}?region=x"),
+        ] {
+            let e = StoreUrl::parse(&bad).unwrap_err().to_string();
+            assert!(e.contains("astra://DATABASE_ID"), "{bad}: {e}");
+            assert!(!e.contains("AstraCS:x"), "{e}");
+        }
     }
 
     #[test]

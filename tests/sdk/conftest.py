@@ -217,3 +217,78 @@ def make_client(servers):
 @pytest.fixture
 def client(make_client) -> openai.OpenAI:
     return make_client()
+
+
+# --- Astra: a caller's own database per request ------------------------------------------------
+
+@dataclass
+class AstraServers:
+    """The Astra stand-in (`examples/fake_astra.rs`) and a proxy whose per-request databases
+    are its databases (default store: a fresh SQLite file)."""
+    base_url: str
+    devops_url: str
+
+    def _post(self, path: str, body: dict) -> dict:
+        import json
+
+        req = urllib.request.Request(self.devops_url + path, data=json.dumps(body).encode(),
+                                     headers={"content-type": "application/json"}, method="POST")
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return json.loads(r.read())
+
+    def new_token(self) -> str:
+        """A new valid `AstraCS:` token with no database yet."""
+        return self._post("/stand-in/tokens", {})["token"]
+
+    def new_database(self, token: str, keyspace: str) -> str:
+        """An ACTIVE database of `token` whose keyspace is `keyspace`; returns its id."""
+        return self._post("/stand-in/databases", {"token": token, "keyspace": keyspace})["id"]
+
+
+@pytest.fixture(scope="session")
+def astra(request, servers, tmp_path_factory):
+    node = os.environ.get("ASSISTANTS_PROXY_TEST_CASSANDRA_AUTH")
+    if not node:
+        pytest.fail("the Astra tests need ASSISTANTS_PROXY_TEST_CASSANDRA_AUTH=HOST:PORT of a "
+                    "password-mode node (CASSANDRA_AUTH=password scripts/cassandra.sh start; "
+                    "scripts/test.sh does both)")
+    opt = request.config.getoption
+    proxy_bin = Path(opt("--proxy-bin") or _default_bin("assistants-proxy"))
+    astra_bin = Path(os.environ.get("FAKE_ASTRA_BIN") or _default_bin("examples/fake_astra"))
+    if not astra_bin.is_file():
+        pytest.fail(f"{astra_bin} is missing: build it with `cargo build --example fake_astra`")
+    work = tmp_path_factory.mktemp("astra")
+    astra_log = work / "fake_astra.log"
+    fake = subprocess.Popen([str(astra_bin)], stdout=subprocess.PIPE,
+                            stderr=astra_log.open("wb"), text=True)
+    line = fake.stdout.readline().strip()
+    if not line.startswith("devops "):
+        _stop(fake)
+        pytest.fail(f"the Astra stand-in did not start: {line!r}\n{_tail(astra_log)}")
+    devops = line.removeprefix("devops ")
+    config = work / "proxy.toml"
+    # Each database's own keyspace (the one its bundle names), so databases that share the one
+    # test node stay apart; a short Retry-After so the SDK's own retries wait little.
+    config.write_text(f'[astra]\ndevops_url = "{devops}"\nkeyspace_from_bundle = true\n'
+                      'retry_after_seconds = 1\n')
+    port = _free_port()
+    origin = f"http://127.0.0.1:{port}"
+    proxy_log = work / "proxy.log"
+    proxy = subprocess.Popen(
+        [str(proxy_bin), "serve", "--listen", f"127.0.0.1:{port}", "--upstream",
+         servers.upstream_url, "--store", f"sqlite://{work / 'default.db'}", "--config",
+         str(config)],
+        stdout=proxy_log.open("ab"), stderr=subprocess.STDOUT,
+        env=dict(os.environ, RUST_LOG="debug"))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proxy.poll() is None and not _healthy(origin):
+        time.sleep(0.05)
+    if not _healthy(origin):
+        _stop(proxy)
+        _stop(fake)
+        pytest.fail(f"the Astra proxy did not start:\n{_tail(proxy_log)}")
+    srv = AstraServers(base_url=origin + "/v1", devops_url=devops)
+    srv.proxy_log = proxy_log
+    yield srv
+    _stop(proxy)
+    _stop(fake)

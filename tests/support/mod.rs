@@ -2,6 +2,7 @@
 //! in-process on port 0, and small HTTP client helpers.
 #![allow(dead_code)]
 
+pub mod astra;
 pub mod fake_upstream;
 
 use std::net::SocketAddr;

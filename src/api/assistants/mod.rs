@@ -49,7 +49,7 @@ pub async fn create(
     state: &Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let fields = common::json_body(req, &state.config).await?;
     let parsed = types::parse(fields, caller.version, true)?;
     let a = service::create(state, &caller, parsed).await?;
@@ -63,9 +63,9 @@ pub async fn list(
     state: &Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let p = ListParams::parse(req.uri().query(), 20, 100, true)?;
-    let page = state
+    let page = caller
         .store
         .assistants
         .list_assistants(&caller.tenant, &p.query)
@@ -82,10 +82,10 @@ pub async fn retrieve(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let id = param(&params, "assistant_id");
     check_id("assistant_id", id, "asst_")?;
-    let a = service::load(state, &caller.tenant, id).await?;
+    let a = service::load(&caller.store, &caller.tenant, id).await?;
     Ok(common::json_response(
         http::StatusCode::OK,
         &render(&a, caller.version),
@@ -97,12 +97,12 @@ pub async fn modify(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let id = param(&params, "assistant_id").to_owned();
     check_id("assistant_id", &id, "asst_")?;
     let fields = common::json_body(req, &state.config).await?;
     let parsed = types::parse(fields, caller.version, false)?;
-    let a = service::modify(state, &caller, &id, parsed).await?;
+    let a = service::modify(&caller, &id, parsed).await?;
     Ok(common::json_response(
         http::StatusCode::OK,
         &render(&a, caller.version),
@@ -114,10 +114,10 @@ pub async fn delete(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let id = param(&params, "assistant_id");
     check_id("assistant_id", id, "asst_")?;
-    if !state
+    if !caller
         .store
         .assistants
         .delete_assistant(&caller.tenant, id)
@@ -139,14 +139,14 @@ pub async fn create_file(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let id = param(&params, "assistant_id").to_owned();
     check_id("assistant_id", &id, "asst_")?;
     let mut fields = common::json_body(req, &state.config).await?;
     let file_id = fields.required_string("file_id", 128)?;
     fields.finish()?;
-    let mut a = service::load(state, &caller.tenant, &id).await?;
-    service::check_file(state, &caller.tenant, &file_id).await?;
+    let mut a = service::load(&caller.store, &caller.tenant, &id).await?;
+    service::check_file(&caller.store, &caller.tenant, &file_id).await?;
     if !a.v1_file_ids.contains(&file_id) {
         if a.v1_file_ids.len() >= 20 {
             return Err(common::array_too_long(
@@ -156,7 +156,7 @@ pub async fn create_file(
             ));
         }
         a.v1_file_ids.push(file_id.clone());
-        state
+        caller
             .store
             .assistants
             .put_assistant(&caller.tenant, &a)
@@ -173,11 +173,11 @@ pub async fn list_files(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let id = param(&params, "assistant_id");
     check_id("assistant_id", id, "asst_")?;
     let p = ListParams::parse(req.uri().query(), 20, 100, true)?;
-    let a = service::load(state, &caller.tenant, id).await?;
+    let a = service::load(&caller.store, &caller.tenant, id).await?;
     let page = common::page_of_ids(&a.v1_file_ids, &p.query);
     Ok(common::list_response(
         page,
@@ -200,10 +200,10 @@ pub async fn retrieve_file(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let id = param(&params, "assistant_id");
     check_id("assistant_id", id, "asst_")?;
-    let a = service::load(state, &caller.tenant, id).await?;
+    let a = service::load(&caller.store, &caller.tenant, id).await?;
     let f = file_of(&a, param(&params, "file_id"))?;
     Ok(common::json_response(
         http::StatusCode::OK,
@@ -216,13 +216,13 @@ pub async fn delete_file(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let id = param(&params, "assistant_id");
     check_id("assistant_id", id, "asst_")?;
-    let mut a = service::load(state, &caller.tenant, id).await?;
+    let mut a = service::load(&caller.store, &caller.tenant, id).await?;
     let file_id = file_of(&a, param(&params, "file_id"))?.clone();
     a.v1_file_ids.retain(|f| *f != file_id);
-    state
+    caller
         .store
         .assistants
         .put_assistant(&caller.tenant, &a)

@@ -12,15 +12,14 @@ use crate::error::Error;
 use crate::ids::{new_id, now_secs};
 use crate::model::{Assistant, FileSearchResources, ToolResources};
 use crate::server::AppState;
-use crate::store::Tenant;
+use crate::store::{Store, Tenant};
 
 pub fn not_found(id: &str) -> Error {
     Error::not_found(format!("No assistant found with id '{id}'."))
 }
 
-pub async fn load(state: &AppState, tenant: &Tenant, id: &str) -> Result<Assistant, Error> {
-    state
-        .store
+pub async fn load(store: &Store, tenant: &Tenant, id: &str) -> Result<Assistant, Error> {
+    store
         .assistants
         .get_assistant(tenant, id)
         .await?
@@ -29,13 +28,12 @@ pub async fn load(state: &AppState, tenant: &Tenant, id: &str) -> Result<Assista
 
 /// Checks that every id in `tool_resources` names an object of this tenant.
 pub async fn check_resources(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     tr: &ToolResources,
 ) -> Result<(), Error> {
     for id in tr.vector_store_ids() {
-        if state
-            .store
+        if store
             .vector_stores
             .get_vector_store(tenant, id)
             .await?
@@ -45,13 +43,13 @@ pub async fn check_resources(
         }
     }
     for id in tr.code_interpreter_file_ids() {
-        check_file(state, tenant, id).await?;
+        check_file(store, tenant, id).await?;
     }
     Ok(())
 }
 
-pub async fn check_file(state: &AppState, tenant: &Tenant, id: &str) -> Result<(), Error> {
-    if state.store.files.get_file(tenant, id).await?.is_none() {
+pub async fn check_file(store: &Store, tenant: &Tenant, id: &str) -> Result<(), Error> {
+    if store.files.get_file(tenant, id).await?.is_none() {
         return Err(Error::NotFound {
             message: format!("No such File object: {id}"),
             param: Some("file_id".into()),
@@ -70,7 +68,7 @@ pub async fn apply_helper(
 ) -> Result<(), Error> {
     if let Some(h) = helper {
         for id in &h.file_ids {
-            check_file(state, &caller.tenant, id).await?;
+            check_file(&caller.store, &caller.tenant, id).await?;
         }
         let vs = vector_stores::create(
             state,
@@ -97,10 +95,10 @@ pub async fn create(
     f: AssistantFields,
 ) -> Result<Assistant, Error> {
     let mut tool_resources = f.tool_resources.into_option().unwrap_or_default();
-    check_resources(state, &caller.tenant, &tool_resources).await?;
+    check_resources(&caller.store, &caller.tenant, &tool_resources).await?;
     let v1_file_ids = f.file_ids.into_option().unwrap_or_default();
     for id in &v1_file_ids {
-        check_file(state, &caller.tenant, id).await?;
+        check_file(&caller.store, &caller.tenant, id).await?;
     }
     apply_helper(
         state,
@@ -129,7 +127,7 @@ pub async fn create(
             .unwrap_or_else(|| json!("auto")),
         v1_file_ids,
     };
-    state
+    caller
         .store
         .assistants
         .put_assistant(&caller.tenant, &a)
@@ -137,13 +135,8 @@ pub async fn create(
     Ok(a)
 }
 
-pub async fn modify(
-    state: &Arc<AppState>,
-    caller: &Caller,
-    id: &str,
-    f: AssistantFields,
-) -> Result<Assistant, Error> {
-    let mut a = load(state, &caller.tenant, id).await?;
+pub async fn modify(caller: &Caller, id: &str, f: AssistantFields) -> Result<Assistant, Error> {
+    let mut a = load(&caller.store, &caller.tenant, id).await?;
     if let Field::Set(model) = f.model {
         a.model = model;
     }
@@ -157,7 +150,7 @@ pub async fn modify(
     }
     match f.tool_resources {
         Field::Set(tr) => {
-            check_resources(state, &caller.tenant, &tr).await?;
+            check_resources(&caller.store, &caller.tenant, &tr).await?;
             // Modify replaces each given list and keeps the others.
             if tr.code_interpreter.is_some() {
                 a.tool_resources.code_interpreter = tr.code_interpreter;
@@ -182,11 +175,11 @@ pub async fn modify(
         .unwrap_or_else(|| json!("auto"));
     if let Field::Set(ids) = f.file_ids {
         for fid in &ids {
-            check_file(state, &caller.tenant, fid).await?;
+            check_file(&caller.store, &caller.tenant, fid).await?;
         }
         a.v1_file_ids = ids;
     }
-    state
+    caller
         .store
         .assistants
         .put_assistant(&caller.tenant, &a)

@@ -42,18 +42,18 @@ async fn local(
     if !id.starts_with("file-") {
         return Ok(None);
     }
-    service::find(state, &caller.tenant, id).await
+    service::find(state, &caller.store, &caller.tenant, id).await
 }
 
 pub async fn list(
     state: &Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     // `/files` is the odd list: up to 10 000 per page, 10 000 by default, no `before`.
     let p = ListParams::parse(req.uri().query(), 10_000, 10_000, false)?;
     let purpose = p.get("purpose").filter(|v| !v.is_empty());
-    let page = state
+    let page = caller
         .store
         .files
         .list_files(&caller.tenant, purpose, &p.query)
@@ -74,7 +74,7 @@ pub async fn retrieve(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     match local(state, &caller, &file_id(&params)).await? {
         Some(f) => common::ok(&f),
         None => Ok(forward(state, req).await),
@@ -86,10 +86,10 @@ pub async fn delete(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let id = file_id(&params);
     if local(state, &caller, &id).await?.is_some()
-        && service::delete(state, &caller.tenant, &id).await?
+        && service::delete(state, &caller.store, &caller.tenant, &id).await?
     {
         // OpenAI answers `object: "file"` here, not `file.deleted`.
         return Ok(common::deleted(&id, "file"));
@@ -102,7 +102,7 @@ pub async fn content(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let Some(f) = local(state, &caller, &file_id(&params)).await? else {
         return Ok(forward(state, req).await);
     };
@@ -112,5 +112,5 @@ pub async fn content(
             None,
         ));
     }
-    Ok(service::content_response(state, &caller.tenant, &f))
+    Ok(service::content_response(&caller.store, &caller.tenant, &f))
 }

@@ -14,7 +14,7 @@ use crate::ids::now_secs;
 use crate::model::FileObject;
 use crate::retrieval::FileKey;
 use crate::server::AppState;
-use crate::store::Tenant;
+use crate::store::{Store, Tenant};
 
 /// Size of a stored content piece: the store contract's upper bound, and the most an upload or
 /// download holds in memory per file at once.
@@ -57,12 +57,13 @@ fn expired(f: &FileObject) -> bool {
 /// as OpenAI deletes files when they expire).
 pub async fn find(
     state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     id: &str,
 ) -> Result<Option<FileObject>, Error> {
-    match state.store.files.get_file(tenant, id).await? {
+    match store.files.get_file(tenant, id).await? {
         Some(f) if expired(&f) => {
-            delete(state, tenant, id).await?;
+            delete(state, store, tenant, id).await?;
             Ok(None)
         }
         other => Ok(other),
@@ -76,8 +77,13 @@ pub fn visible(files: Vec<FileObject>) -> Vec<FileObject> {
 
 /// Deletes a file with its content, chunks and vector-store memberships, and stops any
 /// ingestion of it. `false` if it did not exist.
-pub async fn delete(state: &AppState, tenant: &Tenant, id: &str) -> Result<bool, Error> {
-    let deleted = state.store.files.delete_file(tenant, id).await?;
+pub async fn delete(
+    state: &AppState,
+    store: &Store,
+    tenant: &Tenant,
+    id: &str,
+) -> Result<bool, Error> {
+    let deleted = store.files.delete_file(tenant, id).await?;
     state
         .retrieval
         .cancel_where(|k: &FileKey| k.tenant == tenant.as_str() && k.file_id == id);
@@ -85,17 +91,16 @@ pub async fn delete(state: &AppState, tenant: &Tenant, id: &str) -> Result<bool,
 }
 
 /// The whole content in memory (ingestion needs it whole: PDF and DOCX are random-access).
-pub async fn read_all(state: &AppState, tenant: &Tenant, f: &FileObject) -> Result<Vec<u8>, Error> {
+pub async fn read_all(store: &Store, tenant: &Tenant, f: &FileObject) -> Result<Vec<u8>, Error> {
     let mut out = Vec::with_capacity(usize::try_from(f.bytes).unwrap_or(0));
     for i in 0..part_count(f.bytes) {
-        out.extend_from_slice(&part(state, tenant, &f.id, i).await?);
+        out.extend_from_slice(&part(store, tenant, &f.id, i).await?);
     }
     Ok(out)
 }
 
-async fn part(state: &AppState, tenant: &Tenant, id: &str, index: u32) -> Result<Bytes, Error> {
-    state
-        .store
+async fn part(store: &Store, tenant: &Tenant, id: &str, index: u32) -> Result<Bytes, Error> {
+    store
         .files
         .get_file_part(tenant, id, index)
         .await?
@@ -106,20 +111,16 @@ async fn part(state: &AppState, tenant: &Tenant, id: &str, index: u32) -> Result
 
 /// The raw content as a streamed response: one piece read per frame, so a download holds at
 /// most one piece in memory however large the file.
-pub fn content_response(
-    state: &std::sync::Arc<AppState>,
-    tenant: &Tenant,
-    f: &FileObject,
-) -> Response<ProxyBody> {
+pub fn content_response(store: &Store, tenant: &Tenant, f: &FileObject) -> Response<ProxyBody> {
     let parts = part_count(f.bytes);
-    let (state, tenant, id) = (state.clone(), tenant.clone(), f.id.clone());
+    let (store, tenant, id) = (store.clone(), tenant.clone(), f.id.clone());
     let frames = stream::unfold(0u32, move |i| {
-        let (state, tenant, id) = (state.clone(), tenant.clone(), id.clone());
+        let (store, tenant, id) = (store.clone(), tenant.clone(), id.clone());
         async move {
             if i >= parts {
                 return None;
             }
-            let item = part(&state, &tenant, &id, i)
+            let item = part(&store, &tenant, &id, i)
                 .await
                 .map(Frame::data)
                 .map_err(|e| -> BoxError { Box::new(e) });

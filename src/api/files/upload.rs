@@ -35,7 +35,7 @@ use crate::error::Error;
 use crate::ids::{new_id, now_secs};
 use crate::model::FileObject;
 use crate::server::AppState;
-use crate::store::Tenant;
+use crate::store::{Store, Tenant};
 
 /// Raw bytes kept in memory while `purpose` is unknown; beyond this they spill to disk.
 pub const MEMORY_PREFIX: usize = 1024 * 1024;
@@ -238,7 +238,7 @@ pub async fn create(
     state: &Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -288,7 +288,7 @@ pub async fn create(
     }
     let mut mp = multer::Multipart::new(replay, boundary);
     let file = store_upload(
-        state,
+        &caller.store,
         &caller.tenant,
         &mut mp,
         purpose,
@@ -366,7 +366,7 @@ async fn find_purpose(
 
 /// Phase 2 for a local purpose: stores the `file` field piece by piece, then the metadata.
 async fn store_upload(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     mp: &mut multer::Multipart<'_>,
     purpose: String,
@@ -374,10 +374,10 @@ async fn store_upload(
     max_file: u64,
 ) -> Result<FileObject, Error> {
     let id = new_id("file-");
-    let result = store_fields(state, tenant, &id, mp, purpose, too_large, max_file).await;
+    let result = store_fields(store, tenant, &id, mp, purpose, too_large, max_file).await;
     if result.is_err() {
         // Pieces already written must not linger without their metadata.
-        if let Err(e) = state.store.files.delete_file(tenant, &id).await {
+        if let Err(e) = store.files.delete_file(tenant, &id).await {
             tracing::warn!(file_id = %id, error = %e, "could not clean up a failed upload");
         }
     }
@@ -391,7 +391,7 @@ struct Expiry {
 }
 
 async fn store_fields(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     id: &str,
     mp: &mut multer::Multipart<'_>,
@@ -421,7 +421,7 @@ async fn store_fields(
                     .unwrap_or("file")
                     .to_owned();
                 let bytes =
-                    store_content(state, tenant, id, &mut field, too_large, max_file).await?;
+                    store_content(store, tenant, id, &mut field, too_large, max_file).await?;
                 stored = Some((filename, bytes));
             }
             Some("expires_after[anchor]") => {
@@ -453,13 +453,13 @@ async fn store_fields(
         status: "processed".into(),
         status_details: None,
     };
-    state.store.files.put_file(tenant, &file).await?;
+    store.files.put_file(tenant, &file).await?;
     Ok(file)
 }
 
 /// Streams the field into pieces of exactly [`PART_SIZE`] (the last one shorter).
 async fn store_content(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     id: &str,
     field: &mut multer::Field<'_>,
@@ -481,17 +481,12 @@ async fn store_content(
         buf.extend_from_slice(&chunk);
         while buf.len() >= PART_SIZE {
             let piece = buf.split_to(PART_SIZE).freeze();
-            state
-                .store
-                .files
-                .put_file_part(tenant, id, index, piece)
-                .await?;
+            store.files.put_file_part(tenant, id, index, piece).await?;
             index += 1;
         }
     }
     if !buf.is_empty() {
-        state
-            .store
+        store
             .files
             .put_file_part(tenant, id, index, buf.freeze())
             .await?;

@@ -43,14 +43,9 @@ fn ids(params: &PathParams) -> Result<(&str, Option<&str>), Error> {
     Ok((thread_id, message_id))
 }
 
-async fn load(
-    state: &AppState,
-    caller: &Caller,
-    thread_id: &str,
-    message_id: &str,
-) -> Result<Message, Error> {
-    service::load_thread(state, &caller.tenant, thread_id).await?;
-    state
+async fn load(caller: &Caller, thread_id: &str, message_id: &str) -> Result<Message, Error> {
+    service::load_thread(&caller.store, &caller.tenant, thread_id).await?;
+    caller
         .store
         .messages
         .get_message(&caller.tenant, thread_id, message_id)
@@ -63,12 +58,12 @@ pub async fn create(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let (thread_id, _) = ids(&params)?;
     let thread_id = thread_id.to_owned();
     let fields = common::json_body(req, &state.config).await?;
     let new = types::parse(fields, caller.version)?;
-    let mut thread = service::load_thread(state, &caller.tenant, &thread_id).await?;
+    let mut thread = service::load_thread(&caller.store, &caller.tenant, &thread_id).await?;
     let m = service::create(state, &caller, &mut thread, new).await?;
     Ok(common::json_response(
         StatusCode::OK,
@@ -81,11 +76,11 @@ pub async fn list(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let (thread_id, _) = ids(&params)?;
     let p = ListParams::parse(req.uri().query(), 20, 100, true)?;
-    service::load_thread(state, &caller.tenant, thread_id).await?;
-    let page = state
+    service::load_thread(&caller.store, &caller.tenant, thread_id).await?;
+    let page = caller
         .store
         .messages
         .list_messages(&caller.tenant, thread_id, p.get("run_id"), &p.query)
@@ -102,9 +97,9 @@ pub async fn retrieve(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let (thread_id, message_id) = ids(&params)?;
-    let m = load(state, &caller, thread_id, message_id.unwrap_or_default()).await?;
+    let m = load(&caller, thread_id, message_id.unwrap_or_default()).await?;
     Ok(common::json_response(
         StatusCode::OK,
         &render(&m, caller.version),
@@ -116,7 +111,7 @@ pub async fn modify(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let (thread_id, message_id) = ids(&params)?;
     let (thread_id, message_id) = (
         thread_id.to_owned(),
@@ -125,13 +120,17 @@ pub async fn modify(
     let mut fields = common::json_body(req, &state.config).await?;
     let metadata = fields.metadata()?;
     fields.finish()?;
-    let mut m = load(state, &caller, &thread_id, &message_id).await?;
+    let mut m = load(&caller, &thread_id, &message_id).await?;
     match metadata {
         Field::Set(md) => m.metadata = md,
         Field::Null => m.metadata.clear(),
         Field::Absent => {}
     }
-    state.store.messages.put_message(&caller.tenant, &m).await?;
+    caller
+        .store
+        .messages
+        .put_message(&caller.tenant, &m)
+        .await?;
     Ok(common::json_response(
         StatusCode::OK,
         &render(&m, caller.version),
@@ -143,11 +142,11 @@ pub async fn delete(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let (thread_id, message_id) = ids(&params)?;
     let message_id = message_id.unwrap_or_default();
-    service::load_thread(state, &caller.tenant, thread_id).await?;
-    if !state
+    service::load_thread(&caller.store, &caller.tenant, thread_id).await?;
+    if !caller
         .store
         .messages
         .delete_message(&caller.tenant, thread_id, message_id)
@@ -169,10 +168,10 @@ pub async fn list_files(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let (thread_id, message_id) = ids(&params)?;
     let p = ListParams::parse(req.uri().query(), 20, 100, true)?;
-    let m = load(state, &caller, thread_id, message_id.unwrap_or_default()).await?;
+    let m = load(&caller, thread_id, message_id.unwrap_or_default()).await?;
     let file_ids: Vec<String> = m.attachments.iter().map(|a| a.file_id.clone()).collect();
     let page = common::page_of_ids(&file_ids, &p.query);
     Ok(common::list_response(
@@ -187,9 +186,9 @@ pub async fn retrieve_file(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let (thread_id, message_id) = ids(&params)?;
-    let m = load(state, &caller, thread_id, message_id.unwrap_or_default()).await?;
+    let m = load(&caller, thread_id, message_id.unwrap_or_default()).await?;
     let file_id = params.get("file_id").unwrap_or_default();
     if !m.attachments.iter().any(|a| a.file_id == file_id) {
         return Err(Error::not_found(format!(

@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::ids::{new_id, now_secs};
 use crate::model::{CodeInterpreterResources, ExpiresAfter, FileSearchResources, Message, Thread};
 use crate::server::AppState;
-use crate::store::Tenant;
+use crate::store::{Store, Tenant};
 
 pub fn not_found(id: &str) -> Error {
     Error::not_found(format!("No message found with id '{id}'."))
@@ -21,9 +21,8 @@ pub fn thread_not_found(id: &str) -> Error {
     Error::not_found(format!("No thread found with id '{id}'."))
 }
 
-pub async fn load_thread(state: &AppState, tenant: &Tenant, id: &str) -> Result<Thread, Error> {
-    state
-        .store
+pub async fn load_thread(store: &Store, tenant: &Tenant, id: &str) -> Result<Thread, Error> {
+    store
         .threads
         .get_thread(tenant, id)
         .await?
@@ -31,12 +30,8 @@ pub async fn load_thread(state: &AppState, tenant: &Tenant, id: &str) -> Result<
 }
 
 /// Refuses new messages while a run is active on the thread.
-pub async fn check_unlocked(
-    state: &AppState,
-    tenant: &Tenant,
-    thread_id: &str,
-) -> Result<(), Error> {
-    if let Some(run_id) = state.store.runs.active_run(tenant, thread_id).await? {
+pub async fn check_unlocked(store: &Store, tenant: &Tenant, thread_id: &str) -> Result<(), Error> {
+    if let Some(run_id) = store.runs.active_run(tenant, thread_id).await? {
         return Err(Error::invalid(
             format!("Can't add messages to {thread_id} while a run {run_id} is active."),
             None,
@@ -57,7 +52,7 @@ pub async fn apply_attachments(
     }
     let mut changed = false;
     for a in &new.attachments {
-        if state
+        if caller
             .store
             .files
             .get_file(&caller.tenant, &a.file_id)
@@ -105,7 +100,7 @@ pub async fn apply_attachments(
                             vs.id
                         }
                     };
-                    let existing = state
+                    let existing = caller
                         .store
                         .vector_stores
                         .get_vs_file(&caller.tenant, &vs_id, &a.file_id)
@@ -122,7 +117,7 @@ pub async fn apply_attachments(
         }
     }
     if changed {
-        state
+        caller
             .store
             .threads
             .put_thread(&caller.tenant, thread)
@@ -133,7 +128,7 @@ pub async fn apply_attachments(
 
 /// Builds and stores a message (attachments already applied by the caller).
 pub async fn insert(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     thread_id: &str,
     new: NewMessage,
@@ -157,7 +152,7 @@ pub async fn insert(
         attachments: new.attachments,
         metadata: new.metadata,
     };
-    state.store.messages.put_message(tenant, &m).await?;
+    store.messages.put_message(tenant, &m).await?;
     Ok(m)
 }
 
@@ -168,7 +163,7 @@ pub async fn create(
     thread: &mut Thread,
     new: NewMessage,
 ) -> Result<Message, Error> {
-    check_unlocked(state, &caller.tenant, &thread.id).await?;
+    check_unlocked(&caller.store, &caller.tenant, &thread.id).await?;
     apply_attachments(state, caller, thread, &new).await?;
-    insert(state, &caller.tenant, &thread.id, new, None, None).await
+    insert(&caller.store, &caller.tenant, &thread.id, new, None, None).await
 }

@@ -112,7 +112,7 @@ pub async fn create(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let (thread_id, _) = ids(&params)?;
     let include = service::include_content(req.uri().query())?;
     let fields = common::json_body(req, &state.config).await?;
@@ -129,7 +129,7 @@ pub async fn create_thread_and_run(
     state: &Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let include = service::include_content(req.uri().query())?;
     let fields = common::json_body(req, &state.config).await?;
     let mut opts = service::parse(fields, caller.version, true)?;
@@ -146,11 +146,11 @@ pub async fn list(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let (thread_id, _) = ids(&params)?;
     let p = ListParams::parse(req.uri().query(), 20, 100, true)?;
-    messages::service::load_thread(state, &caller.tenant, &thread_id).await?;
-    let page = state
+    messages::service::load_thread(&caller.store, &caller.tenant, &thread_id).await?;
+    let page = caller
         .store
         .runs
         .list_runs(&caller.tenant, &thread_id, &p.query)
@@ -175,7 +175,7 @@ pub async fn retrieve(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let (thread_id, run_id) = ids(&params)?;
     let rec = service::load(state, &caller, &thread_id, &run_id).await?;
     Ok(run_response(&rec.run, caller.version))
@@ -186,7 +186,7 @@ pub async fn modify(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let (thread_id, run_id) = ids(&params)?;
     let fields = common::json_body(req, &state.config).await?;
     let rec = service::modify(state, &caller, &thread_id, &run_id, fields).await?;
@@ -198,7 +198,7 @@ pub async fn cancel(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let (thread_id, run_id) = ids(&params)?;
     // The body is ignored (the spec defines none), but must not be unreadable garbage.
     common::read_body(req, state.config.limits.max_json_body_bytes).await?;
@@ -211,7 +211,7 @@ pub async fn submit_tool_outputs(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let (thread_id, run_id) = ids(&params)?;
     let fields = common::json_body(req, &state.config).await?;
     let (rec, rx) =
@@ -227,12 +227,12 @@ pub async fn list_steps(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let (thread_id, run_id) = ids(&params)?;
     let include = service::include_content(req.uri().query())?;
     let p = ListParams::parse(req.uri().query(), 20, 100, true)?;
     service::load(state, &caller, &thread_id, &run_id).await?;
-    let page = state
+    let page = caller
         .store
         .runs
         .list_steps(&caller.tenant, &thread_id, &run_id, &p.query)
@@ -249,13 +249,13 @@ pub async fn retrieve_step(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let (thread_id, run_id) = ids(&params)?;
     let step_id = params.get("step_id").unwrap_or_default();
     check_id("step_id", step_id, "step_")?;
     let include = service::include_content(req.uri().query())?;
     service::load(state, &caller, &thread_id, &run_id).await?;
-    let step = state
+    let step = caller
         .store
         .runs
         .get_step(&caller.tenant, &thread_id, &run_id, step_id)

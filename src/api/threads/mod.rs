@@ -40,7 +40,7 @@ pub async fn create(
     state: &Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let fields = common::json_body(req, &state.config).await?;
     let new = service::parse_create(fields, caller.version, "")?;
     let (thread, _) = service::create(state, &caller, new).await?;
@@ -55,9 +55,9 @@ pub async fn retrieve(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let id = thread_id(&params)?;
-    let t = crate::api::messages::service::load_thread(state, &caller.tenant, id).await?;
+    let t = crate::api::messages::service::load_thread(&caller.store, &caller.tenant, id).await?;
     Ok(common::json_response(
         StatusCode::OK,
         &render(&t, caller.version),
@@ -69,10 +69,10 @@ pub async fn modify(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let id = thread_id(&params)?.to_owned();
     let fields = common::json_body(req, &state.config).await?;
-    let t = service::modify(state, &caller, &id, fields).await?;
+    let t = service::modify(&caller, &id, fields).await?;
     Ok(common::json_response(
         StatusCode::OK,
         &render(&t, caller.version),
@@ -84,9 +84,9 @@ pub async fn delete(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let id = thread_id(&params)?;
-    if !state
+    if !caller
         .store
         .threads
         .delete_thread(&caller.tenant, id)

@@ -59,7 +59,7 @@ pub async fn create(
     new: NewThread,
 ) -> Result<(Thread, Vec<Message>), Error> {
     let mut tool_resources = new.tool_resources;
-    check_resources(state, &caller.tenant, &tool_resources).await?;
+    check_resources(&caller.store, &caller.tenant, &tool_resources).await?;
     let expiry = ExpiresAfter {
         anchor: "last_active_at".into(),
         days: 7,
@@ -72,7 +72,7 @@ pub async fn create(
         tool_resources,
         metadata: new.metadata,
     };
-    state
+    caller
         .store
         .threads
         .put_thread(&caller.tenant, &thread)
@@ -80,17 +80,14 @@ pub async fn create(
     let mut made = Vec::with_capacity(new.messages.len());
     for m in new.messages {
         messages::apply_attachments(state, caller, &mut thread, &m).await?;
-        made.push(messages::insert(state, &caller.tenant, &thread.id, m, None, None).await?);
+        made.push(
+            messages::insert(&caller.store, &caller.tenant, &thread.id, m, None, None).await?,
+        );
     }
     Ok((thread, made))
 }
 
-pub async fn modify(
-    state: &Arc<AppState>,
-    caller: &Caller,
-    id: &str,
-    mut f: Fields,
-) -> Result<Thread, Error> {
+pub async fn modify(caller: &Caller, id: &str, mut f: Fields) -> Result<Thread, Error> {
     let tool_resources = match f.object("tool_resources")? {
         Field::Set(tr) => Field::Set(validate::tool_resources(tr, false)?.0),
         Field::Null => Field::Null,
@@ -98,10 +95,10 @@ pub async fn modify(
     };
     let metadata = f.metadata()?;
     f.finish()?;
-    let mut t = messages::load_thread(state, &caller.tenant, id).await?;
+    let mut t = messages::load_thread(&caller.store, &caller.tenant, id).await?;
     match tool_resources {
         Field::Set(tr) => {
-            check_resources(state, &caller.tenant, &tr).await?;
+            check_resources(&caller.store, &caller.tenant, &tr).await?;
             if tr.code_interpreter.is_some() {
                 t.tool_resources.code_interpreter = tr.code_interpreter;
             }
@@ -117,6 +114,6 @@ pub async fn modify(
         Field::Null => t.metadata.clear(),
         Field::Absent => {}
     }
-    state.store.threads.put_thread(&caller.tenant, &t).await?;
+    caller.store.threads.put_thread(&caller.tenant, &t).await?;
     Ok(t)
 }

@@ -23,11 +23,11 @@ pub async fn create(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let vs = vs_id(&params)?;
     let fields = common::json_body(req, &state.config).await?;
     let items = types::parse_batch(fields)?;
-    let store = service::load(state, &caller.tenant, &vs).await?;
+    let store = service::load(state, &caller.store, &caller.tenant, &vs).await?;
     service::check_not_expired(&store)?;
     let b = service::create_batch(state, &caller, &vs, items).await?;
     Ok(respond(&types::render_batch(&b)))
@@ -38,11 +38,11 @@ pub async fn retrieve(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let vs = vs_id(&params)?;
     let id = batch_id(&params)?;
-    service::load(state, &caller.tenant, &vs).await?;
-    let b = service::load_batch(state, &caller.tenant, &vs, &id).await?;
+    service::load(state, &caller.store, &caller.tenant, &vs).await?;
+    let b = service::load_batch(state, &caller.store, &caller.tenant, &vs, &id).await?;
     Ok(respond(&types::render_batch(&b)))
 }
 
@@ -51,11 +51,11 @@ pub async fn cancel(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let vs = vs_id(&params)?;
     let id = batch_id(&params)?;
-    service::load(state, &caller.tenant, &vs).await?;
-    let b = service::cancel_batch(state, &caller.tenant, &vs, &id).await?;
+    service::load(state, &caller.store, &caller.tenant, &vs).await?;
+    let b = service::cancel_batch(state, &caller.store, &caller.tenant, &vs, &id).await?;
     Ok(respond(&types::render_batch(&b)))
 }
 

@@ -27,11 +27,11 @@ pub async fn create(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let vs = vs_id(&params)?;
     let fields = common::json_body(req, &state.config).await?;
     let new = types::parse_add_file(fields)?;
-    let store = service::load(state, &caller.tenant, &vs).await?;
+    let store = service::load(state, &caller.store, &caller.tenant, &vs).await?;
     service::check_not_expired(&store)?;
     let f = service::add_file(
         state,
@@ -53,23 +53,23 @@ pub async fn list_in(
     vs: &str,
     batch_id: Option<String>,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let p = ListParams::parse(req.uri().query(), 20, 100, true)?;
     let status = types::status_filter(&p)?;
     // 404 for a missing store (or batch), not an empty list.
-    service::load(state, &caller.tenant, vs).await?;
+    service::load(state, &caller.store, &caller.tenant, vs).await?;
     if let Some(b) = &batch_id {
-        service::load_batch(state, &caller.tenant, vs, b).await?;
+        service::load_batch(state, &caller.store, &caller.tenant, vs, b).await?;
     }
     let filter = VsFileFilter { status, batch_id };
-    let page = state
+    let page = caller
         .store
         .vector_stores
         .list_vs_files(&caller.tenant, vs, &filter, &p.query)
         .await?;
     let mut items = Vec::with_capacity(page.items.len());
     for mut f in page.items {
-        ingest::repair(state, &caller.tenant, &mut f).await?;
+        ingest::repair(state, &caller.store, &caller.tenant, &mut f).await?;
         items.push(f);
     }
     let page = Page {
@@ -93,11 +93,11 @@ pub async fn retrieve(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let vs = vs_id(&params)?;
     let id = file_id(&params)?;
-    service::load(state, &caller.tenant, &vs).await?;
-    let f = service::load_file(state, &caller.tenant, &vs, &id).await?;
+    service::load(state, &caller.store, &caller.tenant, &vs).await?;
+    let f = service::load_file(state, &caller.store, &caller.tenant, &vs, &id).await?;
     Ok(respond(&types::render_file(&f)))
 }
 
@@ -106,13 +106,14 @@ pub async fn update(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let vs = vs_id(&params)?;
     let id = file_id(&params)?;
     let fields = common::json_body(req, &state.config).await?;
     let attributes = types::parse_update_file(fields)?;
-    service::load(state, &caller.tenant, &vs).await?;
-    let f = service::set_attributes(state, &caller.tenant, &vs, &id, attributes).await?;
+    service::load(state, &caller.store, &caller.tenant, &vs).await?;
+    let f =
+        service::set_attributes(state, &caller.store, &caller.tenant, &vs, &id, attributes).await?;
     Ok(respond(&types::render_file(&f)))
 }
 
@@ -121,11 +122,11 @@ pub async fn delete(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let vs = vs_id(&params)?;
     let id = file_id(&params)?;
-    service::load(state, &caller.tenant, &vs).await?;
-    if !service::remove_file(state, &caller.tenant, &vs, &id).await? {
+    service::load(state, &caller.store, &caller.tenant, &vs).await?;
+    if !service::remove_file(state, &caller.store, &caller.tenant, &vs, &id).await? {
         return Err(service::file_not_found(&vs, &id));
     }
     Ok(common::deleted(&id, "vector_store.file.deleted"))
@@ -136,12 +137,12 @@ pub async fn content(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let vs = vs_id(&params)?;
     let id = file_id(&params)?;
-    service::load(state, &caller.tenant, &vs).await?;
-    service::load_file(state, &caller.tenant, &vs, &id).await?;
-    let chunks = state
+    service::load(state, &caller.store, &caller.tenant, &vs).await?;
+    service::load_file(state, &caller.store, &caller.tenant, &vs, &id).await?;
+    let chunks = caller
         .store
         .chunks
         .file_chunks(&caller.tenant, &vs, &id)

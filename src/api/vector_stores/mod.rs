@@ -36,7 +36,7 @@ pub async fn create(
     state: &Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let fields = common::json_body(req, &state.config).await?;
     let new = types::parse_create(fields)?;
     let vs = service::create(state, &caller, new).await?;
@@ -47,16 +47,16 @@ pub async fn list(
     state: &Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let p = ListParams::parse(req.uri().query(), 20, 100, true)?;
-    let page = state
+    let page = caller
         .store
         .vector_stores
         .list_vector_stores(&caller.tenant, &p.query)
         .await?;
     let mut items = Vec::with_capacity(page.items.len());
     for vs in page.items {
-        items.push(service::derive(state, &caller.tenant, vs).await?);
+        items.push(service::derive(state, &caller.store, &caller.tenant, vs).await?);
     }
     let page = crate::store::Page {
         items,
@@ -70,9 +70,9 @@ pub async fn retrieve(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let id = vs_id(&params)?;
-    let vs = service::load(state, &caller.tenant, &id).await?;
+    let vs = service::load(state, &caller.store, &caller.tenant, &id).await?;
     Ok(respond(&types::render_store(&vs)))
 }
 
@@ -81,11 +81,11 @@ pub async fn modify(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let id = vs_id(&params)?;
     let fields = common::json_body(req, &state.config).await?;
     let changes = types::parse_modify(fields)?;
-    let vs = service::modify(state, &caller.tenant, &id, changes).await?;
+    let vs = service::modify(state, &caller.store, &caller.tenant, &id, changes).await?;
     Ok(respond(&types::render_store(&vs)))
 }
 
@@ -94,9 +94,9 @@ pub async fn delete(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let id = vs_id(&params)?;
-    if !service::delete(state, &caller.tenant, &id).await? {
+    if !service::delete(state, &caller.store, &caller.tenant, &id).await? {
         return Err(service::not_found(&id));
     }
     Ok(common::deleted(&id, "vector_store.deleted"))
@@ -107,11 +107,11 @@ pub async fn search(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::from_headers(req.headers(), &state.config)?;
+    let caller = Caller::resolve(req.headers(), state).await?;
     let id = vs_id(&params)?;
     let fields = common::json_body(req, &state.config).await?;
     let s = types::parse_search(fields)?;
-    let vs = service::load(state, &caller.tenant, &id).await?;
+    let vs = service::load(state, &caller.store, &caller.tenant, &id).await?;
     service::check_not_expired(&vs)?;
     let hits = search::search_many(
         state,
@@ -123,7 +123,7 @@ pub async fn search(
         s.filters.as_ref(),
     )
     .await?;
-    service::touch(state, &caller.tenant, &vs.id).await?;
+    service::touch(&caller.store, &caller.tenant, &vs.id).await?;
     Ok(common::json_response(
         StatusCode::OK,
         &types::render_search(&s.queries, &hits),

@@ -22,7 +22,7 @@ use crate::model::{
 };
 use crate::retrieval::{FileKey, ingest};
 use crate::server::AppState;
-use crate::store::{ListQuery, Order, Tenant, VsFileFilter};
+use crate::store::{ListQuery, Order, Store, Tenant, VsFileFilter};
 
 /// Default embedding model of new stores when the configuration names none.
 pub const DEFAULT_EMBEDDING_MODEL: &str = crate::config::DEFAULT_EMBEDDING_MODEL;
@@ -94,9 +94,14 @@ pub fn check_not_expired(vs: &VectorStore) -> Result<(), Error> {
 }
 
 /// Checks that each file exists (before anything is written).
-pub async fn check_files(state: &AppState, tenant: &Tenant, ids: &[String]) -> Result<(), Error> {
+pub async fn check_files(
+    state: &AppState,
+    store: &Store,
+    tenant: &Tenant,
+    ids: &[String],
+) -> Result<(), Error> {
     for id in ids {
-        if files::find(state, tenant, id).await?.is_none() {
+        if files::find(state, store, tenant, id).await?.is_none() {
             return Err(no_such_file(id));
         }
     }
@@ -109,7 +114,7 @@ pub async fn create(
     caller: &Caller,
     new: NewVectorStore,
 ) -> Result<VectorStore, Error> {
-    check_files(state, &caller.tenant, &new.file_ids).await?;
+    check_files(state, &caller.store, &caller.tenant, &new.file_ids).await?;
     let now = now_secs();
     let vs = VectorStore {
         id: new_id("vs_"),
@@ -129,7 +134,7 @@ pub async fn create(
         embedding_model: state.config.retrieval.embedding_model.clone(),
         dimensions: 0,
     };
-    state
+    caller
         .store
         .vector_stores
         .put_vector_store(&caller.tenant, &vs)
@@ -149,7 +154,7 @@ pub async fn create(
             .await?;
         }
     }
-    load(state, &caller.tenant, &vs.id).await
+    load(state, &caller.store, &caller.tenant, &vs.id).await
 }
 
 /// Adds (or re-adds) a file to a store and starts its ingestion as tracked background work.
@@ -163,7 +168,10 @@ pub async fn add_file(
     attributes: Option<Attributes>,
     batch_id: Option<&str>,
 ) -> Result<VectorStoreFile, Error> {
-    if files::find(state, &caller.tenant, file_id).await?.is_none() {
+    if files::find(state, &caller.store, &caller.tenant, file_id)
+        .await?
+        .is_none()
+    {
         return Err(no_such_file(file_id));
     }
     let f = VectorStoreFile {
@@ -179,7 +187,7 @@ pub async fn add_file(
         batch_id: batch_id.map(str::to_owned),
         ingest_lease_until: Some(ingest::new_lease()),
     };
-    state
+    caller
         .store
         .vector_stores
         .put_vs_file(&caller.tenant, &f)
@@ -191,12 +199,13 @@ pub async fn add_file(
 /// Fills in the derived fields of a stored row.
 pub async fn derive(
     state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     mut vs: VectorStore,
 ) -> Result<VectorStore, Error> {
-    let vss = &state.store.vector_stores;
+    let vss = &store.vector_stores;
     let (mut counts, mut usage) = vss.count_vs_files(tenant, &vs.id, None).await?;
-    if counts.in_progress > 0 && ingest::repair_store(state, tenant, &vs.id).await? > 0 {
+    if counts.in_progress > 0 && ingest::repair_store(state, store, tenant, &vs.id).await? > 0 {
         (counts, usage) = vss.count_vs_files(tenant, &vs.id, None).await?;
     }
     vs.file_counts = counts;
@@ -212,22 +221,22 @@ pub async fn derive(
 }
 
 /// A store with its derived fields (file counts, usage, status) filled in; 404 if missing.
-pub async fn load(state: &AppState, tenant: &Tenant, id: &str) -> Result<VectorStore, Error> {
-    let Some(vs) = state
-        .store
-        .vector_stores
-        .get_vector_store(tenant, id)
-        .await?
-    else {
+pub async fn load(
+    state: &AppState,
+    store: &Store,
+    tenant: &Tenant,
+    id: &str,
+) -> Result<VectorStore, Error> {
+    let Some(vs) = store.vector_stores.get_vector_store(tenant, id).await? else {
         return Err(not_found(id));
     };
-    derive(state, tenant, vs).await
+    derive(state, store, tenant, vs).await
 }
 
 /// Records use of a store (a search, a run's `file_search`): `last_active_at` moves to now
 /// and an expiry anchored on it moves along.
-pub async fn touch(state: &AppState, tenant: &Tenant, id: &str) -> Result<(), Error> {
-    let vss = &state.store.vector_stores;
+pub async fn touch(store: &Store, tenant: &Tenant, id: &str) -> Result<(), Error> {
+    let vss = &store.vector_stores;
     let Some(mut vs) = vss.get_vector_store(tenant, id).await? else {
         return Ok(());
     };
@@ -245,11 +254,12 @@ pub async fn touch(state: &AppState, tenant: &Tenant, id: &str) -> Result<(), Er
 
 pub async fn modify(
     state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     id: &str,
     changes: StoreChanges,
 ) -> Result<VectorStore, Error> {
-    let vss = &state.store.vector_stores;
+    let vss = &store.vector_stores;
     let Some(mut vs) = vss.get_vector_store(tenant, id).await? else {
         return Err(not_found(id));
     };
@@ -267,16 +277,17 @@ pub async fn modify(
         vs.metadata = metadata;
     }
     vss.put_vector_store(tenant, &vs).await?;
-    derive(state, tenant, vs).await
+    derive(state, store, tenant, vs).await
 }
 
 /// Deletes a store with its memberships, batches and chunks, stopping its ingestions.
-pub async fn delete(state: &AppState, tenant: &Tenant, id: &str) -> Result<bool, Error> {
-    let deleted = state
-        .store
-        .vector_stores
-        .delete_vector_store(tenant, id)
-        .await?;
+pub async fn delete(
+    state: &AppState,
+    store: &Store,
+    tenant: &Tenant,
+    id: &str,
+) -> Result<bool, Error> {
+    let deleted = store.vector_stores.delete_vector_store(tenant, id).await?;
     state
         .retrieval
         .cancel_where(|k: &FileKey| k.tenant == tenant.as_str() && k.vector_store_id == id);
@@ -288,35 +299,35 @@ pub async fn delete(state: &AppState, tenant: &Tenant, id: &str) -> Result<bool,
 /// A membership, repaired if its ingestion died; 404 if missing.
 pub async fn load_file(
     state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     vs_id: &str,
     file_id: &str,
 ) -> Result<VectorStoreFile, Error> {
-    let Some(mut f) = state
-        .store
+    let Some(mut f) = store
         .vector_stores
         .get_vs_file(tenant, vs_id, file_id)
         .await?
     else {
         return Err(file_not_found(vs_id, file_id));
     };
-    ingest::repair(state, tenant, &mut f).await?;
+    ingest::repair(state, store, tenant, &mut f).await?;
     Ok(f)
 }
 
 /// Replaces a membership's attributes, on the membership and on its chunks' copies.
 pub async fn set_attributes(
     state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     vs_id: &str,
     file_id: &str,
     attributes: Option<Attributes>,
 ) -> Result<VectorStoreFile, Error> {
-    let mut f = load_file(state, tenant, vs_id, file_id).await?;
+    let mut f = load_file(state, store, tenant, vs_id, file_id).await?;
     f.attributes = attributes;
-    state.store.vector_stores.put_vs_file(tenant, &f).await?;
-    state
-        .store
+    store.vector_stores.put_vs_file(tenant, &f).await?;
+    store
         .chunks
         .set_chunk_attributes(
             tenant,
@@ -331,12 +342,12 @@ pub async fn set_attributes(
 /// Removes a file from a store (the file itself survives).
 pub async fn remove_file(
     state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     vs_id: &str,
     file_id: &str,
 ) -> Result<bool, Error> {
-    let removed = state
-        .store
+    let removed = store
         .vector_stores
         .delete_vs_file(tenant, vs_id, file_id)
         .await?;
@@ -356,7 +367,7 @@ pub async fn create_batch(
     items: Vec<NewVsFile>,
 ) -> Result<FileBatch, Error> {
     let ids: Vec<String> = items.iter().map(|i| i.file_id.clone()).collect();
-    check_files(state, &caller.tenant, &ids).await?;
+    check_files(state, &caller.store, &caller.tenant, &ids).await?;
     let batch = FileBatch {
         id: new_id("vsfb_"),
         object: "vector_store.files_batch".into(),
@@ -366,7 +377,7 @@ pub async fn create_batch(
         file_counts: FileCounts::default(),
         cancel_requested: false,
     };
-    state
+    caller
         .store
         .vector_stores
         .put_batch(&caller.tenant, &batch)
@@ -386,20 +397,21 @@ pub async fn create_batch(
             .await?;
         }
     }
-    derive_batch(state, &caller.tenant, batch).await
+    derive_batch(state, &caller.store, &caller.tenant, batch).await
 }
 
 /// Fills in a batch's counts and status. The status follows the counts, so the SDK pollers
 /// (Python: until no file is in progress; Node: until a terminal status) stop together.
 pub async fn derive_batch(
     state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     mut b: FileBatch,
 ) -> Result<FileBatch, Error> {
-    let vss = &state.store.vector_stores;
+    let vss = &store.vector_stores;
     let vs_id = b.vector_store_id.clone();
     let (mut counts, _) = vss.count_vs_files(tenant, &vs_id, Some(&b.id)).await?;
-    if counts.in_progress > 0 && ingest::repair_store(state, tenant, &vs_id).await? > 0 {
+    if counts.in_progress > 0 && ingest::repair_store(state, store, tenant, &vs_id).await? > 0 {
         (counts, _) = vss.count_vs_files(tenant, &vs_id, Some(&b.id)).await?;
     }
     b.file_counts = counts;
@@ -415,19 +427,19 @@ pub async fn derive_batch(
 
 pub async fn load_batch(
     state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     vs_id: &str,
     batch_id: &str,
 ) -> Result<FileBatch, Error> {
-    let Some(b) = state
-        .store
+    let Some(b) = store
         .vector_stores
         .get_batch(tenant, vs_id, batch_id)
         .await?
     else {
         return Err(batch_not_found(vs_id, batch_id));
     };
-    derive_batch(state, tenant, b).await
+    derive_batch(state, store, tenant, b).await
 }
 
 /// Cancels a batch: its files still in progress become `cancelled` and their ingestion stops.
@@ -435,17 +447,18 @@ pub async fn load_batch(
 /// with the last file finishing must not turn into an error).
 pub async fn cancel_batch(
     state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     vs_id: &str,
     batch_id: &str,
 ) -> Result<FileBatch, Error> {
-    let mut b = load_batch(state, tenant, vs_id, batch_id).await?;
+    let mut b = load_batch(state, store, tenant, vs_id, batch_id).await?;
     if b.status != "in_progress" {
         return Ok(b);
     }
     b.cancel_requested = true;
     b.status = "cancelled".into();
-    let vss = &state.store.vector_stores;
+    let vss = &store.vector_stores;
     vss.put_batch(tenant, &b).await?;
     let filter = VsFileFilter {
         status: Some("in_progress".into()),
@@ -473,5 +486,5 @@ pub async fn cancel_batch(
             _ => break,
         }
     }
-    derive_batch(state, tenant, b).await
+    derive_batch(state, store, tenant, b).await
 }

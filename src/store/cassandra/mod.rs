@@ -15,6 +15,12 @@
 //! Data access goes through prepared statements only (cached by CQL text); DDL is the only
 //! unprepared CQL. Reads and writes use the URL's consistency (LOCAL_QUORUM by default),
 //! lightweight transactions LOCAL_SERIAL.
+//!
+//! Sessions can also come from elsewhere: the Astra connector (`store::astra`) builds its
+//! session with [`Settings::session_builder`] plus its own address translation, and hands it
+//! over as a [`Connected`] — eagerly ([`open_connected`], per-request databases) or lazily
+//! through a [`SessionSource`] ([`open_source`], the `astra://` store). Everything past the
+//! session (schema, statements, error mapping) is this module's, whatever the source.
 
 mod assistants;
 mod chunks;
@@ -71,8 +77,57 @@ const SCAN_PAGE: i32 = 500;
 /// file) fail here; an unreachable cluster does not: the store then connects on demand.
 pub async fn open(url: &CassandraUrl) -> StoreResult<Store> {
     let settings = Settings::from_url(url)?;
+    open_source(Arc::new(settings)).await
+}
+
+/// A session opened by someone else, with what the store needs to know about it.
+pub(crate) struct Connected {
+    pub session: Session,
+    pub keyspace: String,
+    /// Replication factor if the keyspace has to be created over CQL.
+    pub replication: u32,
+    /// Whether a missing keyspace may be created over CQL. Astra refuses that (its keyspaces
+    /// are made through the DevOps API), so its sources make sure it exists beforehand.
+    pub create_keyspace: bool,
+    /// Lives as long as the store: whatever the session's connections depend on (the Astra
+    /// connector's forwarders stop when it is dropped).
+    pub keep: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+/// Something that can open sessions for a store, on demand and again after a failure.
+#[async_trait]
+pub(crate) trait SessionSource: Send + Sync {
+    async fn open(&self) -> StoreResult<Connected>;
+    /// For logs: what this source connects to (never a secret).
+    fn describe(&self) -> String;
+}
+
+#[async_trait]
+impl SessionSource for Settings {
+    async fn open(&self) -> StoreResult<Connected> {
+        let session = self
+            .session_builder()
+            .build()
+            .await
+            .map_err(|e| fault("connecting", e))?;
+        Ok(Connected {
+            session,
+            keyspace: self.keyspace.clone(),
+            replication: self.replication,
+            create_keyspace: true,
+            keep: None,
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("keyspace {}", self.keyspace)
+    }
+}
+
+/// A store that connects through `source` on demand (one eager attempt now).
+pub(crate) async fn open_source(source: Arc<dyn SessionSource>) -> StoreResult<Store> {
     let store = Arc::new(CassandraStore {
-        link: Link::new(settings),
+        link: Link::new(Some(source)),
     });
     // One eager attempt so a healthy cluster is migrated at start-up; a failure is only
     // logged, the next call that needs the database tries again.
@@ -80,6 +135,15 @@ pub async fn open(url: &CassandraUrl) -> StoreResult<Store> {
         tracing::warn!(error = %e, "Cassandra not reachable at start-up; will retry on demand");
     }
     Ok(Store::from_backend(store))
+}
+
+/// A store over a session that is already open: the schema is migrated now, and failures
+/// are the caller's to handle (nothing reconnects; the driver keeps the pools alive).
+pub(crate) async fn open_connected(connected: Connected) -> StoreResult<Store> {
+    let conn = Arc::new(Conn::new(connected).await?);
+    let link = Link::new(None);
+    link.set_live(conn);
+    Ok(Store::from_backend(Arc::new(CassandraStore { link })))
 }
 
 /// The backend object behind every trait handle.
@@ -105,7 +169,7 @@ impl StoreHealth for CassandraStore {
 
 /// What the URL asks for, resolved once (secrets read, TLS configured).
 #[derive(Clone)]
-struct Settings {
+pub(crate) struct Settings {
     hosts: Vec<String>,
     keyspace: String,
     replication: u32,
@@ -159,7 +223,27 @@ impl Settings {
         })
     }
 
-    fn session_builder(&self) -> SessionBuilder {
+    /// Astra's form: contact points that are the connector's local forwarders, user `token`
+    /// with the application token as password, LOCAL_QUORUM (Astra refuses writes at
+    /// ONE/LOCAL_ONE/ANY), routing that prefers the bundle's local DC.
+    pub(crate) fn astra(
+        hosts: Vec<String>,
+        keyspace: &str,
+        token: &str,
+        local_dc: Option<String>,
+    ) -> Settings {
+        Settings {
+            hosts,
+            keyspace: keyspace.to_owned(),
+            replication: 3,
+            consistency: Consistency::LocalQuorum,
+            credentials: Some(("token".to_owned(), token.to_owned())),
+            tls: None,
+            dc: local_dc,
+        }
+    }
+
+    pub(crate) fn session_builder(&self) -> SessionBuilder {
         let mut policy = DefaultPolicy::builder();
         if let Some(dc) = &self.dc {
             policy = policy.prefer_datacenter(dc.clone());
@@ -247,7 +331,8 @@ fn rustls_pemfile_certs(
 
 /// The lazily opened connection and what it takes to (re)open it.
 struct Link {
-    settings: Settings,
+    /// Where sessions come from; None for a store handed an open session (no reconnects).
+    source: Option<Arc<dyn SessionSource>>,
     /// The live connection, once there is one; read without waiting on `connecting`.
     live: RwLock<Option<Arc<Conn>>>,
     /// Held while connecting, so concurrent callers make one attempt between them.
@@ -261,14 +346,21 @@ struct Attempts {
 }
 
 impl Link {
-    fn new(settings: Settings) -> Link {
+    fn new(source: Option<Arc<dyn SessionSource>>) -> Link {
         Link {
-            settings,
+            source,
             live: RwLock::new(None),
             connecting: tokio::sync::Mutex::new(Attempts {
                 last_failure: None,
                 backoff: BACKOFF_START,
             }),
+        }
+    }
+
+    fn set_live(&self, conn: Arc<Conn>) {
+        match self.live.write() {
+            Ok(mut g) => *g = Some(conn),
+            Err(poisoned) => *poisoned.into_inner() = Some(conn),
         }
     }
 
@@ -299,16 +391,22 @@ impl Link {
                 StoreError::Other(message)
             });
         }
-        match Conn::open(&self.settings).await {
+        let Some(source) = &self.source else {
+            return Err(StoreError::Unavailable(
+                "Cassandra: the session is closed".into(),
+            ));
+        };
+        let opened = match source.open().await {
+            Ok(connected) => Conn::new(connected).await,
+            Err(e) => Err(e),
+        };
+        match opened {
             Ok(conn) => {
                 let conn = Arc::new(conn);
-                match self.live.write() {
-                    Ok(mut g) => *g = Some(conn.clone()),
-                    Err(poisoned) => *poisoned.into_inner() = Some(conn.clone()),
-                }
+                self.set_live(conn.clone());
                 attempts.last_failure = None;
                 attempts.backoff = BACKOFF_START;
-                tracing::info!(keyspace = %self.settings.keyspace, "connected to Cassandra");
+                tracing::info!(target = %source.describe(), "connected to Cassandra");
                 Ok(conn)
             }
             Err(e) => {
@@ -338,25 +436,31 @@ struct Conn {
     chunk_writers: Mutex<HashMap<u32, Arc<Semaphore>>>,
     /// Identifies this process in the schema lock and in run write ids.
     instance: String,
+    /// What the session depends on (see [`Connected::keep`]); dropped after the session.
+    _keep: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Conn {
-    async fn open(settings: &Settings) -> StoreResult<Conn> {
-        let session = settings
-            .session_builder()
-            .build()
-            .await
-            .map_err(|e| fault("connecting", e))?;
+    /// Wraps an open session and brings its keyspace to the current schema.
+    async fn new(connected: Connected) -> StoreResult<Conn> {
+        let Connected {
+            session,
+            keyspace,
+            replication,
+            create_keyspace,
+            keep,
+        } = connected;
         let conn = Conn {
             session,
-            keyspace: settings.keyspace.clone(),
+            keyspace,
             prepared: Mutex::new(HashMap::new()),
             chunk_tables: Mutex::new(HashSet::new()),
             chunk_ddl: tokio::sync::Mutex::new(()),
             chunk_writers: Mutex::new(HashMap::new()),
             instance: crate::ids::new_id("proxy_"),
+            _keep: keep,
         };
-        schema::migrate(&conn, settings.replication).await?;
+        schema::migrate(&conn, replication, create_keyspace).await?;
         Ok(conn)
     }
 

@@ -76,9 +76,18 @@ const LOCK_POLL: Duration = Duration::from_millis(250);
 const INDEX_READY_WAIT: Duration = Duration::from_secs(60);
 
 /// Brings the keyspace to the newest schema version.
-pub(super) async fn migrate(conn: &Conn, replication: u32) -> StoreResult<()> {
+pub(super) async fn migrate(
+    conn: &Conn,
+    replication: u32,
+    create_keyspace: bool,
+) -> StoreResult<()> {
     let ks = conn.keyspace.as_str();
     if !keyspace_exists(conn).await? {
+        if !create_keyspace {
+            return Err(StoreError::Unavailable(format!(
+                "Cassandra: keyspace {ks} does not exist (it is created outside CQL)"
+            )));
+        }
         // Astra creates keyspaces through its DevOps API and refuses this statement; the
         // existence check above keeps that case from ever running it.
         ddl(
