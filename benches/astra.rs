@@ -80,7 +80,8 @@ async fn run(node: &str, firsts: usize, steady: usize) {
     let fake = FakeAstra::start().await;
     let up = FakeUpstream::start().await;
     // The stand-in makes the keyspace and lets the `token` role use it, so the direct
-    // store (logged in as `token` too) finds it and does not need to create it.
+    // store (logged in as `token` too, without the right to create keyspaces) finds it.
+    fake.ensure_keyspace(KEYSPACE).await;
     let owner = fake.new_token();
     let db = fake.database_with_keyspace(&owner, "bench", KEYSPACE).await;
     let dir = tempfile::tempdir().unwrap();

@@ -62,8 +62,8 @@ pub fn auth_node() -> String {
     std::env::var("ASSISTANTS_PROXY_TEST_CASSANDRA_AUTH").unwrap_or_else(|_| {
         panic!(
             "ASSISTANTS_PROXY_TEST_CASSANDRA_AUTH is not set: start a node with \
-             CASSANDRA_AUTH=password CASSANDRA_PORT=9142 CASSANDRA_STORAGE_PORT=7100 \
-             scripts/cassandra.sh start and set it to 127.0.0.1:9142 (scripts/test.sh does both)"
+             CASSANDRA_AUTH=password CASSANDRA_PORT=9043 CASSANDRA_STORAGE_PORT=7001 \
+             scripts/cassandra.sh start and set it to 127.0.0.1:9043 (scripts/test.sh does both)"
         )
     })
 }
@@ -281,6 +281,12 @@ impl FakeAstra {
                 .unwrap();
         }
         id
+    }
+
+    /// Makes a keyspace on the node (if missing) and lets the `token` role use it, as
+    /// Astra's DevOps API would; for callers that need it before any proxy asks.
+    pub async fn ensure_keyspace(&self, keyspace: &str) {
+        create_keyspace(&self.shared, keyspace).await;
     }
 
     /// Drops a keyspace a test made (so test runs do not pile them up on the node).
