@@ -255,31 +255,14 @@ impl FakeAstra {
     }
 
     /// Like [`new_database`](Self::new_database) with a named keyspace that may already exist
-    /// on the node (left by an earlier run; reusing it spares a schema creation). As in Astra,
-    /// a database's tokens may use its keyspaces, so an existing one is granted to `token`.
+    /// on the node (left by an earlier run or another test; reusing it spares a schema
+    /// creation). As in Astra, a database's tokens may use its keyspaces: the keyspace is made
+    /// if missing and granted to `token` before the id is handed out. (Granting only when it
+    /// already existed raced: a proxy of a concurrent test could find the keyspace another
+    /// test's DevOps call had just made, before that call's GRANT, and be refused CREATE.)
     pub async fn database_with_keyspace(&self, token: &str, name: &str, keyspace: &str) -> String {
         let id = self.new_database(token, name, Some(keyspace));
-        let admin = self.shared.admin().await;
-        let exists = admin
-            .query_unpaged(
-                "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?",
-                (keyspace,),
-            )
-            .await
-            .unwrap()
-            .into_rows_result()
-            .unwrap()
-            .rows_num()
-            > 0;
-        if exists {
-            admin
-                .query_unpaged(
-                    format!("GRANT ALL PERMISSIONS ON KEYSPACE {keyspace} TO \"token\""),
-                    (),
-                )
-                .await
-                .unwrap();
-        }
+        create_keyspace(&self.shared, keyspace).await;
         id
     }
 
