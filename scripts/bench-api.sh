@@ -13,50 +13,14 @@
 #        bench-results/)
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
 ROUNDS="${1:-3}"
-DURATION="${BENCH_SECONDS:-5}"
 CONNS="${BENCH_CONNS:-16}"
-CASS="${ASSISTANTS_PROXY_TEST_CASSANDRA:-}"
-for tool in taskset curl cargo python3; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "bench-api.sh: '$tool' is required" >&2; exit 1; }
-done
-
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-cargo build --release --quiet --bin assistants-proxy --example fake_upstream --example loadgen
-PROXY_BIN="$TARGET/release/assistants-proxy"
-FAKE_BIN="$TARGET/release/examples/fake_upstream"
-LOADGEN="$TARGET/release/examples/loadgen"
-
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-UP_PORT=19101 SQLITE_PORT=19120 CASS_PORT=19121
-UP="http://127.0.0.1:$UP_PORT"
-AUTH=(-H 'Authorization: Bearer sk-bench' -H 'OpenAI-Beta: assistants=v2' -H 'Content-Type: application/json')
+NAME=bench-api.sh EXAMPLE=loadgen UP_PORT=19101 SQLITE_PORT=19120 CASS_PORT=19121
+# shellcheck source=bench-common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
+LOADGEN="$LOAD_BIN"
 # A typical short user turn; the pass-through POST carries exactly these bytes.
 BODY='{"role":"user","content":"A short benchmark message, about the size of a typical chat turn from a user."}'
-
-taskset -c 0 "$FAKE_BIN" --listen "127.0.0.1:$UP_PORT" > "$WORK/fake.out" & PIDS+=($!)
-
-# Same server settings as bench-proxy.sh: one worker thread, access log off.
-cat > "$WORK/proxy.toml" <<EOF
-[server]
-worker_threads = 1
-access_log = false
-EOF
-start_proxy() { # port store_url
-  RUST_LOG=warn taskset -c 1 "$PROXY_BIN" serve --listen "127.0.0.1:$1" --upstream "$UP" \
-    --store "$2" --config "$WORK/proxy.toml" > "$WORK/proxy-$1.log" 2>&1 & PIDS+=($!)
-  for _ in $(seq 600); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return 0; sleep 0.1; done
-  echo "proxy on $1 did not start:" >&2; cat "$WORK/proxy-$1.log" >&2; exit 1
-}
 json_id() { python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'; }
 # CONNS threads for create-message, one per connection (one conversation has one writer at a
 # time; on Cassandra, many writers on one thread would contend on its lock row's Paxos reads),
@@ -74,16 +38,7 @@ setup_threads() { # base_url → "create_urls list_thread"
   echo "$urls $t_list"
 }
 
-BACKENDS=(sqlite)
-declare -A BASE PID CREATE_URLS THREAD_L
-start_proxy "$SQLITE_PORT" "sqlite://$WORK/bench.db"
-BASE[sqlite]="http://127.0.0.1:$SQLITE_PORT"; PID[sqlite]="${PIDS[-1]}"
-if [ -n "$CASS" ]; then
-  # A fixed keyspace, so repeated runs do not pile keyspaces up on a shared node.
-  start_proxy "$CASS_PORT" "cassandra://$CASS/assistants_bench?replication=1"
-  BASE[cassandra]="http://127.0.0.1:$CASS_PORT"; PID[cassandra]="${PIDS[-1]}"
-  BACKENDS+=(cassandra)
-fi
+declare -A CREATE_URLS THREAD_L
 for b in "${BACKENDS[@]}"; do
   read -r CREATE_URLS[$b] THREAD_L[$b] < <(setup_threads "${BASE[$b]}")
   # The list answer must really hold 20 messages, or the comparison is meaningless.
@@ -92,9 +47,6 @@ for b in "${BACKENDS[@]}"; do
   [ "$n" = 20 ] || { echo "bench-api.sh: list on $b returned $n messages, not 20" >&2; exit 1; }
 done
 
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
-HZ="$(getconf CLK_TCK)"
-median() { sort -g | awk '{a[NR]=$1} END{ if (NR==0) print 0; else print a[int((NR+1)/2)] }'; }
 
 # One measurement: "rps p50_us p99_us cpu_us_per_req errors".
 measure() { # pid method url [body]

@@ -18,69 +18,20 @@
 #        BENCH_POLL_US; results also in bench-results/)
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
 ROUNDS="${1:-3}"
-DURATION="${BENCH_SECONDS:-5}"
 CONNS="${BENCH_CONNS:-8}"
 SCONNS="${BENCH_STREAM_CONNS:-1}"
 POLL_US="${BENCH_POLL_US:-1000}"
-CASS="${ASSISTANTS_PROXY_TEST_CASSANDRA:-}"
-for tool in taskset curl cargo python3; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "bench-runs.sh: '$tool' is required" >&2; exit 1; }
-done
-
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-cargo build --release --quiet --bin assistants-proxy --example fake_upstream --example runbench
-PROXY_BIN="$TARGET/release/assistants-proxy"
-FAKE_BIN="$TARGET/release/examples/fake_upstream"
-RUNBENCH="$TARGET/release/examples/runbench"
-
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-UP_PORT=19201 SQLITE_PORT=19220 CASS_PORT=19221
-UP="http://127.0.0.1:$UP_PORT"
-AUTH=(-H 'Authorization: Bearer sk-bench' -H 'OpenAI-Beta: assistants=v2' -H 'Content-Type: application/json')
-
-# The fake's chunk delay defaults to 0 and the model name selects no pacing: instant answers.
-taskset -c 0 "$FAKE_BIN" --listen "127.0.0.1:$UP_PORT" > "$WORK/fake.out" & PIDS+=($!)
-
-cat > "$WORK/proxy.toml" <<EOF
-[server]
-worker_threads = 1
-access_log = false
-EOF
-start_proxy() { # port store_url
-  RUST_LOG=warn taskset -c 1 "$PROXY_BIN" serve --listen "127.0.0.1:$1" --upstream "$UP" \
-    --store "$2" --config "$WORK/proxy.toml" > "$WORK/proxy-$1.log" 2>&1 & PIDS+=($!)
-  for _ in $(seq 600); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return 0; sleep 0.1; done
-  echo "proxy on $1 did not start:" >&2; cat "$WORK/proxy-$1.log" >&2; exit 1
-}
-
-BACKENDS=(sqlite)
-declare -A BASE PID ASST
-start_proxy "$SQLITE_PORT" "sqlite://$WORK/bench.db"
-BASE[sqlite]="http://127.0.0.1:$SQLITE_PORT"; PID[sqlite]="${PIDS[-1]}"
-if [ -n "$CASS" ]; then
-  # A fixed keyspace, so repeated runs do not pile keyspaces up on a shared node.
-  start_proxy "$CASS_PORT" "cassandra://$CASS/assistants_bench?replication=1"
-  BASE[cassandra]="http://127.0.0.1:$CASS_PORT"; PID[cassandra]="${PIDS[-1]}"
-  BACKENDS+=(cassandra)
-fi
+NAME=bench-runs.sh EXAMPLE=runbench UP_PORT=19201 SQLITE_PORT=19220 CASS_PORT=19221
+# shellcheck source=bench-common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
+RUNBENCH="$LOAD_BIN"
+declare -A ASST
 for b in "${BACKENDS[@]}"; do
   ASST[$b]=$(curl -sf "${AUTH[@]}" -d '{"model":"gpt-4o-bench","instructions":"You are a benchmark."}' \
     "${BASE[$b]}/v1/assistants" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 done
 
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
-HZ="$(getconf CLK_TCK)"
-median() { sort -g | awk '{a[NR]=$1} END{ if (NR==0) print 0; else print a[int((NR+1)/2)] }'; }
 
 # runbench prints "per_s first_p50 first_p99 done_p50 done_p99 count errors polls_per_run";
 # this appends "cpu_us_per_item" of PID (or 0 without one) and stores every field under KEY.
