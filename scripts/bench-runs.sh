@@ -3,10 +3,12 @@
 # Cassandra when ASSISTANTS_PROXY_TEST_CASSANDRA=HOST:PORT is set):
 #
 # - sustained runs/s: BENCH_CONNS clients, closed loop, each doing create-thread-and-run
-#   (stream: false) and polling the run every BENCH_POLL_US µs until `completed`;
-# - run overhead: create → `completed` seen, minus the upstream time, measured in the same round
-#   as a direct non-streamed chat completion at the same concurrency (p50 − p50, p99 − p99; the
-#   run engine itself streams from the upstream, so the direct streamed total is shown too);
+#   (stream: false) and polling the run every BENCH_POLL_US µs until `completed` (latency at
+#   that saturation is mostly queueing: clients ÷ throughput);
+# - run overhead, one run at a time (1 client): create-thread-and-run → `completed` seen by
+#   polling, minus a direct non-streamed chat completion measured in the same round (p50 − p50,
+#   p99 − p99); and POST run (stream: true) → `thread.run.completed`, minus a direct streamed
+#   completion read to its end;
 # - time to the first SSE event: POST of a `stream: true` run → `thread.run.created`, at
 #   BENCH_STREAM_CONNS clients, beside time to first byte of a direct streamed chat completion.
 #
@@ -51,10 +53,11 @@ measure() { # key pid runbench-args... (SECS stands for the duration)
 }
 for _ in $(seq "$ROUNDS"); do
   measure chat 0 chat "$UP" "$CONNS" SECS 0
-  measure chat_stream 0 chat "$UP" "$CONNS" SECS 1
+  measure chat1 0 chat "$UP" 1 SECS 0
   measure ttfb 0 chat "$UP" "$SCONNS" SECS 1
   for b in "${BACKENDS[@]}"; do
     measure "$b,poll" "${PID[$b]}" poll "${BASE[$b]}" "${ASST[$b]}" "$CONNS" SECS "$POLL_US"
+    measure "$b,solo" "${PID[$b]}" poll "${BASE[$b]}" "${ASST[$b]}" 1 SECS "$POLL_US"
     measure "$b,stream" "${PID[$b]}" stream "${BASE[$b]}" "${ASST[$b]}" "$SCONNS" SECS
   done
 done
@@ -69,15 +72,24 @@ OUT="bench-results/runs-$(date -u +%Y%m%dT%H%M%SZ).md"
   echo
   echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; proxy on CPU 1 (1 worker thread), load + fake upstream on CPU 0."
   echo
-  echo "Upstream, direct, $CONNS clients: non-streamed chat completion p50 / p99 $(ms "$(m chat done_p50)") / $(ms "$(m chat done_p99)") ms ($(m chat per_s)/s); streamed, to the end: $(ms "$(m chat_stream done_p50)") / $(ms "$(m chat_stream done_p99)") ms."
+  echo "Upstream, direct: non-streamed chat completion, 1 client, p50 / p99 $(ms "$(m chat1 done_p50)") / $(ms "$(m chat1 done_p99)") ms; $CONNS clients $(ms "$(m chat done_p50)") / $(ms "$(m chat done_p99)") ms ($(m chat per_s)/s); streamed, $SCONNS client(s), to the end: $(ms "$(m ttfb done_p50)") / $(ms "$(m ttfb done_p99)") ms."
+  echo
+  echo "### Run overhead, one run at a time (time to \`completed\` minus the upstream time)"
+  echo
+  echo "| backend | create-thread-and-run → completed (polled every ${POLL_US} µs) p50 / p99 (ms) | overhead p50 / p99 (ms) | POST run (stream) → thread.run.completed p50 / p99 (ms) | overhead p50 / p99 (ms) | proxy CPU µs per run (streamed) |"
+  echo "|---|---|---|---|---|---|"
+  for b in "${BACKENDS[@]}"; do
+    o50=$(( $(m "$b,solo" done_p50) - $(m chat1 done_p50) )); o99=$(( $(m "$b,solo" done_p99) - $(m chat1 done_p99) ))
+    s50=$(( $(m "$b,stream" done_p50) - $(m ttfb done_p50) )); s99=$(( $(m "$b,stream" done_p99) - $(m ttfb done_p99) ))
+    echo "| $b | $(ms "$(m "$b,solo" done_p50)") / $(ms "$(m "$b,solo" done_p99)") | $(ms "$o50") / $(ms "$o99") | $(ms "$(m "$b,stream" done_p50)") / $(ms "$(m "$b,stream" done_p99)") | $(ms "$s50") / $(ms "$s99") | $(m "$b,stream" cpu) |"
+  done
   echo
   echo "### Sustained runs ($CONNS clients, closed loop: create-thread-and-run, poll every ${POLL_US} µs)"
   echo
-  echo "| backend | runs/s | create → completed p50 / p99 (ms) | overhead p50 / p99 (ms) | overhead p50 ÷ upstream p50 | polls per run | proxy CPU µs per run (incl. polls) |"
-  echo "|---|---|---|---|---|---|---|"
+  echo "| backend | runs/s | create → completed p50 / p99 at saturation (ms) | polls per run | proxy CPU µs per run (incl. polls) |"
+  echo "|---|---|---|---|---|"
   for b in "${BACKENDS[@]}"; do
-    o50=$(( $(m "$b,poll" done_p50) - $(m chat done_p50) )); o99=$(( $(m "$b,poll" done_p99) - $(m chat done_p99) ))
-    echo "| $b | $(m "$b,poll" per_s) | $(ms "$(m "$b,poll" done_p50)") / $(ms "$(m "$b,poll" done_p99)") | $(ms "$o50") / $(ms "$o99") | $(ratio "$o50" "$(m chat done_p50)") | $(m "$b,poll" polls) | $(m "$b,poll" cpu) |"
+    echo "| $b | $(m "$b,poll" per_s) | $(ms "$(m "$b,poll" done_p50)") / $(ms "$(m "$b,poll" done_p99)") | $(m "$b,poll" polls) | $(m "$b,poll" cpu) |"
   done
   echo
   echo "### Time to first SSE event ($SCONNS client(s), closed loop: POST run with stream: true → thread.run.created)"

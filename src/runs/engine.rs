@@ -63,27 +63,62 @@ pub enum Apply {
 /// no longer exists).
 pub async fn transition(
     r: &RunRef,
+    f: impl FnMut(&mut RunRecord) -> Apply,
+) -> Result<Option<(RunRecord, bool)>, Error> {
+    transition_from(r, None, Commit::Durable, f).await
+}
+
+/// How a write of the run engine must reach the store.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// On disk before going on: the states clients act on (queued, requires_action, ended).
+    Durable,
+    /// The run's in-flight progress (claim, lease, partial answers): visible at once, made
+    /// durable by the next durable write (see `MessageStore::put_message_progress`). A power
+    /// cut can only take the run back to an earlier in-flight state, which crash recovery
+    /// handles like a proxy that died mid-run.
+    Progress,
+}
+
+/// [`transition`] starting from a record this engine wrote last (`known`), which saves the read
+/// in the common case: the compare-and-set still catches anyone who wrote since, and then the
+/// transition starts over from a fresh read. A `Skip` decided on `known` is also re-checked on
+/// a fresh read, since a stale record must not turn a transition down.
+pub async fn transition_from(
+    r: &RunRef,
+    mut known: Option<RunRecord>,
+    commit: Commit,
     mut f: impl FnMut(&mut RunRecord) -> Apply,
 ) -> Result<Option<(RunRecord, bool)>, Error> {
     for _ in 0..32 {
-        let Some(current) = r
-            .store
-            .runs
-            .get_run(&r.tenant, &r.thread_id, &r.run_id)
-            .await?
-        else {
-            return Ok(None);
+        let cached = known.is_some();
+        let current = match known.take() {
+            Some(rec) => rec,
+            None => match r
+                .store
+                .runs
+                .get_run(&r.tenant, &r.thread_id, &r.run_id)
+                .await?
+            {
+                Some(rec) => rec,
+                None => return Ok(None),
+            },
         };
         let mut next = current.clone();
         match f(&mut next) {
+            Apply::Skip if cached => continue,
             Apply::Skip => return Ok(Some((current, false))),
             Apply::Write => {
                 next.version = current.version + 1;
-                if r.store
-                    .runs
-                    .update_run(&r.tenant, &next, current.version)
-                    .await?
-                {
+                let runs = &r.store.runs;
+                let written = match commit {
+                    Commit::Durable => runs.update_run(&r.tenant, &next, current.version).await?,
+                    Commit::Progress => {
+                        runs.update_run_progress(&r.tenant, &next, current.version)
+                            .await?
+                    }
+                };
+                if written {
                     return Ok(Some((next, true)));
                 }
             }
@@ -210,9 +245,16 @@ enum TurnEnd {
 }
 
 /// Runs the engine for one run, until it completes, fails, is cancelled, or needs outputs.
-pub async fn execute(state: Arc<AppState>, caller: Caller, r: RunRef, sink: Option<Sink>) {
+/// `start` is the record as the caller just wrote it (queued), which saves the claim a read.
+pub async fn execute(
+    state: Arc<AppState>,
+    caller: Caller,
+    r: RunRef,
+    start: Option<RunRecord>,
+    sink: Option<Sink>,
+) {
     let (cancel, _guard) = state.run_registry.enter(&r.run_id);
-    if let Err(e) = drive(&state, &caller, &r, &sink, &cancel).await {
+    if let Err(e) = drive(&state, &caller, &r, start, &sink, &cancel).await {
         tracing::error!(run_id = %r.run_id, error = %e, "run failed inside the proxy");
         let now = state.clock.now();
         let last_error = json!({"code": "server_error", "message": format!("The proxy failed while executing the run: {e}")});
@@ -233,17 +275,35 @@ pub async fn execute(state: Arc<AppState>, caller: Caller, r: RunRef, sink: Opti
     emit(&sink, Event::Done);
 }
 
+/// The run as this engine last wrote it, and when it last extended its lease. Transitions
+/// start from `rec` (no read unless someone else wrote meanwhile), and a lease renewed less
+/// than a third of its length ago needs no renewing yet.
+struct Held {
+    rec: RunRecord,
+    renewed: tokio::time::Instant,
+}
+
+impl Held {
+    fn new(rec: RunRecord) -> Held {
+        Held {
+            rec,
+            renewed: tokio::time::Instant::now(),
+        }
+    }
+}
+
 async fn drive(
     state: &Arc<AppState>,
     caller: &Caller,
     r: &RunRef,
+    start: Option<RunRecord>,
     sink: &Option<Sink>,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<(), Error> {
     // Claim: queued → in_progress, with this proxy's lease.
     let lease_ms = state.config.runs.lease.as_millis() as i64;
     let now = state.clock.now();
-    let claimed = transition(r, |rec| match rec.run.status {
+    let claimed = transition_from(r, start, Commit::Progress, |rec| match rec.run.status {
         RunStatus::Queued => {
             rec.run.status = RunStatus::InProgress;
             rec.run.started_at.get_or_insert(now);
@@ -254,7 +314,7 @@ async fn drive(
         _ => Apply::Skip,
     })
     .await?;
-    let Some((mut rec, true)) = claimed else {
+    let Some((rec, true)) = claimed else {
         if let Some((rec, _)) = claimed
             && rec.run.status == RunStatus::Cancelling
         {
@@ -264,39 +324,50 @@ async fn drive(
     };
     emit(sink, Event::Run("in_progress", Box::new(rec.run.clone())));
     tracing::debug!(run_id = %r.run_id, "run claimed");
+    let mut held = Held::new(rec);
 
     for _ in 0..MAX_TURNS {
-        let end = match one_turn(state, caller, r, &rec, sink, cancel).await? {
-            Some(end) => end,
-            None => return finalize_cancel(state, r, sink).await,
+        let Some((end, usage, closing)) =
+            one_turn(state, caller, r, &mut held, sink, cancel).await?
+        else {
+            return finalize_cancel(state, r, sink).await;
         };
         let now = state.clock.now();
+        let known = held.rec.clone();
         match end {
             TurnEnd::Searched => {
-                // Renew the lease and pick up concurrent changes (a cancel) between turns.
-                match renew(state, r).await? {
-                    Some(fresh) if fresh.run.status == RunStatus::InProgress => rec = fresh,
+                // Record the turn's usage, renew the lease, and pick up concurrent changes (a
+                // cancel) between turns, in one write.
+                match renew(state, r, &mut held, Some(usage)).await? {
+                    Some(fresh) if fresh.run.status == RunStatus::InProgress => {}
                     _ => return finalize_cancel(state, r, sink).await,
                 }
             }
             TurnEnd::Answered => {
-                return end_run(state, r, sink, RunStatus::Completed, None, None).await;
+                let mut end = Ending::new(RunStatus::Completed, usage);
+                end.closing = closing;
+                return end_run(state, r, known, sink, end).await;
             }
             TurnEnd::Incomplete(reason) => {
-                let details = json!({"reason": reason});
-                return end_run(state, r, sink, RunStatus::Incomplete, None, Some(details)).await;
+                let mut end = Ending::new(RunStatus::Incomplete, usage);
+                end.incomplete = Some(json!({"reason": reason}));
+                end.closing = closing;
+                return end_run(state, r, known, sink, end).await;
             }
             TurnEnd::Failed(e) => {
                 let last_error = json!({"code": e.code, "message": e.message});
                 close_open_items(r, "failed", "run_failed", Some(&last_error), now, sink).await?;
-                return end_run(state, r, sink, RunStatus::Failed, Some(last_error), None).await;
+                let mut end = Ending::new(RunStatus::Failed, usage);
+                end.last_error = Some(last_error);
+                return end_run(state, r, known, sink, end).await;
             }
             TurnEnd::Cancelled => return finalize_cancel(state, r, sink).await,
             TurnEnd::NeedsOutputs(calls) => {
-                let written = transition(r, |rec| {
+                let written = transition_from(r, Some(known), Commit::Durable, |rec| {
                     if rec.run.status != RunStatus::InProgress {
                         return Apply::Skip;
                     }
+                    add_usage(rec, usage);
                     rec.run.status = RunStatus::RequiresAction;
                     rec.run.required_action = Some(json!({
                         "type": "submit_tool_outputs",
@@ -318,40 +389,84 @@ async fn drive(
             }
         }
     }
-    let last_error = json!({"code": "server_error", "message": format!("The run stopped after {MAX_TURNS} tool rounds without an answer.")});
-    end_run(state, r, sink, RunStatus::Failed, Some(last_error), None).await
+    let mut end = Ending::new(RunStatus::Failed, Usage::default());
+    end.last_error = Some(
+        json!({"code": "server_error", "message": format!("The run stopped after {MAX_TURNS} tool rounds without an answer.")}),
+    );
+    end_run(state, r, held.rec, sink, end).await
 }
 
-/// Renews this proxy's lease; returns the fresh record, or None/another status when the run
-/// was cancelled or taken away meanwhile.
-async fn renew(state: &AppState, r: &RunRef) -> Result<Option<RunRecord>, Error> {
+/// Renews this proxy's lease (adding a finished turn's usage, if any); returns the fresh record,
+/// or None/another status when the run was cancelled or taken away meanwhile.
+async fn renew(
+    state: &AppState,
+    r: &RunRef,
+    held: &mut Held,
+    usage: Option<Usage>,
+) -> Result<Option<RunRecord>, Error> {
     let lease_ms = state.config.runs.lease.as_millis() as i64;
     let owner = state.instance_id.clone();
-    let out = transition(r, |rec| {
+    let out = transition_from(r, Some(held.rec.clone()), Commit::Progress, |rec| {
         if rec.run.status != RunStatus::InProgress
             || rec.lease_owner.as_deref() != Some(owner.as_str())
         {
             return Apply::Skip;
         }
+        if let Some(u) = usage {
+            add_usage(rec, u);
+        }
         rec.lease_until = Some(state.clock.now_millis() + lease_ms);
         Apply::Write
     })
     .await?;
-    Ok(out.map(|(rec, _)| rec))
+    Ok(out.map(|(rec, written)| {
+        if written {
+            held.rec = rec.clone();
+            held.renewed = tokio::time::Instant::now();
+        }
+        rec
+    }))
 }
 
-/// Ends the run with a terminal status (unless a cancel won the race).
+/// How a run ends: its terminal status, what the last turn used, why, and the completion
+/// events of the final answer (message and step), written beside the run's end.
+struct Ending {
+    status: RunStatus,
+    usage: Usage,
+    last_error: Option<Value>,
+    incomplete: Option<Value>,
+    closing: Vec<Event>,
+}
+
+impl Ending {
+    fn new(status: RunStatus, usage: Usage) -> Ending {
+        Ending {
+            status,
+            usage,
+            last_error: None,
+            incomplete: None,
+            closing: Vec::new(),
+        }
+    }
+}
+
+/// Ends the run with a terminal status (unless a cancel won the race), adding the last turn's
+/// usage in the same write.
 async fn end_run(
     state: &AppState,
     r: &RunRef,
+    known: RunRecord,
     sink: &Option<Sink>,
-    status: RunStatus,
-    last_error: Option<Value>,
-    incomplete: Option<Value>,
+    mut end: Ending,
 ) -> Result<(), Error> {
     let now = state.clock.now();
     let mut cancelled = false;
-    let written = transition(r, |rec| {
+    let closing = std::mem::take(&mut end.closing);
+    // The answer's message and step, and the run's end, go out together (one commit on
+    // SQLite). Should a cancel win the race, the answer was still given in full: the message
+    // stays completed and the run becomes cancelled.
+    let ending = transition_from(r, Some(known), Commit::Durable, |rec| {
+        cancelled = false;
         match rec.run.status {
             RunStatus::InProgress => {}
             RunStatus::Cancelling => {
@@ -360,17 +475,23 @@ async fn end_run(
             }
             _ => return Apply::Skip,
         }
-        rec.run.last_error = last_error.clone();
-        rec.run.incomplete_details = incomplete.clone();
-        finish_run(rec, status, now);
+        add_usage(rec, end.usage);
+        rec.run.last_error = end.last_error.clone();
+        rec.run.incomplete_details = end.incomplete.clone();
+        finish_run(rec, end.status, now);
         Apply::Write
-    })
-    .await?;
+    });
+    let (persisted, written) = tokio::join!(persist(r, &closing), ending);
+    persisted?;
+    let written = written?;
+    for ev in closing {
+        emit(sink, ev);
+    }
     if cancelled {
         return finalize_cancel(state, r, sink).await;
     }
     if let Some((rec, true)) = written {
-        let name = match status {
+        let name = match end.status {
             RunStatus::Completed => "completed",
             RunStatus::Incomplete => "incomplete",
             RunStatus::Expired => "expired",
@@ -589,15 +710,19 @@ async fn images_of(r: &RunRef, messages: &[Message]) -> std::collections::HashMa
     out
 }
 
-/// One model turn. None means the run was cancelled while the turn was running.
+/// One model turn, what its upstream call used (not yet recorded: the caller adds it in the
+/// write that follows the turn), and the events of the answer that ends the run, not yet
+/// persisted nor sent (end_run does both). None means the run was cancelled while the turn
+/// was running.
 async fn one_turn(
     state: &Arc<AppState>,
     caller: &Caller,
     r: &RunRef,
-    rec: &RunRecord,
+    held: &mut Held,
     sink: &Option<Sink>,
     cancel: &tokio_util::sync::CancellationToken,
-) -> Result<Option<TurnEnd>, Error> {
+) -> Result<Option<(TurnEnd, Usage, Vec<Event>)>, Error> {
+    let rec = &held.rec.clone();
     let fs = file_search_setup(r, rec).await?;
     let messages = prompt_messages(r).await?;
     let (steps, items) = run_history(r, rec).await?;
@@ -618,16 +743,29 @@ async fn one_turn(
     };
     let p = match built {
         Ok(p) => p,
-        Err(Limit::MaxPromptTokens) => return Ok(Some(TurnEnd::Incomplete("max_prompt_tokens"))),
+        Err(Limit::MaxPromptTokens) => {
+            return Ok(Some((
+                TurnEnd::Incomplete("max_prompt_tokens"),
+                Usage::default(),
+                Vec::new(),
+            )));
+        }
         Err(Limit::MaxCompletionTokens) => {
-            return Ok(Some(TurnEnd::Incomplete("max_completion_tokens")));
+            return Ok(Some((
+                TurnEnd::Incomplete("max_completion_tokens"),
+                Usage::default(),
+                Vec::new(),
+            )));
         }
     };
 
-    // Loading and tokenizing a long thread takes time: renew before the call.
-    match renew(state, r).await? {
-        Some(fresh) if fresh.run.status == RunStatus::InProgress => {}
-        _ => return Ok(Some(TurnEnd::Cancelled)),
+    // Loading and tokenizing a long thread takes time: renew before the call if a good part
+    // of the lease has gone (a just-claimed run goes straight on).
+    if held.renewed.elapsed() >= state.config.runs.lease / 3 {
+        match renew(state, r, held, None).await? {
+            Some(fresh) if fresh.run.status == RunStatus::InProgress => {}
+            _ => return Ok(Some((TurnEnd::Cancelled, Usage::default(), Vec::new()))),
+        }
     }
     tracing::debug!(run_id = %r.run_id, model = %rec.run.model, dropped = p.dropped_messages, "calling the model");
     let stream = tokio::select! {
@@ -636,7 +774,7 @@ async fn one_turn(
     };
     let mut stream = match stream {
         Ok(s) => s,
-        Err(e) => return Ok(Some(TurnEnd::Failed(e))),
+        Err(e) => return Ok(Some((TurnEnd::Failed(e), Usage::default(), Vec::new()))),
     };
 
     let mut turn = Turn::new(TurnCtx {
@@ -646,8 +784,11 @@ async fn one_turn(
         now: state.clock.now(),
         file_search_name: fs.as_ref().map(|(o, _, _)| o.name.clone()),
     });
-    let mut renew_tick = tokio::time::interval(state.config.runs.lease / 3);
-    renew_tick.tick().await;
+    // The first renewal is a third of a lease away. (Not `interval` plus awaiting its
+    // immediate first tick: a timer only fires on the time driver's next millisecond, so that
+    // "immediate" tick cost every turn up to 1 ms.)
+    let every = state.config.runs.lease / 3;
+    let mut renew_tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     let mut last_save = tokio::time::Instant::now();
     let mut failure: Option<CallError> = None;
     loop {
@@ -658,19 +799,20 @@ async fn one_turn(
                 return Ok(None);
             }
             _ = renew_tick.tick() => {
-                match renew(state, r).await? {
+                match renew(state, r, held, None).await? {
                     Some(fresh) if fresh.run.status == RunStatus::InProgress => continue,
                     _ => {
                         save_partial(r, &turn).await?;
-                        return Ok(Some(TurnEnd::Cancelled));
+                        return Ok(Some((TurnEnd::Cancelled, Usage::default(), Vec::new())));
                     }
                 }
             }
         };
         match next {
             Ok(Some(chunk)) => {
-                for ev in turn.push(&chunk) {
-                    persist(r, &ev).await?;
+                let events = turn.push(&chunk);
+                persist(r, &events).await?;
+                for ev in events {
                     emit(sink, ev);
                 }
                 if last_save.elapsed() >= PARTIAL_SAVE_EVERY {
@@ -700,36 +842,36 @@ async fn one_turn(
             total_tokens: p.estimated_tokens + completion,
         }
     });
-    // Record usage first: it counts even when the turn failed midway.
-    transition(r, |rec| {
-        add_usage(rec, turn_usage);
-        Apply::Write
-    })
-    .await?;
-
     if let Some(e) = failure {
-        // Keep the partial answer; close_open_items marks it incomplete.
+        // Keep the partial answer; close_open_items marks it incomplete. The usage still
+        // counts: the caller records it with the failure.
         save_partial(r, &turn).await?;
-        return Ok(Some(TurnEnd::Failed(e)));
+        return Ok(Some((TurnEnd::Failed(e), turn_usage, Vec::new())));
     }
 
     let now = state.clock.now();
     let calls = turn.tool_calls();
     let has_tool_step = turn.tool_step().is_some();
+    let mut closing = Vec::new();
     if turn.message().is_some() {
         let anns = citation_annotations(&steps, rec, &turn.text());
         let incomplete = (turn.finish() == Some(&Finish::Length)).then_some("max_tokens");
         let message_usage = (!has_tool_step).then_some(turn_usage);
-        for ev in turn.complete_message(anns, incomplete, now, message_usage) {
-            persist(r, &ev).await?;
-            emit(sink, ev);
-        }
-    }
-    if turn.finish() == Some(&Finish::Length) && calls.is_empty() {
-        return Ok(Some(TurnEnd::Incomplete("max_completion_tokens")));
+        closing = turn.complete_message(anns, incomplete, now, message_usage);
     }
     if calls.is_empty() {
-        return Ok(Some(TurnEnd::Answered));
+        // The answer ends the run: its message and step are written together with the run's
+        // end (end_run), one commit instead of two.
+        let end = if turn.finish() == Some(&Finish::Length) {
+            TurnEnd::Incomplete("max_completion_tokens")
+        } else {
+            TurnEnd::Answered
+        };
+        return Ok(Some((end, turn_usage, closing)));
+    }
+    persist(r, &closing).await?;
+    for ev in closing {
+        emit(sink, ev);
     }
 
     // Tool calls: run file_search now; client functions wait for outputs.
@@ -745,12 +887,13 @@ async fn one_turn(
         let hits = match hits {
             Ok(h) => h,
             Err(e) => {
-                return Ok(Some(TurnEnd::Failed(CallError {
+                let e = CallError {
                     code: "server_error",
                     message: format!("file_search failed: {e}"),
                     status: None,
                     retry_after: None,
-                })));
+                };
+                return Ok(Some((TurnEnd::Failed(e), turn_usage, Vec::new())));
             }
         };
         results.insert(c.id.clone(), file_search::step_details(&ranking, &hits));
@@ -761,7 +904,7 @@ async fn one_turn(
             .as_ref()
             .map(|(o, _, _)| o.name.clone())
             .unwrap_or_default();
-        transition(r, |rec| {
+        let written = transition_from(r, Some(held.rec.clone()), Commit::Progress, |rec| {
             if !rec.state.is_object() {
                 rec.state = json!({});
             }
@@ -775,11 +918,14 @@ async fn one_turn(
             Apply::Write
         })
         .await?;
+        if let Some((rec, true)) = written {
+            held.rec = rec;
+        }
     }
     let Some(mut step) =
         turn.tool_step_with_calls(&|c| results.get(&c.id).cloned().unwrap_or(json!({})))
     else {
-        return Ok(Some(TurnEnd::Answered));
+        return Ok(Some((TurnEnd::Answered, turn_usage, Vec::new())));
     };
     let functions: Vec<Value> = calls
         .iter()
@@ -792,20 +938,50 @@ async fn one_turn(
         step.usage = Some(turn_usage);
         r.store.runs.put_step(&r.tenant, &step).await?;
         emit(sink, Event::Step("completed", Box::new(step)));
-        Ok(Some(TurnEnd::Searched))
+        Ok(Some((TurnEnd::Searched, turn_usage, Vec::new())))
     } else {
         step.usage = Some(turn_usage);
         r.store.runs.put_step(&r.tenant, &step).await?;
-        Ok(Some(TurnEnd::NeedsOutputs(functions)))
+        Ok(Some((
+            TurnEnd::NeedsOutputs(functions),
+            turn_usage,
+            Vec::new(),
+        )))
     }
 }
 
-/// Persists the objects that creation/completion events carry.
-async fn persist(r: &RunRef, ev: &Event) -> Result<(), Error> {
-    match ev {
-        Event::Message(_, m) => r.store.messages.put_message(&r.tenant, m).await?,
-        Event::Step(_, s) => r.store.runs.put_step(&r.tenant, s).await?,
-        _ => {}
+/// Persists the objects that a batch of creation/completion events carry (a step and its
+/// message, typically), all at once: on SQLite they share one commit, on Cassandra the writes
+/// overlap instead of queueing behind each other. The events are only sent afterwards, so a
+/// client never hears of an object it cannot read back.
+async fn persist(r: &RunRef, events: &[Event]) -> Result<(), Error> {
+    // Concurrent writes of one object could land in either order, so only its last state in
+    // the batch is written.
+    let last_of = |id: &str| {
+        events.iter().rposition(|ev| match ev {
+            Event::Message(_, m) => m.id == id,
+            Event::Step(_, s) => s.id == id,
+            _ => false,
+        })
+    };
+    // An object still in progress is the run's in-flight progress; once it has ended, clients
+    // act on it, so it is written durably.
+    let (messages, steps) = (&r.store.messages, &r.store.runs);
+    let writes = events.iter().enumerate().filter_map(|(i, ev)| match ev {
+        Event::Message(_, m) if last_of(&m.id) == Some(i) => Some(if m.status == "in_progress" {
+            messages.put_message_progress(&r.tenant, m)
+        } else {
+            messages.put_message(&r.tenant, m)
+        }),
+        Event::Step(_, s) if last_of(&s.id) == Some(i) => Some(if s.status == "in_progress" {
+            steps.put_step_progress(&r.tenant, s)
+        } else {
+            steps.put_step(&r.tenant, s)
+        }),
+        _ => None,
+    });
+    for written in futures_util::future::join_all(writes).await {
+        written?;
     }
     Ok(())
 }
@@ -815,7 +991,7 @@ async fn save_partial(r: &RunRef, turn: &Turn) -> Result<(), Error> {
     if let Some(m) = turn.message() {
         let mut m = m.clone();
         m.content = turn.content();
-        r.store.messages.put_message(&r.tenant, &m).await?;
+        r.store.messages.put_message_progress(&r.tenant, &m).await?;
     }
     Ok(())
 }

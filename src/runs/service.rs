@@ -212,12 +212,19 @@ pub async fn expire(state: &AppState, r: &RunRef) -> Result<(), Error> {
 }
 
 /// Starts the engine as tracked background work: the run continues if the client leaves.
-pub fn spawn(state: &Arc<AppState>, caller: &Caller, r: RunRef, sink: Option<Sink>) {
+/// `start` is the run as just written (queued), so the engine's claim need not read it back.
+pub fn spawn(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    r: RunRef,
+    start: RunRecord,
+    sink: Option<Sink>,
+) {
     let task_state = state.clone();
     let caller = caller.clone();
     state
         .tasks
-        .spawn(async move { engine::execute(task_state, caller, r, sink).await });
+        .spawn(async move { engine::execute(task_state, caller, r, Some(start), sink).await });
 }
 
 /// Creates a run on an existing thread, or a new thread and a run on it. Returns the run and,
@@ -329,7 +336,7 @@ pub async fn create(
         thread_id: thread.id.clone(),
         run_id: rec.run.id.clone(),
     };
-    spawn(state, caller, r, tx);
+    spawn(state, caller, r, rec.clone(), tx);
     Ok((rec, rx))
 }
 
@@ -547,7 +554,7 @@ pub async fn submit_tool_outputs(
         engine::emit(&tx, Event::Step("completed", Box::new(step)));
     }
     engine::emit(&tx, Event::Run("queued", Box::new(rec.run.clone())));
-    spawn(state, caller, r, tx);
+    spawn(state, caller, r, rec.clone(), tx);
     Ok((rec, rx))
 }
 

@@ -152,6 +152,12 @@ pub trait ThreadStore: Send + Sync {
 pub trait MessageStore: Send + Sync {
     /// Inserts or replaces (the thread id is inside the message).
     async fn put_message(&self, t: &Tenant, m: &Message) -> StoreResult<()>;
+    /// [`put_message`](Self::put_message) of a run's in-flight progress (a message being
+    /// written). A backend may acknowledge it before it is on disk, provided its next ordinary
+    /// write makes it durable as well; a power cut may then lose this write, never reorder it.
+    async fn put_message_progress(&self, t: &Tenant, m: &Message) -> StoreResult<()> {
+        self.put_message(t, m).await
+    }
     async fn get_message(
         &self,
         t: &Tenant,
@@ -195,12 +201,27 @@ pub trait RunStore: Send + Sync {
         run: &RunRecord,
         expected_version: u64,
     ) -> StoreResult<bool>;
+    /// [`update_run`](Self::update_run) of in-flight progress (claim, lease renewal), with the
+    /// durability of [`MessageStore::put_message_progress`].
+    async fn update_run_progress(
+        &self,
+        t: &Tenant,
+        run: &RunRecord,
+        expected_version: u64,
+    ) -> StoreResult<bool> {
+        self.update_run(t, run, expected_version).await
+    }
     /// The thread's active run, if any.
     async fn active_run(&self, t: &Tenant, thread_id: &str) -> StoreResult<Option<String>>;
     /// Every active run of every tenant (for expiry and crash recovery).
     async fn list_active_runs(&self) -> StoreResult<Vec<(Tenant, RunRecord)>>;
     /// Inserts or replaces a run step.
     async fn put_step(&self, t: &Tenant, step: &RunStep) -> StoreResult<()>;
+    /// [`put_step`](Self::put_step) of in-flight progress, with the durability of
+    /// [`MessageStore::put_message_progress`].
+    async fn put_step_progress(&self, t: &Tenant, step: &RunStep) -> StoreResult<()> {
+        self.put_step(t, step).await
+    }
     async fn get_step(
         &self,
         t: &Tenant,

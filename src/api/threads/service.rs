@@ -72,6 +72,22 @@ pub async fn create(
         tool_resources,
         metadata: new.metadata,
     };
+    if new.messages.iter().all(|m| m.attachments.is_empty()) {
+        // Nothing to resolve first: the thread and its messages are written at once (one
+        // commit on SQLite). Each insert takes its id on its first poll, and join_all polls
+        // in order, so the ids keep the messages' order.
+        let inserts = new
+            .messages
+            .into_iter()
+            .map(|m| messages::insert(&caller.store, &caller.tenant, &thread.id, m, None, None));
+        let (written, made) = tokio::join!(
+            caller.store.threads.put_thread(&caller.tenant, &thread),
+            futures_util::future::join_all(inserts)
+        );
+        written?;
+        let made = made.into_iter().collect::<Result<Vec<_>, _>>()?;
+        return Ok((thread, made));
+    }
     caller
         .store
         .threads

@@ -13,7 +13,7 @@ use rusqlite::{Connection, ToSql};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{DbError, SqliteStore};
+use super::{DbError, Durability, SqliteStore};
 use crate::store::{ListQuery, Order, Page, StoreResult, Tenant};
 
 /// A document table. Every one has `tenant` first and `body` last; `keys` end with `id`, the
@@ -220,11 +220,25 @@ impl SqliteStore {
         extras: Vec<SqlValue>,
         object: &T,
     ) -> StoreResult<()> {
+        self.put_doc_with(Durability::Flush, table, key, extras, object)
+            .await
+    }
+
+    pub(super) async fn put_doc_with<T: Serialize>(
+        &self,
+        durability: Durability,
+        table: &'static Table,
+        key: Vec<String>,
+        extras: Vec<SqlValue>,
+        object: &T,
+    ) -> StoreResult<()> {
         // Serialized on the caller's task: cheap, and it keeps the writer thread on SQL only.
         let body = serde_json::to_string(object)
             .map_err(|e| crate::store::StoreError::Other(format!("cannot encode object: {e}")))?;
         self.db
-            .write(move |tx| put(tx.conn, table, &key, &extras, &body))
+            .write_with(durability, move |tx| {
+                put(tx.conn, table, &key, &extras, &body)
+            })
             .await
     }
 

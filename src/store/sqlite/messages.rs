@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 
-use super::SqliteStore;
 use super::doc::{Table, key, opt_text};
+use super::{Durability, SqliteStore};
 use crate::model::Message;
 use crate::store::{ListQuery, MessageStore, Page, StoreResult, Tenant};
 
@@ -13,9 +13,11 @@ pub(super) static MESSAGES: Table = Table::new("messages", &["thread_id", "id"],
 #[async_trait]
 impl MessageStore for SqliteStore {
     async fn put_message(&self, t: &Tenant, m: &Message) -> StoreResult<()> {
-        let extras = vec![opt_text(m.run_id.as_deref())];
-        self.put_doc(&MESSAGES, key(t, &[&m.thread_id, &m.id]), extras, m)
-            .await
+        self.write_message(Durability::Flush, t, m).await
+    }
+
+    async fn put_message_progress(&self, t: &Tenant, m: &Message) -> StoreResult<()> {
+        self.write_message(Durability::Progress, t, m).await
     }
 
     async fn get_message(
@@ -43,5 +45,13 @@ impl MessageStore for SqliteStore {
 
     async fn delete_message(&self, t: &Tenant, thread_id: &str, id: &str) -> StoreResult<bool> {
         self.delete_doc(&MESSAGES, key(t, &[thread_id, id])).await
+    }
+}
+
+impl SqliteStore {
+    async fn write_message(&self, d: Durability, t: &Tenant, m: &Message) -> StoreResult<()> {
+        let extras = vec![opt_text(m.run_id.as_deref())];
+        let key = key(t, &[&m.thread_id, &m.id]);
+        self.put_doc_with(d, &MESSAGES, key, extras, m).await
     }
 }

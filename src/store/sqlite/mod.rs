@@ -12,6 +12,12 @@
 //!   own savepoint, so one failing job does not undo its neighbours), and all of them are
 //!   acknowledged after a single `COMMIT`. With `synchronous=FULL` an acknowledged write is on
 //!   disk, and throughput grows with concurrency instead of being capped at one fsync per write.
+//! - **Progress writes** ([`Durability::Progress`]: a run engine's in-flight states) are
+//!   committed with `synchronous=NORMAL`, visible to readers at once but not fsynced. The WAL is
+//!   one append-only file, so the next fsynced commit makes every earlier frame durable too:
+//!   what can be lost to a power cut is only a tail of in-flight progress that no durable
+//!   write has followed yet — exactly what a proxy dying mid-run loses, which crash recovery
+//!   already handles. A process crash loses nothing committed in either mode.
 //! - **A small pool of reader connections** (WAL lets them read alongside the writer), used from
 //!   `spawn_blocking` so SQLite never blocks the async runtime.
 
@@ -296,18 +302,33 @@ impl Db {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs `f` in the writer thread's next transaction and answers once it is committed.
+    /// Runs `f` in the writer thread's next transaction and answers once it is committed and
+    /// on disk.
     pub(crate) async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T, DbError> + Send + 'static,
     {
+        self.write_with(Durability::Flush, f).await
+    }
+
+    /// [`Db::write`], choosing whether the commit must reach the disk before the answer.
+    pub(crate) async fn write_with<T, F>(&self, durability: Durability, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, DbError> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
+        let job = Box::new(Pending {
+            f,
+            reply,
+            durability,
+        });
         let sent = self
             .inner
             .jobs
             .as_ref()
-            .is_some_and(|jobs| jobs.send(Box::new(Pending { f, reply })).is_ok());
+            .is_some_and(|jobs| jobs.send(job).is_ok());
         if !sent {
             return Err(StoreError::Unavailable(format!(
                 "SQLite database {}: the writer thread has stopped",
@@ -337,7 +358,17 @@ impl Tx<'_> {
 }
 
 /// A queued write, type-erased so one channel carries every result type.
+/// Whether a write's commit waits for the disk (see the module comment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// fsynced before it is acknowledged: what a client was told is stored survives power loss.
+    Flush,
+    /// Committed and visible, made durable by the next `Flush` commit.
+    Progress,
+}
+
 trait Job: Send {
+    fn durability(&self) -> Durability;
     /// Runs inside the batch transaction; returns how to answer once the commit is known.
     fn run(self: Box<Self>, tx: &mut Tx<'_>, path: &Path) -> Box<dyn Answer>;
     /// The batch could not start: answer with the error.
@@ -351,6 +382,7 @@ trait Answer: Send {
 struct Pending<F, T> {
     f: F,
     reply: oneshot::Sender<StoreResult<T>>,
+    durability: Durability,
 }
 
 struct Ready<T> {
@@ -363,8 +395,12 @@ where
     T: Send + 'static,
     F: FnOnce(&mut Tx<'_>) -> Result<T, DbError> + Send + 'static,
 {
+    fn durability(&self) -> Durability {
+        self.durability
+    }
+
     fn run(self: Box<Self>, tx: &mut Tx<'_>, path: &Path) -> Box<dyn Answer> {
-        let Pending { f, reply } = *self;
+        let Pending { f, reply, .. } = *self;
         let result = in_savepoint(tx, f).map_err(|e| e.into_store(path));
         Box::new(Ready { result, reply })
     }
@@ -419,12 +455,38 @@ fn write_loop(
     index: &SearchIndex,
     path: &Path,
 ) {
+    // The connection starts with synchronous=FULL (configure).
+    let mut synced = Durability::Flush;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
+            }
+        }
+        // One job that must reach the disk makes the whole batch (and all before it) durable.
+        let wanted = if batch.iter().any(|j| j.durability() == Durability::Flush) {
+            Durability::Flush
+        } else {
+            Durability::Progress
+        };
+        if wanted != synced {
+            let mode = match wanted {
+                Durability::Flush => "FULL",
+                Durability::Progress => "NORMAL",
+            };
+            match conn.pragma_update(None, "synchronous", mode) {
+                Ok(()) => synced = wanted,
+                // Committing progress at FULL only costs time.
+                Err(_) if wanted == Durability::Progress => {}
+                Err(e) => {
+                    let e = DbError::from(e).into_store(path);
+                    for job in batch {
+                        job.abort(duplicate(&e));
+                    }
+                    continue;
+                }
             }
         }
         // IMMEDIATE takes the write lock up front, so a read-then-write inside a job (one

@@ -14,7 +14,7 @@ use rusqlite::OptionalExtension;
 use rusqlite::types::Value as SqlValue;
 
 use super::doc::{self, Table, key};
-use super::{DbError, SqliteStore};
+use super::{DbError, Durability, SqliteStore};
 use crate::model::{RunRecord, RunStep};
 use crate::store::{CreateRun, ListQuery, Page, RunStore, StoreError, StoreResult, Tenant};
 
@@ -88,6 +88,89 @@ impl RunStore for SqliteStore {
         run: &RunRecord,
         expected_version: u64,
     ) -> StoreResult<bool> {
+        self.write_run(Durability::Flush, t, run, expected_version)
+            .await
+    }
+
+    async fn update_run_progress(
+        &self,
+        t: &Tenant,
+        run: &RunRecord,
+        expected_version: u64,
+    ) -> StoreResult<bool> {
+        self.write_run(Durability::Progress, t, run, expected_version)
+            .await
+    }
+
+    async fn active_run(&self, t: &Tenant, thread_id: &str) -> StoreResult<Option<String>> {
+        let key = key(t, &[thread_id]);
+        self.db
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(ACTIVE_RUN)?
+                    .query_row([&key[0], &key[1]], |r| r.get(0))
+                    .optional()?)
+            })
+            .await
+    }
+    async fn list_active_runs(&self) -> StoreResult<Vec<(Tenant, RunRecord)>> {
+        self.db
+            .read(|conn| {
+                let mut stmt =
+                    conn.prepare_cached("SELECT tenant, body FROM runs WHERE active = 1")?;
+                let mut rows = stmt.query([])?;
+                let mut out = Vec::new();
+                while let Some(row) = rows.next()? {
+                    let tenant = Tenant::new(row.get_ref(0)?.as_str()?);
+                    out.push((tenant, serde_json::from_str(row.get_ref(1)?.as_str()?)?));
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn put_step(&self, t: &Tenant, step: &RunStep) -> StoreResult<()> {
+        let key = key(t, &[&step.thread_id, &step.run_id, &step.id]);
+        self.put_doc(&STEPS, key, vec![], step).await
+    }
+
+    async fn put_step_progress(&self, t: &Tenant, step: &RunStep) -> StoreResult<()> {
+        let key = key(t, &[&step.thread_id, &step.run_id, &step.id]);
+        self.put_doc_with(Durability::Progress, &STEPS, key, vec![], step)
+            .await
+    }
+
+    async fn get_step(
+        &self,
+        t: &Tenant,
+        thread_id: &str,
+        run_id: &str,
+        step_id: &str,
+    ) -> StoreResult<Option<RunStep>> {
+        self.get_doc(&STEPS, key(t, &[thread_id, run_id, step_id]))
+            .await
+    }
+
+    async fn list_steps(
+        &self,
+        t: &Tenant,
+        thread_id: &str,
+        run_id: &str,
+        q: &ListQuery,
+    ) -> StoreResult<Page<RunStep>> {
+        self.list_doc(&STEPS, key(t, &[thread_id, run_id]), vec![], q)
+            .await
+    }
+}
+
+impl SqliteStore {
+    async fn write_run(
+        &self,
+        durability: Durability,
+        t: &Tenant,
+        run: &RunRecord,
+        expected_version: u64,
+    ) -> StoreResult<bool> {
         if run.version != expected_version.wrapping_add(1) {
             return Err(StoreError::Other(format!(
                 "run {} written with version {} over version {expected_version} (must be +1)",
@@ -101,7 +184,7 @@ impl RunStore for SqliteStore {
             .map_err(|_| StoreError::Other("expected run version out of range".into()))?;
         let becomes_active = run.run.status.is_active();
         self.db
-            .write(move |tx| {
+            .write_with(durability, move |tx| {
                 let written = tx
                     .conn
                     .prepare_cached(
@@ -128,61 +211,6 @@ impl RunStore for SqliteStore {
                     Err(e) => Err(e.into()),
                 }
             })
-            .await
-    }
-
-    async fn active_run(&self, t: &Tenant, thread_id: &str) -> StoreResult<Option<String>> {
-        let key = key(t, &[thread_id]);
-        self.db
-            .read(move |conn| {
-                Ok(conn
-                    .prepare_cached(ACTIVE_RUN)?
-                    .query_row([&key[0], &key[1]], |r| r.get(0))
-                    .optional()?)
-            })
-            .await
-    }
-
-    async fn list_active_runs(&self) -> StoreResult<Vec<(Tenant, RunRecord)>> {
-        self.db
-            .read(|conn| {
-                let mut stmt =
-                    conn.prepare_cached("SELECT tenant, body FROM runs WHERE active = 1")?;
-                let mut rows = stmt.query([])?;
-                let mut out = Vec::new();
-                while let Some(row) = rows.next()? {
-                    let tenant = Tenant::new(row.get_ref(0)?.as_str()?);
-                    out.push((tenant, serde_json::from_str(row.get_ref(1)?.as_str()?)?));
-                }
-                Ok(out)
-            })
-            .await
-    }
-
-    async fn put_step(&self, t: &Tenant, step: &RunStep) -> StoreResult<()> {
-        let key = key(t, &[&step.thread_id, &step.run_id, &step.id]);
-        self.put_doc(&STEPS, key, vec![], step).await
-    }
-
-    async fn get_step(
-        &self,
-        t: &Tenant,
-        thread_id: &str,
-        run_id: &str,
-        step_id: &str,
-    ) -> StoreResult<Option<RunStep>> {
-        self.get_doc(&STEPS, key(t, &[thread_id, run_id, step_id]))
-            .await
-    }
-
-    async fn list_steps(
-        &self,
-        t: &Tenant,
-        thread_id: &str,
-        run_id: &str,
-        q: &ListQuery,
-    ) -> StoreResult<Page<RunStep>> {
-        self.list_doc(&STEPS, key(t, &[thread_id, run_id]), vec![], q)
             .await
     }
 }
