@@ -248,7 +248,12 @@ pub async fn threads_and_messages_crud(s: &Store) {
         Some(th.clone())
     );
     let mut m = message(&th.id, &new_id("msg_"), None);
-    s.messages.put_message(&t, &m).await.unwrap();
+    // Written as in-flight progress first: readable at once all the same.
+    s.messages.put_message_progress(&t, &m).await.unwrap();
+    assert_eq!(
+        s.messages.get_message(&t, &th.id, &m.id).await.unwrap(),
+        Some(m.clone())
+    );
     m.metadata.insert("edited".into(), "1".into());
     s.messages.put_message(&t, &m).await.unwrap();
     assert_eq!(
@@ -501,13 +506,18 @@ pub async fn runs_and_steps(s: &Store) {
     next.run.status = RunStatus::InProgress;
     next.lease_owner = Some("proxy-a".into());
     next.lease_until = Some(1_700_000_030_000);
-    assert!(s.runs.update_run(&t, &next, 1).await.unwrap());
+    // (The claim is in-flight progress: same compare-and-set, maybe not yet on disk.)
+    assert!(s.runs.update_run_progress(&t, &next, 1).await.unwrap());
     let mut stale = r.clone();
     stale.version = 2;
     stale.run.status = RunStatus::Cancelled;
     assert!(
         !s.runs.update_run(&t, &stale, 1).await.unwrap(),
         "a stale version must lose"
+    );
+    assert!(
+        !s.runs.update_run_progress(&t, &stale, 1).await.unwrap(),
+        "a stale version must lose, progress or not"
     );
     assert_eq!(
         s.runs.get_run(&t, &th.id, &r.run.id).await.unwrap(),
@@ -516,7 +526,11 @@ pub async fn runs_and_steps(s: &Store) {
 
     for i in 0..3 {
         let st = step(&th.id, &r.run.id, &new_id("step_"));
-        s.runs.put_step(&t, &st).await.unwrap();
+        if i % 2 == 0 {
+            s.runs.put_step(&t, &st).await.unwrap();
+        } else {
+            s.runs.put_step_progress(&t, &st).await.unwrap();
+        }
         assert_eq!(
             s.runs
                 .get_step(&t, &th.id, &r.run.id, &st.id)

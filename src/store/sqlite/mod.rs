@@ -543,3 +543,48 @@ impl StoreHealth for SqliteStore {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `synchronous` as the writer connection has it while running a job.
+    async fn mode_in(db: &Db, d: Durability) -> i64 {
+        db.write_with(d, |tx| {
+            Ok(tx
+                .conn
+                .pragma_query_value(None, "synchronous", |r| r.get(0))?)
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn progress_commits_skip_the_fsync_and_durable_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_blocking(&dir.path().join("d.db")).unwrap();
+        let db = &store.db;
+        // 2 = FULL (fsync at every commit), 1 = NORMAL (WAL synced at checkpoints only).
+        assert_eq!(mode_in(db, Durability::Flush).await, 2);
+        assert_eq!(mode_in(db, Durability::Progress).await, 1);
+        assert_eq!(mode_in(db, Durability::Flush).await, 2, "back to FULL");
+
+        // A batch holding one durable job is committed durably as a whole.
+        let progress = db.write_with(Durability::Progress, |tx| {
+            Ok(tx
+                .conn
+                .pragma_query_value::<i64, _>(None, "synchronous", |r| r.get(0))?)
+        });
+        let durable = db.write_with(Durability::Flush, |tx| {
+            Ok(tx
+                .conn
+                .pragma_query_value::<i64, _>(None, "synchronous", |r| r.get(0))?)
+        });
+        let (p, d) = tokio::join!(progress, durable);
+        assert_eq!(d.unwrap(), 2);
+        assert!(
+            matches!(p.unwrap(), 1 | 2),
+            "alone or batched with the durable job"
+        );
+    }
+}
