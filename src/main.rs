@@ -35,11 +35,21 @@ fn main() -> ExitCode {
             for w in config.warnings() {
                 tracing::warn!("{w}");
             }
-            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            // One worker thread asked for: run everything on this thread. A multi-thread
+            // runtime with one worker still hands every accepted connection from the accept
+            // loop (on this thread) to the worker, and pays the work-stealing scheduler's
+            // atomics on every wake-up; a current-thread runtime does neither. Blocking work
+            // still goes to spawn_blocking's pool either way.
+            let mut runtime = match config.worker_threads {
+                Some(1) => tokio::runtime::Builder::new_current_thread(),
+                Some(n) => {
+                    let mut b = tokio::runtime::Builder::new_multi_thread();
+                    b.worker_threads(n);
+                    b
+                }
+                None => tokio::runtime::Builder::new_multi_thread(),
+            };
             runtime.enable_all();
-            if let Some(n) = config.worker_threads {
-                runtime.worker_threads(n);
-            }
             let runtime = match runtime.build() {
                 Ok(r) => r,
                 Err(e) => {

@@ -4,7 +4,7 @@
 //! Handles to label-free series are resolved once here, so the forwarding hot path touches
 //! only atomics (and one short mutex for the latency histogram).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use std::fmt::Write as _;
@@ -28,6 +28,20 @@ pub enum RouteClass {
 }
 
 impl RouteClass {
+    const ALL: [RouteClass; 3] = [
+        RouteClass::Intercepted,
+        RouteClass::Forwarded,
+        RouteClass::Own,
+    ];
+
+    fn index(self) -> usize {
+        match self {
+            RouteClass::Intercepted => 0,
+            RouteClass::Forwarded => 1,
+            RouteClass::Own => 2,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RouteClass::Intercepted => "intercepted",
@@ -71,11 +85,19 @@ struct DirectionLabels {
     direction: Direction,
 }
 
+/// Statuses 100..=599 have a cached counter handle per route class (see `request_counters`).
+const STATUS_MIN: usize = 100;
+const STATUS_SPAN: usize = 500;
+
 /// All metrics of one server instance. Cloning is cheap (every series is an `Arc`).
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
     requests: Family<RequestLabels, Counter>,
+    /// The family's counter for each (class, status), found once: `Family::get_or_create`
+    /// takes a lock and hashes the labels, which on the forwarding path costs more than the
+    /// increment itself.
+    request_counters: Arc<[OnceLock<Counter>]>,
     pub in_flight: Gauge,
     pub upstream_latency: Histogram,
     pub bytes_to_upstream: Counter,
@@ -145,6 +167,9 @@ impl Metrics {
         Metrics {
             registry: Arc::new(registry),
             requests,
+            request_counters: (0..RouteClass::ALL.len() * STATUS_SPAN)
+                .map(|_| OnceLock::new())
+                .collect(),
             in_flight,
             upstream_latency,
             bytes_to_upstream,
@@ -155,9 +180,24 @@ impl Metrics {
     }
 
     pub fn request_done(&self, class: RouteClass, status: u16) {
-        self.requests
-            .get_or_create(&RequestLabels { class, status })
-            .inc();
+        let slot = usize::from(status)
+            .checked_sub(STATUS_MIN)
+            .filter(|i| *i < STATUS_SPAN)
+            .and_then(|i| self.request_counters.get(class.index() * STATUS_SPAN + i));
+        match slot {
+            Some(slot) => slot
+                .get_or_init(|| {
+                    self.requests
+                        .get_or_create(&RequestLabels { class, status })
+                        .clone()
+                })
+                .inc(),
+            // hyper only produces 100..=999; anything outside the cached range is rare.
+            None => self
+                .requests
+                .get_or_create(&RequestLabels { class, status })
+                .inc(),
+        };
     }
 
     pub fn observe_upstream_head(&self, elapsed: Duration) {

@@ -295,7 +295,10 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<ProxyB
             }
             Resolution::Local { endpoint, params } => {
                 let class = endpoint.class();
-                let resp = crate::api::dispatch(endpoint, &state, req, params)
+                // Boxed: the local handlers' futures are large, and hyper keeps one slot the
+                // size of this whole future per connection, busy or idle. Forwarding (the
+                // common case) should not pay for them in memory.
+                let resp = Box::pin(crate::api::dispatch(endpoint, &state, req, params))
                     .await
                     .unwrap_or_else(Error::into_response);
                 (class, local_response(&state, class, resp, &id, in_flight))
@@ -325,7 +328,7 @@ fn local_response(
 ) -> Response<ProxyBody> {
     state.metrics.request_done(class, resp.status().as_u16());
     let (mut parts, body) = resp.into_parts();
-    if let Ok(v) = HeaderValue::from_str(&id.0) {
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         parts.headers.insert("x-request-id", v);
     }
     let body = RelayBody::new(
@@ -338,12 +341,17 @@ fn local_response(
 }
 
 /// A request id: `req_` + a per-process random prefix + a counter. Cheap, unique, and
-/// meaningless to anyone who sees it.
-pub struct RequestId(pub String);
+/// meaningless to anyone who sees it. Kept as its two numbers and formatted only when shown
+/// (a disabled span or a forwarded request never needs the text).
+#[derive(Clone, Copy)]
+pub struct RequestId {
+    prefix: u32,
+    n: u64,
+}
 
 impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        write!(f, "req_{:08x}{:012x}", self.prefix, self.n)
     }
 }
 
@@ -365,8 +373,10 @@ impl RequestIds {
     }
 
     fn next(&self) -> RequestId {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        RequestId(format!("req_{:08x}{:012x}", self.prefix, n))
+        RequestId {
+            prefix: self.prefix,
+            n: self.counter.fetch_add(1, Ordering::Relaxed),
+        }
     }
 }
 
