@@ -24,7 +24,9 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-async fn connect(url: &hyper::Uri) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+type Conn = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(url: &hyper::Uri) -> Conn {
     let addr = format!("{}:{}", url.host().unwrap(), url.port_u16().unwrap_or(80));
     let tcp = TcpStream::connect(addr).await.unwrap();
     tcp.set_nodelay(true).unwrap();
@@ -59,6 +61,22 @@ fn request_with(
         .unwrap()
 }
 
+/// Sends one request and reads its whole answer; returns whether it succeeded (a 2xx). A
+/// failed connection is replaced, so the worker goes on.
+async fn exchange(sender: &mut Conn, url: &hyper::Uri, req: Request<Full<Bytes>>) -> bool {
+    match sender.send_request(req).await {
+        Ok(resp) => {
+            let ok = resp.status().is_success();
+            let _ = resp.into_body().collect().await;
+            ok
+        }
+        Err(_) => {
+            *sender = connect(url).await;
+            false
+        }
+    }
+}
+
 fn pct(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -81,18 +99,8 @@ async fn rate(url: hyper::Uri, rps: u64, seconds: u64, conns: usize) {
             let mut lat = Vec::new();
             let mut errors = 0u64;
             while let Ok(scheduled) = rx.recv().await {
-                match sender.send_request(request(&url)).await {
-                    Ok(resp) => {
-                        let ok = resp.status().is_success();
-                        let _ = resp.into_body().collect().await;
-                        if !ok {
-                            errors += 1;
-                        }
-                    }
-                    Err(_) => {
-                        errors += 1;
-                        sender = connect(&url).await;
-                    }
+                if !exchange(&mut sender, &url, request(&url)).await {
+                    errors += 1;
                 }
                 lat.push(scheduled.elapsed().as_micros() as u64);
             }
@@ -183,21 +191,9 @@ async fn closed(
             let mut errors = 0u64;
             while Instant::now() < deadline {
                 let sent = Instant::now();
-                match sender
-                    .send_request(request_with(&method, &url, body.as_ref()))
-                    .await
-                {
-                    Ok(resp) => {
-                        let ok = resp.status().is_success();
-                        let _ = resp.into_body().collect().await;
-                        if !ok {
-                            errors += 1;
-                        }
-                    }
-                    Err(_) => {
-                        errors += 1;
-                        sender = connect(&url).await;
-                    }
+                let req = request_with(&method, &url, body.as_ref());
+                if !exchange(&mut sender, &url, req).await {
+                    errors += 1;
                 }
                 lat.push(sent.elapsed().as_micros() as u64);
             }

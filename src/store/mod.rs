@@ -125,6 +125,18 @@ pub struct VsFileFilter {
     pub batch_id: Option<String>,
 }
 
+/// The compare-and-set rule of [`RunStore::update_run`] that every backend checks first: the
+/// written record's version follows the one it replaces.
+pub(crate) fn check_successor(run: &RunRecord, expected_version: u64) -> StoreResult<()> {
+    if run.version == expected_version.wrapping_add(1) {
+        return Ok(());
+    }
+    Err(StoreError::Other(format!(
+        "run {} written with version {} over version {expected_version} (must be +1)",
+        run.run.id, run.version
+    )))
+}
+
 #[async_trait]
 pub trait StoreHealth: Send + Sync {
     /// Cheap round trip to the database, for `/readyz`.

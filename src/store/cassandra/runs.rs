@@ -350,12 +350,7 @@ impl RunStore for CassandraStore {
         run: &RunRecord,
         expected_version: u64,
     ) -> StoreResult<bool> {
-        if run.version != expected_version.saturating_add(1) {
-            return Err(StoreError::Other(format!(
-                "update_run: version {} does not follow {expected_version}",
-                run.version
-            )));
-        }
+        crate::store::check_successor(run, expected_version)?;
         let conn = self.conn().await?;
         let (thread_id, run_id) = (run.run.thread_id.as_str(), run.run.id.as_str());
         let expected = i64::try_from(expected_version).unwrap_or(i64::MAX);

@@ -171,12 +171,7 @@ impl SqliteStore {
         run: &RunRecord,
         expected_version: u64,
     ) -> StoreResult<bool> {
-        if run.version != expected_version.wrapping_add(1) {
-            return Err(StoreError::Other(format!(
-                "run {} written with version {} over version {expected_version} (must be +1)",
-                run.run.id, run.version
-            )));
-        }
+        crate::store::check_successor(run, expected_version)?;
         let key = key(t, &[&run.run.thread_id, &run.run.id]);
         let columns = run_columns(run)?;
         let body = encode(run)?;
