@@ -158,7 +158,7 @@ impl ChunkStore for SqliteStore {
         let (tenant, vs_id, file_id) =
             (t.as_str().to_owned(), vs_id.to_owned(), file_id.to_owned());
         self.db
-            .read(move |conn| {
+            .read_long(move |conn| {
                 let mut stmt = conn.prepare_cached(
                     "SELECT idx, text, attributes, embedding FROM chunks \
                      WHERE tenant = ?1 AND vs_id = ?2 AND file_id = ?3 ORDER BY idx",
@@ -233,7 +233,7 @@ impl ChunkStore for SqliteStore {
         let query = query.to_vec();
         let filter = filter.cloned();
         self.db
-            .read(move |conn| index.search(conn, &tenant, &vs_ids, &query, k, filter.as_ref()))
+            .read_long(move |conn| index.search(conn, &tenant, &vs_ids, &query, k, filter.as_ref()))
             .await
     }
 }

@@ -16,6 +16,10 @@ use serde::de::DeserializeOwned;
 use super::{DbError, Durability, SqliteStore};
 use crate::store::{ListQuery, Order, Page, StoreResult, Tenant};
 
+/// Pages up to this many rows are short reads (every API list but files caps `limit` at
+/// 100); the files list allows 10,000, which is read apart so it cannot hold up others.
+const SHORT_PAGE: usize = 100;
+
 /// A document table. Every one has `tenant` first and `body` last; `keys` end with `id`, the
 /// column pages are ordered by, and the unique index `(tenant, keys…)` exists (schema.rs).
 pub(super) struct Table {
@@ -266,14 +270,18 @@ impl SqliteStore {
         q: &ListQuery,
     ) -> StoreResult<Page<T>> {
         let q = q.clone();
-        self.db
-            .read(move |conn| {
-                let scope = Scope {
-                    key: &key,
-                    filters: &filters,
-                };
-                list(conn, table, &scope, &q)
-            })
-            .await
+        let long = q.limit > SHORT_PAGE;
+        let read = move |conn: &Connection| {
+            let scope = Scope {
+                key: &key,
+                filters: &filters,
+            };
+            list(conn, table, &scope, &q)
+        };
+        if long {
+            self.db.read_long(read).await
+        } else {
+            self.db.read(read).await
+        }
     }
 }

@@ -18,8 +18,10 @@
 //!   what can be lost to a power cut is only a tail of in-flight progress that no durable
 //!   write has followed yet — exactly what a proxy dying mid-run loses, which crash recovery
 //!   already handles. A process crash loses nothing committed in either mode.
-//! - **A small pool of reader connections** (WAL lets them read alongside the writer), used from
-//!   `spawn_blocking` so SQLite never blocks the async runtime.
+//! - **Reader connections** (WAL lets them read alongside the writer), never on the async
+//!   runtime: short reads go to a pool of reader threads that stay busy under load instead of
+//!   being woken per job (`readers.rs`); long ones (searches, scans) run on `spawn_blocking`
+//!   with connections of their own, so they never hold up a short read.
 
 mod assistants;
 mod chunks;
@@ -27,6 +29,7 @@ mod doc;
 mod files;
 pub(crate) mod kernel;
 mod messages;
+mod readers;
 mod runs;
 mod schema;
 mod search;
@@ -46,11 +49,16 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::{Semaphore, oneshot};
 
 use super::{Store, StoreError, StoreHealth, StoreResult};
+use readers::{ReadJob, ReadPool};
 use search::{IndexOp, SearchIndex};
 
-/// Reader connections. Four covers the two cores with room for a reader that waits on I/O;
-/// more would only add page caches (and searches hold one for their whole scan).
-const READERS: usize = 4;
+/// Threads (each with its connection) of the short-read pool: one per core of the 2-core
+/// machines this runs on; more would only take turns on the same cores.
+const SHORT_READERS: usize = 2;
+
+/// Connections for long reads. Two lets a search run beside a recovery scan; more would
+/// only add page caches (a search holds its connection for its whole scan).
+const LONG_READERS: usize = 2;
 
 /// How long a connection waits for a lock held by another process before reporting the
 /// database as unavailable. Only another process sharing the file can hold it that long.
@@ -118,8 +126,8 @@ impl SqliteStore {
         .map_err(|e| fail("open", &e))?;
         configure(&writer, true).map_err(|e| fail("configure", &e))?;
         schema::migrate(&writer).map_err(|e| fail("migrate", &e))?;
-        let mut readers = Vec::with_capacity(READERS);
-        for _ in 0..READERS {
+        let mut readers = Vec::with_capacity(SHORT_READERS + LONG_READERS);
+        for _ in 0..SHORT_READERS + LONG_READERS {
             let conn = Connection::open_with_flags(
                 path,
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -128,6 +136,8 @@ impl SqliteStore {
             configure(&conn, false).map_err(|e| fail("configure", &e))?;
             readers.push(conn);
         }
+        let pool = ReadPool::start(readers.split_off(LONG_READERS))
+            .map_err(|e| fail("start the reader threads for", &e))?;
         let index = Arc::new(SearchIndex::new());
         let (jobs, rx) = mpsc::channel::<Box<dyn Job>>();
         let thread = {
@@ -144,8 +154,9 @@ impl SqliteStore {
                     path: path.to_owned(),
                     jobs: Some(jobs),
                     writer: Some(thread),
+                    pool: Some(pool),
                     readers: Mutex::new(readers),
-                    reader_permits: Arc::new(Semaphore::new(READERS)),
+                    reader_permits: Arc::new(Semaphore::new(LONG_READERS)),
                     index,
                 }),
             },
@@ -194,7 +205,9 @@ struct Inner {
     /// Joined on drop, so the write connection is closed before the store is gone (a reopen
     /// in the same process then finds the file quiet).
     writer: Option<JoinHandle<()>>,
-    /// Idle reader connections; a permit of `reader_permits` guarantees one is here.
+    /// The short-read threads; `None` only while dropping.
+    pool: Option<ReadPool>,
+    /// Idle long-read connections; a permit of `reader_permits` guarantees one is here.
     readers: Mutex<Vec<Connection>>,
     /// Makes async callers wait (without blocking a runtime thread) for a free reader.
     reader_permits: Arc<Semaphore>,
@@ -204,6 +217,8 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // Stops (and joins) the reader threads after the reads already queued.
+        self.pool = None;
         self.jobs = None;
         if let Some(thread) = self.writer.take() {
             // The queue is closed, so the thread finishes its batch and returns; a panic in it
@@ -258,8 +273,37 @@ impl Db {
         &self.inner.path
     }
 
-    /// Runs `f` on a reader connection, off the async runtime.
+    /// Runs a short read `f` (a key lookup, a page of at most a few hundred rows) on the
+    /// reader pool, off the async runtime.
     pub(crate) async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let closed = || StoreError::Unavailable("SQLite store is closed".into());
+        let (tx, rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            // The caller may have gone (a cancelled request): then nobody wants the result.
+            let _ = tx.send(catch_unwind(AssertUnwindSafe(|| f(conn))));
+        });
+        self.inner
+            .pool
+            .as_ref()
+            .ok_or_else(closed)?
+            .submit(job)
+            .map_err(|_| closed())?;
+        match rx.await {
+            Ok(Ok(result)) => result.map_err(|e| e.into_store(self.path())),
+            Ok(Err(_)) => Err(StoreError::Other("SQLite read panicked (a bug)".into())),
+            // The pool runs every queued job before it stops, so the sender only goes
+            // unanswered if the job itself was lost.
+            Err(_) => Err(closed()),
+        }
+    }
+
+    /// Runs a long read `f` (a vector search, a scan) on its own connection through
+    /// `spawn_blocking`, so it never queues a short read behind it.
+    pub(crate) async fn read_long<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,

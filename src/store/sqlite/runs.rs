@@ -115,7 +115,7 @@ impl RunStore for SqliteStore {
     }
     async fn list_active_runs(&self) -> StoreResult<Vec<(Tenant, RunRecord)>> {
         self.db
-            .read(|conn| {
+            .read_long(|conn| {
                 let mut stmt =
                     conn.prepare_cached("SELECT tenant, body FROM runs WHERE active = 1")?;
                 let mut rows = stmt.query([])?;

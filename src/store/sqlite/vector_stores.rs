@@ -129,8 +129,9 @@ impl VectorStoreStore for SqliteStore {
     ) -> StoreResult<(FileCounts, u64)> {
         let key = key(t, &[vs_id]);
         let batch_id = batch_id.map(str::to_owned);
+        // A count over every file of the store: thousands of rows for a large one.
         self.db
-            .read(move |conn| {
+            .read_long(move |conn| {
                 let mut stmt = match batch_id {
                     None => conn.prepare_cached(
                         "SELECT status, COUNT(*), SUM(usage_bytes) FROM vs_files \
