@@ -5,16 +5,17 @@
 //! drive the same code the binary runs.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
@@ -142,8 +143,10 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let builder = connection_builder(&state.config);
-    let graceful = GracefulShutdown::new();
+    let builders = Arc::new(Builders::new(&state.config));
+    // Cancelled when shutdown begins: each connection finishes the exchange in progress, then
+    // closes (HTTP/1 after the current response, HTTP/2 with GOAWAY).
+    let draining = CancellationToken::new();
     state.tasks.spawn(crate::runs::sweeper::run(state.clone()));
     if let Some(sessions) = &state.astra {
         state
@@ -175,14 +178,14 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "set_nodelay failed");
         }
-        let watcher = graceful.watcher();
-        let builder = builder.clone();
+        let builders = builders.clone();
         let state = state.clone();
         let tls = tls.clone();
+        let draining = draining.clone();
         let cancel = state.shutdown.clone();
         connections.spawn(async move {
             tokio::select! {
-                () = serve_connection(stream, state, builder, tls, watcher) => {}
+                () = serve_connection(stream, state, builders, tls, draining) => {}
                 // The grace period is over: drop whatever is still open.
                 () = cancel.cancelled() => {}
             }
@@ -192,7 +195,9 @@ pub async fn serve(
     drop(listener);
     tracing::info!("shutting down: no longer accepting connections");
     let grace = state.config.shutdown_grace;
-    if tokio::time::timeout(grace, graceful.shutdown())
+    draining.cancel();
+    connections.close();
+    if tokio::time::timeout(grace, connections.wait())
         .await
         .is_err()
     {
@@ -202,7 +207,6 @@ pub async fn serve(
         );
     }
     state.shutdown.cancel();
-    connections.close();
     state.tasks.close();
     connections.wait().await;
     state.tasks.wait().await;
@@ -211,40 +215,151 @@ pub async fn serve(
     tracing::info!("shutdown complete");
 }
 
-fn connection_builder(config: &Config) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        // header_read_timeout needs a timer (without one, hyper panics when it is set).
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20));
-    builder
+/// The connection builders, shared by all connections (each connection holds an `Arc`, not a
+/// copy of the configuration).
+struct Builders {
+    /// Plain-text connections that cannot be HTTP/2 (nearly all of them).
+    http1: http1::Builder,
+    /// TLS connections and plain-text ones that may be HTTP/2 prior knowledge (h2c).
+    auto: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(config: &Config) -> Builders {
+        // The same HTTP/1 settings on both: header_read_timeout needs a timer (without one,
+        // hyper panics when it is set).
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout)
+            .keep_alive(true);
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        auto.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout)
+            .keep_alive(true);
+        auto.http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        Builders { http1, auto }
+    }
+}
+
+/// The HTTP/2 connection preface: a plain-text connection that opens with it is h2c.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a plain-text connection's first bytes say about its protocol.
+enum Opening {
+    /// They cannot begin the HTTP/2 preface.
+    Http1,
+    /// They are the preface or a prefix of it: the auto builder reads on and decides.
+    MaybeHttp2,
+    /// The client closed, failed or sent nothing within the header read timeout.
+    Gone,
+}
+
+/// Peeks at (without consuming) the first bytes of a plain-text connection.
+///
+/// Why not let hyper-util's auto builder decide for every connection: it reads the first bytes
+/// itself and replays them through a wrapper, so hyper's first read returns those few bytes
+/// alone and its 8 KB read buffer, no longer fully free, is reallocated at 16 KB for the next
+/// read, for the life of the connection. That was the largest item of memory per connection.
+/// A peek leaves the bytes in the socket, and HTTP/1 connections go straight to hyper.
+async fn peek_opening(stream: &TcpStream, timeout: Duration) -> Opening {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    match tokio::time::timeout(timeout, stream.peek(&mut buf)).await {
+        Ok(Ok(0)) | Err(_) => Opening::Gone,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "reading the first bytes failed");
+            Opening::Gone
+        }
+        Ok(Ok(n)) if buf[..n] == H2_PREFACE[..n] => Opening::MaybeHttp2,
+        Ok(Ok(_)) => Opening::Http1,
+    }
+}
+
+/// Runs a connection to its end; once `draining` is cancelled, `graceful_shutdown` is called on
+/// it, so it finishes the exchange in progress and closes.
+async fn drive<C, E>(
+    conn: C,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+    draining: &CancellationToken,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = draining.cancelled() => {
+            graceful_shutdown(conn.as_mut());
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
 }
 
 async fn serve_connection(
     stream: TcpStream,
     state: Arc<AppState>,
-    builder: auto::Builder<TokioExecutor>,
+    builders: Arc<Builders>,
     tls: Option<TlsAcceptor>,
-    watcher: hyper_util::server::graceful::Watcher,
+    draining: CancellationToken,
 ) {
+    let timeout = state.config.header_read_timeout;
     let service = service_fn(move |req| {
-        let state = state.clone();
-        async move { Ok::<_, std::convert::Infallible>(handle(state, req).await) }
+        // Boxed: hyper keeps a slot the size of this future for the connection's whole life,
+        // busy or idle (and through a whole SSE stream, after the response head has left).
+        // Boxed, the slot is a pointer, and the future's memory is held only while a request
+        // is being answered; the allocation per request costs far less than it saves.
+        Box::pin(handle(state.clone(), req))
     });
-    let result =
-        match tls {
-            None => {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                watcher.watch(conn.into_owned()).await
+    // The future of this function is the bulk of each connection's task, and it is as large
+    // as its largest branch: the rare ones (TLS, h2c) are boxed so plain HTTP/1 does not pay
+    // for them.
+    match tls {
+        None => {
+            // A connection that has sent nothing yet when shutdown begins has no exchange to
+            // finish.
+            let opening = tokio::select! {
+                opening = peek_opening(&stream, timeout) => opening,
+                () = draining.cancelled() => Opening::Gone,
+            };
+            match opening {
+                Opening::Http1 => {
+                    let conn = builders
+                        .http1
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
+                    drive(
+                        conn,
+                        http1::UpgradeableConnection::graceful_shutdown,
+                        &draining,
+                    )
+                    .await;
+                }
+                Opening::MaybeHttp2 => {
+                    Box::pin(async {
+                        let conn = builders
+                            .auto
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        drive(
+                            conn,
+                            auto::UpgradeableConnection::graceful_shutdown,
+                            &draining,
+                        )
+                        .await;
+                    })
+                    .await
+                }
+                Opening::Gone => {}
             }
-            Some(acceptor) => {
+        }
+        Some(acceptor) => {
+            Box::pin(async {
                 let stream =
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
                         .await
@@ -259,17 +374,26 @@ async fn serve_connection(
                             return;
                         }
                     };
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                watcher.watch(conn.into_owned()).await
-            }
-        };
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "connection ended with an error");
+                let conn = builders
+                    .auto
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service);
+                drive(
+                    conn,
+                    auto::UpgradeableConnection::graceful_shutdown,
+                    &draining,
+                )
+                .await;
+            })
+            .await
+        }
     }
 }
 
 /// One request: resolve the route, answer locally or forward, record metrics and an access log.
-async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn handle(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, std::convert::Infallible> {
     let started = Instant::now();
     let id = state.request_ids.next();
     let span =
@@ -312,7 +436,7 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<ProxyB
                 "request"
             );
         }
-        resp
+        Ok(resp)
     }
     .instrument(span)
     .await
