@@ -302,6 +302,31 @@ async fn drive<C, E>(
     }
 }
 
+/// A connection through hyper-util's auto builder (HTTP/1 or HTTP/2, decided from its first
+/// bytes): TLS ones, and cleartext ones that may open with the HTTP/2 preface.
+async fn serve_auto<I, S>(
+    auto: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: S,
+    draining: &CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<ProxyBody>,
+            Error = std::convert::Infallible,
+        >,
+    S::Future: Send + 'static,
+{
+    let conn = auto.serve_connection_with_upgrades(TokioIo::new(io), service);
+    drive(
+        conn,
+        auto::UpgradeableConnection::graceful_shutdown,
+        draining,
+    )
+    .await;
+}
+
 async fn serve_connection(
     stream: TcpStream,
     state: Arc<AppState>,
@@ -342,18 +367,7 @@ async fn serve_connection(
                     .await;
                 }
                 Opening::MaybeHttp2 => {
-                    Box::pin(async {
-                        let conn = builders
-                            .auto
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        drive(
-                            conn,
-                            auto::UpgradeableConnection::graceful_shutdown,
-                            &draining,
-                        )
-                        .await;
-                    })
-                    .await
+                    Box::pin(serve_auto(&builders.auto, stream, service, &draining)).await;
                 }
                 Opening::Gone => {}
             }
@@ -374,15 +388,7 @@ async fn serve_connection(
                             return;
                         }
                     };
-                let conn = builders
-                    .auto
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service);
-                drive(
-                    conn,
-                    auto::UpgradeableConnection::graceful_shutdown,
-                    &draining,
-                )
-                .await;
+                serve_auto(&builders.auto, stream, service, &draining).await;
             })
             .await
         }

@@ -260,6 +260,19 @@ impl DbError {
     }
 }
 
+/// The error of a read on a store that is shutting down.
+fn closed() -> StoreError {
+    StoreError::Unavailable("SQLite store is closed".into())
+}
+
+/// A read closure's outcome, caught panic included, as the store reports it.
+fn settle<T>(outcome: std::thread::Result<Result<T, DbError>>, path: &Path) -> StoreResult<T> {
+    match outcome {
+        Ok(result) => result.map_err(|e| e.into_store(path)),
+        Err(_) => Err(StoreError::Other("SQLite read panicked (a bug)".into())),
+    }
+}
+
 /// `StoreError` is not `Clone`; a failed commit is reported to every job of its batch.
 fn duplicate(e: &StoreError) -> StoreError {
     match e {
@@ -280,7 +293,6 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
     {
-        let closed = || StoreError::Unavailable("SQLite store is closed".into());
         let (tx, rx) = oneshot::channel();
         let job: ReadJob = Box::new(move |conn| {
             // The caller may have gone (a cancelled request): then nobody wants the result.
@@ -292,13 +304,10 @@ impl Db {
             .ok_or_else(closed)?
             .submit(job)
             .map_err(|_| closed())?;
-        match rx.await {
-            Ok(Ok(result)) => result.map_err(|e| e.into_store(self.path())),
-            Ok(Err(_)) => Err(StoreError::Other("SQLite read panicked (a bug)".into())),
-            // The pool runs every queued job before it stops, so the sender only goes
-            // unanswered if the job itself was lost.
-            Err(_) => Err(closed()),
-        }
+        // The pool runs every queued job before it stops, so the sender only goes unanswered
+        // if the job itself was lost.
+        let outcome = rx.await.map_err(|_| closed())?;
+        settle(outcome, self.path())
     }
 
     /// Runs a long read `f` (a vector search, a scan) on its own connection through
@@ -314,7 +323,7 @@ impl Db {
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| StoreError::Unavailable("SQLite store is closed".into()))?;
+            .map_err(|_| closed())?;
         let db = self.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -322,12 +331,9 @@ impl Db {
                 // Cannot happen: a permit is held per connection taken.
                 return Err(StoreError::Other("SQLite reader pool is empty".into()));
             };
-            let result = catch_unwind(AssertUnwindSafe(|| f(&conn)));
+            let outcome = catch_unwind(AssertUnwindSafe(|| f(&conn)));
             db.lock_readers().push(conn);
-            match result {
-                Ok(r) => r.map_err(|e| e.into_store(db.path())),
-                Err(_) => Err(StoreError::Other("SQLite read panicked (a bug)".into())),
-            }
+            settle(outcome, db.path())
         })
         .await
         .map_err(|e| StoreError::Other(format!("SQLite read task failed: {e}")))?
