@@ -189,12 +189,15 @@ mod tests {
         // Let the first job start before the second is queued.
         std::thread::sleep(Duration::from_millis(50));
         pool.submit(Box::new(move |_: &Connection| {
-            first_tx.send(()).unwrap();
+            // Reported before the first job is released, so the order below is not a race.
             done_tx.send(2).unwrap();
+            first_tx.send(()).unwrap();
         }))
         .ok()
         .unwrap();
-        let order: Vec<i32> = done_rx.iter().take(2).collect();
+        let order: Vec<i32> = (0..2)
+            .map(|_| done_rx.recv_timeout(Duration::from_secs(10)).unwrap())
+            .collect();
         assert_eq!(order, vec![2, 1]);
     }
 
