@@ -81,7 +81,8 @@ fn message(thread_id: &str) -> Message {
         content: vec![json!({"type": "text", "text": {
             "value": "What does the second quarterly report say about churn in the EMEA region?",
             "annotations": []
-        }})],
+        }})]
+        .into(),
         assistant_id: None,
         run_id: None,
         attachments: vec![],

@@ -62,7 +62,8 @@ fn message(thread_id: &str) -> Message {
         role: "user".into(),
         content: vec![
             json!({"type": "text", "text": {"value": "How do I rotate my keys? ".repeat(8), "annotations": []}}),
-        ],
+        ]
+        .into(),
         assistant_id: None,
         run_id: None,
         attachments: vec![],

@@ -23,8 +23,19 @@ pub fn empty() -> ProxyBody {
 }
 
 /// A JSON response body from a serializable value.
-pub fn json(value: &serde_json::Value) -> ProxyBody {
-    full(value.to_string())
+pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> ProxyBody {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => full(bytes),
+        // Only a map with non-string keys or a failing `Serialize` impl gets here, and the
+        // crate's response types have neither; the body still says what went wrong.
+        Err(e) => full(
+            serde_json::json!({"error": {
+                "message": format!("cannot encode the response: {e}"),
+                "type": "server_error", "param": null, "code": null,
+            }})
+            .to_string(),
+        ),
+    }
 }
 
 /// How much of a refused body is read and thrown away before answering. A client still

@@ -99,11 +99,87 @@ pub struct Message {
     pub incomplete_at: Option<i64>,
     pub role: String,
     /// Content parts in response shape (`text`, `image_file`, `image_url`, `refusal`).
-    pub content: Vec<Value>,
+    pub content: Content,
     pub assistant_id: Option<String>,
     pub run_id: Option<String>,
     pub attachments: Vec<Attachment>,
     pub metadata: Metadata,
+}
+
+/// A message's content parts, kept as the JSON array they are stored and served as.
+///
+/// Listing messages is the hottest read the proxy serves, and decoding every part into
+/// `Value` maps cost about ten allocations per message for content that is only copied back
+/// out. Only the run engine looks inside (building a prompt, finding citations), and it asks
+/// for [`Content::parts`] once per run.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Content(Box<serde_json::value::RawValue>);
+
+impl Content {
+    /// The parts, decoded.
+    pub fn parts(&self) -> Vec<Value> {
+        // A RawValue is valid JSON by construction; an array is all `from_parts` and the
+        // stored documents (written from it) ever hold, so anything else reads as no parts.
+        serde_json::from_str(self.0.get()).unwrap_or_default()
+    }
+
+    /// Content made of `parts`.
+    pub fn from_parts(parts: &[Value]) -> Content {
+        let json = Value::from(parts.to_vec()).to_string();
+        match serde_json::value::RawValue::from_string(json) {
+            Ok(raw) => Content(raw),
+            // Unreachable: a serialized Value is valid JSON.
+            Err(_) => Content::default(),
+        }
+    }
+
+    /// The text of every `text` part (and `refusal`s when `refusals`), in order.
+    pub fn texts(&self, refusals: bool) -> Vec<String> {
+        self.parts()
+            .iter()
+            .filter_map(|p| {
+                p["text"]["value"]
+                    .as_str()
+                    .or(if refusals {
+                        p["refusal"].as_str()
+                    } else {
+                        None
+                    })
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+}
+
+impl Default for Content {
+    fn default() -> Content {
+        // "[]" is valid JSON, so the fallback (which `parts` would read as no parts too)
+        // is never taken; it keeps this free of a panic path.
+        Content(
+            serde_json::value::RawValue::from_string("[]".to_owned())
+                .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned()),
+        )
+    }
+}
+
+impl From<Vec<Value>> for Content {
+    fn from(parts: Vec<Value>) -> Content {
+        Content::from_parts(&parts)
+    }
+}
+
+/// Equal when the parts are: two serializations of the same parts may differ in spacing.
+impl PartialEq for Content {
+    fn eq(&self, other: &Content) -> bool {
+        self.0.get() == other.0.get() || self.parts() == other.parts()
+    }
+}
+
+impl std::fmt::Debug for Content {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.get())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -552,27 +552,33 @@ impl ListParams {
 }
 
 /// The list envelope: `{object:"list", data, first_id, last_id, has_more}`.
-pub fn list_response<T>(
-    page: Page<T>,
+pub fn list_response<'a, T, R: Serialize>(
+    page: &'a Page<T>,
     id: impl Fn(&T) -> &str,
-    render: impl Fn(&T) -> Value,
+    render: impl Fn(&'a T) -> R,
 ) -> Response<ProxyBody> {
-    let first_id = page.items.first().map(|x| id(x).to_owned());
-    let last_id = page.items.last().map(|x| id(x).to_owned());
-    let data: Vec<Value> = page.items.iter().map(render).collect();
+    /// The list envelope, serialized straight from the page (no `Value` tree in between).
+    #[derive(Serialize)]
+    struct List<'a, R> {
+        object: &'static str,
+        data: Vec<R>,
+        first_id: Option<&'a str>,
+        last_id: Option<&'a str>,
+        has_more: bool,
+    }
     json_response(
         StatusCode::OK,
-        &json!({
-            "object": "list",
-            "data": data,
-            "first_id": first_id,
-            "last_id": last_id,
-            "has_more": page.has_more,
-        }),
+        &List {
+            object: "list",
+            data: page.items.iter().map(render).collect(),
+            first_id: page.items.first().map(&id),
+            last_id: page.items.last().map(&id),
+            has_more: page.has_more,
+        },
     )
 }
 
-pub fn json_response(status: StatusCode, value: &Value) -> Response<ProxyBody> {
+pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<ProxyBody> {
     let mut resp = Response::new(body::json(value));
     *resp.status_mut() = status;
     resp.headers_mut().insert(

@@ -630,11 +630,7 @@ async fn run_history(r: &RunRef, rec: &RunRecord) -> Result<(Vec<RunStep>, Vec<R
                     .get_message(&r.tenant, &r.thread_id, mid)
                     .await?
             {
-                let text: Vec<&str> = m
-                    .content
-                    .iter()
-                    .filter_map(|p| p["text"]["value"].as_str())
-                    .collect();
+                let text = m.content.texts(false);
                 if !text.is_empty() {
                     items.push(RunItem::Assistant(text.join("\n")));
                 }
@@ -696,7 +692,7 @@ async fn run_history(r: &RunRef, rec: &RunRecord) -> Result<(Vec<RunStep>, Vec<R
 async fn images_of(r: &RunRef, messages: &[Message]) -> std::collections::HashMap<String, String> {
     let mut out = std::collections::HashMap::new();
     for m in messages {
-        for p in &m.content {
+        for p in &m.content.parts() {
             if let Some(id) = p["image_file"]["file_id"].as_str() {
                 if out.contains_key(id) {
                     continue;
@@ -990,7 +986,7 @@ async fn persist(r: &RunRef, events: &[Event]) -> Result<(), Error> {
 async fn save_partial(r: &RunRef, turn: &Turn) -> Result<(), Error> {
     if let Some(m) = turn.message() {
         let mut m = m.clone();
-        m.content = turn.content();
+        m.content = turn.content().into();
         r.store.messages.put_message_progress(&r.tenant, &m).await?;
     }
     Ok(())

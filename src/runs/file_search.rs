@@ -62,13 +62,7 @@ pub fn query_of(arguments: &str, messages: &[Message]) -> String {
         .iter()
         .rev()
         .find(|m| m.role == "user")
-        .map(|m| {
-            m.content
-                .iter()
-                .filter_map(|p| p["text"]["value"].as_str())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        .map(|m| m.content.texts(false).join(" "))
         .unwrap_or_default()
 }
 

@@ -111,7 +111,7 @@ pub enum Limit {
 fn user_content(m: &Message, images: &dyn Fn(&str) -> Option<String>) -> Value {
     let mut parts = Vec::new();
     let mut only_text = true;
-    for p in &m.content {
+    for p in &m.content.parts() {
         match p["type"].as_str() {
             Some("text") => parts.push(json!({"type": "text", "text": p["text"]["value"]})),
             Some("image_url") => {
@@ -143,11 +143,7 @@ fn user_content(m: &Message, images: &dyn Fn(&str) -> Option<String>) -> Value {
 
 fn chat_message(m: &Message, images: &dyn Fn(&str) -> Option<String>) -> Value {
     if m.role == "assistant" {
-        let text: Vec<&str> = m
-            .content
-            .iter()
-            .filter_map(|p| p["text"]["value"].as_str().or(p["refusal"].as_str()))
-            .collect();
+        let text = m.content.texts(true);
         json!({"role": "assistant", "content": text.join("\n")})
     } else {
         json!({"role": "user", "content": user_content(m, images)})
@@ -374,7 +370,8 @@ mod tests {
             completed_at: None,
             incomplete_at: None,
             role: role.into(),
-            content: vec![json!({"type": "text", "text": {"value": text, "annotations": []}})],
+            content: vec![json!({"type": "text", "text": {"value": text, "annotations": []}})]
+                .into(),
             assistant_id: None,
             run_id: None,
             attachments: vec![],

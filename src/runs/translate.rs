@@ -148,7 +148,7 @@ impl Turn {
             completed_at: None,
             incomplete_at: None,
             role: "assistant".into(),
-            content: Vec::new(),
+            content: Default::default(),
             assistant_id: Some(self.ctx.assistant_id.clone()),
             run_id: Some(self.ctx.run_id.clone()),
             attachments: Vec::new(),
@@ -334,7 +334,7 @@ impl Turn {
                 })));
         }
         if let Some(m) = &mut self.message {
-            m.content = content;
+            m.content = content.into();
             match incomplete {
                 Some(reason) => {
                     m.status = "incomplete".into();
@@ -485,7 +485,7 @@ mod tests {
         let Event::Message(_, m) = &done[0] else {
             panic!()
         };
-        assert_eq!(m.content[0]["text"]["value"], "Hello");
+        assert_eq!(m.content.parts()[0]["text"]["value"], "Hello");
         assert_eq!(m.status, "completed");
         let Event::Step(_, s) = &done[1] else {
             panic!()
@@ -600,7 +600,7 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            m.content[0]["text"]["annotations"][0]["file_citation"]["file_id"],
+            m.content.parts()[0]["text"]["annotations"][0]["file_citation"]["file_id"],
             "file-x"
         );
         // Unresolvable markers are left as plain text.

@@ -60,7 +60,8 @@ pub fn message(thread_id: &str, id: &str, run_id: Option<&str>) -> Message {
         role: "user".into(),
         content: vec![
             json!({"type": "text", "text": {"value": format!("hi {id}"), "annotations": []}}),
-        ],
+        ]
+        .into(),
         assistant_id: None,
         run_id: run_id.map(str::to_owned),
         attachments: vec![],

@@ -71,7 +71,7 @@ pub async fn list(
         .list_assistants(&caller.tenant, &p.query)
         .await?;
     Ok(common::list_response(
-        page,
+        &page,
         |a| &a.id,
         |a| render(a, caller.version),
     ))
@@ -180,7 +180,7 @@ pub async fn list_files(
     let a = service::load(&caller.store, &caller.tenant, id).await?;
     let page = common::page_of_ids(&a.v1_file_ids, &p.query);
     Ok(common::list_response(
-        page,
+        &page,
         |f| f.as_str(),
         |f| assistant_file(&a, f),
     ))

@@ -63,7 +63,7 @@ pub async fn list(
         has_more: page.has_more,
     };
     Ok(common::list_response(
-        page,
+        &page,
         |f| &f.id,
         |f| serde_json::to_value(f).unwrap_or_default(),
     ))

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::api::common::{self, Caller, Field, ListParams, check_id};
@@ -18,7 +19,25 @@ use crate::model::Message;
 use crate::routes::PathParams;
 use crate::server::AppState;
 
-/// The wire form for the caller's API version (v1 shows `file_ids` instead of attachments).
+/// A message in the caller's API version's wire form, ready to serialize. The current
+/// version is the stored object itself, written out without a `Value` tree in between (a
+/// page of messages is the proxy's most frequent answer); v1 is rare and built by [`render`].
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Wire<'a> {
+    Current(&'a Message),
+    V1(Value),
+}
+
+pub fn wire(m: &Message, version: ApiVersion) -> Wire<'_> {
+    match version {
+        ApiVersion::V1 => Wire::V1(render(m, version)),
+        ApiVersion::V2 => Wire::Current(m),
+    }
+}
+
+/// The wire form for the caller's API version as a `Value` (v1 shows `file_ids` instead of
+/// attachments).
 pub fn render(m: &Message, version: ApiVersion) -> Value {
     let mut v = serde_json::to_value(m).unwrap_or(Value::Null);
     if version == ApiVersion::V1
@@ -67,7 +86,7 @@ pub async fn create(
     let m = service::create(state, &caller, &mut thread, new).await?;
     Ok(common::json_response(
         StatusCode::OK,
-        &render(&m, caller.version),
+        &wire(&m, caller.version),
     ))
 }
 
@@ -86,9 +105,9 @@ pub async fn list(
         .list_messages(&caller.tenant, thread_id, p.get("run_id"), &p.query)
         .await?;
     Ok(common::list_response(
-        page,
+        &page,
         |m| &m.id,
-        |m| render(m, caller.version),
+        |m| wire(m, caller.version),
     ))
 }
 
@@ -102,7 +121,7 @@ pub async fn retrieve(
     let m = load(&caller, thread_id, message_id.unwrap_or_default()).await?;
     Ok(common::json_response(
         StatusCode::OK,
-        &render(&m, caller.version),
+        &wire(&m, caller.version),
     ))
 }
 
@@ -133,7 +152,7 @@ pub async fn modify(
         .await?;
     Ok(common::json_response(
         StatusCode::OK,
-        &render(&m, caller.version),
+        &wire(&m, caller.version),
     ))
 }
 
@@ -175,7 +194,7 @@ pub async fn list_files(
     let file_ids: Vec<String> = m.attachments.iter().map(|a| a.file_id.clone()).collect();
     let page = common::page_of_ids(&file_ids, &p.query);
     Ok(common::list_response(
-        page,
+        &page,
         |f| f.as_str(),
         |f| message_file(&m, f),
     ))

@@ -146,7 +146,7 @@ pub async fn insert(
         completed_at: Some(now),
         incomplete_at: None,
         role: new.role,
-        content: new.content,
+        content: new.content.into(),
         assistant_id: assistant_id.map(str::to_owned),
         run_id: run_id.map(str::to_owned),
         attachments: new.attachments,

@@ -164,7 +164,7 @@ pub async fn list(
         has_more: page.has_more,
     };
     Ok(common::list_response(
-        page,
+        &page,
         |r| &r.run.id,
         |r| render_run(&r.run, caller.version),
     ))
@@ -238,7 +238,7 @@ pub async fn list_steps(
         .list_steps(&caller.tenant, &thread_id, &run_id, &p.query)
         .await?;
     Ok(common::list_response(
-        page,
+        &page,
         |s| &s.id,
         |s| render_step(s, include),
     ))

@@ -76,7 +76,7 @@ pub async fn list_in(
         items,
         has_more: page.has_more,
     };
-    Ok(common::list_response(page, |f| &f.id, types::render_file))
+    Ok(common::list_response(&page, |f| &f.id, types::render_file))
 }
 
 pub async fn list(

@@ -62,7 +62,7 @@ pub async fn list(
         items,
         has_more: page.has_more,
     };
-    Ok(common::list_response(page, |v| &v.id, types::render_store))
+    Ok(common::list_response(&page, |v| &v.id, types::render_store))
 }
 
 pub async fn retrieve(
