@@ -4,7 +4,7 @@
 #
 # The sourcing script sets, before sourcing: NAME (for messages), EXAMPLE (load generator
 # example to build), UP_PORT, SQLITE_PORT, CASS_PORT. Afterwards it has: ROOT, DURATION, CASS,
-# PROXY_BIN, FAKE_BIN, LOAD_BIN, WORK, PIDS, UP, AUTH, BACKENDS, BASE[backend], PID[backend],
+# PROXY_BIN (given, or the release build), FAKE_BIN, LOAD_BIN, WORK, PIDS, UP, AUTH, BACKENDS, BASE[backend], PID[backend],
 # and the helpers cpu, HZ and median.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,7 +17,8 @@ done
 
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 cargo build --release --quiet --bin assistants-proxy --example fake_upstream --example "$EXAMPLE"
-PROXY_BIN="$TARGET/release/assistants-proxy"
+# PROXY_BIN may name another build of the proxy (an A/B against a copy of an older one).
+PROXY_BIN="${PROXY_BIN:-$TARGET/release/assistants-proxy}"
 FAKE_BIN="$TARGET/release/examples/fake_upstream"
 LOAD_BIN="$TARGET/release/examples/$EXAMPLE"
 

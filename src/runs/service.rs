@@ -236,7 +236,21 @@ pub async fn create(
     thread_id: Option<&str>,
     opts: RunOptions,
 ) -> Result<(RunRecord, Option<mpsc::UnboundedReceiver<Event>>), Error> {
-    let assistant = assistants::load(&caller.store, &caller.tenant, &opts.assistant_id).await?;
+    // The assistant and the thread are read together (two round trips to a remote store
+    // become one); the assistant's error still comes first when both are missing.
+    let (assistant, existing) = match thread_id {
+        Some(id) => {
+            let (a, t) = tokio::join!(
+                assistants::load(&caller.store, &caller.tenant, &opts.assistant_id),
+                messages::load_thread(&caller.store, &caller.tenant, id)
+            );
+            (a?, Some(t?))
+        }
+        None => (
+            assistants::load(&caller.store, &caller.tenant, &opts.assistant_id).await?,
+            None,
+        ),
+    };
     let (tx, rx) = if opts.stream {
         let (tx, rx) = mpsc::unbounded_channel();
         (Some(tx), Some(rx))
@@ -244,10 +258,16 @@ pub async fn create(
         (None, None)
     };
     let mut new_thread: Option<Thread> = None;
-    let thread = match thread_id {
-        Some(id) => {
-            let mut thread = messages::load_thread(&caller.store, &caller.tenant, id).await?;
-            if let Some(active) = caller.store.runs.active_run(&caller.tenant, id).await? {
+    let thread = match existing {
+        Some(mut thread) => {
+            let id = thread.id.clone();
+            let id = id.as_str();
+            // Messages may not join a thread whose run is active, so that is checked before
+            // adding them. Without messages to add, `create_run` below is the check: its
+            // lock is what decides, and on Cassandra each read of it is a Paxos round.
+            if !opts.additional_messages.is_empty()
+                && let Some(active) = caller.store.runs.active_run(&caller.tenant, id).await?
+            {
                 return Err(busy(id, &active));
             }
             for m in opts.additional_messages.iter().cloned() {

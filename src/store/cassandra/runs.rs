@@ -284,8 +284,14 @@ impl RunStore for CassandraStore {
         let write_id = crate::ids::new_body();
         // Indexed first: a crash after the create must not hide an active run.
         conn.index_active(t, thread_id, run_id).await?;
+        // The first attempt assumes the lock is free, as it is unless a run is active (ended
+        // runs release it in their last write), so the usual create is one Paxos round and
+        // not two; a holder is read only once that attempt has lost.
+        let mut holder: Option<String> = None;
         for attempt in 0..CAS_ATTEMPTS {
-            let holder = conn.lock_holder(t, thread_id).await?;
+            if attempt > 0 {
+                holder = conn.lock_holder(t, thread_id).await?;
+            }
             if let Some(h) = holder.as_deref().filter(|h| *h != run_id) {
                 let held = conn.run_cells(t, thread_id, h).await?;
                 if held.is_some_and(|c| is_active(c.status.as_deref())) {
