@@ -3,6 +3,7 @@
 //! schema requires is always serialized, `null` or empty when unset. Nested shapes that the
 //! proxy passes through without interpreting (tool definitions, JSON schemas) stay `Value`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -90,20 +91,57 @@ pub struct Attachment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub id: String,
-    pub object: String,
+    #[serde(deserialize_with = "common_str")]
+    pub object: Cow<'static, str>,
     pub created_at: i64,
     pub thread_id: String,
-    pub status: String,
+    #[serde(deserialize_with = "common_str")]
+    pub status: Cow<'static, str>,
     pub incomplete_details: Option<Value>,
     pub completed_at: Option<i64>,
     pub incomplete_at: Option<i64>,
-    pub role: String,
+    #[serde(deserialize_with = "common_str")]
+    pub role: Cow<'static, str>,
     /// Content parts in response shape (`text`, `image_file`, `image_url`, `refusal`).
     pub content: Content,
     pub assistant_id: Option<String>,
     pub run_id: Option<String>,
     pub attachments: Vec<Attachment>,
     pub metadata: Metadata,
+}
+
+/// A string field whose values are nearly always one of a few words (a message's `object`,
+/// `status` and `role`): those decode to a static copy instead of an allocation each, which
+/// is a third of what decoding a stored message allocated. Anything else is kept as it is.
+fn common_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Cow<'static, str>, D::Error> {
+    const COMMON: &[&str] = &[
+        "thread.message",
+        "completed",
+        "in_progress",
+        "incomplete",
+        "user",
+        "assistant",
+    ];
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = Cow<'static, str>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok(COMMON
+                .iter()
+                .find(|c| **c == s)
+                .map_or_else(|| Cow::Owned(s.to_owned()), |c| Cow::Borrowed(*c)))
+        }
+        fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Self::Value, E> {
+            Ok(match COMMON.iter().find(|c| **c == s) {
+                Some(c) => Cow::Borrowed(*c),
+                None => Cow::Owned(s),
+            })
+        }
+    }
+    d.deserialize_str(Visitor)
 }
 
 /// A message's content parts, kept as the JSON array they are stored and served as.
@@ -523,6 +561,53 @@ fn compare(actual: Option<&Value>, wanted: &Value) -> Option<std::cmp::Ordering>
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn stored_message(role: &str, content: Value) -> String {
+        json!({
+            "id": "msg_1", "object": "thread.message", "created_at": 1, "thread_id": "thread_1",
+            "status": "completed", "incomplete_details": null, "completed_at": 1,
+            "incomplete_at": null, "role": role, "content": content, "assistant_id": null,
+            "run_id": null, "attachments": [], "metadata": {},
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn content_round_trips_byte_for_byte_and_decodes_on_demand() {
+        let parts = json!([
+            {"type": "text", "text": {"value": "a \"quoted\" é", "annotations": []}},
+            {"type": "refusal", "refusal": "no"},
+            {"type": "image_file", "image_file": {"file_id": "file-1"}},
+        ]);
+        let m: Message = serde_json::from_str(&stored_message("user", parts.clone())).unwrap();
+        assert_eq!(m.content.parts(), parts.as_array().unwrap().clone());
+        assert_eq!(m.content.texts(false), ["a \"quoted\" é"]);
+        assert_eq!(m.content.texts(true), ["a \"quoted\" é", "no"]);
+        // Written back out, the content is the stored text itself.
+        assert_eq!(
+            serde_json::to_string(&m.content).unwrap(),
+            parts.to_string()
+        );
+        let again = serde_json::to_value(&m).unwrap();
+        assert_eq!(again["content"], parts);
+        assert_eq!(m.content, Content::from(parts.as_array().unwrap().clone()));
+        assert_eq!(Content::default().parts(), Vec::<Value>::new());
+        assert_eq!(serde_json::to_string(&Content::default()).unwrap(), "[]");
+    }
+
+    #[test]
+    fn common_words_decode_to_static_copies_and_others_are_kept() {
+        let m: Message = serde_json::from_str(&stored_message("assistant", json!([]))).unwrap();
+        assert!(matches!(m.role, Cow::Borrowed("assistant")));
+        assert!(matches!(m.status, Cow::Borrowed("completed")));
+        assert!(matches!(m.object, Cow::Borrowed("thread.message")));
+        let m: Message = serde_json::from_str(&stored_message("tool", json!([]))).unwrap();
+        assert_eq!(m.role, "tool");
+        // An escaped spelling still decodes to the same word.
+        let escaped = stored_message("user", json!([])).replace("\"user\"", "\"us\\u0065r\"");
+        let m: Message = serde_json::from_str(&escaped).unwrap();
+        assert_eq!(m.role, "user");
+    }
 
     #[test]
     fn filters_follow_openai_semantics() {

@@ -369,7 +369,7 @@ mod tests {
             incomplete_details: None,
             completed_at: None,
             incomplete_at: None,
-            role: role.into(),
+            role: role.to_owned().into(),
             content: vec![json!({"type": "text", "text": {"value": text, "annotations": []}})]
                 .into(),
             assistant_id: None,

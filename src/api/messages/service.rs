@@ -145,7 +145,7 @@ pub async fn insert(
         incomplete_details: None,
         completed_at: Some(now),
         incomplete_at: None,
-        role: new.role,
+        role: new.role.into(),
         content: new.content.into(),
         assistant_id: assistant_id.map(str::to_owned),
         run_id: run_id.map(str::to_owned),
