@@ -164,12 +164,12 @@ impl Content {
 
     /// Content made of `parts`.
     pub fn from_parts(parts: &[Value]) -> Content {
-        let json = Value::from(parts.to_vec()).to_string();
-        match serde_json::value::RawValue::from_string(json) {
-            Ok(raw) => Content(raw),
-            // Unreachable: a serialized Value is valid JSON.
-            Err(_) => Content::default(),
-        }
+        // Serializing `Value`s cannot fail (their map keys are strings), and what it writes
+        // is valid JSON; the fallbacks keep this free of a panic path.
+        serde_json::to_string(parts)
+            .ok()
+            .and_then(|json| serde_json::value::RawValue::from_string(json).ok())
+            .map_or_else(Content::default, Content)
     }
 
     /// The text of every `text` part (and `refusal`s when `refusals`), in order.
