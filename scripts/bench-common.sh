@@ -1,34 +1,17 @@
-# Shared set-up of bench-api.sh and bench-runs.sh (sourced, not run): builds the release proxy,
-# the fake upstream and the script's load example; starts the fake on CPU 0 and one proxy per
-# backend on CPU 1 (SQLite always, Cassandra when ASSISTANTS_PROXY_TEST_CASSANDRA is set).
+# Shared set-up of bench-api.sh and bench-runs.sh (sourced, not run), on top of
+# bench-setup.sh (the build, the work directory, the cleanup): starts the fake upstream on
+# CPU 0 and one proxy per backend on CPU 1 (SQLite always, Cassandra when
+# ASSISTANTS_PROXY_TEST_CASSANDRA is set).
 #
 # The sourcing script sets, before sourcing: NAME (for messages), EXAMPLE (load generator
-# example to build), UP_PORT, SQLITE_PORT, CASS_PORT. Afterwards it has: ROOT, DURATION, CASS,
-# PROXY_BIN (given, or the release build), FAKE_BIN, LOAD_BIN, WORK, PIDS, UP, AUTH, BACKENDS, BASE[backend], PID[backend],
-# and the helpers cpu, HZ and median.
+# example to build), UP_PORT, SQLITE_PORT, CASS_PORT. Afterwards it has what bench-setup.sh
+# gives, and DURATION, CASS, UP, AUTH, BACKENDS, BASE[backend], PID[backend], and the helpers
+# cpu, HZ and median.
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+# shellcheck source=bench-setup.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench-setup.sh"
 DURATION="${BENCH_SECONDS:-5}"
 CASS="${ASSISTANTS_PROXY_TEST_CASSANDRA:-}"
-for tool in taskset curl cargo python3; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "$NAME: '$tool' is required" >&2; exit 1; }
-done
-
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-cargo build --release --quiet --bin assistants-proxy --example fake_upstream --example "$EXAMPLE"
-# PROXY_BIN may name another build of the proxy (an A/B against a copy of an older one).
-PROXY_BIN="${PROXY_BIN:-$TARGET/release/assistants-proxy}"
-FAKE_BIN="$TARGET/release/examples/fake_upstream"
-LOAD_BIN="$TARGET/release/examples/$EXAMPLE"
-
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 UP="http://127.0.0.1:$UP_PORT"
 AUTH=(-H 'Authorization: Bearer sk-bench' -H 'OpenAI-Beta: assistants=v2' -H 'Content-Type: application/json')

@@ -11,25 +11,15 @@
 #   measurement and a median per binary.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
 ROUNDS="${1:-3}"
 shift || true
 CONNS="${BENCH_CONNS:-2000}"
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-cargo build --release --quiet --bin assistants-proxy --example fake_upstream --example loadgen
-FAKE_BIN="$TARGET/release/examples/fake_upstream"
-LOADGEN="$TARGET/release/examples/loadgen"
+NAME=bench-mem.sh EXAMPLE=loadgen
+# shellcheck source=bench-setup.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench-setup.sh"
+LOADGEN="$LOAD_BIN"
 BINS=("$@")
-[ "${#BINS[@]}" -eq 0 ] && BINS=("$TARGET/release/assistants-proxy")
-
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+[ "${#BINS[@]}" -eq 0 ] && BINS=("$PROXY_BIN")
 
 SSE_PORT=19130 PROXY_PORT=19121
 taskset -c 0 "$FAKE_BIN" --listen "127.0.0.1:$SSE_PORT" > "$WORK/fake.out" & PIDS+=($!)

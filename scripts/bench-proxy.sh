@@ -11,29 +11,16 @@
 # usage: scripts/bench-proxy.sh [ROUNDS]        (results also written to bench-results/)
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
 ROUNDS="${1:-3}"
 DURATION="${BENCH_SECONDS:-8}"
 for tool in nginx wrk taskset cargo; do
   command -v "$tool" >/dev/null 2>&1 || { echo "bench-proxy.sh: '$tool' is required (Debian: nginx-light, wrk)" >&2; exit 1; }
 done
 
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-cargo build --release --quiet --bin assistants-proxy --example fake_upstream --example loadgen
-PROXY_BIN="$TARGET/release/assistants-proxy"
-FAKE_BIN="$TARGET/release/examples/fake_upstream"
-LOADGEN="$TARGET/release/examples/loadgen"
-
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$WORK/up/nginx.pid" ] && kill "$(cat "$WORK/up/nginx.pid")" 2>/dev/null || true
-  [ -f "$WORK/sut/nginx.pid" ] && kill "$(cat "$WORK/sut/nginx.pid")" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+NAME=bench-proxy.sh EXAMPLE=loadgen
+# shellcheck source=bench-setup.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench-setup.sh"
+LOADGEN="$LOAD_BIN"
 
 UP_PORT=19001 SSE_PORT=19030 NGINX_PORT=19010 PROXY_PORT=19020 PROXY_SSE_PORT=19021
 BODY='{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}'
