@@ -579,7 +579,12 @@ pub fn list_response<'a, T, R: Serialize>(
 }
 
 pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<ProxyBody> {
-    let mut resp = Response::new(body::json(value));
+    json_body_response(status, body::json(value))
+}
+
+/// A response with an already encoded JSON body.
+fn json_body_response(status: StatusCode, body: ProxyBody) -> Response<ProxyBody> {
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -590,8 +595,9 @@ pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Re
 
 /// 200 with the serialized object.
 pub fn ok<T: Serialize>(value: &T) -> Result<Response<ProxyBody>, Error> {
-    let v = serde_json::to_value(value).map_err(|e| Error::internal(e.to_string()))?;
-    Ok(json_response(StatusCode::OK, &v))
+    // Encoded once, straight from the object; an encoding error is still a 500.
+    let bytes = serde_json::to_vec(value).map_err(|e| Error::internal(e.to_string()))?;
+    Ok(json_body_response(StatusCode::OK, body::full(bytes)))
 }
 
 pub fn deleted(id: &str, object: &str) -> Response<ProxyBody> {
