@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use assistants_proxy::ids::new_id;
+use assistants_proxy::model::RunStatus;
 use assistants_proxy::store::*;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
@@ -15,7 +16,9 @@ use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use crate::contract::{assistant, cassandra_url, chunk, tenant, unit_vector, vector_store};
+use crate::contract::{
+    assistant, cassandra_url, chunk, run, tenant, thread, unit_vector, vector_store,
+};
 
 fn node() -> String {
     std::env::var("ASSISTANTS_PROXY_TEST_CASSANDRA")
@@ -262,6 +265,38 @@ async fn scores_are_cosine_and_zero_embeddings_are_kept_unsearchable() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// The active-run index entry and the conditional create go out together. When the index
+/// write fails and the create applied, the create is taken back: no run, a free lock, and an
+/// error. (The index table is dropped in a keyspace of this test's own to make it fail.)
+#[tokio::test]
+async fn a_run_whose_index_entry_fails_is_not_left_behind() {
+    let keyspace = format!("ap_undo_{}", std::process::id());
+    let s = open(&cassandra_url(&keyspace)).await.unwrap();
+    let t = tenant();
+    let th = thread(&new_id("thread_"));
+    s.threads.put_thread(&t, &th).await.unwrap();
+    let raw = raw_session().await;
+    raw.query_unpaged(format!("DROP TABLE {keyspace}.active_runs"), ())
+        .await
+        .unwrap();
+
+    let r = run(&th.id, &new_id("run_"), RunStatus::Queued);
+    assert!(s.runs.create_run(&t, &r).await.is_err());
+    assert!(
+        s.runs
+            .get_run(&t, &th.id, &r.run.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(s.runs.active_run(&t, &th.id).await.unwrap(), None);
+
+    drop(s);
+    raw.query_unpaged(format!("DROP KEYSPACE {keyspace}"), ())
+        .await
+        .unwrap();
 }
 
 /// Password login in the form Astra uses: role `token` (a reserved word in CQL, so quoted

@@ -235,6 +235,36 @@ impl Conn {
             .await
     }
 
+    /// Removes the run `try_create` wrote with `write_id` and releases its lock, if that
+    /// write applied; settles an unknown outcome first.
+    async fn undo_create(&self, t: &Tenant, run: &RunRecord, write_id: &str) -> StoreResult<()> {
+        let r = &run.run;
+        let delete = format!(
+            "DELETE FROM {} WHERE tenant = ? AND thread_id = ? AND id = ? IF write_id = ?",
+            self.runs_table()
+        );
+        let unlock = format!(
+            "UPDATE {} SET active_run = null WHERE tenant = ? AND thread_id = ? IF active_run = ?",
+            self.runs_table()
+        );
+        let key = || vec![text(t.as_str()), text(&r.thread_id)];
+        let mut delete_values = key();
+        delete_values.extend([text(&r.id), text(write_id)]);
+        let mut unlock_values = key();
+        unlock_values.push(text(&r.id));
+        for attempt in 0..CAS_ATTEMPTS {
+            let values = vec![delete_values.clone(), unlock_values.clone()];
+            match self.lwt_batch(&[&delete, &unlock], values).await? {
+                Applied::Unknown => backoff(attempt).await,
+                // Not applied: the create never took effect, so there is nothing to undo.
+                Applied::Yes | Applied::No => return Ok(()),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "Cassandra: undoing a run create stayed unresolved (Paxos contention)".into(),
+        ))
+    }
+
     /// One attempt at the compare-and-set of `update_run`, releasing the lock in the same
     /// transaction when `release` is set.
     async fn try_update(
@@ -282,31 +312,43 @@ impl RunStore for CassandraStore {
         let (thread_id, run_id) = (run.run.thread_id.as_str(), run.run.id.as_str());
         let doc = to_json(run)?;
         let write_id = crate::ids::new_body();
-        // Indexed first: a crash after the create must not hide an active run.
-        conn.index_active(t, thread_id, run_id).await?;
-        // The first attempt assumes the lock is free, as it is unless a run is active (ended
-        // runs release it in their last write), so the usual create is one Paxos round and
-        // not two; a holder is read only once that attempt has lost.
-        let mut holder: Option<String> = None;
+        // The index entry (what recovery after a crash finds active runs by) and the first
+        // attempt go out together: neither needs the other, and each is a round trip before
+        // the run can be announced. The first attempt assumes the lock is free, as it is
+        // unless a run is active (ended runs release it in their last write), so the usual
+        // create is one Paxos round and not two; a holder is read only once that has lost.
+        let (indexed, first) = tokio::join!(
+            conn.index_active(t, thread_id, run_id),
+            conn.try_create(t, run, &doc, &write_id, None)
+        );
+        if let Err(e) = indexed {
+            // A run holding the lock without an index entry would be invisible to recovery:
+            // take it back before reporting the failure.
+            if !matches!(first, Ok(Applied::No)) {
+                conn.undo_create(t, run, &write_id).await?;
+            }
+            return Err(e);
+        }
+        let mut outcome = first?;
         for attempt in 0..CAS_ATTEMPTS {
             if attempt > 0 {
-                holder = conn.lock_holder(t, thread_id).await?;
-            }
-            if let Some(h) = holder.as_deref().filter(|h| *h != run_id) {
-                let held = conn.run_cells(t, thread_id, h).await?;
-                if held.is_some_and(|c| is_active(c.status.as_deref())) {
-                    conn.unindex_active(t.as_str(), thread_id, run_id).await?;
-                    return Ok(CreateRun::ThreadBusy(h.to_owned()));
+                let holder = conn.lock_holder(t, thread_id).await?;
+                if let Some(h) = holder.as_deref().filter(|h| *h != run_id) {
+                    let held = conn.run_cells(t, thread_id, h).await?;
+                    if held.is_some_and(|c| is_active(c.status.as_deref())) {
+                        conn.unindex_active(t.as_str(), thread_id, run_id).await?;
+                        return Ok(CreateRun::ThreadBusy(h.to_owned()));
+                    }
+                    // The holder ended (or was deleted) without releasing: take the lock
+                    // over, conditioned on that stale value.
                 }
-                // The holder ended (or was deleted) without releasing: take the lock over,
-                // conditioned on that stale value.
+                outcome = if holder.as_deref() == Some(run_id) {
+                    Applied::No
+                } else {
+                    conn.try_create(t, run, &doc, &write_id, holder.as_deref())
+                        .await?
+                };
             }
-            let outcome = if holder.as_deref() == Some(run_id) {
-                Applied::No
-            } else {
-                conn.try_create(t, run, &doc, &write_id, holder.as_deref())
-                    .await?
-            };
             if outcome == Applied::Yes {
                 return Ok(CreateRun::Created);
             }
