@@ -9,6 +9,7 @@
 # inter-chunk gap p99 against a direct connection.
 #
 # usage: scripts/bench-proxy.sh [ROUNDS]        (results also written to bench-results/)
+#        BENCH_RATE=N sets the open-loop rate (default: half of nginx's measured throughput)
 set -euo pipefail
 
 ROUNDS="${1:-3}"
@@ -104,7 +105,7 @@ wrk_round() {
 }
 
 declare -A R
-for i in $(seq "$ROUNDS"); do
+for _ in $(seq "$ROUNDS"); do
   for sut in nginx proxy; do
     if [ "$sut" = nginx ]; then line=$(wrk_round "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" "$NGINX_PID")
     else line=$(wrk_round "http://127.0.0.1:$PROXY_PORT/v1/chat/completions" "$PROXY_PID"); fi
@@ -117,10 +118,10 @@ done
 m() { printf '%s' "${R[$1,$2]}" | median; }
 
 # Open-loop latency at half of nginx's measured rate, direct vs through each proxy.
-HALF=$(awk -v r="$(m nginx rps)" 'BEGIN{printf "%d", r/2}')
+HALF=${BENCH_RATE:-$(awk -v r="$(m nginx rps)" 'BEGIN{printf "%d", r/2}')}
 lat() { taskset -c 0 "$LOADGEN" rate "$1" "$HALF" "$DURATION" 64; }
 declare -A L
-for i in $(seq "$ROUNDS"); do
+for _ in $(seq "$ROUNDS"); do
   for who in direct nginx proxy; do
     case $who in
       direct) url="http://127.0.0.1:$UP_PORT/v1/chat/completions" ;;

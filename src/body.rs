@@ -64,3 +64,92 @@ where
     };
     let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
 }
+
+/// A body that hands itself back when it is dropped unfinished. A handler that gives a body
+/// to a parser (multipart) and then refuses it part-way can still [`discard`] the rest, which
+/// the parser has dropped by then, so the client reads the refusal instead of a reset.
+pub struct Reclaim<B> {
+    inner: Option<B>,
+    slot: std::sync::Arc<std::sync::Mutex<Option<B>>>,
+}
+
+/// Where a dropped [`Reclaim`] leaves its unfinished body.
+pub struct Reclaimed<B>(std::sync::Arc<std::sync::Mutex<Option<B>>>);
+
+pub fn reclaimable<B>(body: B) -> (Reclaim<B>, Reclaimed<B>) {
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let reclaimed = Reclaimed(slot.clone());
+    (
+        Reclaim {
+            inner: Some(body),
+            slot,
+        },
+        reclaimed,
+    )
+}
+
+impl<B> Reclaimed<B> {
+    /// The unfinished body, once every `Reclaim` holding it has been dropped.
+    pub fn take(&self) -> Option<B> {
+        // A poisoned lock only means a panic elsewhere while swapping an Option; the value
+        // inside is still whole.
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Reclaim<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        match self.get_mut().inner.as_mut() {
+            Some(b) => std::pin::Pin::new(b).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| http_body::SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+impl<B> Drop for Reclaim<B> {
+    fn drop(&mut self) {
+        if let Some(body) = self.inner.take() {
+            *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(body);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+
+    #[tokio::test]
+    async fn a_dropped_reclaim_hands_back_what_was_not_read() {
+        let frames =
+            (0..3).map(|i| Ok::<_, BoxError>(http_body::Frame::data(Bytes::from(vec![i; 4]))));
+        let (mut body, rest) = reclaimable(StreamBody::new(futures_util::stream::iter(frames)));
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], &[0; 4]);
+        assert!(rest.take().is_none(), "still held by the reader");
+        drop(body);
+        let mut left = rest.take().expect("handed back");
+        let mut seen = Vec::new();
+        while let Some(Ok(f)) = left.frame().await {
+            seen.extend_from_slice(&f.into_data().unwrap());
+        }
+        assert_eq!(seen, [1, 1, 1, 1, 2, 2, 2, 2]);
+        assert!(rest.take().is_none());
+    }
+}

@@ -286,6 +286,63 @@ both_backends!(uploads_over_the_limit_are_413, |backend| async move {
         ("file", Some("huge.txt"), &vec![b'a'; 3 * 1024 * 1024]),
     ]);
     assert_error(&post_multipart(&api, body).await, 413, None, None);
+    // No Content-Length (chunked) and far over the limit: refused part-way through the
+    // multipart parse. The client writes all 16 MiB before it reads, as most do; the proxy
+    // drains the rest, so it reads the 413 rather than a reset.
+    let (status, body) = chunked_upload(&proxy, &api.key, 16 * 1024 * 1024).await;
+    assert_eq!(status, 413, "{body}");
+    let err: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(err["error"]["type"], "invalid_request_error", "{err}");
     let (_, all) = api.get("/v1/files").await;
     assert_eq!(all["data"].as_array().unwrap().len(), 1);
 });
+
+/// Sends a multipart upload of `bytes` file bytes with `Transfer-Encoding: chunked` over a
+/// raw connection, writing it whole before reading; returns the status and the body.
+async fn chunked_upload(proxy: &TestProxy, key: &str, bytes: usize) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/files HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n\
+         content-type: multipart/form-data; boundary=XyZ\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let chunk = |data: &[u8]| {
+        let mut c = format!("{:x}\r\n", data.len()).into_bytes();
+        c.extend_from_slice(data);
+        c.extend_from_slice(b"\r\n");
+        c
+    };
+    let preamble = "--XyZ\r\ncontent-disposition: form-data; name=\"purpose\"\r\n\r\nassistants\r\n\
+                    --XyZ\r\ncontent-disposition: form-data; name=\"file\"; filename=\"big.txt\"\r\n\
+                    content-type: text/plain\r\n\r\n";
+    s.write_all(&chunk(preamble.as_bytes())).await.unwrap();
+    let piece = chunk(&[b'a'; 64 * 1024]);
+    for _ in 0..bytes / (64 * 1024) {
+        s.write_all(&piece).await.unwrap();
+    }
+    s.write_all(&chunk(b"\r\n--XyZ--\r\n")).await.unwrap();
+    s.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    loop {
+        let n = s.read(&mut tmp).await.unwrap();
+        buf.extend_from_slice(&tmp[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if n == 0 || len.is_some_and(|len| body.len() >= len) {
+                let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+                return (status, body.to_owned());
+            }
+        }
+        assert!(n > 0, "connection closed before a response: {text}");
+    }
+}

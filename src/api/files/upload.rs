@@ -266,6 +266,29 @@ pub async fn create(
         return Err(Error::PayloadTooLarge { limit: max_file });
     }
 
+    // The parser owns the body from here; if it refuses it part-way (a body without a
+    // Content-Length that grows past the limit), the rest comes back to be drained, so the
+    // client, often still sending, reads the 413 instead of a reset.
+    let (body, rest) = crate::body::reclaimable(body);
+    let result = receive(state, &caller, parts, body, boundary, max_file, raw_limit).await;
+    if matches!(result, Err(Error::PayloadTooLarge { .. }))
+        && let Some(body) = rest.take()
+    {
+        crate::body::discard(body).await;
+    }
+    result
+}
+
+/// The two phases of an upload whose declared size (if any) is within the limit.
+async fn receive(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    parts: http::request::Parts,
+    body: crate::body::Reclaim<Incoming>,
+    boundary: String,
+    max_file: u64,
+    raw_limit: u64,
+) -> Result<Response<ProxyBody>, Error> {
     // Phase 1: find the purpose, recording the bytes it takes.
     let too_large = TooLarge::default();
     let (purpose, replay) = read_purpose(
