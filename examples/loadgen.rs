@@ -21,21 +21,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
-type Conn = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-async fn connect(url: &hyper::Uri) -> Conn {
-    let addr = format!("{}:{}", url.host().unwrap(), url.port_u16().unwrap_or(80));
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.set_nodelay(true).unwrap();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    sender
-}
+mod common;
+use common::{Conn, connect};
 
 fn request(url: &hyper::Uri) -> Request<Full<Bytes>> {
     request_with(&hyper::Method::GET, url, None)

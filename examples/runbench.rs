@@ -21,24 +21,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 
-type Sender = SendRequest<Full<Bytes>>;
-
-async fn connect(url: &hyper::Uri) -> Sender {
-    let addr = format!("{}:{}", url.host().unwrap(), url.port_u16().unwrap_or(80));
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.set_nodelay(true).unwrap();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    sender
-}
+mod common;
+use common::{Conn as Sender, connect};
 
 fn request(
     base: &hyper::Uri,
