@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 use crate::body::{BoxError, ProxyBody};
 use crate::error::Error;
 use crate::metrics::{Metrics, RouteClass};
-use crate::upstream::{UpstreamBase, UpstreamClient};
+use crate::upstream::{SendError, UpstreamBase, UpstreamBody, UpstreamClient};
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus the proxy
 /// authentication pair, which belongs to a forward proxy's hop. `TE` is handled separately.
@@ -205,10 +205,9 @@ impl Forwarder {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
-        let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         parts.uri = self
             .base
-            .uri_for(pq)
+            .forwarded_uri(std::mem::take(&mut parts.uri), &self.client)
             .map_err(|e| Error::invalid(format!("Invalid request target: {e}"), None))?;
         if parts.version == Version::HTTP_2 {
             join_cookies(&mut parts.headers);
@@ -233,7 +232,8 @@ impl Forwarder {
             && resp.status() == StatusCode::SWITCHING_PROTOCOLS
         {
             self.tunnel(client_upgrade, hyper::upgrade::on(&mut resp));
-            let (mut parts, _) = resp.into_parts();
+            let (mut parts, mut body) = resp.into_parts();
+            body.detach();
             strip_hop_by_hop(&mut parts.headers, true);
             return Ok(Response::from_parts(parts, crate::body::empty()));
         }
@@ -251,7 +251,7 @@ impl Forwarder {
 
     /// Sends a request over the pool with the response-head timeout; the proxy's own upstream
     /// calls (chat completions, embeddings) use this too.
-    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, Error> {
+    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<UpstreamBody>, Error> {
         self.metrics.upstream_requests.inc();
         let started = Instant::now();
         let result = tokio::time::timeout(self.head_timeout, self.client.request(req)).await;
@@ -333,7 +333,7 @@ fn is_timeout(err: &(dyn StdError + 'static)) -> bool {
 }
 
 /// Maps a client error to the proxy's error, naming the upstream but nothing secret.
-fn classify(err: &hyper_util::client::legacy::Error, authority: &str) -> Error {
+fn classify(err: &SendError, authority: &str) -> Error {
     if let Some(tls) = find_in_chain::<rustls::Error>(err) {
         return Error::UpstreamUnavailable {
             message: format!("TLS handshake with the upstream {authority} failed: {tls}"),
@@ -345,20 +345,27 @@ fn classify(err: &hyper_util::client::legacy::Error, authority: &str) -> Error {
             message: format!("Connecting to the upstream {authority} timed out."),
         };
     }
-    let mut detail = String::new();
-    let mut source = err.source();
+    // The error's own text and its innermost cause (an io error's "Connection refused", say).
+    let first = StdError::source(err).map(ToString::to_string);
+    let mut innermost = None;
+    let mut source = StdError::source(err);
     while let Some(s) = source {
-        detail = s.to_string();
+        innermost = Some(s);
         source = s.source();
     }
+    let innermost = innermost.map(ToString::to_string).unwrap_or_default();
     if err.is_connect() {
         Error::UpstreamUnavailable {
-            message: format!("The upstream {authority} is unreachable: {detail}"),
+            message: format!("The upstream {authority} is unreachable: {innermost}"),
             code: "upstream_unreachable",
         }
     } else {
+        let detail = match first {
+            Some(first) if first != innermost => format!("{first}: {innermost}"),
+            _ => innermost,
+        };
         Error::UpstreamUnavailable {
-            message: format!("The exchange with the upstream {authority} failed: {err} {detail}"),
+            message: format!("The exchange with the upstream {authority} failed: {detail}"),
             code: "upstream_error",
         }
     }

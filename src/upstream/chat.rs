@@ -4,10 +4,10 @@
 
 use std::collections::VecDeque;
 
+use crate::upstream::UpstreamBody;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, header};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use serde_json::Value;
 
 use crate::forward::Forwarder;
@@ -138,7 +138,7 @@ fn json_request(
 }
 
 /// Turns a non-success upstream answer into a `CallError`, keeping the upstream's message.
-async fn error_from(resp: hyper::Response<Incoming>) -> CallError {
+async fn error_from(resp: hyper::Response<UpstreamBody>) -> CallError {
     let status = resp.status().as_u16();
     let retry_after = resp
         .headers()
@@ -195,7 +195,7 @@ pub async fn post_json(
 
 /// A streamed chat completion: yields each `chat.completion.chunk` object.
 pub struct ChatStream {
-    body: Incoming,
+    body: UpstreamBody,
     parser: SseParser,
     pending: VecDeque<Value>,
     done: bool,

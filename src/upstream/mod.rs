@@ -4,6 +4,7 @@
 //! Built once at start-up: a per-request client would pay TCP and TLS on every call.
 
 pub mod chat;
+pub mod pool;
 
 use std::fs;
 use std::sync::Arc;
@@ -19,13 +20,59 @@ use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
+use http::{Request, Response};
+
 use crate::body::ProxyBody;
 use crate::config::UpstreamConfig;
+pub use pool::{SendError, UpstreamBody};
 
 /// The connector stack: TCP (nodelay, connect timeout) → TLS (rustls) → a counter of new
 /// connections, which is how pool reuse becomes visible in `/metrics`.
 pub type Connector = CountingConnector<HttpsConnector<HttpConnector>>;
-pub type UpstreamClient = Client<Connector, ProxyBody>;
+
+/// The client every upstream request goes through: the proxy's own HTTP/1.1 pool, or, when
+/// `upstream.http2` lets the upstream choose HTTP/2 by ALPN, hyper-util's client (which
+/// multiplexes h2 and pools both protocols).
+#[derive(Clone)]
+pub enum UpstreamClient {
+    Http1(pool::Http1Pool),
+    Negotiated(Box<Client<Connector, ProxyBody>>),
+}
+
+impl UpstreamClient {
+    /// Closes the pool's connections (the proxy's own pool only; hyper-util's client closes
+    /// its connections when dropped).
+    pub async fn close(&self) {
+        if let UpstreamClient::Http1(pool) = self {
+            pool.close().await;
+        }
+    }
+
+    /// Sends a request with an absolute URI (from [`UpstreamBase::uri_for`]) or one from
+    /// [`UpstreamBase::forwarded_uri`].
+    pub async fn request(
+        &self,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        match self {
+            UpstreamClient::Http1(pool) => {
+                // On its own connection, an HTTP/1.1 request names only the path (origin
+                // form); the upstream's authority travels in `Host`.
+                if req.uri().scheme().is_some()
+                    && let Some(pq) = req.uri().path_and_query().cloned()
+                {
+                    *req.uri_mut() = Uri::from(pq);
+                }
+                pool.send(req).await
+            }
+            UpstreamClient::Negotiated(client) => match client.request(req).await {
+                Ok(resp) => Ok(resp.map(UpstreamBody::unpooled)),
+                Err(e) if e.is_connect() => Err(SendError::Connect(Box::new(e))),
+                Err(e) => Err(SendError::Exchange(Box::new(e))),
+            },
+        }
+    }
+}
 
 /// Counts every connection the pool decides to open.
 #[derive(Clone)]
@@ -90,6 +137,22 @@ impl UpstreamBase {
             .build()
     }
 
+    /// The URI a forwarded request goes out with, for the client that will send it: origin form
+    /// (path and query) for the proxy's own HTTP/1.1 pool, absolute for hyper-util's client.
+    /// An HTTP/1 request's own origin-form URI is reused as it is when no base path is added.
+    pub fn forwarded_uri(&self, uri: Uri, client: &UpstreamClient) -> Result<Uri, http::Error> {
+        let origin_form = matches!(client, UpstreamClient::Http1(_));
+        if origin_form && self.base_path.is_empty() && uri.scheme().is_none() {
+            return Ok(uri);
+        }
+        let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        if origin_form {
+            let pq = PathAndQuery::try_from(format!("{}{}", self.base_path, pq))?;
+            return Ok(Uri::from(pq));
+        }
+        self.uri_for(pq)
+    }
+
     pub fn authority(&self) -> &str {
         self.authority.as_str()
     }
@@ -115,13 +178,37 @@ pub fn build_client(cfg: &UpstreamConfig, opened: Counter) -> Result<UpstreamCli
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http();
-    let https = if cfg.http2 {
-        builder.enable_all_versions().wrap_connector(http)
-    } else {
+    if !cfg.http2 {
         // An HTTP/1.1 pool by default: one h2 connection would queue new requests behind long
         // streams once the server's stream limit is reached (hyper #2197).
-        builder.enable_http1().wrap_connector(http)
-    };
+        let connector = CountingConnector {
+            inner: builder.enable_http1().wrap_connector(http),
+            opened,
+        };
+        let target = Uri::builder()
+            .scheme(
+                cfg.url
+                    .scheme()
+                    .cloned()
+                    .ok_or("upstream URL has no scheme")?,
+            )
+            .authority(
+                cfg.url
+                    .authority()
+                    .cloned()
+                    .ok_or("upstream URL has no host")?,
+            )
+            .path_and_query("/")
+            .build()
+            .map_err(|e| e.to_string())?;
+        return Ok(UpstreamClient::Http1(pool::Http1Pool::new(
+            connector,
+            target,
+            cfg.pool_max_idle_per_host,
+            cfg.pool_idle_timeout,
+        )));
+    }
+    let https = builder.enable_all_versions().wrap_connector(http);
 
     let mut client = Client::builder(TokioExecutor::new());
     client
@@ -129,16 +216,16 @@ pub fn build_client(cfg: &UpstreamConfig, opened: Counter) -> Result<UpstreamCli
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(cfg.pool_idle_timeout)
         // An uncapped pool keeps one idle socket per past concurrent request.
-        .pool_max_idle_per_host(cfg.pool_max_idle_per_host);
-    if cfg.http2 {
-        client
-            .http2_keep_alive_interval(Some(std::time::Duration::from_secs(30)))
-            .timer(TokioTimer::new());
-    }
-    Ok(client.build(CountingConnector {
+        .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
+        .http2_keep_alive_interval(Some(std::time::Duration::from_secs(30)))
+        .timer(TokioTimer::new());
+    let connector = CountingConnector {
         inner: https,
         opened,
-    }))
+    };
+    Ok(UpstreamClient::Negotiated(Box::new(
+        client.build(connector),
+    )))
 }
 
 fn root_store(cfg: &UpstreamConfig) -> Result<RootCertStore, String> {
@@ -179,6 +266,37 @@ mod tests {
         let u = base.uri_for("/v1/x%2Fy?a=%20b&a=c").unwrap();
         assert_eq!(u.to_string(), "https://api.openai.com/v1/x%2Fy?a=%20b&a=c");
         assert_eq!(base.host, "api.openai.com");
+    }
+
+    #[test]
+    fn forwarded_uri_takes_the_form_its_client_sends() {
+        let cfg = |url: &str| {
+            let args = crate::config::ServeArgs::default();
+            let mut c = crate::config::Config::resolve(&args, Default::default()).unwrap();
+            c.upstream.url = url.parse().unwrap();
+            c.upstream
+        };
+        let pool = build_client(&cfg("http://127.0.0.1:9000"), Counter::default()).unwrap();
+        let base = UpstreamBase::new(&"http://127.0.0.1:9000".parse().unwrap()).unwrap();
+        let origin: Uri = "/v1/x%2Fy?a=%20b".parse().unwrap();
+        let u = base.forwarded_uri(origin.clone(), &pool).unwrap();
+        assert_eq!(u.to_string(), "/v1/x%2Fy?a=%20b");
+        // An absolute-form request target (or an h2 request) keeps only its path and query.
+        let absolute: Uri = "http://elsewhere/v1/m?q=1".parse().unwrap();
+        assert_eq!(base.forwarded_uri(absolute, &pool).unwrap(), "/v1/m?q=1");
+
+        let based = UpstreamBase::new(&"http://127.0.0.1:9000/openai".parse().unwrap()).unwrap();
+        let u = based.forwarded_uri(origin.clone(), &pool).unwrap();
+        assert_eq!(u.to_string(), "/openai/v1/x%2Fy?a=%20b");
+
+        let mut h2 = cfg("http://127.0.0.1:9000/openai");
+        h2.http2 = true;
+        let negotiated = build_client(&h2, Counter::default()).unwrap();
+        let u = based.forwarded_uri(origin, &negotiated).unwrap();
+        assert_eq!(
+            u.to_string(),
+            "http://127.0.0.1:9000/openai/v1/x%2Fy?a=%20b"
+        );
     }
 
     #[test]

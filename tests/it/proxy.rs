@@ -502,6 +502,91 @@ async fn upstream_connections_are_reused() {
     proxy.shutdown().await;
 }
 
+/// A raw upstream that answers each request on a connection with a fixed body, and then, when
+/// `close_after` is set, closes the connection that long after the answer (as an upstream's
+/// keep-alive timeout does). Returns its address and the count of accepted connections.
+async fn raw_upstream(
+    close_after: Option<Duration>,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(answer).await.is_err() {
+                            return;
+                        }
+                        if let Some(delay) = close_after {
+                            tokio::time::sleep(delay).await;
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_is_not_used() {
+    let (addr, accepted) = raw_upstream(Some(Duration::from_millis(10))).await;
+    let proxy = TestProxy::start(&format!("http://{addr}")).await;
+    let c = client();
+    for i in 0..5 {
+        let (resp, body) = get(&c, &proxy.url("/v1/models")).await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert_eq!(&body[..], b"ok");
+        // Long enough for the upstream's close to arrive before the next request.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 5);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_pooled_connection_idle_past_the_pool_timeout_is_replaced() {
+    let (addr, accepted) = raw_upstream(None).await;
+    let proxy = TestProxy::start_with(
+        &format!("http://{addr}"),
+        "[upstream]\npool_idle_timeout_seconds = 1\n",
+    )
+    .await;
+    let c = client();
+    for _ in 0..3 {
+        assert_eq!(get(&c, &proxy.url("/v1/models")).await.0.status(), 200);
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(get(&c, &proxy.url("/v1/models")).await.0.status(), 200);
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "a connection idle longer than the pool's timeout is not reused"
+    );
+    proxy.shutdown().await;
+}
+
 #[tokio::test]
 async fn upstream_errors_pass_through_untouched() {
     let up = FakeUpstream::start().await;

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# CPU per forwarded request of several builds side by side, in one rig: nginx returning fixed
+# JSON as the upstream (CPU 0), nginx as a keep-alive reverse proxy and every build under test
+# on CPU 1, wrk -c50 from CPU 0. Rounds are interleaved, so a noisy spell hits every build.
+# It is the quick A/B behind the forwarding figures (bench-proxy.sh measures everything else).
+#
+# usage: scripts/bench-cpu-ab.sh ROUNDS [NAME=PROXY_BINARY ...]
+#   Without builds named, it compares this tree's release build and the hyper floor
+#   (examples/hyper_floor.rs: hyper's HTTP/1 server and client with nothing else).
+#   BENCH_SECONDS sets the length of each measurement (default 4).
+set -euo pipefail
+
+ROUNDS="${1:-3}"; shift || true
+DURATION="${BENCH_SECONDS:-4}"
+for tool in nginx wrk; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "bench-cpu-ab.sh: '$tool' is required (Debian: nginx-light, wrk)" >&2; exit 1; }
+done
+NAME=bench-cpu-ab.sh EXAMPLE=hyper_floor
+# shellcheck source=bench-setup.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench-setup.sh"
+
+UP_PORT=19101 NGINX_PORT=19110
+BODY='{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}'
+nginx_conf() { # dir server_block
+  mkdir -p "$1/tmp"
+  cat > "$1/nginx.conf" <<CONF
+worker_processes 1;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  client_body_temp_path $1/tmp/body; proxy_temp_path $1/tmp/proxy;
+  fastcgi_temp_path $1/tmp/fcgi; uwsgi_temp_path $1/tmp/uwsgi; scgi_temp_path $1/tmp/scgi;
+  keepalive_requests 1000000; keepalive_timeout 300s;
+  $2
+}
+CONF
+}
+nginx_conf "$WORK/up" "server { listen 127.0.0.1:$UP_PORT; location / { default_type application/json; return 200 '$BODY'; } }"
+taskset -c 0 nginx -p "$WORK/up" -c "$WORK/up/nginx.conf"
+nginx_conf "$WORK/sut" "upstream up { server 127.0.0.1:$UP_PORT; keepalive 64; }
+  server { listen 127.0.0.1:$NGINX_PORT; location / { proxy_pass http://up; proxy_http_version 1.1;
+    proxy_set_header Connection \"\"; proxy_buffering off; proxy_request_buffering off; } }"
+taskset -c 1 nginx -p "$WORK/sut" -c "$WORK/sut/nginx.conf"
+sleep 0.5
+
+declare -A PID PORT
+PID[nginx]="$(pgrep -P "$(cat "$WORK/sut/nginx.pid")" | head -1)"; PORT[nginx]=$NGINX_PORT
+NAMES=(nginx)
+printf '[server]\nworker_threads = 1\naccess_log = false\n' > "$WORK/proxy.toml"
+port=19120
+start() { # name kind binary
+  if [ "$2" = floor ]; then
+    taskset -c 1 "$3" "127.0.0.1:$port" "127.0.0.1:$UP_PORT" pool & PIDS+=($!)
+  else
+    RUST_LOG=warn taskset -c 1 "$3" serve --listen "127.0.0.1:$port" --upstream "http://127.0.0.1:$UP_PORT" \
+      --store "sqlite://$WORK/$port.db" --config "$WORK/proxy.toml" & PIDS+=($!)
+  fi
+  PID[$1]=${PIDS[-1]}; PORT[$1]=$port; NAMES+=("$1"); port=$((port + 1))
+}
+if [ $# -eq 0 ]; then
+  start proxy proxy "$PROXY_BIN"
+  start hyper-floor floor "$LOAD_BIN"
+else
+  for spec in "$@"; do start "${spec%%=*}" proxy "${spec#*=}"; done
+fi
+for n in "${NAMES[@]}"; do
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:${PORT[$n]}/" && break; sleep 0.1; done
+done
+
+HZ="$(getconf CLK_TCK)"
+cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+declare -A CPU
+for r in $(seq "$ROUNDS"); do
+  line="round $r:"
+  for n in "${NAMES[@]}"; do
+    url="http://127.0.0.1:${PORT[$n]}/v1/chat/completions"
+    taskset -c 0 wrk -t1 -c50 -d1s "$url" >/dev/null 2>&1 # warm the pools
+    c0=$(cpu "${PID[$n]}")
+    taskset -c 0 wrk -t1 -c50 -d"${DURATION}s" "$url" > "$WORK/wrk.out" 2>&1
+    c1=$(cpu "${PID[$n]}")
+    reqs=$(awk '/requests in/{print $1}' "$WORK/wrk.out")
+    us=$(awk -v d=$((c1 - c0)) -v hz="$HZ" -v n="$reqs" 'BEGIN{printf "%.1f", d*1e6/hz/n}')
+    CPU[$n]+="$us"$'\n'
+    line="$line  $n ${us} µs ($(awk '/Requests\/sec/{printf "%d", $2}' "$WORK/wrk.out")/s)"
+  done
+  echo "$line"
+done
+median() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+base=$(printf '%s' "${CPU[nginx]}" | median)
+echo "median CPU µs per forwarded request (ratio to nginx in the same rounds):"
+for n in "${NAMES[@]}"; do
+  m=$(printf '%s' "${CPU[$n]}" | median)
+  echo "  $n $m ($(awk -v a="$m" -v b="$base" 'BEGIN{printf "%.2f", a/b}'))"
+done
