@@ -20,23 +20,6 @@ NAME=bench-cpu-ab.sh EXAMPLE=hyper_floor
 . "$(dirname "${BASH_SOURCE[0]}")/bench-setup.sh"
 
 UP_PORT=19101 NGINX_PORT=19110
-BODY='{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}'
-nginx_conf() { # dir server_block
-  mkdir -p "$1/tmp"
-  cat > "$1/nginx.conf" <<CONF
-worker_processes 1;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { worker_connections 16384; }
-http {
-  access_log off;
-  client_body_temp_path $1/tmp/body; proxy_temp_path $1/tmp/proxy;
-  fastcgi_temp_path $1/tmp/fcgi; uwsgi_temp_path $1/tmp/uwsgi; scgi_temp_path $1/tmp/scgi;
-  keepalive_requests 1000000; keepalive_timeout 300s;
-  $2
-}
-CONF
-}
 nginx_conf "$WORK/up" "server { listen 127.0.0.1:$UP_PORT; location / { default_type application/json; return 200 '$BODY'; } }"
 taskset -c 0 nginx -p "$WORK/up" -c "$WORK/up/nginx.conf"
 nginx_conf "$WORK/sut" "upstream up { server 127.0.0.1:$UP_PORT; keepalive 64; }

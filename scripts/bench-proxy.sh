@@ -24,25 +24,7 @@ NAME=bench-proxy.sh EXAMPLE=loadgen
 LOADGEN="$LOAD_BIN"
 
 UP_PORT=19001 SSE_PORT=19030 NGINX_PORT=19010 PROXY_PORT=19020 PROXY_SSE_PORT=19021
-BODY='{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}'
 
-nginx_conf() { # dir listen_block
-  mkdir -p "$1/tmp"
-  cat > "$1/nginx.conf" <<EOF
-worker_processes 1;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { worker_connections 16384; }
-http {
-  access_log off;
-  client_body_temp_path $1/tmp/body; proxy_temp_path $1/tmp/proxy;
-  fastcgi_temp_path $1/tmp/fcgi; uwsgi_temp_path $1/tmp/uwsgi; scgi_temp_path $1/tmp/scgi;
-  keepalive_requests 1000000;
-  keepalive_timeout 300s;
-  $2
-}
-EOF
-}
 
 # The fast upstream: nginx returning fixed JSON, on CPU 0.
 nginx_conf "$WORK/up" "server { listen 127.0.0.1:$UP_PORT; location / { default_type application/json; return 200 '$BODY'; } }"
