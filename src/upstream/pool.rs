@@ -118,7 +118,7 @@ impl Http1Pool {
         // upstream closed it while idle, and its task had not noticed yet). hyper gives the
         // request back when it was not written, so it can go out on another connection.
         loop {
-            let (mut sender, fresh) = match self.checkout().await {
+            let (mut sender, fresh) = match self.checkout() {
                 Some(sender) => (sender, false),
                 None => (self.connect().await?, true),
             };
@@ -145,25 +145,37 @@ impl Http1Pool {
         self.inner.tasks.wait().await;
     }
 
-    /// The most recently used idle connection that is still open, if any.
-    async fn checkout(&self) -> Option<SendRequest<ProxyBody>> {
-        loop {
-            let IdleSender { mut sender, since } = self.inner.lock_idle().pop_back()?;
+    /// The most recently used idle connection that is ready for a request, if any.
+    ///
+    /// A connection is never waited for: one still busy (its upstream answered before it had
+    /// read the whole request, and the upload goes on) stays pooled for later, and the request
+    /// goes out on another. Waiting could hold a small request behind a long upload.
+    fn checkout(&self) -> Option<SendRequest<ProxyBody>> {
+        let mut busy = Vec::new();
+        let found = loop {
+            let Some(IdleSender { sender, since }) = self.inner.lock_idle().pop_back() else {
+                break None;
+            };
             if since.elapsed() > self.inner.idle_timeout {
                 // Everything older is expired too.
                 let expired = std::mem::take(&mut *self.inner.lock_idle());
                 drop(expired);
-                return None;
+                break None;
             }
-            if sender.is_closed() {
-                continue;
+            if sender.is_ready() {
+                break Some(sender);
             }
-            // Usually ready at once; a connection whose last response just ended may need its
-            // task to run once more before it takes the next request.
-            if sender.ready().await.is_ok() {
-                return Some(sender);
+            if !sender.is_closed() {
+                busy.push(IdleSender { sender, since });
+            }
+        };
+        if !busy.is_empty() {
+            let mut idle = self.inner.lock_idle();
+            for s in busy.into_iter().rev() {
+                idle.push_front(s);
             }
         }
+        found
     }
 
     async fn connect(&self) -> Result<SendRequest<ProxyBody>, SendError> {

@@ -588,6 +588,42 @@ async fn a_pooled_connection_idle_past_the_pool_timeout_is_replaced() {
 }
 
 #[tokio::test]
+async fn a_request_does_not_wait_for_a_connection_still_sending_an_upload() {
+    // The upstream answers as soon as it has a request head, before the body: the proxy's
+    // connection is then back in the pool while it still streams the upload.
+    let (addr, accepted) = raw_upstream(None).await;
+    let proxy = TestProxy::start(&format!("http://{addr}")).await;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
+    tx.send(Ok(Frame::data(Bytes::from_static(b"first part"))))
+        .await
+        .unwrap();
+    let upload_client: Client<HttpConnector, StreamBody<_>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let body = StreamBody::new(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let resp = upload_client
+        .request(Request::post(proxy.url("/v1/uploads")).body(body).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        &resp.into_body().collect().await.unwrap().to_bytes()[..],
+        b"ok"
+    );
+
+    // The upload is still open (`tx` is held); another request must not queue behind it.
+    let c = client();
+    let (resp, body) =
+        tokio::time::timeout(Duration::from_secs(5), get(&c, &proxy.url("/v1/models")))
+            .await
+            .expect("the second request waited for the upload's connection");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(&body[..], b"ok");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    drop(tx);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
 async fn upstream_errors_pass_through_untouched() {
     let up = FakeUpstream::start().await;
     let proxy = TestProxy::start(&up.url()).await;
