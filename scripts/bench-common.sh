@@ -5,8 +5,8 @@
 #
 # The sourcing script sets, before sourcing: NAME (for messages), EXAMPLE (load generator
 # example to build), UP_PORT, SQLITE_PORT, CASS_PORT. Afterwards it has what bench-setup.sh
-# gives, and DURATION, CASS, UP, AUTH, BACKENDS, BASE[backend], PID[backend], and the helpers
-# cpu, HZ and median.
+# gives (including the helpers cpu, HZ and median), and DURATION, CASS, UP, AUTH, BACKENDS,
+# BASE[backend] and PID[backend].
 
 # shellcheck source=bench-setup.sh
 . "$(dirname "${BASH_SOURCE[0]}")/bench-setup.sh"
@@ -43,6 +43,3 @@ if [ -n "$CASS" ]; then
   BACKENDS+=(cassandra)
 fi
 
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
-HZ="$(getconf CLK_TCK)"
-median() { sort -g | awk '{a[NR]=$1} END{ if (NR==0) print 0; else print a[int((NR+1)/2)] }'; }

@@ -52,25 +52,16 @@ for n in "${NAMES[@]}"; do
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:${PORT[$n]}/" && break; sleep 0.1; done
 done
 
-HZ="$(getconf CLK_TCK)"
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 declare -A CPU
 for r in $(seq "$ROUNDS"); do
   line="round $r:"
   for n in "${NAMES[@]}"; do
-    url="http://127.0.0.1:${PORT[$n]}/v1/chat/completions"
-    taskset -c 0 wrk -t1 -c50 -d1s "$url" >/dev/null 2>&1 # warm the pools
-    c0=$(cpu "${PID[$n]}")
-    taskset -c 0 wrk -t1 -c50 -d"${DURATION}s" "$url" > "$WORK/wrk.out" 2>&1
-    c1=$(cpu "${PID[$n]}")
-    reqs=$(awk '/requests in/{print $1}' "$WORK/wrk.out")
-    us=$(awk -v d=$((c1 - c0)) -v hz="$HZ" -v n="$reqs" 'BEGIN{printf "%.1f", d*1e6/hz/n}')
+    read -r rps _ _ us < <(wrk_round "http://127.0.0.1:${PORT[$n]}/v1/chat/completions" "${PID[$n]}")
     CPU[$n]+="$us"$'\n'
-    line="$line  $n ${us} µs ($(awk '/Requests\/sec/{printf "%d", $2}' "$WORK/wrk.out")/s)"
+    line="$line  $n ${us} µs (${rps%.*}/s)"
   done
   echo "$line"
 done
-median() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 base=$(printf '%s' "${CPU[nginx]}" | median)
 echo "median CPU µs per forwarded request (ratio to nginx in the same rounds):"
 for n in "${NAMES[@]}"; do

@@ -29,9 +29,7 @@ worker_threads = 1
 access_log = false
 EOF
 
-rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
 per() { awk -v a="$1" -v b="$2" -v n="$CONNS" 'BEGIN{printf "%.1f", (a-b)/n}'; }
-median() { sort -n | awk '{a[NR]=$1} END{ if (NR==0) print 0; else print a[int((NR+1)/2)] }'; }
 # loadgen MODE URL SECONDS, held until it prints "ready"; then the proxy's RSS.
 held_rss() {
   local fifo="$WORK/lg.fifo"; rm -f "$fifo"; mkfifo "$fifo"

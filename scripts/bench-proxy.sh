@@ -63,29 +63,6 @@ start_proxy() { # port upstream
 start_proxy "$PROXY_PORT" "http://127.0.0.1:$UP_PORT"
 PROXY_PID="${PIDS[-1]}"
 
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
-rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
-HZ="$(getconf CLK_TCK)"
-median() { sort -n | awk '{a[NR]=$1} END{ if (NR==0) print 0; else print a[int((NR+1)/2)] }'; }
-to_us() { # wrk latency like 512.00us / 1.23ms / 2.00s → µs
-  awk -v v="$1" 'BEGIN{ if (v ~ /us$/) { sub(/us/,"",v); print v+0 } else if (v ~ /ms$/) { sub(/ms/,"",v); print v*1000 } else if (v ~ /s$/) { sub(/s/,"",v); print v*1000000 } else print v }'
-}
-
-# One wrk round against URL while PID is the system under test: "rps p50_us p99_us cpu_us_per_req".
-wrk_round() {
-  local url="$1" pid="$2" out="$WORK/wrk.out"
-  taskset -c 0 wrk -t1 -c50 -d2s "$url" >/dev/null 2>&1 # warm pools
-  local c0 c1; c0=$(cpu "$pid")
-  taskset -c 0 wrk -t1 -c50 -d"${DURATION}s" --latency "$url" > "$out" 2>&1
-  c1=$(cpu "$pid")
-  local reqs rps p50 p99
-  reqs=$(awk '/requests in/{print $1}' "$out")
-  rps=$(awk '/Requests\/sec/{print $2}' "$out")
-  p50=$(to_us "$(awk '$1=="50%"{print $2}' "$out")")
-  p99=$(to_us "$(awk '$1=="99%"{print $2}' "$out")")
-  echo "$rps $p50 $p99 $(awk -v d=$((c1 - c0)) -v hz="$HZ" -v n="$reqs" 'BEGIN{printf "%.2f", d*1000000/hz/n}')"
-}
-
 declare -A R
 for _ in $(seq "$ROUNDS"); do
   for sut in nginx proxy; do

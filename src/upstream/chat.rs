@@ -4,13 +4,13 @@
 
 use std::collections::VecDeque;
 
-use crate::upstream::UpstreamBody;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, header};
 use http_body_util::BodyExt;
 use serde_json::Value;
 
 use crate::forward::Forwarder;
+use crate::upstream::UpstreamBody;
 
 /// One server-sent event.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use std::fs;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{HeaderValue, Uri, uri::PathAndQuery};
+use http::{HeaderValue, Request, Response, Uri, uri::PathAndQuery};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -19,8 +19,6 @@ use prometheus_client::metrics::counter::Counter;
 use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-
-use http::{Request, Response};
 
 use crate::body::ProxyBody;
 use crate::config::UpstreamConfig;
@@ -125,15 +123,10 @@ impl UpstreamBase {
 
     /// The absolute URI for a request's path and query, byte for byte.
     pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, http::Error> {
-        let pq = if self.base_path.is_empty() {
-            PathAndQuery::try_from(path_and_query)?
-        } else {
-            PathAndQuery::try_from(format!("{}{}", self.base_path, path_and_query))?
-        };
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
-            .path_and_query(pq)
+            .path_and_query(self.upstream_path(path_and_query)?)
             .build()
     }
 
@@ -147,10 +140,27 @@ impl UpstreamBase {
         }
         let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
         if origin_form {
-            let pq = PathAndQuery::try_from(format!("{}{}", self.base_path, pq))?;
-            return Ok(Uri::from(pq));
+            return Ok(Uri::from(self.upstream_path(pq)?));
         }
         self.uri_for(pq)
+    }
+
+    /// The upstream's base path followed by a request's path and query.
+    fn upstream_path(&self, path_and_query: &str) -> Result<PathAndQuery, http::Error> {
+        Ok(if self.base_path.is_empty() {
+            PathAndQuery::try_from(path_and_query)?
+        } else {
+            PathAndQuery::try_from(format!("{}{}", self.base_path, path_and_query))?
+        })
+    }
+
+    /// Scheme and authority alone: what a connector dials.
+    fn origin(&self) -> Result<Uri, http::Error> {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query("/")
+            .build()
     }
 
     pub fn authority(&self) -> &str {
@@ -185,21 +195,8 @@ pub fn build_client(cfg: &UpstreamConfig, opened: Counter) -> Result<UpstreamCli
             inner: builder.enable_http1().wrap_connector(http),
             opened,
         };
-        let target = Uri::builder()
-            .scheme(
-                cfg.url
-                    .scheme()
-                    .cloned()
-                    .ok_or("upstream URL has no scheme")?,
-            )
-            .authority(
-                cfg.url
-                    .authority()
-                    .cloned()
-                    .ok_or("upstream URL has no host")?,
-            )
-            .path_and_query("/")
-            .build()
+        let target = UpstreamBase::new(&cfg.url)?
+            .origin()
             .map_err(|e| e.to_string())?;
         return Ok(UpstreamClient::Http1(pool::Http1Pool::new(
             connector,

@@ -112,8 +112,10 @@ impl Http1Pool {
 
     /// Sends a request whose URI is in origin form (path and query only). The response body
     /// returns the connection to the pool when it has been read to its end.
-    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<UpstreamBody>, SendError> {
-        let mut req = req;
+    pub async fn send(
+        &self,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
         // A pooled connection may turn out closed only when the request is handed to it (the
         // upstream closed it while idle, and its task had not noticed yet). hyper gives the
         // request back when it was not written, so it can go out on another connection.
@@ -156,10 +158,9 @@ impl Http1Pool {
             let Some(IdleSender { sender, since }) = self.inner.lock_idle().pop_back() else {
                 break None;
             };
-            if since.elapsed() > self.inner.idle_timeout {
+            if self.inner.expired(since, Instant::now()) {
                 // Everything older is expired too.
-                let expired = std::mem::take(&mut *self.inner.lock_idle());
-                drop(expired);
+                self.inner.lock_idle().clear();
                 break None;
             }
             if sender.is_ready() {
@@ -215,16 +216,18 @@ impl Inner {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A connection idle since `since` must not be used any more at `now`.
+    fn expired(&self, since: Instant, now: Instant) -> bool {
+        now.duration_since(since) > self.idle_timeout
+    }
+
     fn checkin(&self, sender: SendRequest<ProxyBody>) {
         if sender.is_closed() || self.max_idle == 0 {
             return;
         }
         let now = Instant::now();
         let mut idle = self.lock_idle();
-        while idle
-            .front()
-            .is_some_and(|s| now.duration_since(s.since) > self.idle_timeout)
-        {
+        while idle.front().is_some_and(|s| self.expired(s.since, now)) {
             idle.pop_front();
         }
         if idle.len() >= self.max_idle {
