@@ -4,9 +4,11 @@
 # on CPU 1, wrk -c50 from CPU 0. Rounds are interleaved, so a noisy spell hits every build.
 # It is the quick A/B behind the forwarding figures (bench-proxy.sh measures everything else).
 #
-# usage: scripts/bench-cpu-ab.sh ROUNDS [NAME=PROXY_BINARY ...]
-#   Without builds named, it compares this tree's release build and the hyper floor
-#   (examples/hyper_floor.rs: hyper's HTTP/1 server and client with nothing else).
+# usage: scripts/bench-cpu-ab.sh ROUNDS [NAME=PROXY_BINARY[@KEY=VALUE] ...]
+#   Without builds named, it compares this tree's release build with its HTTP/1 relay (the
+#   default), the same build with the relay off (hyper's server and client forward), and the
+#   hyper floor (examples/hyper_floor.rs: hyper's HTTP/1 server and client with nothing else).
+#   A `@KEY=VALUE` suffix adds that line to the build's [server] configuration.
 #   BENCH_SECONDS sets the length of each measurement (default 4).
 set -euo pipefail
 
@@ -31,19 +33,21 @@ sleep 0.5
 declare -A PID PORT
 PID[nginx]="$(pgrep -P "$(cat "$WORK/sut/nginx.pid")" | head -1)"; PORT[nginx]=$NGINX_PORT
 NAMES=(nginx)
-printf '[server]\nworker_threads = 1\naccess_log = false\n' > "$WORK/proxy.toml"
 port=19120
-start() { # name kind binary
+start() { # name kind binary[@key=value]
   if [ "$2" = floor ]; then
     taskset -c 1 "$3" "127.0.0.1:$port" "127.0.0.1:$UP_PORT" pool & PIDS+=($!)
   else
-    RUST_LOG=warn taskset -c 1 "$3" serve --listen "127.0.0.1:$port" --upstream "http://127.0.0.1:$UP_PORT" \
-      --store "sqlite://$WORK/$port.db" --config "$WORK/proxy.toml" & PIDS+=($!)
+    printf '[server]\nworker_threads = 1\naccess_log = false\n' > "$WORK/proxy-$port.toml"
+    case "$3" in *@*) echo "${3#*@}" >> "$WORK/proxy-$port.toml" ;; esac
+    RUST_LOG=warn taskset -c 1 "${3%%@*}" serve --listen "127.0.0.1:$port" --upstream "http://127.0.0.1:$UP_PORT" \
+      --store "sqlite://$WORK/$port.db" --config "$WORK/proxy-$port.toml" & PIDS+=($!)
   fi
   PID[$1]=${PIDS[-1]}; PORT[$1]=$port; NAMES+=("$1"); port=$((port + 1))
 }
 if [ $# -eq 0 ]; then
   start proxy proxy "$PROXY_BIN"
+  start proxy-hyper proxy "$PROXY_BIN@http1_fast_path = false"
   start hyper-floor floor "$LOAD_BIN"
 else
   for spec in "$@"; do start "${spec%%=*}" proxy "${spec#*=}"; done
@@ -63,8 +67,11 @@ for r in $(seq "$ROUNDS"); do
   echo "$line"
 done
 base=$(printf '%s' "${CPU[nginx]}" | median)
-echo "median CPU µs per forwarded request (ratio to nginx in the same rounds):"
+# The box's speed drifts between rounds far more than within one, so each round's ratio to
+# nginx is taken, and their median reported beside the ratio of the medians.
+echo "median CPU µs per forwarded request (ratio of medians to nginx's; median of the rounds' ratios):"
 for n in "${NAMES[@]}"; do
   m=$(printf '%s' "${CPU[$n]}" | median)
-  echo "  $n $m ($(awk -v a="$m" -v b="$base" 'BEGIN{printf "%.2f", a/b}'))"
+  r=$(paste <(printf '%s' "${CPU[$n]}") <(printf '%s' "${CPU[nginx]}") | awk '{printf "%.4f\n", $1/$2}' | median)
+  echo "  $n $m ($(awk -v a="$m" -v b="$base" 'BEGIN{printf "%.2f", a/b}'); $(printf '%.2f' "$r"))"
 done

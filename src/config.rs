@@ -141,6 +141,7 @@ pub struct FileServer {
     pub header_read_timeout_seconds: Option<u64>,
     pub worker_threads: Option<usize>,
     pub access_log: Option<bool>,
+    pub http1_fast_path: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -206,6 +207,9 @@ pub struct Config {
     /// Tokio worker threads; `None` = one per CPU the process may run on.
     pub worker_threads: Option<usize>,
     pub access_log: bool,
+    /// Plain-text HTTP/1.1 requests that are forwarded go through the proxy's own HTTP/1
+    /// relay (`crate::h1`) instead of hyper's server and client; anything else still does.
+    pub http1_fast_path: bool,
     pub runs: RunsConfig,
     pub astra: AstraConfig,
 }
@@ -492,6 +496,7 @@ impl Config {
             header_read_timeout,
             worker_threads,
             access_log: file.server.access_log.unwrap_or(true),
+            http1_fast_path: file.server.http1_fast_path.unwrap_or(true),
         })
     }
 

@@ -223,7 +223,8 @@ impl Forwarder {
         parts.headers.remove(header::EXPECT);
         parts.headers.insert(header::HOST, self.base.host.clone());
 
-        let body = RelayBody::new(body, self.metrics.bytes_to_upstream.clone(), None, None);
+        let body = RelayBody::new(body, self.metrics.bytes_to_upstream.clone(), None, None)
+            .map_err(|e| -> BoxError { Box::new(ClientBodyError(e)) });
         let upstream_req = Request::from_parts(parts, body.boxed_unsync());
 
         let mut resp = self.send(upstream_req).await?;
@@ -259,13 +260,7 @@ impl Forwarder {
         match result {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(classify(&e, self.base.authority())),
-            Err(_) => Err(Error::UpstreamTimeout {
-                message: format!(
-                    "The upstream {} did not answer within {} s.",
-                    self.base.authority(),
-                    self.head_timeout.as_secs()
-                ),
-            }),
+            Err(_) => Err(head_timeout_error(self.base.authority(), self.head_timeout)),
         }
     }
 
@@ -332,8 +327,28 @@ fn is_timeout(err: &(dyn StdError + 'static)) -> bool {
     false
 }
 
+/// The answer when the upstream's response head did not arrive within `timeout`.
+pub(crate) fn head_timeout_error(authority: &str, timeout: Duration) -> Error {
+    Error::UpstreamTimeout {
+        message: format!(
+            "The upstream {authority} did not answer within {} s.",
+            timeout.as_secs()
+        ),
+    }
+}
+
+/// The request body failed while it was being sent upstream: the client's doing (malformed
+/// chunked framing, a disconnect mid-upload), not the upstream's.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body could not be read: {0}")]
+struct ClientBodyError(BoxError);
+
 /// Maps a client error to the proxy's error, naming the upstream but nothing secret.
-fn classify(err: &SendError, authority: &str) -> Error {
+pub(crate) fn classify(err: &SendError, authority: &str) -> Error {
+    if let Some(body) = find_in_chain::<ClientBodyError>(err) {
+        // Not retryable and not the upstream's fault: a 400 the SDK will not repeat.
+        return Error::invalid(format!("The request body is invalid: {}", body.0), None);
+    }
     if let Some(tls) = find_in_chain::<rustls::Error>(err) {
         return Error::UpstreamUnavailable {
             message: format!("TLS handshake with the upstream {authority} failed: {tls}"),

@@ -15,6 +15,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod forward;
+pub mod h1;
 pub mod ids;
 pub mod metrics;
 pub mod model;

@@ -58,6 +58,9 @@ pub struct AppState {
     pub instance_id: String,
     /// Vector-store ingestion: concurrency bound and the ingestions this process runs.
     pub retrieval: crate::retrieval::Retrieval,
+    /// The HTTP/1 relay for plain-text forwarded requests (`server.http1_fast_path`); it
+    /// speaks HTTP/1.1 only, so it is off when the upstream may be reached over h2.
+    pub relay: Option<crate::h1::Relay>,
     request_ids: RequestIds,
 }
 
@@ -103,6 +106,19 @@ impl AppState {
         };
         let retrieval =
             crate::retrieval::Retrieval::new(config.retrieval.max_concurrent_ingestions);
+        let relay = if config.http1_fast_path && !config.upstream.http2 {
+            let connector = crate::upstream::http1_connector(
+                &config.upstream,
+                metrics.upstream_connections.clone(),
+            )
+            .map_err(StartError::Config)?;
+            Some(
+                crate::h1::Relay::new(&config, connector, forwarder.base(), metrics.clone())
+                    .map_err(StartError::Config)?,
+            )
+        } else {
+            None
+        };
         Ok(Arc::new(AppState {
             config,
             metrics,
@@ -117,8 +133,14 @@ impl AppState {
             run_registry: crate::runs::Registry::default(),
             instance_id: crate::ids::new_id("proxy_"),
             retrieval,
+            relay,
             request_ids: RequestIds::new(),
         }))
+    }
+
+    /// A new request id (for logs and the `x-request-id` of local answers).
+    pub fn next_request_id(&self) -> RequestId {
+        self.request_ids.next()
     }
 }
 
@@ -209,6 +231,9 @@ pub async fn serve(
     state.tasks.wait().await;
     // Nothing can be sending upstream any more.
     state.forwarder.client().close().await;
+    if let Some(relay) = &state.relay {
+        relay.close();
+    }
     // Last: runs and ingestion have written their final state through these.
     state.store_env.close().await;
     tracing::info!("shutdown complete");
@@ -318,6 +343,19 @@ async fn drive<C, E>(
     }
 }
 
+/// Runs `fut` until it completes, or until `cancel` fires (None): the grace period is over.
+async fn until_cancelled<F: Future>(fut: F, cancel: &CancellationToken) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut cancel = CancelWatch::new(cancel.clone());
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        cancel.poll_cancelled(cx).map(|()| None)
+    })
+    .await
+}
+
 /// Watches a cancellation token from a future that is polled far more often than the token
 /// changes: every wake-up of a connection's task, several per request.
 ///
@@ -326,7 +364,9 @@ async fn drive<C, E>(
 /// connection that was about 2% of a forwarded request's CPU. Here the token's future gets a
 /// waker of its own, and is polled only after that waker fired; a wake-up for anything else
 /// costs one atomic load.
-struct CancelWatch {
+pub(crate) struct CancelWatch {
+    /// The token fired and this watch has seen it (it stays so).
+    seen: bool,
     signal: Arc<WatchSignal>,
     /// A waker that marks `signal` before it wakes the task.
     own_waker: Waker,
@@ -355,13 +395,14 @@ impl Wake for WatchSignal {
 }
 
 impl CancelWatch {
-    fn new(token: CancellationToken) -> CancelWatch {
+    pub(crate) fn new(token: CancellationToken) -> CancelWatch {
         let signal = Arc::new(WatchSignal {
             // Set, so the first poll registers with the token.
             fired: AtomicBool::new(true),
             task: Mutex::new(None),
         });
         CancelWatch {
+            seen: false,
             own_waker: Waker::from(signal.clone()),
             signal,
             task: None,
@@ -369,7 +410,10 @@ impl CancelWatch {
         }
     }
 
-    fn poll_cancelled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_cancelled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.seen {
+            return Poll::Ready(());
+        }
         if !self.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             let waker = cx.waker().clone();
             *self
@@ -379,15 +423,27 @@ impl CancelWatch {
                 .unwrap_or_else(PoisonError::into_inner) = Some(waker.clone());
             self.task = Some(waker);
         }
-        if self.signal.fired.load(Ordering::Relaxed)
+        if self.check() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Whether the token has fired, without registering the current task: one atomic load
+    /// unless the token's own waker fired since the last look.
+    pub(crate) fn check(&mut self) -> bool {
+        if !self.seen
+            && self.signal.fired.load(Ordering::Relaxed)
             && self.signal.fired.swap(false, Ordering::Acquire)
         {
-            return self
+            self.seen = self
                 .wait
                 .as_mut()
-                .poll(&mut Context::from_waker(&self.own_waker));
+                .poll(&mut Context::from_waker(&self.own_waker))
+                .is_ready();
         }
-        Poll::Pending
+        self.seen
     }
 }
 
@@ -427,6 +483,7 @@ async fn serve_connection(
     cancel: CancellationToken,
 ) {
     let timeout = state.config.header_read_timeout;
+    let relay_state = state.clone();
     let service = service_fn(move |req| {
         // Boxed: hyper keeps a slot the size of this future for the connection's whole life,
         // busy or idle (and through a whole SSE stream, after the response head has left).
@@ -447,9 +504,19 @@ async fn serve_connection(
             };
             match opening {
                 Opening::Http1 => {
+                    let io = match &relay_state.relay {
+                        Some(relay) => {
+                            let relayed = crate::h1::serve(&relay_state, relay, stream, &draining);
+                            match until_cancelled(relayed, &cancel).await {
+                                Some(crate::h1::Ended::Handoff(io)) => io,
+                                Some(crate::h1::Ended::Closed) | None => return,
+                            }
+                        }
+                        None => crate::h1::Rewind::new(stream),
+                    };
                     let conn = builders
                         .http1
-                        .serve_connection(TokioIo::new(stream), service)
+                        .serve_connection(TokioIo::new(io), service)
                         .with_upgrades();
                     drive(
                         conn,

@@ -154,8 +154,13 @@ impl UpstreamBase {
         })
     }
 
+    /// The path prefixed to every request's ("" for a bare origin; no trailing slash).
+    pub fn base_path(&self) -> &str {
+        &self.base_path
+    }
+
     /// Scheme and authority alone: what a connector dials.
-    fn origin(&self) -> Result<Uri, http::Error> {
+    pub fn origin(&self) -> Result<Uri, http::Error> {
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
@@ -170,31 +175,10 @@ impl UpstreamBase {
 
 /// Builds the shared client from the configuration.
 pub fn build_client(cfg: &UpstreamConfig, opened: Counter) -> Result<UpstreamClient, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let roots = root_store(cfg)?;
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-
-    let mut http = HttpConnector::new();
-    // SSE events must leave as soon as they arrive; Nagle would hold small writes back.
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(cfg.connect_timeout));
-    http.set_keepalive(Some(std::time::Duration::from_secs(60)));
-    http.enforce_http(false);
-
-    let builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http();
     if !cfg.http2 {
         // An HTTP/1.1 pool by default: one h2 connection would queue new requests behind long
         // streams once the server's stream limit is reached (hyper #2197).
-        let connector = CountingConnector {
-            inner: builder.enable_http1().wrap_connector(http),
-            opened,
-        };
+        let connector = http1_connector(cfg, opened)?;
         let target = UpstreamBase::new(&cfg.url)?
             .origin()
             .map_err(|e| e.to_string())?;
@@ -205,6 +189,7 @@ pub fn build_client(cfg: &UpstreamConfig, opened: Counter) -> Result<UpstreamCli
             cfg.pool_idle_timeout,
         )));
     }
+    let (builder, http) = connector_parts(cfg)?;
     let https = builder.enable_all_versions().wrap_connector(http);
 
     let mut client = Client::builder(TokioExecutor::new());
@@ -223,6 +208,47 @@ pub fn build_client(cfg: &UpstreamConfig, opened: Counter) -> Result<UpstreamCli
     Ok(UpstreamClient::Negotiated(Box::new(
         client.build(connector),
     )))
+}
+
+/// An HTTP/1.1 connector (TCP, then TLS for an https upstream) counting what it opens: the
+/// HTTP/1 relay's (`crate::h1`), which speaks HTTP/1.1 over whatever it returns.
+pub fn http1_connector(cfg: &UpstreamConfig, opened: Counter) -> Result<Connector, String> {
+    let (builder, http) = connector_parts(cfg)?;
+    Ok(CountingConnector {
+        inner: builder.enable_http1().wrap_connector(http),
+        opened,
+    })
+}
+
+/// TLS settings (roots from the configuration) and the TCP connector under them.
+fn connector_parts(
+    cfg: &UpstreamConfig,
+) -> Result<
+    (
+        hyper_rustls::HttpsConnectorBuilder<hyper_rustls::builderstates::WantsProtocols1>,
+        HttpConnector,
+    ),
+    String,
+> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = root_store(cfg)?;
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+
+    let mut http = HttpConnector::new();
+    // SSE events must leave as soon as they arrive; Nagle would hold small writes back.
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(cfg.connect_timeout));
+    http.set_keepalive(Some(std::time::Duration::from_secs(60)));
+    http.enforce_http(false);
+
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    Ok((builder, http))
 }
 
 fn root_store(cfg: &UpstreamConfig) -> Result<RootCertStore, String> {

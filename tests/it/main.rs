@@ -8,6 +8,7 @@ mod api_core;
 mod binary;
 mod files;
 mod fixtures;
+mod forward_h1;
 mod proxy;
 mod runs;
 mod vector_stores;

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use crate::support::{self, FakeUpstream, TestProxy, client, get, json, send};
 
 /// Sends raw bytes on a fresh connection and reads the whole response (connection: close).
-async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> Vec<u8> {
+pub(crate) async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(request).await.unwrap();
     let mut out = Vec::new();
@@ -29,7 +29,7 @@ async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> Vec<u8> {
     out
 }
 
-fn split_head(resp: &[u8]) -> (String, &[u8]) {
+pub(crate) fn split_head(resp: &[u8]) -> (String, &[u8]) {
     let pos = resp
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

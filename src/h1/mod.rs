@@ -1,0 +1,755 @@
+//! The HTTP/1.1 relay: forwards plain-text HTTP/1.1 requests whose route is not intercepted
+//! without going through hyper, reading and writing both sockets from the client
+//! connection's own task (the forward-or-answer split pingora makes).
+//!
+//! Why: forwarding is the proxy's hot path, and hyper's server and client dispatchers (a
+//! request and a response object per exchange, header maps, a connection task on the upstream
+//! side with channels to it) cost more CPU per request than nginx spends in total. Here a
+//! request is parsed in place (httparse), its head rewritten into one buffer, written to a
+//! pooled upstream socket together with its body, and the answer's head rewritten the same
+//! way; bodies are relayed as they come, framing included.
+//!
+//! Only the common case is handled. Anything else (a route the proxy answers itself,
+//! HTTP/1.0, chunked or large uploads, `Expect`, upgrades, malformed requests) hands the
+//! connection to hyper's server with the bytes read so far ([`Ended::Handoff`]), and hyper
+//! serves it from then on.
+
+pub mod head;
+pub mod pool;
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+use tokio_util::io::poll_read_buf;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::forward::{InFlight, classify, head_timeout_error};
+use crate::metrics::{Metrics, RouteClass};
+use crate::routes::Resolution;
+use crate::server::{AppState, CancelWatch};
+use crate::upstream::{Connector, SendError, UpstreamBase};
+use head::{BadResponse, ChunkedScanner, Framing, Planned, RequestPlan, ResponsePlan, Target};
+use pool::{Conn, ConnPool};
+
+/// Read buffers start at this size (and grow for larger heads and bodies).
+const READ_CHUNK: usize = 8 * 1024;
+
+/// What the relay needs, built once at start-up.
+pub struct Relay {
+    pool: ConnPool,
+    target: Target,
+    authority: Box<str>,
+    header_timeout: Duration,
+    head_timeout: Duration,
+    idle_timeout: Duration,
+    /// The shortest of the three: how often a connection's one timer may fire early.
+    timer_step: Duration,
+    metrics: Metrics,
+}
+
+impl Relay {
+    pub fn new(
+        config: &Config,
+        connector: Connector,
+        base: &UpstreamBase,
+        metrics: Metrics,
+    ) -> Result<Relay, String> {
+        let up = &config.upstream;
+        let target = base.origin().map_err(|e| e.to_string())?;
+        Ok(Relay {
+            pool: ConnPool::new(
+                connector,
+                target,
+                up.pool_max_idle_per_host,
+                up.pool_idle_timeout,
+            ),
+            target: Target {
+                base_path: base.base_path().into(),
+                host: base.host.as_bytes().into(),
+            },
+            authority: base.authority().into(),
+            header_timeout: config.header_read_timeout,
+            head_timeout: up.response_head_timeout,
+            idle_timeout: up.idle_timeout,
+            timer_step: config
+                .header_read_timeout
+                .min(up.response_head_timeout)
+                .min(up.idle_timeout),
+            metrics,
+        })
+    }
+
+    /// Closes the idle upstream connections (at shutdown, after the last request).
+    pub fn close(&self) {
+        self.pool.close();
+    }
+}
+
+/// How a relayed connection ended.
+pub enum Ended {
+    Closed,
+    /// hyper's server serves the rest of the connection, starting with these bytes.
+    Handoff(Rewind),
+}
+
+/// Relays requests on a plain-text HTTP/1.1 connection until it closes, shutdown drains it, or
+/// a request needs hyper.
+pub async fn serve(
+    state: &AppState,
+    relay: &Relay,
+    client: TcpStream,
+    draining: &CancellationToken,
+) -> Ended {
+    let mut conn = Connection {
+        state,
+        relay,
+        client,
+        cbuf: BytesMut::new(),
+        ubuf: BytesMut::new(),
+        out: Vec::new(),
+        deadline: Deadline::new(relay.timer_step),
+        draining: CancelWatch::new(draining.clone()),
+    };
+    match conn.run().await {
+        Next::Close => Ended::Closed,
+        Next::Handoff => Ended::Handoff(Rewind {
+            prefix: conn.cbuf.freeze(),
+            stream: conn.client,
+        }),
+    }
+}
+
+enum Next {
+    Close,
+    Handoff,
+}
+
+/// Why an exchange with the upstream produced no response head.
+enum Failure {
+    /// The client left while the relay waited: nothing to answer.
+    ClientGone,
+    /// Answered with OpenAI's error envelope.
+    Upstream(Error),
+}
+
+struct Connection<'a> {
+    state: &'a AppState,
+    relay: &'a Relay,
+    client: TcpStream,
+    /// Bytes from the client not yet relayed: the request in progress and any pipelined after.
+    cbuf: BytesMut,
+    /// Bytes from the upstream: the response head, then body chunks.
+    ubuf: BytesMut,
+    /// A rewritten head (the request's for the upstream, then the response's for the client).
+    out: Vec<u8>,
+    deadline: Deadline,
+    draining: CancelWatch,
+}
+
+impl Connection<'_> {
+    async fn run(&mut self) -> Next {
+        loop {
+            let plan = match self.next_request().await {
+                Ok(plan) => plan,
+                Err(next) => return next,
+            };
+            let close = match self.forward(&plan).await {
+                Some(close) => close,
+                None => return Next::Close,
+            };
+            self.cbuf.advance(plan.head_len + plan.body_len);
+            if close || self.draining.check() {
+                return Next::Close;
+            }
+            if self.cbuf.is_empty() {
+                // An idle connection holds no buffers (thousands of keep-alive clients).
+                give_back(&mut self.cbuf);
+                give_back(&mut self.ubuf);
+            }
+        }
+    }
+
+    /// Reads until a whole request (head and body) is buffered and planned.
+    async fn next_request(&mut self) -> Result<RequestPlan, Next> {
+        self.deadline.set(self.relay.header_timeout);
+        loop {
+            if !self.cbuf.is_empty() {
+                let routes = &self.state.routes;
+                let planned = head::plan_request(
+                    &self.cbuf,
+                    &self.relay.target,
+                    &mut self.out,
+                    |method, path| matches!(routes.resolve(method, path), Resolution::Forward),
+                );
+                match planned {
+                    Planned::Ready(plan) => return Ok(plan),
+                    Planned::Handoff => return Err(Next::Handoff),
+                    Planned::Incomplete => {}
+                }
+            }
+            if !self.read_client().await {
+                return Err(Next::Close);
+            }
+        }
+    }
+
+    /// Reads more from the client; false when it closed, the head timed out, or the
+    /// connection is idle while shutdown drains.
+    async fn read_client(&mut self) -> bool {
+        poll_fn(|cx| {
+            // An idle connection takes buffer memory only once there is something to read.
+            if self.cbuf.is_empty() && self.cbuf.capacity() == 0 {
+                match self.client.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return Poll::Ready(false),
+                    Poll::Pending => return self.poll_idle(cx),
+                }
+            }
+            room(&mut self.cbuf);
+            match poll_read_buf(Pin::new(&mut self.client), cx, &mut self.cbuf) {
+                Poll::Ready(Ok(n)) => Poll::Ready(n > 0),
+                Poll::Ready(Err(_)) => Poll::Ready(false),
+                Poll::Pending => self.poll_idle(cx),
+            }
+        })
+        .await
+    }
+
+    /// While waiting for a request: Ready(false) once the wait must end.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        if self.cbuf.is_empty() && self.draining.poll_cancelled(cx).is_ready() {
+            return Poll::Ready(false);
+        }
+        if self.deadline.poll(cx).is_ready() {
+            return Poll::Ready(false);
+        }
+        Poll::Pending
+    }
+
+    /// Forwards one planned request and relays its answer. Returns whether the client's
+    /// connection closes afterwards, or None when it is already unusable.
+    async fn forward(&mut self, plan: &RequestPlan) -> Option<bool> {
+        let metrics = &self.relay.metrics;
+        let started = self.state.config.access_log.then(Instant::now);
+        let _in_flight = InFlight::new(&metrics.in_flight);
+        metrics.upstream_requests.inc();
+        let head_started = Instant::now();
+        let result = self.exchange(plan).await;
+        metrics.observe_upstream_head(head_started.elapsed());
+        let close_client = plan.close || self.draining.check();
+        let (status, close) = match result {
+            Ok((upstream, resp)) => {
+                metrics.request_done(RouteClass::Forwarded, resp.status);
+                metrics.bytes_to_upstream.inc_by(plan.body_len as u64);
+                let close = self.relay_body(upstream, &resp).await? || resp.client_close;
+                (resp.status, close)
+            }
+            Err(Failure::ClientGone) => return None,
+            Err(Failure::Upstream(e)) => {
+                let status = e.status().as_u16();
+                metrics.request_done(RouteClass::Forwarded, status);
+                error_response(e, close_client, &mut self.out);
+                write_all(&mut self.client, &self.out, &[]).await.ok()?;
+                (status, close_client)
+            }
+        };
+        if let Some(started) = started {
+            let id = self.state.next_request_id();
+            let line = &self.cbuf[..plan.head_len];
+            let request_line = line.split(|b| *b == b'\r').next().unwrap_or_default();
+            tracing::info!(
+                id = %id,
+                request = %String::from_utf8_lossy(request_line),
+                status,
+                class = RouteClass::Forwarded.as_str(),
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "request"
+            );
+        }
+        Some(close)
+    }
+
+    /// Sends the request and reads the response head, relaying interim (1xx) answers to the
+    /// client. A reused connection that fails before any answer is replaced once, for methods
+    /// that may be repeated (and for any request that could not even be written).
+    async fn exchange(&mut self, plan: &RequestPlan) -> Result<(Conn, ResponsePlan), Failure> {
+        let pool = &self.relay.pool;
+        let mut retried = false;
+        loop {
+            let (mut upstream, reused) = match pool.checkout() {
+                Some(conn) if !retried => (conn, true),
+                _ => match pool.connect().await {
+                    Ok(conn) => (conn, false),
+                    Err(e) => return Err(Failure::Upstream(classify(&e, &self.relay.authority))),
+                },
+            };
+            self.deadline.set(self.relay.head_timeout);
+            let body = &self.cbuf[plan.head_len..plan.head_len + plan.body_len];
+            let written = self
+                .deadline
+                .bound(write_all(&mut upstream, &self.out, body))
+                .await;
+            let received = match written {
+                Some(Ok(())) => self.read_head(&mut upstream, plan).await,
+                Some(Err(e)) => Err(Received::Nothing(e, true)),
+                None => Err(Received::TimedOut),
+            };
+            match received {
+                Ok(resp) => return Ok((upstream, resp)),
+                Err(Received::Nothing(_, unsent))
+                    if reused && !retried && (unsent || plan.idempotent) =>
+                {
+                    retried = true;
+                }
+                Err(Received::Nothing(e, _)) | Err(Received::Partial(e)) => {
+                    let e = SendError::Exchange(Box::new(e));
+                    return Err(Failure::Upstream(classify(&e, &self.relay.authority)));
+                }
+                Err(Received::Bad(what)) => {
+                    return Err(Failure::Upstream(Error::UpstreamUnavailable {
+                        message: format!(
+                            "The upstream {} sent an invalid response: {what}.",
+                            self.relay.authority
+                        ),
+                        code: "upstream_error",
+                    }));
+                }
+                Err(Received::TimedOut) => {
+                    return Err(Failure::Upstream(head_timeout_error(
+                        &self.relay.authority,
+                        self.relay.head_timeout,
+                    )));
+                }
+                Err(Received::ClientGone) => return Err(Failure::ClientGone),
+            }
+        }
+    }
+
+    /// Reads the response head into `ubuf`, relaying interim (1xx) answers to the client; the
+    /// client's version of the final head is left in `out`.
+    async fn read_head(
+        &mut self,
+        upstream: &mut Conn,
+        plan: &RequestPlan,
+    ) -> Result<ResponsePlan, Received> {
+        self.ubuf.clear();
+        let mut got_any = false;
+        loop {
+            if !self.ubuf.is_empty() {
+                let close_client = plan.close || self.draining.check();
+                match head::plan_response(&self.ubuf, plan.head, close_client, &mut self.out) {
+                    Ok(resp) if resp.interim => {
+                        write_all(&mut self.client, &self.out, &[])
+                            .await
+                            .map_err(|_| Received::ClientGone)?;
+                        self.ubuf.advance(resp.head_len);
+                        continue;
+                    }
+                    Ok(resp) => return Ok(resp),
+                    Err(BadResponse::Incomplete) => {}
+                    Err(BadResponse::Malformed(what)) => return Err(Received::Bad(what)),
+                }
+            }
+            let read = poll_fn(|cx| {
+                room(&mut self.ubuf);
+                match poll_read_buf(Pin::new(&mut *upstream), cx, &mut self.ubuf) {
+                    Poll::Ready(result) => Poll::Ready(Some(result)),
+                    Poll::Pending => {
+                        if client_left(&self.client, &mut self.cbuf, cx)
+                            || self.deadline.poll(cx).is_ready()
+                        {
+                            return Poll::Ready(None);
+                        }
+                        Poll::Pending
+                    }
+                }
+            })
+            .await;
+            match read {
+                Some(Ok(0)) => {
+                    let e = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed before the response head",
+                    );
+                    return Err(if got_any {
+                        Received::Partial(e)
+                    } else {
+                        Received::Nothing(e, false)
+                    });
+                }
+                Some(Ok(_)) => got_any = true,
+                Some(Err(e)) if got_any => return Err(Received::Partial(e)),
+                Some(Err(e)) => return Err(Received::Nothing(e, false)),
+                None if self.deadline.expired() => return Err(Received::TimedOut),
+                None => return Err(Received::ClientGone),
+            }
+        }
+    }
+
+    /// Writes the response head and relays the body. Returns whether the client's connection
+    /// must close (the body ended with the upstream's connection), or None when the relay
+    /// broke off (the client left, or the upstream failed mid-body: the client sees its
+    /// connection close, as HTTP/1 has no other way to say a body is incomplete).
+    async fn relay_body(&mut self, mut upstream: Conn, resp: &ResponsePlan) -> Option<bool> {
+        let metrics = &self.relay.metrics;
+        self.ubuf.advance(resp.head_len);
+        let mut body = BodyState::new(resp.framing);
+        let (take, done) = body.take(&self.ubuf).ok()?;
+        // Bytes past the end of the response: the upstream connection is not clean.
+        let mut clean = take == self.ubuf.len();
+        write_all(&mut self.client, &self.out, &self.ubuf[..take])
+            .await
+            .ok()?;
+        let mut relayed = take as u64;
+        let mut done = done;
+        while !done {
+            self.ubuf.clear();
+            self.deadline.set(self.relay.idle_timeout);
+            let read = poll_fn(|cx| {
+                room(&mut self.ubuf);
+                match poll_read_buf(Pin::new(&mut upstream), cx, &mut self.ubuf) {
+                    Poll::Ready(result) => Poll::Ready(Some(result)),
+                    Poll::Pending => {
+                        if client_left(&self.client, &mut self.cbuf, cx)
+                            || self.deadline.poll(cx).is_ready()
+                        {
+                            return Poll::Ready(None);
+                        }
+                        Poll::Pending
+                    }
+                }
+            })
+            .await;
+            match read {
+                Some(Ok(0)) if resp.framing == Framing::UntilClose => {
+                    metrics.bytes_to_client.inc_by(relayed);
+                    return Some(true);
+                }
+                Some(Ok(0)) | Some(Err(_)) => {
+                    tracing::debug!("the upstream connection ended mid-body");
+                    metrics.bytes_to_client.inc_by(relayed);
+                    return None;
+                }
+                Some(Ok(_)) => {}
+                None => {
+                    if self.deadline.expired() {
+                        tracing::debug!(idle = ?self.relay.idle_timeout, "no data from the upstream; response cut");
+                    }
+                    metrics.bytes_to_client.inc_by(relayed);
+                    return None;
+                }
+            }
+            let (take, end) = match body.take(&self.ubuf) {
+                Ok(t) => t,
+                Err(what) => {
+                    tracing::debug!(error = what, "malformed body from the upstream");
+                    metrics.bytes_to_client.inc_by(relayed);
+                    return None;
+                }
+            };
+            clean = take == self.ubuf.len();
+            done = end;
+            if write_all(&mut self.client, &self.ubuf[..take], &[])
+                .await
+                .is_err()
+            {
+                metrics.bytes_to_client.inc_by(relayed);
+                return None;
+            }
+            relayed += take as u64;
+        }
+        metrics.bytes_to_client.inc_by(relayed);
+        if clean && !resp.upstream_close {
+            self.relay.pool.checkin(upstream);
+        }
+        Some(false)
+    }
+}
+
+/// Why no response head was read.
+enum Received {
+    /// Nothing arrived; the flag says the request was not (fully) written either.
+    Nothing(io::Error, bool),
+    /// Part of a head arrived, then the connection failed.
+    Partial(io::Error),
+    Bad(&'static str),
+    TimedOut,
+    ClientGone,
+}
+
+/// Where a response body ends, as its bytes go by.
+enum BodyState {
+    Empty,
+    Length(u64),
+    Chunked(ChunkedScanner),
+    UntilClose,
+}
+
+impl BodyState {
+    fn new(framing: Framing) -> BodyState {
+        match framing {
+            Framing::Empty | Framing::Length(0) => BodyState::Empty,
+            Framing::Length(n) => BodyState::Length(n),
+            Framing::Chunked => BodyState::Chunked(ChunkedScanner::default()),
+            Framing::UntilClose => BodyState::UntilClose,
+        }
+    }
+
+    /// How many bytes of `buf` belong to the body, and whether the body has ended.
+    fn take(&mut self, buf: &[u8]) -> Result<(usize, bool), &'static str> {
+        Ok(match self {
+            BodyState::Empty => (0, true),
+            BodyState::Length(left) => {
+                let take = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                *left -= take as u64;
+                (take, *left == 0)
+            }
+            BodyState::Chunked(scanner) => {
+                let take = scanner.scan(buf)?;
+                (take, scanner.is_done())
+            }
+            BodyState::UntilClose => (buf.len(), false),
+        })
+    }
+}
+
+/// Notices, while the relay waits on the upstream, a client that closed its connection, so
+/// the upstream request is abandoned (and its connection closed) at once. Bytes the client
+/// sent meanwhile (a pipelined request) are kept for later.
+fn client_left(client: &TcpStream, cbuf: &mut BytesMut, cx: &mut Context<'_>) -> bool {
+    loop {
+        match client.poll_read_ready(cx) {
+            Poll::Pending => return false,
+            Poll::Ready(Err(_)) => return true,
+            Poll::Ready(Ok(())) => {
+                if cbuf.len() >= head::MAX_REQUEST_HEAD + head::MAX_REQUEST_BODY as usize {
+                    // Enough buffered: the rest waits in the socket.
+                    return false;
+                }
+                room(cbuf);
+                match client.try_read_buf(cbuf) {
+                    Ok(0) => return true,
+                    Ok(_) => {}
+                    // Readiness was stale; polling again registers for the next event.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return true,
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Read buffers of connections that went idle, for the next connection on this thread
+    /// that has something to read: an idle keep-alive connection holds no buffer, and a busy
+    /// one does not pay an allocation per request for that.
+    static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+/// Buffers kept per thread at most (beyond it, an idle connection's buffer is freed).
+const SPARE_MAX: usize = 64;
+
+/// Makes room for a read of a useful size.
+fn room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < 1024 {
+        if buf.capacity() == 0
+            && let Some(spare) = SPARE.with(|s| s.borrow_mut().pop())
+        {
+            *buf = spare;
+            return;
+        }
+        buf.reserve(READ_CHUNK);
+    }
+}
+
+/// Takes an empty buffer from an idle connection, keeping it as a spare if it is of the usual
+/// size (one grown for a large head or body is freed).
+fn give_back(buf: &mut BytesMut) {
+    let mut spare = std::mem::take(buf);
+    spare.clear();
+    // Reclaims the space consumed reads left at the front; no allocation for a usual buffer.
+    spare.reserve(READ_CHUNK);
+    if spare.capacity() <= 2 * READ_CHUNK {
+        SPARE.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < SPARE_MAX {
+                s.push(spare);
+            }
+        });
+    }
+}
+
+/// Writes `a` then `b` (a head and the body bytes after it) with as few writes as the socket
+/// allows.
+async fn write_all<W: AsyncWrite + Unpin>(io: &mut W, a: &[u8], b: &[u8]) -> io::Result<()> {
+    let total = a.len() + b.len();
+    let mut written = 0;
+    while written < total {
+        let n = if written < a.len() {
+            let bufs = [io::IoSlice::new(&a[written..]), io::IoSlice::new(b)];
+            poll_fn(|cx| Pin::new(&mut *io).poll_write_vectored(cx, &bufs)).await?
+        } else {
+            let rest = &b[written - a.len()..];
+            poll_fn(|cx| Pin::new(&mut *io).poll_write(cx, rest)).await?
+        };
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        written += n;
+    }
+    // A TLS stream may hold the last record until flushed.
+    poll_fn(|cx| Pin::new(&mut *io).poll_flush(cx)).await
+}
+
+/// An error answer (OpenAI's envelope), as the hyper path would send it.
+fn error_response(e: Error, close: bool, out: &mut Vec<u8>) {
+    use std::io::Write;
+    e.log();
+    let status = e.status();
+    let body = e.envelope().to_string();
+    out.clear();
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\nx-should-retry: {}\r\ncontent-length: {}\r\n{}\r\n{}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or_default(),
+        e.retryable(),
+        body.len(),
+        if close { "connection: close\r\n" } else { "" },
+        body,
+    );
+}
+
+/// One timer per connection for every phase's timeout (head read, upstream answer, idle body).
+///
+/// Why not a `tokio::time::timeout` per phase: each would insert into and remove from the
+/// timer wheel, several times per request. Here moving the deadline is a field write; the
+/// timer only ever fires early (at most once per `step`) and is then re-armed for the current
+/// deadline. A new deadline is never earlier than the armed one, because each phase's timeout
+/// is at least `step`.
+struct Deadline {
+    sleep: Option<Pin<Box<Sleep>>>,
+    at: tokio::time::Instant,
+    step: Duration,
+}
+
+impl Deadline {
+    fn new(step: Duration) -> Deadline {
+        Deadline {
+            sleep: None,
+            at: tokio::time::Instant::now() + step,
+            step,
+        }
+    }
+
+    fn set(&mut self, after: Duration) {
+        self.at = tokio::time::Instant::now() + after;
+    }
+
+    fn expired(&self) -> bool {
+        tokio::time::Instant::now() >= self.at
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let (at, step) = (self.at, self.step);
+        let sleep = self.sleep.get_or_insert_with(|| {
+            Box::pin(tokio::time::sleep_until(
+                at.min(tokio::time::Instant::now() + step),
+            ))
+        });
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= self.at {
+                return Poll::Ready(());
+            }
+            sleep.as_mut().reset(self.at.min(now + step));
+        }
+    }
+
+    /// Runs `fut` until it completes or the deadline passes (None).
+    async fn bound<F: std::future::Future>(&mut self, fut: F) -> Option<F::Output> {
+        let mut fut = std::pin::pin!(fut);
+        poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            self.poll(cx).map(|()| None)
+        })
+        .await
+    }
+}
+
+/// A client connection handed to hyper: the bytes the relay already read come first.
+pub struct Rewind {
+    prefix: Bytes,
+    stream: TcpStream,
+}
+
+impl Rewind {
+    pub fn new(stream: TcpStream) -> Rewind {
+        Rewind {
+            prefix: Bytes::new(),
+            stream,
+        }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
