@@ -265,11 +265,16 @@ impl Connection<'_> {
         };
         if let Some(started) = started {
             let id = self.state.next_request_id();
+            // Method and path only, as the hyper path logs: a query string may carry secrets.
             let line = &self.cbuf[..plan.head_len];
-            let request_line = line.split(|b| *b == b'\r').next().unwrap_or_default();
+            let mut words = line.split(|b| *b == b' ');
+            let method = words.next().unwrap_or_default();
+            let target = words.next().unwrap_or_default();
+            let path = target.split(|b| *b == b'?').next().unwrap_or_default();
             tracing::info!(
                 id = %id,
-                request = %String::from_utf8_lossy(request_line),
+                method = %String::from_utf8_lossy(method),
+                path = %String::from_utf8_lossy(path),
                 status,
                 class = RouteClass::Forwarded.as_str(),
                 elapsed_us = started.elapsed().as_micros() as u64,
@@ -360,21 +365,7 @@ impl Connection<'_> {
                     Err(BadResponse::Malformed(what)) => return Err(Received::Bad(what)),
                 }
             }
-            let read = poll_fn(|cx| {
-                room(&mut self.ubuf);
-                match poll_read_buf(Pin::new(&mut *upstream), cx, &mut self.ubuf) {
-                    Poll::Ready(result) => Poll::Ready(Some(result)),
-                    Poll::Pending => {
-                        if client_left(&self.client, &mut self.cbuf, cx)
-                            || self.deadline.poll(cx).is_ready()
-                        {
-                            return Poll::Ready(None);
-                        }
-                        Poll::Pending
-                    }
-                }
-            })
-            .await;
+            let read = self.read_upstream(upstream).await;
             match read {
                 Some(Ok(0)) => {
                     let e = io::Error::new(
@@ -396,6 +387,26 @@ impl Connection<'_> {
         }
     }
 
+    /// Reads what the upstream sends next into `ubuf`. None when the client left meanwhile or
+    /// the deadline passed (`deadline.expired()` tells which).
+    async fn read_upstream(&mut self, upstream: &mut Conn) -> Option<io::Result<usize>> {
+        poll_fn(|cx| {
+            room(&mut self.ubuf);
+            match poll_read_buf(Pin::new(&mut *upstream), cx, &mut self.ubuf) {
+                Poll::Ready(result) => Poll::Ready(Some(result)),
+                Poll::Pending => {
+                    if client_left(&self.client, &mut self.cbuf, cx)
+                        || self.deadline.poll(cx).is_ready()
+                    {
+                        return Poll::Ready(None);
+                    }
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
     /// Writes the response head and relays the body. Returns whether the client's connection
     /// must close (the body ended with the upstream's connection), or None when the relay
     /// broke off (the client left, or the upstream failed mid-body: the client sees its
@@ -415,21 +426,7 @@ impl Connection<'_> {
         while !done {
             self.ubuf.clear();
             self.deadline.set(self.relay.idle_timeout);
-            let read = poll_fn(|cx| {
-                room(&mut self.ubuf);
-                match poll_read_buf(Pin::new(&mut upstream), cx, &mut self.ubuf) {
-                    Poll::Ready(result) => Poll::Ready(Some(result)),
-                    Poll::Pending => {
-                        if client_left(&self.client, &mut self.cbuf, cx)
-                            || self.deadline.poll(cx).is_ready()
-                        {
-                            return Poll::Ready(None);
-                        }
-                        Poll::Pending
-                    }
-                }
-            })
-            .await;
+            let read = self.read_upstream(&mut upstream).await;
             match read {
                 Some(Ok(0)) if resp.framing == Framing::UntilClose => {
                     metrics.bytes_to_client.inc_by(relayed);

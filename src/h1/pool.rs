@@ -17,7 +17,6 @@ use hyper_rustls::MaybeHttpsStream;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tower_service::Service;
 
 use crate::upstream::{Connector, SendError};
 
@@ -176,14 +175,7 @@ impl ConnPool {
 
     /// Opens a new connection (TCP connect timeout, TLS, the connections counter).
     pub async fn connect(&self) -> Result<Conn, SendError> {
-        let mut connector = self.inner.connector.clone();
-        std::future::poll_fn(|cx| connector.poll_ready(cx))
-            .await
-            .map_err(SendError::Connect)?;
-        let io = connector
-            .call(self.inner.target.clone())
-            .await
-            .map_err(SendError::Connect)?;
+        let io = crate::upstream::dial(&self.inner.connector, &self.inner.target).await?;
         Ok(match io {
             MaybeHttpsStream::Http(tcp) => Conn::Plain(tcp.into_inner()),
             tls => Conn::Tls(Box::new(TokioIo::new(tls))),

@@ -72,6 +72,23 @@ impl UpstreamClient {
     }
 }
 
+/// The stream a [`Connector`] opens: TCP, or TLS over it for an https upstream.
+pub type ConnectorStream =
+    hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>;
+
+/// Opens one connection to `target` (scheme and authority) through `connector`.
+pub async fn dial(connector: &Connector, target: &Uri) -> Result<ConnectorStream, SendError> {
+    use tower_service::Service;
+    let mut connector = connector.clone();
+    std::future::poll_fn(|cx| connector.poll_ready(cx))
+        .await
+        .map_err(SendError::Connect)?;
+    connector
+        .call(target.clone())
+        .await
+        .map_err(SendError::Connect)
+}
+
 /// Counts every connection the pool decides to open.
 #[derive(Clone)]
 pub struct CountingConnector<C> {

@@ -25,7 +25,6 @@ use hyper::client::conn::http1::{self, SendRequest};
 use pin_project_lite::pin_project;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower_service::Service;
 
 use super::Connector;
 use crate::body::{BoxError, ProxyBody};
@@ -180,14 +179,7 @@ impl Http1Pool {
     }
 
     async fn connect(&self) -> Result<SendRequest<ProxyBody>, SendError> {
-        let mut connector = self.inner.connector.clone();
-        std::future::poll_fn(|cx| connector.poll_ready(cx))
-            .await
-            .map_err(SendError::Connect)?;
-        let io = connector
-            .call(self.inner.target.clone())
-            .await
-            .map_err(SendError::Connect)?;
+        let io = super::dial(&self.inner.connector, &self.inner.target).await?;
         let (sender, conn) = self
             .inner
             .builder

@@ -1118,14 +1118,8 @@ async fn malformed_requests_are_refused() {
 
 /// A chunked request body with a malformed chunk size is the client's error: a 4xx (or a
 /// close), and the proxy carries on. The head may already have gone upstream by then (the
-/// error is only found in the body).
-///
-/// KNOWN BUG (both settings; the relay hands chunked uploads to hyper): the proxy answers
-/// `502 Bad Gateway` with `x-should-retry: true` and code `upstream_error` ("The exchange with
-/// the upstream ... failed: error from user's Body stream: Invalid chunk size line: missing
-/// size digit"), blaming the upstream for the client's bad framing and telling SDKs to retry
-/// it. The expectation below (4xx or close) is the intended behaviour; this test fails until
-/// that is fixed.
+/// error is only found in the body). This used to be a 502 `upstream_error` with
+/// `x-should-retry: true`, blaming the upstream and inviting SDKs to repeat the bad request.
 #[tokio::test]
 async fn malformed_chunked_request_body_is_a_client_error() {
     let up = FakeUpstream::start().await;
