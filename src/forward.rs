@@ -241,6 +241,9 @@ impl Forwarder {
 
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
+        // An intermediary sends its own protocol version (RFC 9110 §6.2), not an HTTP/1.0
+        // upstream's; hyper then frames a body without a length as chunked for the client.
+        parts.version = Version::HTTP_11;
         let body = RelayBody::new(
             body,
             self.metrics.bytes_to_client.clone(),

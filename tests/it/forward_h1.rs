@@ -831,6 +831,12 @@ async fn close_delimited_upstream_body_is_relayed_whole() {
             let mut c = Conn::open(proxy.addr, format!("close-delimited {target}, {m}")).await;
             let r = c.exchange(&get_req(target)).await;
             assert_eq!(r.status, 200, "{m} {target}");
+            // The proxy speaks its own version, not an HTTP/1.0 upstream's (RFC 9110 §6.2).
+            assert!(
+                r.start.starts_with("HTTP/1.1 200"),
+                "{m} {target}: {}",
+                r.start
+            );
             assert_eq!(r.text(), "part one,part two,end", "{m} {target}");
             if r.framing == Framing::Close {
                 c.expect_closed().await;

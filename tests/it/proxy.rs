@@ -827,6 +827,17 @@ async fn https_upstream_with_an_extra_ca_file() {
     let (resp, body) = get(&c, &trusted.url("/echo/tls-upstream")).await;
     assert_eq!(resp.status(), 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(json(&body)["path"], "/echo/tls-upstream");
+    // The TLS connection is pooled and reused (a handshake per request would be the cost of
+    // every call to api.openai.com).
+    for i in 0..5 {
+        let (resp, _) = get(&c, &trusted.url(&format!("/echo/again-{i}"))).await;
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(
+        up.connections_accepted(),
+        1,
+        "TLS upstream connections were not reused"
+    );
     trusted.shutdown().await;
 
     let untrusted = TestProxy::start(&up.url()).await;
