@@ -9,7 +9,8 @@
 # inter-chunk gap p99 against a direct connection.
 #
 # usage: scripts/bench-proxy.sh [ROUNDS]        (results also written to bench-results/)
-#        BENCH_RATE=N sets the open-loop rate (default: half of nginx's measured throughput)
+#        BENCH_RATE=N sets the open-loop rate (default: half of nginx's measured throughput; a
+#        second measurement runs at half of that)
 set -euo pipefail
 
 ROUNDS="${1:-3}"
@@ -76,22 +77,28 @@ for _ in $(seq "$ROUNDS"); do
 done
 m() { printf '%s' "${R[$1,$2]}" | median; }
 
-# Open-loop latency at half of nginx's measured rate, direct vs through each proxy.
+# Open-loop latency at half of nginx's measured rate, direct vs through each proxy, and at a
+# quarter of it: on a 2-core box the core that runs the load generator and the upstream
+# saturates near half load, and the quarter-rate rows show the proxies without that queue.
 HALF=${BENCH_RATE:-$(awk -v r="$(m nginx rps)" 'BEGIN{printf "%d", r/2}')}
-lat() { taskset -c 0 "$LOADGEN" rate "$1" "$HALF" "$DURATION" 64; }
+QUARTER=$((HALF / 2))
+lat() { taskset -c 0 "$LOADGEN" rate "$1" "$2" "$DURATION" 64; }
 declare -A L
 for _ in $(seq "$ROUNDS"); do
-  for who in direct nginx proxy; do
-    case $who in
-      direct) url="http://127.0.0.1:$UP_PORT/v1/chat/completions" ;;
-      nginx) url="http://127.0.0.1:$NGINX_PORT/v1/chat/completions" ;;
-      proxy) url="http://127.0.0.1:$PROXY_PORT/v1/chat/completions" ;;
-    esac
-    read -r p50 p99 _sent _err < <(lat "$url")
-    L[$who,p50]+="$p50"$'\n'; L[$who,p99]+="$p99"$'\n'
+  for rate in "$HALF" "$QUARTER"; do
+    for who in direct nginx proxy; do
+      case $who in
+        direct) url="http://127.0.0.1:$UP_PORT/v1/chat/completions" ;;
+        nginx) url="http://127.0.0.1:$NGINX_PORT/v1/chat/completions" ;;
+        proxy) url="http://127.0.0.1:$PROXY_PORT/v1/chat/completions" ;;
+      esac
+      read -r p50 p99 _sent _err < <(lat "$url" "$rate")
+      L[$rate,$who,p50]+="$p50"$'\n'; L[$rate,$who,p99]+="$p99"$'\n'
+    done
   done
 done
-lm() { printf '%s' "${L[$1,$2]}" | median; }
+lm() { printf '%s' "${L[$1,$2,$3]}" | median; }
+added() { echo $(( $(lm "$1" "$2" "$3") - $(lm "$1" direct "$3") )); } # rate who p50|p99
 
 # Memory: fresh, with 2,000 idle keep-alive connections, with 2,000 live SSE streams.
 start_proxy "$PROXY_SSE_PORT" "http://127.0.0.1:$SSE_PORT"
@@ -136,12 +143,13 @@ OUT="bench-results/proxy-$(date -u +%Y%m%dT%H%M%SZ).md"
   echo "| throughput, wrk -c50 (req/s) | $(m nginx rps) | $(m proxy rps) | $(ratio "$(m proxy rps)" "$(m nginx rps)") |"
   echo "| p50 / p99 at saturation (µs) | $(m nginx p50) / $(m nginx p99) | $(m proxy p50) / $(m proxy p99) | |"
   echo "| **CPU µs per forwarded request** | $(m nginx cpu) | $(m proxy cpu) | $(ratio "$(m proxy cpu)" "$(m nginx cpu)") |"
-  echo "| added p50 over direct at $HALF req/s (µs) | $(( $(lm nginx p50) - $(lm direct p50) )) | $(( $(lm proxy p50) - $(lm direct p50) )) | |"
-  echo "| added p99 over direct at $HALF req/s (µs) | $(( $(lm nginx p99) - $(lm direct p99) )) | $(( $(lm proxy p99) - $(lm direct p99) )) | |"
+  for rate in "$HALF" "$QUARTER"; do
+    echo "| added p50 / p99 over direct at $rate req/s (µs) | $(added "$rate" nginx p50) / $(added "$rate" nginx p99) | $(added "$rate" proxy p50) / $(added "$rate" proxy p99) | |"
+  done
   echo "| RSS idle (MB) | $(awk -v k="$idle_kb_nginx" 'BEGIN{printf "%.1f", k/1024}') | $(awk -v k="$idle_kb_proxy" 'BEGIN{printf "%.1f", k/1024}') | |"
   echo "| RSS per idle keep-alive connection, 2,000 held (KB) | $(per "$conns_kb_nginx" "$idle_kb_nginx") | $(per "$conns_kb_proxy" "$idle_kb_proxy") | |"
   echo "| RSS per live SSE stream, 2,000 open (KB) | $(per "$streams_kb_nginx" "$idle_kb_nginx") | $(per "$streams_kb_proxy" "$idle_kb_proxy") | |"
   echo "| SSE inter-chunk gap p99, 50 streams at 20 ms (µs; direct $gap_direct) | $gap_nginx | $gap_proxy | |"
   echo
-  echo "Direct (no proxy) at $HALF req/s: p50 $(lm direct p50) µs, p99 $(lm direct p99) µs."
+  echo "Direct (no proxy) at $HALF req/s: p50 $(lm "$HALF" direct p50) µs, p99 $(lm "$HALF" direct p99) µs; at $QUARTER req/s: p50 $(lm "$QUARTER" direct p50) µs, p99 $(lm "$QUARTER" direct p99) µs."
 } | tee "$OUT"
