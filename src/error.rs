@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 
 use crate::body::{self, ProxyBody};
@@ -250,11 +250,17 @@ impl Error {
 
     pub fn into_response(self) -> Response<ProxyBody> {
         self.log();
-        let status = self.status();
-        let bytes = Bytes::from(self.envelope().to_string());
+        let (status, headers, bytes) = self.response_parts();
         let mut resp = Response::new(body::full(bytes));
         *resp.status_mut() = status;
-        let headers = resp.headers_mut();
+        *resp.headers_mut() = headers;
+        resp
+    }
+
+    /// The answer's status, headers and body (the envelope): what `into_response` sends, and
+    /// what the HTTP/1 relay writes itself.
+    pub fn response_parts(&self) -> (StatusCode, HeaderMap, Bytes) {
+        let mut headers = HeaderMap::new();
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -263,7 +269,7 @@ impl Error {
             "x-should-retry",
             HeaderValue::from_static(if self.retryable() { "true" } else { "false" }),
         );
-        match &self {
+        match self {
             Error::StoreUnavailable { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
@@ -274,7 +280,8 @@ impl Error {
             }
             _ => {}
         }
-        resp
+        let bytes = Bytes::from(self.envelope().to_string());
+        (self.status(), headers, bytes)
     }
 }
 

@@ -90,6 +90,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Whether a raw header name (any case) is one of the hop-by-hop names above, `TE` aside (its
+/// callers decide about it): for the HTTP/1 relay, which never builds a `HeaderName`.
+pub(crate) fn is_hop_by_hop_name(name: &str) -> bool {
+    // No such name is longer than 19 bytes; most header names are, and skip the comparisons.
+    name.len() <= 19
+        && (PROXY_CONNECTION.as_str().eq_ignore_ascii_case(name)
+            || HOP_BY_HOP
+                .iter()
+                .any(|h| h.as_str().eq_ignore_ascii_case(name)))
+}
+
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == header::TE || name == PROXY_CONNECTION || HOP_BY_HOP.contains(name)
 }

@@ -106,18 +106,14 @@ impl AppState {
         };
         let retrieval =
             crate::retrieval::Retrieval::new(config.retrieval.max_concurrent_ingestions);
-        let relay = if config.http1_fast_path && !config.upstream.http2 {
-            let connector = crate::upstream::http1_connector(
-                &config.upstream,
-                metrics.upstream_connections.clone(),
-            )
-            .map_err(StartError::Config)?;
-            Some(
+        // The relay dials through the HTTP/1.1 pool's connector (one TLS set-up at start); with
+        // `upstream.http2` there is no such pool, and no relay.
+        let relay = match forwarder.client().http1_connector() {
+            Some(connector) if config.http1_fast_path => Some(
                 crate::h1::Relay::new(&config, connector, forwarder.base(), metrics.clone())
                     .map_err(StartError::Config)?,
-            )
-        } else {
-            None
+            ),
+            _ => None,
         };
         Ok(Arc::new(AppState {
             config,

@@ -11,6 +11,8 @@ use std::mem::MaybeUninit;
 
 use http::Method;
 
+use crate::forward::is_hop_by_hop_name;
+
 /// Headers per message the relay parses; a request with more goes to hyper (which allows 100).
 pub const MAX_HEADERS: usize = 100;
 /// A request head (with its body) the relay reads into memory at most; larger heads go to
@@ -155,7 +157,7 @@ pub fn plan_request(
     let keep_te = te_headers == 1 && te_trailers;
     for h in req.headers.iter() {
         let name = h.name;
-        let drop = is_hop_by_hop(name)
+        let drop = is_hop_by_hop_name(name)
             || name.eq_ignore_ascii_case("host")
             || (name.eq_ignore_ascii_case("te") && !keep_te)
             // Credentials for this proxy's store, never for the upstream.
@@ -297,7 +299,7 @@ pub fn plan_response(
     out.extend_from_slice(b"\r\n");
     for h in resp.headers.iter() {
         let name = h.name;
-        let drop = is_hop_by_hop(name)
+        let drop = is_hop_by_hop_name(name)
             || name.eq_ignore_ascii_case("te")
             // With a transfer coding, a Content-Length is wrong by definition (RFC 9112 §6.3).
             || (chunked.is_some() && name.eq_ignore_ascii_case("content-length"))
@@ -323,23 +325,7 @@ pub fn plan_response(
     })
 }
 
-/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus the proxy
-/// authentication pair and the non-standard `Proxy-Connection`. `TE` is decided by the caller.
-fn is_hop_by_hop(name: &str) -> bool {
-    const NAMES: [&str; 7] = [
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-connection",
-        "proxy-authorization",
-        "proxy-authenticate",
-    ];
-    // Most names are longer than any of these: a length check spares the comparisons.
-    name.len() <= 19 && NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
-}
-
-fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+pub(crate) fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);

@@ -412,29 +412,23 @@ impl Connection<'_> {
     /// broke off (the client left, or the upstream failed mid-body: the client sees its
     /// connection close, as HTTP/1 has no other way to say a body is incomplete).
     async fn relay_body(&mut self, mut upstream: Conn, resp: &ResponsePlan) -> Option<bool> {
-        let metrics = &self.relay.metrics;
+        let bytes_to_client = &self.relay.metrics.bytes_to_client;
         self.ubuf.advance(resp.head_len);
         let mut body = BodyState::new(resp.framing);
-        let (take, done) = body.take(&self.ubuf).ok()?;
+        let (take, mut done) = body.take(&self.ubuf).ok()?;
         // Bytes past the end of the response: the upstream connection is not clean.
         let mut clean = take == self.ubuf.len();
         write_all(&mut self.client, &self.out, &self.ubuf[..take])
             .await
             .ok()?;
-        let mut relayed = take as u64;
-        let mut done = done;
+        bytes_to_client.inc_by(take as u64);
         while !done {
             self.ubuf.clear();
             self.deadline.set(self.relay.idle_timeout);
-            let read = self.read_upstream(&mut upstream).await;
-            match read {
-                Some(Ok(0)) if resp.framing == Framing::UntilClose => {
-                    metrics.bytes_to_client.inc_by(relayed);
-                    return Some(true);
-                }
+            match self.read_upstream(&mut upstream).await {
+                Some(Ok(0)) if resp.framing == Framing::UntilClose => return Some(true),
                 Some(Ok(0)) | Some(Err(_)) => {
                     tracing::debug!("the upstream connection ended mid-body");
-                    metrics.bytes_to_client.inc_by(relayed);
                     return None;
                 }
                 Some(Ok(_)) => {}
@@ -442,30 +436,23 @@ impl Connection<'_> {
                     if self.deadline.expired() {
                         tracing::debug!(idle = ?self.relay.idle_timeout, "no data from the upstream; response cut");
                     }
-                    metrics.bytes_to_client.inc_by(relayed);
                     return None;
                 }
             }
-            let (take, end) = match body.take(&self.ubuf) {
+            let take;
+            (take, done) = match body.take(&self.ubuf) {
                 Ok(t) => t,
                 Err(what) => {
                     tracing::debug!(error = what, "malformed body from the upstream");
-                    metrics.bytes_to_client.inc_by(relayed);
                     return None;
                 }
             };
             clean = take == self.ubuf.len();
-            done = end;
-            if write_all(&mut self.client, &self.ubuf[..take], &[])
+            write_all(&mut self.client, &self.ubuf[..take], &[])
                 .await
-                .is_err()
-            {
-                metrics.bytes_to_client.inc_by(relayed);
-                return None;
-            }
-            relayed += take as u64;
+                .ok()?;
+            bytes_to_client.inc_by(take as u64);
         }
-        metrics.bytes_to_client.inc_by(relayed);
         if clean && !resp.upstream_close {
             self.relay.pool.checkin(upstream);
         }
@@ -607,24 +594,28 @@ async fn write_all<W: AsyncWrite + Unpin>(io: &mut W, a: &[u8], b: &[u8]) -> io:
     poll_fn(|cx| Pin::new(&mut *io).poll_flush(cx)).await
 }
 
-/// An error answer (OpenAI's envelope), as the hyper path would send it.
+/// An error answer (OpenAI's envelope), with the headers the hyper path sends.
 fn error_response(e: Error, close: bool, out: &mut Vec<u8>) {
     use std::io::Write;
     e.log();
-    let status = e.status();
-    let body = e.envelope().to_string();
+    let (status, headers, body) = e.response_parts();
     out.clear();
     // Writing into a Vec cannot fail.
     let _ = write!(
         out,
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\nx-should-retry: {}\r\ncontent-length: {}\r\n{}\r\n{}",
+        "HTTP/1.1 {} {}\r\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or_default(),
-        e.retryable(),
-        body.len(),
-        if close { "connection: close\r\n" } else { "" },
-        body,
     );
+    for (name, value) in &headers {
+        head::push_header(out, name.as_str(), value.as_bytes());
+    }
+    let _ = write!(out, "content-length: {}\r\n", body.len());
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
 }
 
 /// One timer per connection for every phase's timeout (head read, upstream answer, idle body).

@@ -46,6 +46,15 @@ impl UpstreamClient {
         }
     }
 
+    /// The HTTP/1.1 pool's connector (TCP, TLS with the configured roots, the connections
+    /// counter), for the HTTP/1 relay to dial the same way; None when the upstream may speak h2.
+    pub fn http1_connector(&self) -> Option<Connector> {
+        match self {
+            UpstreamClient::Http1(pool) => Some(pool.connector()),
+            UpstreamClient::Negotiated(_) => None,
+        }
+    }
+
     /// Sends a request with an absolute URI (from [`UpstreamBase::uri_for`]) or one from
     /// [`UpstreamBase::forwarded_uri`].
     pub async fn request(
@@ -195,7 +204,11 @@ pub fn build_client(cfg: &UpstreamConfig, opened: Counter) -> Result<UpstreamCli
     if !cfg.http2 {
         // An HTTP/1.1 pool by default: one h2 connection would queue new requests behind long
         // streams once the server's stream limit is reached (hyper #2197).
-        let connector = http1_connector(cfg, opened)?;
+        let (builder, http) = connector_parts(cfg)?;
+        let connector = CountingConnector {
+            inner: builder.enable_http1().wrap_connector(http),
+            opened,
+        };
         let target = UpstreamBase::new(&cfg.url)?
             .origin()
             .map_err(|e| e.to_string())?;
@@ -225,16 +238,6 @@ pub fn build_client(cfg: &UpstreamConfig, opened: Counter) -> Result<UpstreamCli
     Ok(UpstreamClient::Negotiated(Box::new(
         client.build(connector),
     )))
-}
-
-/// An HTTP/1.1 connector (TCP, then TLS for an https upstream) counting what it opens: the
-/// HTTP/1 relay's (`crate::h1`), which speaks HTTP/1.1 over whatever it returns.
-pub fn http1_connector(cfg: &UpstreamConfig, opened: Counter) -> Result<Connector, String> {
-    let (builder, http) = connector_parts(cfg)?;
-    Ok(CountingConnector {
-        inner: builder.enable_http1().wrap_connector(http),
-        opened,
-    })
 }
 
 /// TLS settings (roots from the configuration) and the TCP connector under them.

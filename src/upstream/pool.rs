@@ -137,6 +137,10 @@ impl Http1Pool {
         }
     }
 
+    pub fn connector(&self) -> Connector {
+        self.inner.connector.clone()
+    }
+
     /// Closes every connection and waits for their tasks. Called last at shutdown, once no
     /// request or run can still be using one.
     pub async fn close(&self) {
