@@ -33,6 +33,8 @@ const MAX_TURNS: usize = 16;
 const MAX_PROMPT_MESSAGES: usize = 1000;
 /// How often a streamed partial answer is saved, so a crash keeps most of it.
 const PARTIAL_SAVE_EVERY: Duration = Duration::from_secs(1);
+/// The longest a run waits for its thread's vector store to finish indexing (spec §7.2).
+const STORE_READY_WAIT: Duration = Duration::from_secs(60);
 
 pub fn emit(sink: &Option<Sink>, event: Event) {
     if let Some(s) = sink {
@@ -326,10 +328,15 @@ async fn drive(
     tracing::debug!(run_id = %r.run_id, "run claimed");
     let mut held = Held::new(rec);
 
+    // A run that may search its thread's store first waits for that store (spec §7.2); an
+    // expired store or a cancel ends the run through the same arms as a turn would.
+    let mut before = await_thread_store(state, caller, r, &mut held, cancel).await?;
     for _ in 0..MAX_TURNS {
-        let Some((end, usage, closing)) =
-            one_turn(state, caller, r, &mut held, sink, cancel).await?
-        else {
+        let turn = match before.take() {
+            Some(end) => Some((end, Usage::default(), Vec::new())),
+            None => one_turn(state, caller, r, &mut held, sink, cancel).await?,
+        };
+        let Some((end, usage, closing)) = turn else {
             return finalize_cancel(state, r, sink).await;
         };
         let now = state.clock.now();
@@ -394,6 +401,60 @@ async fn drive(
         json!({"code": "server_error", "message": format!("The run stopped after {MAX_TURNS} tool rounds without an answer.")}),
     );
     end_run(state, r, held.rec, sink, end).await
+}
+
+/// Waits while the thread's vector store still has files `in_progress`, at most
+/// `STORE_READY_WAIT`, then lets the run search whatever is indexed by then (the spec's
+/// 60-second fallback). Polls the store rather than listening for ingestion: the file may be
+/// ingested by another proxy sharing the database. Returns how the run ends instead, if it
+/// does: the store expired, or the run was cancelled meanwhile.
+async fn await_thread_store(
+    state: &AppState,
+    caller: &Caller,
+    r: &RunRef,
+    held: &mut Held,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<Option<TurnEnd>, Error> {
+    if !held
+        .rec
+        .run
+        .tools
+        .iter()
+        .any(|t| t["type"] == "file_search")
+    {
+        return Ok(None);
+    }
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        match file_search::thread_store(state, caller, &r.thread_id).await? {
+            file_search::ThreadStore::Ready => return Ok(None),
+            file_search::ThreadStore::Expired(id) => {
+                return Ok(Some(TurnEnd::Failed(CallError {
+                    code: "server_error",
+                    message: format!("Vector store '{id}' has expired."),
+                    status: None,
+                    retry_after: None,
+                })));
+            }
+            file_search::ThreadStore::Indexing => {}
+        }
+        let Some(left) = STORE_READY_WAIT.checked_sub(started.elapsed()) else {
+            tracing::info!(run_id = %r.run_id, waited_s = STORE_READY_WAIT.as_secs(), "thread vector store still indexing; searching what is ready");
+            return Ok(None);
+        };
+        if held.renewed.elapsed() >= state.config.runs.lease / 3 {
+            match renew(state, r, held, None).await? {
+                Some(fresh) if fresh.run.status == RunStatus::InProgress => {}
+                _ => return Ok(Some(TurnEnd::Cancelled)),
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause.min(left)) => {}
+            () = cancel.cancelled() => return Ok(Some(TurnEnd::Cancelled)),
+        }
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
 }
 
 /// Renews this proxy's lease (adding a finished turn's usage, if any); returns the fresh record,

@@ -8,6 +8,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::api::common::Caller;
+use crate::api::vector_stores;
 use crate::error::Error;
 use crate::model::Message;
 use crate::server::AppState;
@@ -158,6 +159,44 @@ pub async fn search(
         });
     }
     Ok(out)
+}
+
+/// Where a thread's vector store stands for a run about to search it (spec §7.2).
+#[derive(Debug, PartialEq)]
+pub enum ThreadStore {
+    /// No store, or every file settled: search now.
+    Ready,
+    /// Files still `in_progress`: the run waits (bounded) for them.
+    Indexing,
+    /// The store expired: runs on the thread fail.
+    Expired(String),
+}
+
+/// Looks at the thread's vector store (threads hold at most one). Counts come from the
+/// vector-store service, which also settles files whose ingestion died with its proxy, so a
+/// run never waits on a file no one is indexing.
+pub async fn thread_store(
+    state: &AppState,
+    caller: &Caller,
+    thread_id: &str,
+) -> Result<ThreadStore, Error> {
+    let (store, tenant) = (&caller.store, &caller.tenant);
+    let Some(thread) = store.threads.get_thread(tenant, thread_id).await? else {
+        return Ok(ThreadStore::Ready);
+    };
+    for id in thread.tool_resources.vector_store_ids() {
+        let Some(vs) = store.vector_stores.get_vector_store(tenant, id).await? else {
+            continue;
+        };
+        let vs = vector_stores::service::derive(state, store, tenant, vs).await?;
+        if vector_stores::service::is_expired(&vs) {
+            return Ok(ThreadStore::Expired(vs.id));
+        }
+        if vs.file_counts.in_progress > 0 {
+            return Ok(ThreadStore::Indexing);
+        }
+    }
+    Ok(ThreadStore::Ready)
 }
 
 /// The step's `file_search` details; the content is always stored and only shown when the

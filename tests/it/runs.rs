@@ -9,6 +9,7 @@ use http::Method;
 use serde_json::{Value, json};
 
 use crate::both_backends;
+use crate::fixtures::{tenant_of, upload, wait_store};
 use crate::support::{Api, Backend, FakeUpstream, TestProxy, assert_error};
 
 async fn setup(backend: Backend) -> (FakeUpstream, TestProxy, Api) {
@@ -920,6 +921,119 @@ both_backends!(file_search_with_citations, |backend| async move {
     assert!(!up.embedding_requests().is_empty());
     proxy.shutdown().await;
 });
+
+/// A thread whose two attachments went into its own vector store; returns (thread, store,
+/// cats file).
+async fn thread_with_attachments(api: &Api) -> (String, String, String) {
+    let cats = upload(
+        api,
+        "cats.txt",
+        "assistants",
+        b"cats purr and chase mice around the barn",
+    )
+    .await;
+    let stocks = upload(
+        api,
+        "stocks.txt",
+        "assistants",
+        b"the stock market closed higher",
+    )
+    .await;
+    let attach = |f: &Value| json!({"file_id": f["id"], "tools": [{"type": "file_search"}]});
+    let t = api
+        .ok(
+            "/v1/threads",
+            json!({"messages": [{"role": "user", "content": "what do cats chase",
+                "attachments": [attach(&cats), attach(&stocks)]}]}),
+        )
+        .await;
+    let vs = t["tool_resources"]["file_search"]["vector_store_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cats = cats["id"].as_str().unwrap().to_owned();
+    (t["id"].as_str().unwrap().to_owned(), vs, cats)
+}
+
+both_backends!(runs_wait_for_the_thread_store, |backend| async move {
+    // Spec §7.2: while the thread's vector store still indexes, a run waits instead of
+    // searching an empty store.
+    let (up, proxy, api) = setup(backend).await;
+    up.hold_embeddings();
+    let aid = assistant(
+        &api,
+        json!({"model": "fake-tool-call-cite", "tools": [{"type": "file_search"}]}),
+    )
+    .await;
+    let (tid, vs, cats) = thread_with_attachments(&api).await;
+    let runs = format!("/v1/threads/{tid}/runs");
+
+    // A run cancelled while it waits ends cancelled, without asking the model anything.
+    let first = api.ok(&runs, json!({"assistant_id": aid})).await;
+    let first = first["id"].as_str().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, waiting) = api.get(&format!("{runs}/{first}")).await;
+    assert_eq!(waiting["status"], "in_progress", "{waiting}");
+    api.ok(&format!("{runs}/{first}/cancel"), json!({})).await;
+    assert_eq!(wait_run(&api, &tid, first).await["status"], "cancelled");
+    assert!(up.chat_requests().is_empty());
+
+    // The next run waits until the files are in, then finds and cites the right one.
+    let second = api.ok(&runs, json!({"assistant_id": aid})).await;
+    let second = second["id"].as_str().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        up.chat_requests().is_empty(),
+        "the model was asked before the store was ready"
+    );
+    assert_eq!(
+        api.get(&format!("/v1/vector_stores/{vs}")).await.1["status"],
+        "in_progress"
+    );
+    up.release_embeddings();
+    let ended = wait_run(&api, &tid, second).await;
+    assert_eq!(ended["status"], "completed", "{ended}");
+    let (_, msgs) = api.get(&format!("/v1/threads/{tid}/messages")).await;
+    let ann = &msgs["data"][0]["content"][0]["text"]["annotations"][0];
+    assert_eq!(ann["type"], "file_citation", "{msgs}");
+    assert_eq!(ann["file_citation"]["file_id"], cats.as_str());
+    proxy.shutdown().await;
+});
+
+both_backends!(
+    an_expired_thread_store_fails_the_run,
+    |backend| async move {
+        let (up, proxy, api) = setup(backend).await;
+        let aid = assistant(
+            &api,
+            json!({"model": "fake-tool-call-cite", "tools": [{"type": "file_search"}]}),
+        )
+        .await;
+        let (tid, vs_id, _) = thread_with_attachments(&api).await;
+        wait_store(&api, &vs_id).await;
+        let t = tenant_of(&api);
+        let stores = &proxy.state.store.vector_stores;
+        let mut row = stores.get_vector_store(&t, &vs_id).await.unwrap().unwrap();
+        row.expires_at = Some(assistants_proxy::ids::now_secs() - 10);
+        stores.put_vector_store(&t, &row).await.unwrap();
+
+        let run = api
+            .ok(
+                &format!("/v1/threads/{tid}/runs"),
+                json!({"assistant_id": aid}),
+            )
+            .await;
+        let ended = wait_run(&api, &tid, run["id"].as_str().unwrap()).await;
+        assert_eq!(ended["status"], "failed", "{ended}");
+        assert_eq!(ended["last_error"]["code"], "server_error");
+        assert_eq!(
+            ended["last_error"]["message"],
+            format!("Vector store '{vs_id}' has expired.")
+        );
+        assert!(up.chat_requests().is_empty());
+        proxy.shutdown().await;
+    }
+);
 
 const FAST_LEASES: &str = "[runs]\nlease_seconds = 3\nsweep_interval_seconds = 1\n";
 

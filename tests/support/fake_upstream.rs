@@ -301,6 +301,17 @@ impl FakeUpstream {
         self.shared.chunk_delay_us.store(us, Ordering::Relaxed);
     }
 
+    /// Hold every `/v1/embeddings` request (recorded, unanswered) until [`Self::release_embeddings`]:
+    /// lets a test keep a vector-store file `in_progress` for as long as it needs.
+    pub fn hold_embeddings(&self) {
+        self.shared.embeddings_held.send_replace(true);
+    }
+
+    /// Answer the held embeddings requests and stop holding new ones.
+    pub fn release_embeddings(&self) {
+        self.shared.embeddings_held.send_replace(false);
+    }
+
     /// Stop accepting, let in-flight requests finish for up to a second, then cut the rest and
     /// wait until every connection task has ended.
     pub async fn shutdown(self) {
@@ -317,6 +328,8 @@ struct Shared {
     total_requests: AtomicU64,
     scripts: Mutex<VecDeque<ScriptedReply>>,
     chunk_delay_us: AtomicU64,
+    /// `true` while embeddings requests wait (a watch, so every waiter sees the release).
+    embeddings_held: watch::Sender<bool>,
     accepted: AtomicUsize,
     open: AtomicUsize,
     /// Count of closed connections; a watch channel so waiters cannot miss an update.
@@ -340,6 +353,7 @@ impl Shared {
             total_requests: AtomicU64::new(0),
             scripts: Mutex::new(VecDeque::new()),
             chunk_delay_us: AtomicU64::new(0),
+            embeddings_held: watch::Sender::new(false),
             accepted: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
             closed: watch::Sender::new(0),
@@ -506,7 +520,12 @@ async fn handle(ctx: ConnCtx, req: hyper::Request<Incoming>) -> HandlerResult {
     }
     let resp = match (method, path) {
         (&Method::POST, "/v1/chat/completions") => openai::chat_completions(&ctx.shared, &body)?,
-        (&Method::POST, "/v1/embeddings") => openai::embeddings(&ctx.shared, &body),
+        (&Method::POST, "/v1/embeddings") => {
+            let mut held = ctx.shared.embeddings_held.subscribe();
+            // Err only if the sender is gone, which outlives every connection.
+            let _ = held.wait_for(|held| !held).await;
+            openai::embeddings(&ctx.shared, &body)
+        }
         (&Method::GET, "/ws" | "/v1/realtime") => websocket(&ctx, &mut parts),
         (&Method::GET, "/bytes") => bytes_route(query),
         (&Method::GET, "/bytes-sha") => bytes_sha_route(query).await,
