@@ -299,6 +299,7 @@ impl Connection<'_> {
                 },
             };
             self.deadline.set(self.relay.head_timeout);
+            after_ready_reads().await;
             let body = &self.cbuf[plan.head_len..plan.head_len + plan.body_len];
             let written = self
                 .deadline
@@ -418,6 +419,7 @@ impl Connection<'_> {
         let (take, mut done) = body.take(&self.ubuf).ok()?;
         // Bytes past the end of the response: the upstream connection is not clean.
         let mut clean = take == self.ubuf.len();
+        after_ready_reads().await;
         write_all(&mut self.client, &self.out, &self.ubuf[..take])
             .await
             .ok()?;
@@ -458,6 +460,19 @@ impl Connection<'_> {
         }
         Some(false)
     }
+}
+
+/// Lets every other connection that has input read it before this one writes: the first
+/// write of a request (to the upstream) or of an answer (to the client) waits until the
+/// runtime has polled its other ready tasks and its I/O driver. Writing at once wakes the
+/// peer's core for each message while this core still has ready input, so the peer takes the
+/// messages one by one; deferred, a busy moment's writes go out together and the peer handles
+/// them in one wake-up. On the 2-core rig this brought what each request costs the core
+/// running the upstream and the load generator down to what nginx's requests cost it, and the
+/// added latency at a third of nginx's rate with it (README, Latency). An idle proxy pays one
+/// more non-blocking poll of the driver per write.
+async fn after_ready_reads() {
+    tokio::task::yield_now().await;
 }
 
 /// Why no response head was read.
