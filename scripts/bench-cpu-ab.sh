@@ -14,24 +14,20 @@ set -euo pipefail
 
 ROUNDS="${1:-3}"; shift || true
 DURATION="${BENCH_SECONDS:-4}"
-for tool in nginx wrk; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "bench-cpu-ab.sh: '$tool' is required (Debian: nginx-light, wrk)" >&2; exit 1; }
-done
-NAME=bench-cpu-ab.sh EXAMPLE=hyper_floor
+NAME=bench-cpu-ab.sh NEEDS="nginx wrk" EXAMPLE=hyper_floor
 # shellcheck source=bench-setup.sh
 . "$(dirname "${BASH_SOURCE[0]}")/bench-setup.sh"
 
 UP_PORT=19101 NGINX_PORT=19110
 nginx_conf "$WORK/up" "server { listen 127.0.0.1:$UP_PORT; location / { default_type application/json; return 200 '$BODY'; } }"
-taskset -c 0 nginx -p "$WORK/up" -c "$WORK/up/nginx.conf"
+nginx_start "$WORK/up" 0 >/dev/null
 nginx_conf "$WORK/sut" "upstream up { server 127.0.0.1:$UP_PORT; keepalive 64; }
   server { listen 127.0.0.1:$NGINX_PORT; location / { proxy_pass http://up; proxy_http_version 1.1;
     proxy_set_header Connection \"\"; proxy_buffering off; proxy_request_buffering off; } }"
-taskset -c 1 nginx -p "$WORK/sut" -c "$WORK/sut/nginx.conf"
-sleep 0.5
+NGINX_PID="$(nginx_start "$WORK/sut" 1)"
 
 declare -A PID PORT
-PID[nginx]="$(pgrep -P "$(cat "$WORK/sut/nginx.pid")" | head -1)"; PORT[nginx]=$NGINX_PORT
+PID[nginx]="$NGINX_PID"; PORT[nginx]=$NGINX_PORT
 NAMES=(nginx)
 port=19120
 start() { # name kind binary[@key=value]

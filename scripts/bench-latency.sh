@@ -19,11 +19,8 @@ set -euo pipefail
 
 ROUNDS="${1:-3}"
 DURATION="${BENCH_SECONDS:-6}"
-for tool in nginx wrk taskset cargo; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "bench-latency.sh: '$tool' is required (Debian: nginx-light, wrk)" >&2; exit 1; }
-done
 
-NAME=bench-latency.sh EXAMPLE=loadgen
+NAME=bench-latency.sh NEEDS="nginx wrk" EXAMPLE=loadgen
 # shellcheck source=bench-setup.sh
 . "$(dirname "${BASH_SOURCE[0]}")/bench-setup.sh"
 LOADGEN="$LOAD_BIN"
@@ -33,7 +30,7 @@ FLOOR_BIN="$TARGET/release/examples/tcp_floor"
 UP_PORT=19101 NGINX_PORT=19110 PROXY_PORT=19120 FLOOR_PORT=19130
 
 nginx_conf "$WORK/up" "server { listen 127.0.0.1:$UP_PORT; location / { default_type application/json; return 200 '$BODY'; } }"
-taskset -c 0 nginx -p "$WORK/up" -c "$WORK/up/nginx.conf"
+nginx_start "$WORK/up" 0 >/dev/null
 nginx_conf "$WORK/sut" "
   upstream up { server 127.0.0.1:$UP_PORT; keepalive 64; }
   server {
@@ -41,10 +38,7 @@ nginx_conf "$WORK/sut" "
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\";
                  proxy_buffering off; proxy_request_buffering off; }
   }"
-taskset -c 1 nginx -p "$WORK/sut" -c "$WORK/sut/nginx.conf"
-sleep 0.5
-NGINX_PID="$(pgrep -P "$(cat "$WORK/sut/nginx.pid")" | head -1)"
-taskset -pc 1 "$NGINX_PID" >/dev/null
+NGINX_PID="$(nginx_start "$WORK/sut" 1)"
 
 cat > "$WORK/proxy.toml" <<EOF
 [server]

@@ -15,11 +15,8 @@ set -euo pipefail
 
 ROUNDS="${1:-3}"
 DURATION="${BENCH_SECONDS:-8}"
-for tool in nginx wrk taskset cargo; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "bench-proxy.sh: '$tool' is required (Debian: nginx-light, wrk)" >&2; exit 1; }
-done
 
-NAME=bench-proxy.sh EXAMPLE=loadgen
+NAME=bench-proxy.sh NEEDS="nginx wrk" EXAMPLE=loadgen
 # shellcheck source=bench-setup.sh
 . "$(dirname "${BASH_SOURCE[0]}")/bench-setup.sh"
 LOADGEN="$LOAD_BIN"
@@ -29,7 +26,7 @@ UP_PORT=19001 SSE_PORT=19030 NGINX_PORT=19010 PROXY_PORT=19020 PROXY_SSE_PORT=19
 
 # The fast upstream: nginx returning fixed JSON, on CPU 0.
 nginx_conf "$WORK/up" "server { listen 127.0.0.1:$UP_PORT; location / { default_type application/json; return 200 '$BODY'; } }"
-taskset -c 0 nginx -p "$WORK/up" -c "$WORK/up/nginx.conf"
+nginx_start "$WORK/up" 0 >/dev/null
 # A streaming upstream (SSE) for the stream measurements, on CPU 0.
 taskset -c 0 "$FAKE_BIN" --listen "127.0.0.1:$SSE_PORT" > "$WORK/fake.out" & PIDS+=($!)
 
@@ -44,10 +41,7 @@ nginx_conf "$WORK/sut" "
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\";
                  proxy_buffering off; proxy_request_buffering off; proxy_read_timeout 3600s; }
   }"
-taskset -c 1 nginx -p "$WORK/sut" -c "$WORK/sut/nginx.conf"
-sleep 0.5
-NGINX_PID="$(pgrep -P "$(cat "$WORK/sut/nginx.pid")" | head -1)"
-taskset -pc 1 "$NGINX_PID" >/dev/null
+NGINX_PID="$(nginx_start "$WORK/sut" 1)"
 
 # assistants-proxy, one worker thread on CPU 1, access log off.
 cat > "$WORK/proxy.toml" <<EOF

@@ -7,12 +7,13 @@
 # build), FAKE_BIN, LOAD_BIN, WORK, and PIDS (append the pid of every process it starts).
 # nginx daemons started with `-p "$WORK/<dir>"` are stopped through their pid files; nginx_conf
 # writes such a daemon's configuration, and BODY is the fixed JSON answer of the fast upstream.
-# Measuring helpers: cpu (a process's CPU ticks), rss_kb, median, to_us and wrk_round.
+# nginx_start starts one. Measuring helpers: cpu (a process's CPU ticks), rss_kb, median, to_us and wrk_round.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-for tool in taskset curl cargo python3; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "$NAME: '$tool' is required" >&2; exit 1; }
+# NEEDS (optional, set by the sourcing script) names further commands it runs.
+for tool in taskset curl cargo python3 ${NEEDS:-}; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "$NAME: '$tool' is required (Debian: nginx-light, wrk)" >&2; exit 1; }
 done
 
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -49,6 +50,16 @@ http {
   $2
 }
 EOF
+}
+
+# Starts the nginx daemon configured in DIR (by nginx_conf) pinned to CPU, and prints the pid
+# of its one worker, pinned too (the process whose CPU time is measured).
+nginx_start() { # dir cpu
+  taskset -c "$2" nginx -p "$1" -c "$1/nginx.conf"
+  sleep 0.5
+  local worker; worker="$(pgrep -P "$(cat "$1/nginx.pid")" | head -1)"
+  taskset -pc "$2" "$worker" >/dev/null
+  echo "$worker"
 }
 
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
