@@ -34,10 +34,7 @@ start() { # name kind binary[@key=value]
   if [ "$2" = floor ]; then
     taskset -c 1 "$3" "127.0.0.1:$port" "127.0.0.1:$UP_PORT" pool & PIDS+=($!)
   else
-    printf '[server]\nworker_threads = 1\naccess_log = false\n' > "$WORK/proxy-$port.toml"
-    case "$3" in *@*) echo "${3#*@}" >> "$WORK/proxy-$port.toml" ;; esac
-    RUST_LOG=warn taskset -c 1 "${3%%@*}" serve --listen "127.0.0.1:$port" --upstream "http://127.0.0.1:$UP_PORT" \
-      --store "sqlite://$WORK/$port.db" --config "$WORK/proxy-$port.toml" & PIDS+=($!)
+    start_proxy "$port" "http://127.0.0.1:$UP_PORT" "$3"
   fi
   PID[$1]=${PIDS[-1]}; PORT[$1]=$port; NAMES+=("$1"); port=$((port + 1))
 }

@@ -40,16 +40,9 @@ nginx_conf "$WORK/sut" "
   }"
 NGINX_PID="$(nginx_start "$WORK/sut" 1)"
 
-cat > "$WORK/proxy.toml" <<EOF
-[server]
-worker_threads = 1
-access_log = false
-EOF
-RUST_LOG=warn taskset -c 1 "$PROXY_BIN" serve --listen "127.0.0.1:$PROXY_PORT" \
-  --upstream "http://127.0.0.1:$UP_PORT" --store "sqlite://$WORK/bench.db" --config "$WORK/proxy.toml" & PIDS+=($!)
+start_proxy "$PROXY_PORT" "http://127.0.0.1:$UP_PORT"
 PROXY_PID="${PIDS[-1]}"
 taskset -c 1 "$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$UP_PORT" & PIDS+=($!)
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PROXY_PORT/healthz" >/dev/null && break; sleep 0.1; done
 
 url_of() {
   case $1 in

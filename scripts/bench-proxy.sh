@@ -43,18 +43,6 @@ nginx_conf "$WORK/sut" "
   }"
 NGINX_PID="$(nginx_start "$WORK/sut" 1)"
 
-# assistants-proxy, one worker thread on CPU 1, access log off.
-cat > "$WORK/proxy.toml" <<EOF
-[server]
-worker_threads = 1
-access_log = false
-EOF
-start_proxy() { # port upstream
-  RUST_LOG=warn taskset -c 1 "$PROXY_BIN" serve --listen "127.0.0.1:$1" --upstream "$2" \
-    --store "sqlite://$WORK/bench-$1.db" --config "$WORK/proxy.toml" & PIDS+=($!)
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return 0; sleep 0.1; done
-  echo "proxy on $1 did not start" >&2; exit 1
-}
 start_proxy "$PROXY_PORT" "http://127.0.0.1:$UP_PORT"
 PROXY_PID="${PIDS[-1]}"
 

@@ -7,7 +7,8 @@
 # build), FAKE_BIN, LOAD_BIN, WORK, and PIDS (append the pid of every process it starts).
 # nginx daemons started with `-p "$WORK/<dir>"` are stopped through their pid files; nginx_conf
 # writes such a daemon's configuration, and BODY is the fixed JSON answer of the fast upstream.
-# nginx_start starts one. Measuring helpers: cpu (a process's CPU ticks), rss_kb, median, to_us and wrk_round.
+# nginx_start starts one; start_proxy starts assistants-proxy. Measuring helpers: cpu (a
+# process's CPU ticks), rss_kb, median, to_us and wrk_round.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -60,6 +61,19 @@ nginx_start() { # dir cpu
   local worker; worker="$(pgrep -P "$(cat "$1/nginx.pid")" | head -1)"
   taskset -pc "$2" "$worker" >/dev/null
   echo "$worker"
+}
+
+# Starts assistants-proxy on PORT in front of UPSTREAM, pinned to CPU 1 with one worker thread
+# and no access log, and waits until it answers /healthz; its pid is the last of PIDS.
+# BINARY defaults to PROXY_BIN; a `@LINE` suffix adds LINE to its [server] configuration.
+start_proxy() { # port upstream [binary[@line]]
+  local spec="${3:-$PROXY_BIN}" conf="$WORK/proxy-$1.toml"
+  printf '[server]\nworker_threads = 1\naccess_log = false\n' > "$conf"
+  case "$spec" in *@*) echo "${spec#*@}" >> "$conf" ;; esac
+  RUST_LOG=warn taskset -c 1 "${spec%%@*}" serve --listen "127.0.0.1:$1" --upstream "$2" \
+    --store "sqlite://$WORK/bench-$1.db" --config "$conf" & PIDS+=($!)
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return 0; sleep 0.1; done
+  echo "$NAME: the proxy on port $1 did not start" >&2; exit 1
 }
 
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }

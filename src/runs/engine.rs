@@ -443,11 +443,8 @@ async fn await_thread_store(
             tracing::info!(run_id = %r.run_id, waited_s = STORE_READY_WAIT.as_secs(), "thread vector store still indexing; searching what is ready");
             return Ok(None);
         };
-        if held.renewed.elapsed() >= state.config.runs.lease / 3 {
-            match renew(state, r, held, None).await? {
-                Some(fresh) if fresh.run.status == RunStatus::InProgress => {}
-                _ => return Ok(Some(TurnEnd::Cancelled)),
-            }
+        if !renew_if_due(state, r, held).await? {
+            return Ok(Some(TurnEnd::Cancelled));
         }
         tokio::select! {
             () = tokio::time::sleep(pause.min(left)) => {}
@@ -487,6 +484,18 @@ async fn renew(
         }
         rec
     }))
+}
+
+/// Renews the lease if a third of it has gone since the last renewal; false when the run is
+/// no longer this proxy's to drive (cancelled or taken away meanwhile).
+async fn renew_if_due(state: &AppState, r: &RunRef, held: &mut Held) -> Result<bool, Error> {
+    if held.renewed.elapsed() < state.config.runs.lease / 3 {
+        return Ok(true);
+    }
+    Ok(matches!(
+        renew(state, r, held, None).await?,
+        Some(fresh) if fresh.run.status == RunStatus::InProgress
+    ))
 }
 
 /// How a run ends: its terminal status, what the last turn used, why, and the completion
@@ -818,11 +827,8 @@ async fn one_turn(
 
     // Loading and tokenizing a long thread takes time: renew before the call if a good part
     // of the lease has gone (a just-claimed run goes straight on).
-    if held.renewed.elapsed() >= state.config.runs.lease / 3 {
-        match renew(state, r, held, None).await? {
-            Some(fresh) if fresh.run.status == RunStatus::InProgress => {}
-            _ => return Ok(Some((TurnEnd::Cancelled, Usage::default(), Vec::new()))),
-        }
+    if !renew_if_due(state, r, held).await? {
+        return Ok(Some((TurnEnd::Cancelled, Usage::default(), Vec::new())));
     }
     tracing::debug!(run_id = %r.run_id, model = %rec.run.model, dropped = p.dropped_messages, "calling the model");
     let stream = tokio::select! {
