@@ -12,7 +12,9 @@
 # BENCH_HALT_POLL_NS=N (root) repeats the run with guest halt-polling set to N ns (an idle
 # vCPU polls that long before it halts; the kernel's default is 200000, some clouds set 0),
 # then puts the machine's value back: the difference between the two tables is what the
-# machine charges for waking a halted vCPU.
+# machine charges for waking a halted vCPU. A second assistants-proxy runs with busy polling
+# (`busy_poll_us = BUSY_POLL_US`, default 1000): its event loop keeps polling between requests
+# instead of letting its vCPU halt, at the price of that core (README, Latency).
 #
 # usage: scripts/bench-latency.sh [ROUNDS]      (results also written to bench-results/)
 set -euo pipefail
@@ -27,7 +29,7 @@ LOADGEN="$LOAD_BIN"
 cargo build --release --quiet --example tcp_floor
 FLOOR_BIN="$TARGET/release/examples/tcp_floor"
 
-UP_PORT=19101 NGINX_PORT=19110 PROXY_PORT=19120 FLOOR_PORT=19130
+UP_PORT=19101 NGINX_PORT=19110 PROXY_PORT=19120 FLOOR_PORT=19130 BUSY_PORT=19140
 
 nginx_conf "$WORK/up" "server { listen 127.0.0.1:$UP_PORT; location / { default_type application/json; return 200 '$BODY'; } }"
 nginx_start "$WORK/up" 0 >/dev/null
@@ -41,7 +43,8 @@ nginx_conf "$WORK/sut" "
 NGINX_PID="$(nginx_start "$WORK/sut" 1)"
 
 start_proxy "$PROXY_PORT" "http://127.0.0.1:$UP_PORT"
-PROXY_PID="${PIDS[-1]}"
+BUSY_POLL_US="${BUSY_POLL_US:-1000}"
+start_proxy "$BUSY_PORT" "http://127.0.0.1:$UP_PORT" "$PROXY_BIN@busy_poll_us = $BUSY_POLL_US"
 taskset -c 1 "$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$UP_PORT" & PIDS+=($!)
 
 url_of() {
@@ -50,9 +53,10 @@ url_of() {
     nginx) echo "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" ;;
     proxy) echo "http://127.0.0.1:$PROXY_PORT/v1/chat/completions" ;;
     floor) echo "http://127.0.0.1:$FLOOR_PORT/v1/chat/completions" ;;
+    busy) echo "http://127.0.0.1:$BUSY_PORT/v1/chat/completions" ;;
   esac
 }
-WHO="direct floor nginx proxy"
+WHO="direct floor nginx proxy busy"
 
 if [ -z "${RATES:-}" ]; then
   caps=""
@@ -84,11 +88,11 @@ table() { # title
   lm() { printf '%s' "${L[$1,$2,$3]}" | median; }
   echo "### $1"
   echo
-  echo "| rate (req/s) | direct p50 / p99 | floor (byte relay) added | nginx added | assistants-proxy added |"
-  echo "|---|---|---|---|---|"
+  echo "| rate (req/s) | direct p50 / p99 | floor (byte relay) added | nginx added | assistants-proxy added | busy polling ($BUSY_POLL_US µs) added |"
+  echo "|---|---|---|---|---|---|"
   for rate in $RATES; do
     row="| $rate | $(lm "$rate" direct p50) / $(lm "$rate" direct p99)"
-    for who in floor nginx proxy; do
+    for who in floor nginx proxy busy; do
       row+=" | $(( $(lm "$rate" "$who" p50) - $(lm "$rate" direct p50) )) / $(( $(lm "$rate" "$who" p99) - $(lm "$rate" direct p99) ))"
     done
     echo "$row |"

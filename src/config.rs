@@ -142,6 +142,7 @@ pub struct FileServer {
     pub worker_threads: Option<usize>,
     pub access_log: Option<bool>,
     pub http1_fast_path: Option<bool>,
+    pub busy_poll_us: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -210,6 +211,9 @@ pub struct Config {
     /// Plain-text HTTP/1.1 requests that are forwarded go through the proxy's own HTTP/1
     /// relay (`crate::h1`) instead of hyper's server and client; anything else still does.
     pub http1_fast_path: bool,
+    /// Keep polling the sockets for this long after the last request instead of sleeping
+    /// (`crate::busy_poll`); `None` = off.
+    pub busy_poll: Option<Duration>,
     pub runs: RunsConfig,
     pub astra: AstraConfig,
 }
@@ -457,6 +461,18 @@ impl Config {
         if worker_threads == Some(0) {
             return err("server.worker_threads must be at least 1");
         }
+        let busy_poll = file
+            .server
+            .busy_poll_us
+            .filter(|us| *us > 0)
+            .map(Duration::from_micros);
+        // With several workers one polling task would keep one of them turning, whichever the
+        // scheduler put it on, and the others would still sleep.
+        if busy_poll.is_some() && worker_threads != Some(1) {
+            return err(
+                "server.busy_poll_us needs server.worker_threads = 1 (one event loop, pinned to a core of its own)",
+            );
+        }
         let shutdown_grace = secs(file.server.shutdown_grace_seconds, 30);
         let header_read_timeout = secs(file.server.header_read_timeout_seconds, 30);
         if header_read_timeout.is_zero() {
@@ -497,6 +513,7 @@ impl Config {
             worker_threads,
             access_log: file.server.access_log.unwrap_or(true),
             http1_fast_path: file.server.http1_fast_path.unwrap_or(true),
+            busy_poll,
         })
     }
 
@@ -704,6 +721,23 @@ mod tests {
                 Config::resolve(&ServeArgs::default(), file).is_err(),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn busy_polling_needs_the_single_threaded_runtime() {
+        let resolve =
+            |toml: &str| Config::resolve(&ServeArgs::default(), FileConfig::parse(toml).unwrap());
+        assert_eq!(resolve("").unwrap().busy_poll, None);
+        assert_eq!(
+            resolve("[server]\nbusy_poll_us = 0\n").unwrap().busy_poll,
+            None
+        );
+        let on = resolve("[server]\nworker_threads = 1\nbusy_poll_us = 250\n").unwrap();
+        assert_eq!(on.busy_poll, Some(Duration::from_micros(250)));
+        for other in ["", "worker_threads = 2\n"] {
+            let e = resolve(&format!("[server]\n{other}busy_poll_us = 250\n")).unwrap_err();
+            assert!(e.0.contains("worker_threads = 1"), "{}", e.0);
         }
     }
 

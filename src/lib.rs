@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod body;
+pub mod busy_poll;
 pub mod config;
 pub mod error;
 pub mod forward;

@@ -61,6 +61,8 @@ pub struct AppState {
     /// The HTTP/1 relay for plain-text forwarded requests (`server.http1_fast_path`); it
     /// speaks HTTP/1.1 only, so it is off when the upstream may be reached over h2.
     pub relay: Option<crate::h1::Relay>,
+    /// Polls the sockets between requests instead of sleeping (`server.busy_poll_us`).
+    pub busy_poll: Option<Arc<crate::busy_poll::BusyPoll>>,
     request_ids: RequestIds,
 }
 
@@ -115,6 +117,9 @@ impl AppState {
             ),
             _ => None,
         };
+        let busy_poll = config
+            .busy_poll
+            .map(|window| Arc::new(crate::busy_poll::BusyPoll::new(window)));
         Ok(Arc::new(AppState {
             config,
             metrics,
@@ -130,6 +135,7 @@ impl AppState {
             instance_id: crate::ids::new_id("proxy_"),
             retrieval,
             relay,
+            busy_poll,
             request_ids: RequestIds::new(),
         }))
     }
@@ -171,6 +177,10 @@ pub async fn serve(
         state
             .tasks
             .spawn(sessions.clone().sweep(state.shutdown.clone()));
+    }
+    if let Some(poll) = state.busy_poll.clone() {
+        let stop = state.shutdown.clone();
+        state.tasks.spawn(async move { poll.run(stop).await });
     }
     let connections = TaskTracker::new();
     tracing::info!(
@@ -567,6 +577,9 @@ async fn handle(
     state: Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
+    if let Some(poll) = &state.busy_poll {
+        poll.touch();
+    }
     // Read only for the access log: a clock read per request is not free.
     let started = state.config.access_log.then(Instant::now);
     let id = state.request_ids.next();

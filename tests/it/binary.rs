@@ -232,6 +232,64 @@ async fn large_bodies_keep_memory_flat_and_secrets_stay_out_of_logs() {
     );
 }
 
+/// CPU time (user + system) the process has used so far, in ms.
+fn cpu_ms(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // USER_HZ is 100 on every Linux the project targets.
+    ticks * 10
+}
+
+#[tokio::test]
+async fn busy_polling_forwards_and_sleeps_when_idle() {
+    let up = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("busy.toml");
+    std::fs::write(
+        &config,
+        "[server]\nworker_threads = 1\nbusy_poll_us = 2000\n",
+    )
+    .unwrap();
+    let env = [("ASSISTANTS_PROXY_CONFIG", config.to_str().unwrap())];
+    let mut proxy = Proc::start(&up.url(), &env, dir.path()).await;
+    let c = client();
+    // Forwarded requests (the relay) and the proxy's own routes (hyper) both keep it polling,
+    // and both are answered as without it.
+    for i in 0..50 {
+        let (resp, body) = get(&c, &proxy.url(&format!("/echo/busy?i={i}"))).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(json(&body)["query"], format!("i={i}"));
+        let (resp, _) = get(&c, &proxy.url("/healthz")).await;
+        assert_eq!(resp.status(), 200);
+    }
+    // Quiet for far longer than the 2 ms window: the event loop sleeps again, so an idle
+    // proxy costs (nearly) no CPU. Polling, it would use the whole second.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = cpu_ms(proxy.child.id());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = cpu_ms(proxy.child.id()) - before;
+    assert!(
+        idle <= 150,
+        "an idle busy-polling proxy used {idle} ms of CPU in 1 s"
+    );
+    // And it still answers at once after sleeping.
+    let (resp, _) = get(&c, &proxy.url("/echo/after-idle")).await;
+    assert_eq!(resp.status(), 200);
+    let (status, logs) = proxy.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM exits cleanly: {status:?}\n{logs}"
+    );
+    assert!(logs.contains("shutdown complete"), "{logs}");
+}
+
 both_backends!(
     a_killed_proxy_s_runs_are_resolved_after_restart,
     |backend| async move {
