@@ -103,6 +103,23 @@ mod tests {
 
     use super::*;
 
+    /// A poller with this window, running on the test's thread.
+    fn start(
+        window: Duration,
+    ) -> (
+        Arc<BusyPoll>,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let poll = Arc::new(BusyPoll::new(window));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let (poll, stop) = (poll.clone(), stop.clone());
+            async move { poll.run(stop).await }
+        });
+        (poll, stop, task)
+    }
+
     async fn wait_until(what: impl Fn() -> bool) {
         for _ in 0..1000 {
             if what() {
@@ -116,12 +133,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn polls_while_requests_arrive_then_parks_and_resumes() {
         // A wide window, so a slow test machine's late timer is not taken for quiet.
-        let poll = Arc::new(BusyPoll::new(Duration::from_millis(500)));
-        let stop = CancellationToken::new();
-        let task = tokio::spawn({
-            let (poll, stop) = (poll.clone(), stop.clone());
-            async move { poll.run(stop).await }
-        });
+        let (poll, stop, task) = start(Duration::from_millis(500));
         // Requests every 5 ms, inside the window: it polls turn after turn and never parks.
         for _ in 0..20 {
             poll.touch();
@@ -153,12 +165,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn the_poller_lets_other_tasks_run_and_stops_while_polling() {
-        let poll = Arc::new(BusyPoll::new(Duration::from_secs(3600)));
-        let stop = CancellationToken::new();
-        let task = tokio::spawn({
-            let (poll, stop) = (poll.clone(), stop.clone());
-            async move { poll.run(stop).await }
-        });
+        let (poll, stop, task) = start(Duration::from_secs(3600));
         poll.touch();
         // On a single thread, timers and other tasks still make progress beside it.
         let (tx, rx) = tokio::sync::oneshot::channel();

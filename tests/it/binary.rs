@@ -232,6 +232,13 @@ async fn large_bodies_keep_memory_flat_and_secrets_stay_out_of_logs() {
     );
 }
 
+/// Writes a configuration file into DIR; its path, for `ASSISTANTS_PROXY_CONFIG`.
+fn write_config(dir: &std::path::Path, toml: &str) -> String {
+    let path = dir.join("proxy.toml");
+    std::fs::write(&path, toml).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
 /// CPU time (user + system) the process has used so far, in ms.
 fn cpu_ms(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -251,13 +258,11 @@ fn cpu_ms(pid: u32) -> u64 {
 async fn busy_polling_forwards_and_sleeps_when_idle() {
     let up = FakeUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("busy.toml");
-    std::fs::write(
-        &config,
+    let config = write_config(
+        dir.path(),
         "[server]\nworker_threads = 1\nbusy_poll_us = 2000\n",
-    )
-    .unwrap();
-    let env = [("ASSISTANTS_PROXY_CONFIG", config.to_str().unwrap())];
+    );
+    let env = [("ASSISTANTS_PROXY_CONFIG", config.as_str())];
     let mut proxy = Proc::start(&up.url(), &env, dir.path()).await;
     let c = client();
     // Forwarded requests (the relay) and the proxy's own routes (hyper) both keep it polling,
@@ -297,14 +302,12 @@ both_backends!(
         let up = FakeUpstream::start().await;
         up.set_chunk_delay(Duration::from_millis(100));
         let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("fast.toml");
-        std::fs::write(
-            &config,
+        let config = write_config(
+            dir.path(),
             "[runs]\nlease_seconds = 3\nsweep_interval_seconds = 1\n",
-        )
-        .unwrap();
+        );
         let store = crate::support::store_url(backend, dir.path());
-        let env = [("ASSISTANTS_PROXY_CONFIG", config.to_str().unwrap())];
+        let env = [("ASSISTANTS_PROXY_CONFIG", config.as_str())];
         let port = free_port();
         let mut first = Proc::start_on(&up.url(), &store, port, &env).await;
         let api = crate::support::Api {
