@@ -19,12 +19,8 @@ NAME=bench-cpu-ab.sh NEEDS="nginx wrk" EXAMPLE=hyper_floor
 . "$(dirname "${BASH_SOURCE[0]}")/bench-setup.sh"
 
 UP_PORT=19101 NGINX_PORT=19110
-nginx_conf "$WORK/up" "server { listen 127.0.0.1:$UP_PORT; location / { default_type application/json; return 200 '$BODY'; } }"
-nginx_start "$WORK/up" 0 >/dev/null
-nginx_conf "$WORK/sut" "upstream up { server 127.0.0.1:$UP_PORT; keepalive 64; }
-  server { listen 127.0.0.1:$NGINX_PORT; location / { proxy_pass http://up; proxy_http_version 1.1;
-    proxy_set_header Connection \"\"; proxy_buffering off; proxy_request_buffering off; } }"
-NGINX_PID="$(nginx_start "$WORK/sut" 1)"
+fast_upstream "$UP_PORT"
+NGINX_PID="$(nginx_reverse_proxy "$NGINX_PORT" "$UP_PORT")"
 
 declare -A PID PORT
 PID[nginx]="$NGINX_PID"; PORT[nginx]=$NGINX_PORT

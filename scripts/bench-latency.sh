@@ -31,16 +31,8 @@ FLOOR_BIN="$TARGET/release/examples/tcp_floor"
 
 UP_PORT=19101 NGINX_PORT=19110 PROXY_PORT=19120 FLOOR_PORT=19130 BUSY_PORT=19140
 
-nginx_conf "$WORK/up" "server { listen 127.0.0.1:$UP_PORT; location / { default_type application/json; return 200 '$BODY'; } }"
-nginx_start "$WORK/up" 0 >/dev/null
-nginx_conf "$WORK/sut" "
-  upstream up { server 127.0.0.1:$UP_PORT; keepalive 64; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\";
-                 proxy_buffering off; proxy_request_buffering off; }
-  }"
-NGINX_PID="$(nginx_start "$WORK/sut" 1)"
+fast_upstream "$UP_PORT"
+NGINX_PID="$(nginx_reverse_proxy "$NGINX_PORT" "$UP_PORT")"
 
 start_proxy "$PROXY_PORT" "http://127.0.0.1:$UP_PORT"
 BUSY_POLL_US="${BUSY_POLL_US:-1000}"

@@ -25,23 +25,14 @@ UP_PORT=19001 SSE_PORT=19030 NGINX_PORT=19010 PROXY_PORT=19020 PROXY_SSE_PORT=19
 
 
 # The fast upstream: nginx returning fixed JSON, on CPU 0.
-nginx_conf "$WORK/up" "server { listen 127.0.0.1:$UP_PORT; location / { default_type application/json; return 200 '$BODY'; } }"
-nginx_start "$WORK/up" 0 >/dev/null
+fast_upstream "$UP_PORT"
 # A streaming upstream (SSE) for the stream measurements, on CPU 0.
 taskset -c 0 "$FAKE_BIN" --listen "127.0.0.1:$SSE_PORT" > "$WORK/fake.out" & PIDS+=($!)
 
-# nginx as the reference reverse proxy, on CPU 1.
-nginx_conf "$WORK/sut" "
-  upstream up { server 127.0.0.1:$UP_PORT; keepalive 64; }
-  upstream sse { server 127.0.0.1:$SSE_PORT; keepalive 64; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    location /sse { proxy_pass http://sse; proxy_http_version 1.1; proxy_set_header Connection \"\";
-                    proxy_buffering off; proxy_read_timeout 3600s; }
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\";
-                 proxy_buffering off; proxy_request_buffering off; proxy_read_timeout 3600s; }
-  }"
-NGINX_PID="$(nginx_start "$WORK/sut" 1)"
+# nginx as the reference reverse proxy, on CPU 1, with a route to the streaming upstream.
+NGINX_PID="$(nginx_reverse_proxy "$NGINX_PORT" "$UP_PORT" \
+  "upstream sse { server 127.0.0.1:$SSE_PORT; keepalive 64; }" \
+  "location /sse { proxy_pass http://sse; $NGINX_PROXYING }")"
 
 start_proxy "$PROXY_PORT" "http://127.0.0.1:$UP_PORT"
 PROXY_PID="${PIDS[-1]}"

@@ -7,7 +7,8 @@
 # build), FAKE_BIN, LOAD_BIN, WORK, and PIDS (append the pid of every process it starts).
 # nginx daemons started with `-p "$WORK/<dir>"` are stopped through their pid files; nginx_conf
 # writes such a daemon's configuration, and BODY is the fixed JSON answer of the fast upstream.
-# nginx_start starts one; start_proxy starts assistants-proxy. Measuring helpers: cpu (a
+# nginx_start starts one; fast_upstream and nginx_reverse_proxy start the two every forwarding
+# bench uses; start_proxy starts assistants-proxy. Measuring helpers: cpu (a
 # process's CPU ticks), rss_kb, median, to_us and wrk_round.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -61,6 +62,31 @@ nginx_start() { # dir cpu
   local worker; worker="$(pgrep -P "$(cat "$1/nginx.pid")" | head -1)"
   taskset -pc "$2" "$worker" >/dev/null
   echo "$worker"
+}
+
+# The fast upstream: nginx answering BODY to anything on PORT, pinned to CPU 0.
+fast_upstream() { # port
+  nginx_conf "$WORK/up" "server { listen 127.0.0.1:$1; location / { default_type application/json; return 200 '$BODY'; } }"
+  nginx_start "$WORK/up" 0 >/dev/null
+}
+
+# The directives that make nginx the reference reverse proxy: keep-alive upstream connections
+# and nothing buffered, so it streams as assistants-proxy does.
+NGINX_PROXYING='proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; proxy_read_timeout 3600s;'
+
+# nginx as the reference reverse proxy on PORT in front of the fast upstream on UP_PORT,
+# pinned to CPU 1; prints its worker's pid. HTTP_EXTRA and SERVER_EXTRA add upstreams and
+# locations (bench-proxy's SSE route).
+nginx_reverse_proxy() { # port up_port [http_extra] [server_extra]
+  nginx_conf "$WORK/sut" "
+  upstream up { server 127.0.0.1:$2; keepalive 64; }
+  ${3:-}
+  server {
+    listen 127.0.0.1:$1;
+    ${4:-}
+    location / { proxy_pass http://up; $NGINX_PROXYING proxy_request_buffering off; }
+  }"
+  nginx_start "$WORK/sut" 1
 }
 
 # Starts assistants-proxy on PORT in front of UPSTREAM, pinned to CPU 1 with one worker thread

@@ -140,6 +140,14 @@ impl AppState {
         }))
     }
 
+    /// Every request, on the relay or through hyper, says it arrived: busy polling, when on,
+    /// keeps polling for another window.
+    pub fn request_arrived(&self) {
+        if let Some(poll) = &self.busy_poll {
+            poll.touch();
+        }
+    }
+
     /// A new request id (for logs and the `x-request-id` of local answers).
     pub fn next_request_id(&self) -> RequestId {
         self.request_ids.next()
@@ -577,9 +585,7 @@ async fn handle(
     state: Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
-    if let Some(poll) = &state.busy_poll {
-        poll.touch();
-    }
+    state.request_arrived();
     // Read only for the access log: a clock read per request is not free.
     let started = state.config.access_log.then(Instant::now);
     let id = state.request_ids.next();

@@ -239,9 +239,7 @@ impl Connection<'_> {
     /// Forwards one planned request and relays its answer. Returns whether the client's
     /// connection closes afterwards, or None when it is already unusable.
     async fn forward(&mut self, plan: &RequestPlan) -> Option<bool> {
-        if let Some(poll) = &self.state.busy_poll {
-            poll.touch();
-        }
+        self.state.request_arrived();
         let metrics = &self.relay.metrics;
         let started = self.state.config.access_log.then(Instant::now);
         let _in_flight = InFlight::new(&metrics.in_flight);
