@@ -19,7 +19,7 @@ NAME=bench-cpu-ab.sh NEEDS="nginx wrk" EXAMPLE=hyper_floor
 . "$(dirname "${BASH_SOURCE[0]}")/bench-setup.sh"
 
 UP_PORT=19101 NGINX_PORT=19110
-fast_upstream "$UP_PORT"
+fast_upstream "$UP_PORT" >/dev/null
 NGINX_PID="$(nginx_reverse_proxy "$NGINX_PORT" "$UP_PORT")"
 
 declare -A PID PORT

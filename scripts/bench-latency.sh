@@ -2,9 +2,12 @@
 # Added latency over direct, and where it comes from, on a 2-core box. The systems under test
 # sit on CPU 1: nginx as a keep-alive reverse proxy, assistants-proxy, and the machine's floor
 # (examples/tcp_floor.rs, a byte relay with no HTTP: what any proxy adds at the least). The
-# fast upstream (nginx returning fixed JSON) and the open-loop generator (examples/loadgen.rs)
-# share CPU 0. Rates: RATES (default 1000, then a quarter and a half of nginx's throughput as
-# wrk -c50 measures it). Rounds interleave every system; medians of the rounds are reported.
+# fast upstream (nginx returning fixed JSON) and the open-loop generator (examples/loadgen:
+# one thread, paced by a timerfd) share CPU 0. Rates: RATES (default 1000, then a quarter and
+# a half of nginx's throughput as wrk -c50 measures it). Rounds interleave every system;
+# medians of the rounds are reported. "CPU 0 busy, direct" is how much of that core the rig
+# itself (generator and upstream, interrupts not counted) takes at each rate with no proxy: near 100 % the rate is more than the rig can
+# present, and every figure in that row measures queueing on CPU 0 rather than the proxies.
 #
 # A proxy's added latency on an otherwise idle core is mostly the cost of waking that core:
 # twice per request (the request arrives; the upstream's answer arrives). The floor row
@@ -31,7 +34,7 @@ FLOOR_BIN="$TARGET/release/examples/tcp_floor"
 
 UP_PORT=19101 NGINX_PORT=19110 PROXY_PORT=19120 FLOOR_PORT=19130 BUSY_PORT=19140
 
-fast_upstream "$UP_PORT"
+UP_PID="$(fast_upstream "$UP_PORT")"
 NGINX_PID="$(nginx_reverse_proxy "$NGINX_PORT" "$UP_PORT")"
 
 start_proxy "$PROXY_PORT" "http://127.0.0.1:$UP_PORT"
@@ -67,12 +70,21 @@ fi
 restore_halt_poll() { if [ -n "$HALT_POLL_WAS" ]; then echo "$HALT_POLL_WAS" > "$HALT_POLL"; fi; }
 trap 'restore_halt_poll; cleanup' EXIT
 
+# The rig's own CPU on CPU 0 for one direct round, in % of the core: the generator's (it
+# prints it) and the upstream's (/proc/PID/stat utime + stime, in clock ticks).
+ticks_of() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+TCK="$(getconf CLK_TCK)"
 table() { # title
   declare -A L=()
   for _ in $(seq "$ROUNDS"); do
     for rate in $RATES; do
       for who in $WHO; do
-        read -r p50 p99 _sent _err < <(taskset -c 0 "$LOADGEN" rate "$(url_of "$who")" "$rate" "$DURATION" 64)
+        local up_before; up_before="$(ticks_of "$UP_PID")"
+        read -r p50 p99 _sent _err gen_us < <(taskset -c 0 "$LOADGEN" rate "$(url_of "$who")" "$rate" "$DURATION" 64)
+        if [ "$who" = direct ]; then
+          local up_us=$(( ($(ticks_of "$UP_PID") - up_before) * 1000000 / TCK ))
+          L[$rate,busy0]+="$(( (gen_us + up_us) / (DURATION * 10000) ))"$'\n'
+        fi
         L[$rate,$who,p50]+="$p50"$'\n'; L[$rate,$who,p99]+="$p99"$'\n'
       done
     done
@@ -80,10 +92,10 @@ table() { # title
   lm() { printf '%s' "${L[$1,$2,$3]}" | median; }
   echo "### $1"
   echo
-  echo "| rate (req/s) | direct p50 / p99 | floor (byte relay) added | nginx added | assistants-proxy added | busy polling ($BUSY_POLL_US µs) added |"
-  echo "|---|---|---|---|---|---|"
+  echo "| rate (req/s) | CPU 0 busy, direct | direct p50 / p99 | floor (byte relay) added | nginx added | assistants-proxy added | busy polling ($BUSY_POLL_US µs) added |"
+  echo "|---|---|---|---|---|---|---|"
   for rate in $RATES; do
-    row="| $rate | $(lm "$rate" direct p50) / $(lm "$rate" direct p99)"
+    row="| $rate | $(printf '%s' "${L[$rate,busy0]}" | median) % | $(lm "$rate" direct p50) / $(lm "$rate" direct p99)"
     for who in floor nginx proxy busy; do
       row+=" | $(( $(lm "$rate" "$who" p50) - $(lm "$rate" direct p50) )) / $(( $(lm "$rate" "$who" p99) - $(lm "$rate" direct p99) ))"
     done

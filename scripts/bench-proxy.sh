@@ -25,7 +25,7 @@ UP_PORT=19001 SSE_PORT=19030 NGINX_PORT=19010 PROXY_PORT=19020 PROXY_SSE_PORT=19
 
 
 # The fast upstream: nginx returning fixed JSON, on CPU 0.
-fast_upstream "$UP_PORT"
+fast_upstream "$UP_PORT" >/dev/null
 # A streaming upstream (SSE) for the stream measurements, on CPU 0.
 taskset -c 0 "$FAKE_BIN" --listen "127.0.0.1:$SSE_PORT" > "$WORK/fake.out" & PIDS+=($!)
 

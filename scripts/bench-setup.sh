@@ -65,9 +65,9 @@ nginx_start() { # dir cpu
 }
 
 # The fast upstream: nginx answering BODY to anything on PORT, pinned to CPU 0.
-fast_upstream() { # port
+fast_upstream() { # port   (prints its worker's pid)
   nginx_conf "$WORK/up" "server { listen 127.0.0.1:$1; location / { default_type application/json; return 200 '$BODY'; } }"
-  nginx_start "$WORK/up" 0 >/dev/null
+  nginx_start "$WORK/up" 0
 }
 
 # The directives that make nginx the reference reverse proxy: keep-alive upstream connections

@@ -8,7 +8,7 @@
 //!   Prints `rps p50_us p99_us requests errors` (a non-2xx answer counts as an error).
 //! - `rate URL RPS SECONDS CONNS`: open-loop load at a fixed rate; latency is measured from
 //!   each request's *scheduled* time (so a stall is not hidden by coordinated omission).
-//!   Prints `p50_us p99_us sent errors`.
+//!   Prints `p50_us p99_us sent errors cpu_us` (the last is the generator's own CPU time).
 //! - `idle URL CONNS SECONDS`: opens CONNS keep-alive connections, sends one request on each,
 //!   prints `ready`, then holds them open for SECONDS.
 //! - `sse URL STREAMS SECONDS`: opens STREAMS server-sent-event streams, prints `ready` once
@@ -22,7 +22,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 
+#[path = "../common/mod.rs"]
 mod common;
+mod open_loop;
 use common::{Conn, connect};
 
 fn request(url: &hyper::Uri) -> Request<Full<Bytes>> {
@@ -71,184 +73,6 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
-}
-
-async fn rate(url: hyper::Uri, rps: u64, seconds: u64, conns: usize) {
-    let queue = std::sync::Arc::new(Schedule::default());
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(conns.max(1));
-    let mut workers = Vec::new();
-    for _ in 0..conns {
-        let queue = queue.clone();
-        let url = url.clone();
-        let ready = ready_tx.clone();
-        workers.push(tokio::spawn(async move {
-            let mut conn = RawConn::open(&url).await;
-            let _ = ready.send(()).await;
-            let mut lat = Vec::new();
-            let mut errors = 0u64;
-            while let Some(scheduled) = queue.next().await {
-                if !conn.exchange(&url).await {
-                    errors += 1;
-                }
-                lat.push(scheduled.elapsed().as_micros() as u64);
-            }
-            (lat, errors)
-        }));
-    }
-    // Connection set-up is not part of the schedule.
-    drop(ready_tx);
-    for _ in 0..conns {
-        if ready_rx.recv().await.is_none() {
-            break;
-        }
-    }
-    // The schedule runs on its own thread: tokio's timer has 1 ms resolution, so pacing with
-    // it releases each millisecond's requests as one burst (16 at 16k req/s), and the figures
-    // would measure the queue that burst builds in front of the system under test rather than
-    // the system itself. A thread's sleep is good to tens of µs.
-    let pacer_queue = queue.clone();
-    let pacer = std::thread::spawn(move || {
-        let interval = Duration::from_nanos(1_000_000_000 / rps.max(1));
-        let start = Instant::now();
-        let total = rps * seconds;
-        for i in 0..total {
-            let at = start + interval * i as u32;
-            let now = Instant::now();
-            if at > now {
-                std::thread::sleep(at - now);
-            }
-            // The scheduled time, not the send time, anchors the latency.
-            pacer_queue.push(at);
-        }
-        pacer_queue.close();
-    });
-    tokio::task::spawn_blocking(move || pacer.join().unwrap())
-        .await
-        .unwrap();
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for w in workers {
-        let (l, e) = w.await.unwrap();
-        all.extend(l);
-        errors += e;
-    }
-    all.sort_unstable();
-    println!(
-        "{} {} {} {}",
-        pct(&all, 0.5),
-        pct(&all, 0.99),
-        all.len(),
-        errors
-    );
-}
-
-/// The open-loop schedule: scheduled times that any free worker takes, with one wake-up per
-/// request (the generator shares its core with the upstream, so its own cost shows in every
-/// figure).
-#[derive(Default)]
-struct Schedule {
-    due: std::sync::Mutex<(std::collections::VecDeque<Instant>, bool)>,
-    notify: tokio::sync::Notify,
-}
-
-impl Schedule {
-    fn push(&self, at: Instant) {
-        self.due.lock().unwrap().0.push_back(at);
-        self.notify.notify_one();
-    }
-
-    fn close(&self) {
-        self.due.lock().unwrap().1 = true;
-        self.notify.notify_waiters();
-    }
-
-    async fn next(&self) -> Option<Instant> {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            // Registered before the queue is checked, so a push in between is not missed.
-            notified.as_mut().enable();
-            {
-                let mut due = self.due.lock().unwrap();
-                if let Some(at) = due.0.pop_front() {
-                    return Some(at);
-                }
-                if due.1 {
-                    return None;
-                }
-            }
-            notified.await;
-        }
-    }
-}
-
-/// One keep-alive connection speaking just enough HTTP/1 for a GET whose answer has a
-/// Content-Length or is chunked: without hyper's connection task and request channel, a
-/// request costs the generator two syscalls and no hand-offs.
-struct RawConn {
-    tcp: tokio::net::TcpStream,
-    buf: Vec<u8>,
-}
-
-impl RawConn {
-    async fn open(url: &hyper::Uri) -> RawConn {
-        let addr = format!("{}:{}", url.host().unwrap(), url.port_u16().unwrap_or(80));
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        tcp.set_nodelay(true).unwrap();
-        RawConn {
-            tcp,
-            buf: Vec::with_capacity(4096),
-        }
-    }
-
-    /// Sends one GET and reads its whole answer; whether it was a 2xx. A failed connection is
-    /// replaced.
-    async fn exchange(&mut self, url: &hyper::Uri) -> bool {
-        match self.try_exchange(url).await {
-            Some(ok) => ok,
-            None => {
-                *self = RawConn::open(url).await;
-                false
-            }
-        }
-    }
-
-    async fn try_exchange(&mut self, url: &hyper::Uri) -> Option<bool> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let req = format!(
-            "GET {} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer sk-bench\r\nopenai-beta: assistants=v2\r\n\r\n",
-            url.path_and_query().map_or("/", |p| p.as_str()),
-            url.authority()?.as_str()
-        );
-        self.tcp.write_all(req.as_bytes()).await.ok()?;
-        self.buf.clear();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = self.tcp.read(&mut chunk).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-            let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                continue;
-            };
-            let head = std::str::from_utf8(&self.buf[..end])
-                .ok()?
-                .to_ascii_lowercase();
-            let body = &self.buf[end + 4..];
-            let done = match head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-            {
-                Some(len) => body.len() >= len,
-                None => body.ends_with(b"0\r\n\r\n"),
-            };
-            if done {
-                return Some(head.split(' ').nth(1).is_some_and(|s| s.starts_with('2')));
-            }
-        }
-    }
 }
 
 async fn closed(
@@ -407,7 +231,25 @@ async fn main() {
     }
     let url: hyper::Uri = args[2].parse().expect("URL");
     match args[1].as_str() {
-        "rate" => rate(url, n(3), n(4), n(5) as usize).await,
+        "rate" => {
+            let addr = format!(
+                "{}:{}",
+                url.host().expect("URL host"),
+                url.port_u16().unwrap_or(80)
+            );
+            let host = url.authority().expect("URL authority").as_str();
+            let target = url.path_and_query().map_or("/", |p| p.as_str());
+            let out = open_loop::run(&addr, host, target, n(3), n(4), n(5) as usize);
+            let lat = &out.latencies;
+            println!(
+                "{} {} {} {} {}",
+                pct(lat, 0.5),
+                pct(lat, 0.99),
+                lat.len(),
+                out.errors,
+                out.cpu_us
+            );
+        }
         "idle" => idle(url, n(3) as usize, n(4)).await,
         "sse" => sse(url, n(3) as usize, n(4)).await,
         _ => {
