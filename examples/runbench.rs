@@ -25,7 +25,7 @@ use hyper::{Method, Request};
 use serde_json::{Value, json};
 
 mod common;
-use common::{Conn as Sender, connect};
+use common::{Conn as Sender, connect, gather};
 
 fn request(
     base: &hyper::Uri,
@@ -207,13 +207,7 @@ async fn drive(base: hyper::Uri, mode: Mode, conns: usize, seconds: u64) {
             (samples, errors)
         }));
     }
-    let mut samples = Vec::new();
-    let mut errors = 0;
-    for w in workers {
-        let (s, e) = w.await.unwrap();
-        samples.extend(s);
-        errors += e;
-    }
+    let (samples, errors) = gather(workers).await;
     let elapsed = start.elapsed().as_secs_f64();
     let n = samples.len();
     let mut first: Vec<u64> = samples.iter().map(|s| s.0).collect();

@@ -20,3 +20,15 @@ pub async fn connect(url: &hyper::Uri) -> Conn {
     tokio::spawn(conn);
     sender
 }
+
+/// Waits for every worker and joins what they measured: their samples, and their error count.
+pub async fn gather<T>(workers: Vec<tokio::task::JoinHandle<(Vec<T>, u64)>>) -> (Vec<T>, u64) {
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for w in workers {
+        let (samples, e) = w.await.unwrap();
+        all.extend(samples);
+        errors += e;
+    }
+    (all, errors)
+}

@@ -25,7 +25,7 @@ use hyper::Request;
 #[path = "../common/mod.rs"]
 mod common;
 mod open_loop;
-use common::{Conn, connect};
+use common::{Conn, connect, gather};
 
 fn request(url: &hyper::Uri) -> Request<Full<Bytes>> {
     request_with(&hyper::Method::GET, url, None)
@@ -102,13 +102,7 @@ async fn closed(
             (lat, errors)
         }));
     }
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for w in workers {
-        let (l, e) = w.await.unwrap();
-        all.extend(l);
-        errors += e;
-    }
+    let (mut all, errors) = gather(workers).await;
     let elapsed = start.elapsed().as_secs_f64();
     all.sort_unstable();
     println!(

@@ -91,6 +91,17 @@ fn open(addr: &str) -> std::io::Result<TcpStream> {
     Ok(tcp)
 }
 
+/// Registers `fd` with epoll for readability, level-triggered, under `key`.
+fn watch(poll: &OwnedFd, fd: impl AsFd, key: u64) {
+    epoll::add(
+        poll,
+        fd.as_fd(),
+        epoll::EventData::new_u64(key),
+        epoll::EventFlags::IN,
+    )
+    .expect("epoll_ctl");
+}
+
 fn timespec(d: Duration) -> Timespec {
     Timespec {
         tv_sec: d.as_secs() as _,
@@ -116,26 +127,14 @@ pub fn run(addr: &str, host: &str, target: &str, rps: u64, seconds: u64, conns: 
         })
         .collect();
     for (i, c) in pool.iter().enumerate() {
-        epoll::add(
-            &poll,
-            c.tcp.as_fd(),
-            epoll::EventData::new_u64(i as u64),
-            epoll::EventFlags::IN,
-        )
-        .expect("epoll_ctl");
+        watch(&poll, &c.tcp, i as u64);
     }
     let mut idle: Vec<usize> = (0..pool.len()).rev().collect();
 
     let interval = Duration::from_nanos(1_000_000_000 / rps.max(1));
     let total = rps * seconds;
     let timer = timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::CLOEXEC).expect("timerfd");
-    epoll::add(
-        &poll,
-        timer.as_fd(),
-        epoll::EventData::new_u64(TIMER),
-        epoll::EventFlags::IN,
-    )
-    .expect("epoll_ctl");
+    watch(&poll, &timer, TIMER);
     // A relative first expiry one interval from now; `start` is taken just before, so the
     // schedule computed from it is never ahead of the timer.
     let start = Instant::now();
@@ -165,13 +164,7 @@ pub fn run(addr: &str, host: &str, target: &str, rps: u64, seconds: u64, conns: 
         c.waiting = None;
         c.buf.clear();
         c.tcp = open(addr).expect("reconnect");
-        epoll::add(
-            &poll,
-            c.tcp.as_fd(),
-            epoll::EventData::new_u64(i as u64),
-            epoll::EventFlags::IN,
-        )
-        .expect("epoll_ctl");
+        watch(&poll, &c.tcp, i as u64);
     };
 
     while scheduled < total || in_flight > 0 || !backlog.is_empty() {
