@@ -376,6 +376,8 @@ pub struct ChunkedScanner {
     /// Data bytes left in the current chunk, or the size being read.
     size: u64,
     digits: u8,
+    /// Data bytes seen so far, without the framing (what the metrics count as body bytes).
+    data: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -400,6 +402,11 @@ enum ChunkState {
 impl ChunkedScanner {
     pub fn is_done(&self) -> bool {
         self.state == ChunkState::Done
+    }
+
+    /// The chunks' data bytes scanned so far (chunk-size lines, CRLFs and trailers excluded).
+    pub fn data_len(&self) -> u64 {
+        self.data
     }
 
     /// Consumes `buf`; returns how many of its bytes belong to the body (all of them until
@@ -454,6 +461,7 @@ impl ChunkedScanner {
                     let take =
                         (buf.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
                     self.size -= take as u64;
+                    self.data += take as u64;
                     i += take;
                     if self.size == 0 {
                         self.state = ChunkState::DataCr;
@@ -761,6 +769,8 @@ mod tests {
                 "split {split}"
             );
             assert!(s.is_done());
+            // 5 + 0x1A data bytes, however the framing was split.
+            assert_eq!(s.data_len(), 31, "split {split}");
         }
         let mut s = ChunkedScanner::default();
         for b in body {

@@ -417,14 +417,15 @@ impl Connection<'_> {
         let bytes_to_client = &self.relay.metrics.bytes_to_client;
         self.ubuf.advance(resp.head_len);
         let mut body = BodyState::new(resp.framing);
-        let (take, mut done) = body.take(&self.ubuf).ok()?;
+        let first = body.take(&self.ubuf).ok()?;
         // Bytes past the end of the response: the upstream connection is not clean.
-        let mut clean = take == self.ubuf.len();
+        let mut clean = first.wire == self.ubuf.len();
+        let mut done = first.done;
         after_ready_reads().await;
-        write_all(&mut self.client, &self.out, &self.ubuf[..take])
+        write_all(&mut self.client, &self.out, &self.ubuf[..first.wire])
             .await
             .ok()?;
-        bytes_to_client.inc_by(take as u64);
+        bytes_to_client.inc_by(first.payload);
         while !done {
             self.ubuf.clear();
             self.deadline.set(self.relay.idle_timeout);
@@ -442,19 +443,19 @@ impl Connection<'_> {
                     return None;
                 }
             }
-            let take;
-            (take, done) = match body.take(&self.ubuf) {
+            let taken = match body.take(&self.ubuf) {
                 Ok(t) => t,
                 Err(what) => {
                     tracing::debug!(error = what, "malformed body from the upstream");
                     return None;
                 }
             };
-            clean = take == self.ubuf.len();
-            write_all(&mut self.client, &self.ubuf[..take], &[])
+            done = taken.done;
+            clean = taken.wire == self.ubuf.len();
+            write_all(&mut self.client, &self.ubuf[..taken.wire], &[])
                 .await
                 .ok()?;
-            bytes_to_client.inc_by(take as u64);
+            bytes_to_client.inc_by(taken.payload);
         }
         if clean && !resp.upstream_close {
             self.relay.pool.checkin(upstream);
@@ -505,21 +506,46 @@ impl BodyState {
         }
     }
 
-    /// How many bytes of `buf` belong to the body, and whether the body has ended.
-    fn take(&mut self, buf: &[u8]) -> Result<(usize, bool), &'static str> {
+    /// How many bytes of `buf` belong to the body (as relayed, chunk framing included), how
+    /// many of those are payload (what `body_bytes` counts, as hyper's path counts data
+    /// frames), and whether the body has ended.
+    fn take(&mut self, buf: &[u8]) -> Result<Taken, &'static str> {
         Ok(match self {
-            BodyState::Empty => (0, true),
+            BodyState::Empty => Taken::whole(0, true),
             BodyState::Length(left) => {
                 let take = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
                 *left -= take as u64;
-                (take, *left == 0)
+                Taken::whole(take, *left == 0)
             }
             BodyState::Chunked(scanner) => {
-                let take = scanner.scan(buf)?;
-                (take, scanner.is_done())
+                let before = scanner.data_len();
+                let wire = scanner.scan(buf)?;
+                Taken {
+                    wire,
+                    payload: scanner.data_len() - before,
+                    done: scanner.is_done(),
+                }
             }
-            BodyState::UntilClose => (buf.len(), false),
+            BodyState::UntilClose => Taken::whole(buf.len(), false),
         })
+    }
+}
+
+/// What [`BodyState::take`] found in one read.
+struct Taken {
+    wire: usize,
+    payload: u64,
+    done: bool,
+}
+
+impl Taken {
+    /// A read that is all payload (no framing).
+    fn whole(wire: usize, done: bool) -> Taken {
+        Taken {
+            wire,
+            payload: wire as u64,
+            done,
+        }
     }
 }
 

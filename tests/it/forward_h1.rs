@@ -756,14 +756,20 @@ GET /echo/n3 HTTP/1.1\r\nhost: x\r\n\r\n",
 /// decoded body, and the trailers when it said `TE: trailers` (as `trailers_pass_through`).
 #[tokio::test]
 async fn chunked_response_with_extensions_and_trailers() {
+    // In two writes, the second from the middle of a chunk's data: the relay meets the body
+    // both with the head and on its own.
     let up = Scripted::start(|_| {
-        vec![Step::Write(
+        let answer =
             b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\
 trailer: x-checksum, x-count\r\n\r\n\
 5;a=b\r\nhello\r\n7;name=\"v x\";flag\r\n, world\r\n1\r\n!\r\n\
-0;last=1\r\nx-checksum: abc123\r\nx-count: 3\r\n\r\n"
-                .to_vec(),
-        )]
+0;last=1\r\nx-checksum: abc123\r\nx-count: 3\r\n\r\n";
+        let split = find(answer, b"orld").unwrap();
+        vec![
+            Step::Write(answer[..split].to_vec()),
+            Step::Sleep(Duration::from_millis(20)),
+            Step::Write(answer[split..].to_vec()),
+        ]
     })
     .await;
     for fast in MODES {
@@ -795,6 +801,17 @@ trailer: x-checksum, x-count\r\n\r\n\
         assert_eq!(r.status, 200, "{m}");
         assert_eq!(r.text(), "hello, world!", "{m}");
         c.expect_quiet(Duration::from_millis(50)).await;
+        // Body bytes are the payload on both paths: twice the 13 data bytes, without the
+        // chunk-size lines, extensions and trailers.
+        let r = c
+            .exchange(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await;
+        assert!(
+            r.text()
+                .contains("assistants_proxy_body_bytes_total{direction=\"to_client\"} 26\n"),
+            "{m}: {}",
+            r.text()
+        );
         proxy.shutdown().await;
     }
 }
