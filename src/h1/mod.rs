@@ -36,7 +36,7 @@ use crate::error::Error;
 use crate::forward::{InFlight, classify, head_timeout_error};
 use crate::metrics::{Metrics, RouteClass};
 use crate::routes::Resolution;
-use crate::server::{AppState, CancelWatch};
+use crate::server::{AppState, CancelWatch, RequestId};
 use crate::upstream::{Connector, SendError, UpstreamBase};
 use head::{BadResponse, ChunkedScanner, Framing, Planned, RequestPlan, ResponsePlan, Target};
 use pool::{Conn, ConnPool};
@@ -240,6 +240,8 @@ impl Connection<'_> {
     /// connection closes afterwards, or None when it is already unusable.
     async fn forward(&mut self, plan: &RequestPlan) -> Option<bool> {
         self.state.request_arrived();
+        // Taken first, so the relay's debug lines about this request carry it too.
+        let id = self.state.next_request_id();
         let metrics = &self.relay.metrics;
         let started = self.state.config.access_log.then(Instant::now);
         let _in_flight = InFlight::new(&metrics.in_flight);
@@ -248,24 +250,25 @@ impl Connection<'_> {
         let result = self.exchange(plan).await;
         metrics.observe_upstream_head(head_started.elapsed());
         let close_client = plan.close || self.draining.check();
+        // `close` is None when the connection is unusable; the request is logged either way,
+        // as hyper's path logs a request once its response head is out.
         let (status, close) = match result {
             Ok((upstream, resp)) => {
                 metrics.request_done(RouteClass::Forwarded, resp.status);
                 metrics.bytes_to_upstream.inc_by(plan.body_len as u64);
-                let close = self.relay_body(upstream, &resp).await? || resp.client_close;
-                (resp.status, close)
+                let close = self.relay_body(upstream, &resp, id).await;
+                (resp.status, close.map(|c| c || resp.client_close))
             }
             Err(Failure::ClientGone) => return None,
             Err(Failure::Upstream(e)) => {
                 let status = e.status().as_u16();
                 metrics.request_done(RouteClass::Forwarded, status);
                 error_response(e, close_client, &mut self.out);
-                write_all(&mut self.client, &self.out, &[]).await.ok()?;
-                (status, close_client)
+                let written = write_all(&mut self.client, &self.out, &[]).await.ok();
+                (status, written.map(|()| close_client))
             }
         };
         if let Some(started) = started {
-            let id = self.state.next_request_id();
             // Method and path only, as the hyper path logs: a query string may carry secrets.
             let line = &self.cbuf[..plan.head_len];
             let mut words = line.split(|b| *b == b' ');
@@ -282,7 +285,7 @@ impl Connection<'_> {
                 "request"
             );
         }
-        Some(close)
+        close
     }
 
     /// Sends the request and reads the response head, relaying interim (1xx) answers to the
@@ -413,7 +416,12 @@ impl Connection<'_> {
     /// must close (the body ended with the upstream's connection), or None when the relay
     /// broke off (the client left, or the upstream failed mid-body: the client sees its
     /// connection close, as HTTP/1 has no other way to say a body is incomplete).
-    async fn relay_body(&mut self, mut upstream: Conn, resp: &ResponsePlan) -> Option<bool> {
+    async fn relay_body(
+        &mut self,
+        mut upstream: Conn,
+        resp: &ResponsePlan,
+        id: RequestId,
+    ) -> Option<bool> {
         let bytes_to_client = &self.relay.metrics.bytes_to_client;
         self.ubuf.advance(resp.head_len);
         let mut body = BodyState::new(resp.framing);
@@ -432,13 +440,13 @@ impl Connection<'_> {
             match self.read_upstream(&mut upstream).await {
                 Some(Ok(0)) if resp.framing == Framing::UntilClose => return Some(true),
                 Some(Ok(0)) | Some(Err(_)) => {
-                    tracing::debug!("the upstream connection ended mid-body");
+                    tracing::debug!(id = %id, "the upstream connection ended mid-body");
                     return None;
                 }
                 Some(Ok(_)) => {}
                 None => {
                     if self.deadline.expired() {
-                        tracing::debug!(idle = ?self.relay.idle_timeout, "no data from the upstream; response cut");
+                        tracing::debug!(id = %id, idle = ?self.relay.idle_timeout, "no data from the upstream; response cut");
                     }
                     return None;
                 }
@@ -446,7 +454,7 @@ impl Connection<'_> {
             let taken = match body.take(&self.ubuf) {
                 Ok(t) => t,
                 Err(what) => {
-                    tracing::debug!(error = what, "malformed body from the upstream");
+                    tracing::debug!(id = %id, error = what, "malformed body from the upstream");
                     return None;
                 }
             };

@@ -295,6 +295,57 @@ async fn busy_polling_forwards_and_sleeps_when_idle() {
     assert!(logs.contains("shutdown complete"), "{logs}");
 }
 
+/// A relayed answer the upstream cuts off mid-body: the client's connection closes, the
+/// request still has its access line, and the debug line saying why carries the same id.
+#[tokio::test]
+async fn a_cut_off_relayed_answer_is_logged_under_its_request_id() {
+    let up = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("RUST_LOG", "debug"),
+        ("ASSISTANTS_PROXY_LOG_FORMAT", "json"),
+    ];
+    let mut proxy = Proc::start(&up.url(), &env, dir.path()).await;
+    let body = r#"{"model":"drop","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let resp = client()
+        .request(
+            Request::post(proxy.url("/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.into_body().collect().await.is_err(),
+        "the client sees the answer end early"
+    );
+    let (_, logs) = proxy.terminate();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    // The JSON format puts an event's fields beside its message.
+    let field = |l: &serde_json::Value, k: &str| l[k].as_str().map(str::to_owned);
+    let cut = lines
+        .iter()
+        .find(|l| field(l, "message").is_some_and(|m| m.contains("ended mid-body")))
+        .unwrap_or_else(|| panic!("no debug line for the cut-off answer in\n{logs}"));
+    let id = field(cut, "id").unwrap_or_else(|| panic!("the debug line has no id: {cut}"));
+    let access = lines
+        .iter()
+        .find(|l| {
+            field(l, "message").as_deref() == Some("request") && field(l, "id") == Some(id.clone())
+        })
+        .unwrap_or_else(|| panic!("no access line with id {id} in\n{logs}"));
+    assert_eq!(
+        field(access, "path").as_deref(),
+        Some("/v1/chat/completions")
+    );
+    assert_eq!(access["status"], 200);
+}
+
 both_backends!(
     a_killed_proxy_s_runs_are_resolved_after_restart,
     |backend| async move {
