@@ -6,8 +6,9 @@
 # one thread, paced by a timerfd) share CPU 0. Rates: RATES (default 1000, then a quarter and
 # a half of nginx's throughput as wrk -c50 measures it). Rounds interleave every system;
 # medians of the rounds are reported. "CPU 0 busy, direct" is how much of that core the rig
-# itself (generator and upstream, interrupts not counted) takes at each rate with no proxy: near 100 % the rate is more than the rig can
-# present, and every figure in that row measures queueing on CPU 0 rather than the proxies.
+# itself (generator and upstream, interrupts not counted) takes at each rate with no proxy:
+# near 100 % the rate is more than the rig can present, and every figure in that row measures
+# queueing on CPU 0 rather than the proxies.
 #
 # A proxy's added latency on an otherwise idle core is mostly the cost of waking that core:
 # twice per request (the request arrives; the upstream's answer arrives). The floor row
@@ -71,18 +72,16 @@ restore_halt_poll() { if [ -n "$HALT_POLL_WAS" ]; then echo "$HALT_POLL_WAS" > "
 trap 'restore_halt_poll; cleanup' EXIT
 
 # The rig's own CPU on CPU 0 for one direct round, in % of the core: the generator's (it
-# prints it) and the upstream's (/proc/PID/stat utime + stime, in clock ticks).
-ticks_of() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
-TCK="$(getconf CLK_TCK)"
+# prints it) and the upstream's (bench-setup's `cpu`, in clock ticks of HZ a second).
 table() { # title
   declare -A L=()
   for _ in $(seq "$ROUNDS"); do
     for rate in $RATES; do
       for who in $WHO; do
-        local up_before; up_before="$(ticks_of "$UP_PID")"
+        local up_before; up_before="$(cpu "$UP_PID")"
         read -r p50 p99 _sent _err gen_us < <(taskset -c 0 "$LOADGEN" rate "$(url_of "$who")" "$rate" "$DURATION" 64)
         if [ "$who" = direct ]; then
-          local up_us=$(( ($(ticks_of "$UP_PID") - up_before) * 1000000 / TCK ))
+          local up_us=$(( ($(cpu "$UP_PID") - up_before) * 1000000 / HZ ))
           L[$rate,busy0]+="$(( (gen_us + up_us) / (DURATION * 10000) ))"$'\n'
         fi
         L[$rate,$who,p50]+="$p50"$'\n'; L[$rate,$who,p99]+="$p99"$'\n'
