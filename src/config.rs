@@ -128,6 +128,9 @@ pub struct FileRuns {
     pub lease_seconds: Option<u64>,
     pub sweep_interval_seconds: Option<u64>,
     pub default_context_tokens: Option<u64>,
+    pub model_attempts: Option<u32>,
+    pub model_retry_base_ms: Option<u64>,
+    pub model_retry_max_wait_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,6 +141,7 @@ pub struct FileServer {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub shutdown_grace_seconds: Option<u64>,
+    pub shutdown_cleanup_seconds: Option<u64>,
     pub header_read_timeout_seconds: Option<u64>,
     pub worker_threads: Option<usize>,
     pub access_log: Option<bool>,
@@ -201,8 +205,11 @@ pub struct Config {
     pub limits: Limits,
     pub tenancy: Tenancy,
     pub retrieval: RetrievalConfig,
-    /// How long in-flight requests and streams may run after a shutdown signal.
+    /// How long in-flight requests, streams and runs may go on after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// After the grace period, how long stopped work has to save its state before the
+    /// process exits regardless.
+    pub shutdown_cleanup: Duration,
     /// hyper's HTTP/1 header read timeout: slowloris protection.
     pub header_read_timeout: Duration,
     /// Tokio worker threads; `None` = one per CPU the process may run on.
@@ -258,6 +265,14 @@ pub struct RunsConfig {
     pub sweep_interval: Duration,
     /// Context window assumed for models the proxy does not know.
     pub default_context_tokens: u64,
+    /// Attempts per model call that fails before any output (429, 5xx, connection lost,
+    /// upstream silent); 1 = no retry.
+    pub model_attempts: u32,
+    /// First retry delay; doubles per attempt up to `model_retry_max_wait`.
+    pub model_retry_base: Duration,
+    /// Longest wait before a retry; an upstream asking (`retry-after`) for longer fails the
+    /// run at once instead.
+    pub model_retry_max_wait: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -474,6 +489,7 @@ impl Config {
             );
         }
         let shutdown_grace = secs(file.server.shutdown_grace_seconds, 30);
+        let shutdown_cleanup = secs(file.server.shutdown_cleanup_seconds, 5);
         let header_read_timeout = secs(file.server.header_read_timeout_seconds, 30);
         if header_read_timeout.is_zero() {
             return err("server.header_read_timeout_seconds must be greater than zero");
@@ -484,12 +500,18 @@ impl Config {
             lease: secs(file.runs.lease_seconds, 30),
             sweep_interval: secs(file.runs.sweep_interval_seconds, 5),
             default_context_tokens: file.runs.default_context_tokens.unwrap_or(128_000),
+            model_attempts: file.runs.model_attempts.unwrap_or(4),
+            model_retry_base: Duration::from_millis(file.runs.model_retry_base_ms.unwrap_or(500)),
+            model_retry_max_wait: secs(file.runs.model_retry_max_wait_seconds, 20),
         };
         if runs.expires_after.is_zero() || runs.lease.as_secs() < 2 || runs.sweep_interval.is_zero()
         {
             return err(
                 "runs: expires_after_seconds and sweep_interval_seconds must be > 0, lease_seconds >= 2",
             );
+        }
+        if runs.model_attempts == 0 {
+            return err("runs.model_attempts must be at least 1 (1 = no retry)");
         }
 
         let astra = resolve_astra(file.astra)?;
@@ -509,6 +531,7 @@ impl Config {
             tenancy,
             retrieval,
             shutdown_grace,
+            shutdown_cleanup,
             header_read_timeout,
             worker_threads,
             access_log: file.server.access_log.unwrap_or(true),

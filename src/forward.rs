@@ -177,6 +177,12 @@ impl Forwarder {
         &self.client
     }
 
+    /// The longest silence allowed between two frames of an upstream body
+    /// (`upstream.idle_timeout_seconds`), for forwarded answers and the proxy's own calls.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
     /// Forwards one request; never fails (failures become OpenAI-shaped 502/504 answers).
     /// `in_flight` is released when the response body ends.
     pub async fn forward(

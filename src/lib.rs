@@ -9,6 +9,7 @@
 //! - [`api`]: local handlers per resource; [`store`]: storage traits and backends.
 //! - [`retrieval`]: vector-store ingestion (extract, chunk, embed) and search.
 //! - [`error`]: the one error type; [`metrics`]: Prometheus series; [`body`]: body types.
+//! - [`secrets`]: scrubbing credentials out of upstream text the proxy keeps or returns.
 
 pub mod api;
 pub mod body;
@@ -23,6 +24,7 @@ pub mod model;
 pub mod retrieval;
 pub mod routes;
 pub mod runs;
+pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -57,7 +57,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            runtime.block_on(async move {
+            let code = runtime.block_on(async move {
                 let listener = match tokio::net::TcpListener::bind(config.listen).await {
                     Ok(l) => l,
                     Err(e) => {
@@ -72,7 +72,11 @@ fn main() -> ExitCode {
                         ExitCode::FAILURE
                     }
                 }
-            })
+            });
+            // Blocking work still running (a file being extracted, say) must not hold the
+            // process: `server::run` has already bounded everything that matters.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            code
         }
     }
 }

@@ -71,6 +71,10 @@ pub struct Assistant {
     /// Files attached through the v1 assistant-files routes (kept to answer those routes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub v1_file_ids: Vec<String>,
+    /// Sent to the upstream with the assistant's runs (a run's own value wins); not part of
+    /// OpenAI's Assistant object, so stored but never rendered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_effort: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -178,18 +178,19 @@ pub async fn serve(
 ) {
     let builders = Arc::new(Builders::new(&state.config));
     // Cancelled when shutdown begins: each connection finishes the exchange in progress, then
-    // closes (HTTP/1 after the current response, HTTP/2 with GOAWAY).
+    // closes (HTTP/1 after the current response, HTTP/2 with GOAWAY); the proxy's own
+    // periodic work (`daemons`) stops at once.
     let draining = CancellationToken::new();
-    state.tasks.spawn(crate::runs::sweeper::run(state.clone()));
+    let daemons = TaskTracker::new();
+    daemons.spawn(crate::runs::sweeper::run(state.clone(), draining.clone()));
     if let Some(sessions) = &state.astra {
-        state
-            .tasks
-            .spawn(sessions.clone().sweep(state.shutdown.clone()));
+        daemons.spawn(sessions.clone().sweep(draining.clone()));
     }
     if let Some(poll) = state.busy_poll.clone() {
-        let stop = state.shutdown.clone();
-        state.tasks.spawn(async move { poll.run(stop).await });
+        let stop = draining.clone();
+        daemons.spawn(async move { poll.run(stop).await });
     }
+    daemons.close();
     let connections = TaskTracker::new();
     tracing::info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -227,29 +228,45 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: no longer accepting connections");
-    let grace = state.config.shutdown_grace;
     draining.cancel();
     connections.close();
-    if tokio::time::timeout(grace, connections.wait())
-        .await
-        .is_err()
-    {
+    state.tasks.close();
+    // The grace period: exchanges in progress, streams, runs and ingestions may finish.
+    let grace = state.config.shutdown_grace;
+    let work_done = async {
+        tokio::join!(connections.wait(), state.tasks.wait(), daemons.wait());
+    };
+    if tokio::time::timeout(grace, work_done).await.is_err() {
         tracing::warn!(
             grace_seconds = grace.as_secs(),
-            "grace period over; closing remaining connections"
+            connections = connections.len(),
+            tasks = state.tasks.len(),
+            "grace period over; stopping what is left (runs fail, ingestions are left to resume)"
         );
     }
+    // Then everything still running stops and saves its state, within the cleanup period;
+    // whatever has not finished by then is abandoned (runs are resolved by lease), so the
+    // process always exits.
     state.shutdown.cancel();
-    state.tasks.close();
-    connections.wait().await;
-    state.tasks.wait().await;
-    // Nothing can be sending upstream any more.
-    state.forwarder.client().close().await;
-    if let Some(relay) = &state.relay {
-        relay.close();
+    let cleanup = state.config.shutdown_cleanup;
+    let closed = async {
+        tokio::join!(connections.wait(), state.tasks.wait());
+        // Nothing can be sending upstream any more.
+        state.forwarder.client().close().await;
+        if let Some(relay) = &state.relay {
+            relay.close();
+        }
+        // Last: runs and ingestion have written their final state through these.
+        state.store_env.close().await;
+    };
+    if tokio::time::timeout(cleanup, closed).await.is_err() {
+        tracing::warn!(
+            cleanup_seconds = cleanup.as_secs(),
+            connections = connections.len(),
+            tasks = state.tasks.len(),
+            "work still running after the cleanup period; exiting without it"
+        );
     }
-    // Last: runs and ingestion have written their final state through these.
-    state.store_env.close().await;
     tracing::info!("shutdown complete");
 }
 

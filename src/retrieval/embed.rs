@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::body;
 use crate::error::Error;
+use crate::secrets::Scrubber;
 use crate::server::AppState;
+use crate::upstream::chat::{ReadError, read_to_end, retry_after};
 
 /// Texts per embeddings call: large enough to amortize the round trip, small enough that one
 /// slow call does not hold a whole file.
@@ -220,31 +221,44 @@ async fn call(state: &AppState, headers: &HeaderMap, body: Bytes) -> Result<Answ
     let resp = forwarder.send(req).await?;
     let status = resp.status();
     let retry_after = retry_after(resp.headers());
-    let bytes = match Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
-        .collect()
-        .await
+    let bytes = match read_to_end(
+        resp.into_body(),
+        forwarder.idle_timeout(),
+        MAX_RESPONSE_BYTES,
+    )
+    .await
     {
-        Ok(c) => c.to_bytes(),
+        Ok(bytes) => bytes,
+        Err(ReadError::Stalled(idle)) => {
+            return Err(Error::UpstreamTimeout {
+                message: format!(
+                    "The upstream stopped sending the embeddings response: nothing arrived for {} s.",
+                    idle.as_secs()
+                ),
+            });
+        }
         Err(e) => {
             return Err(Error::UpstreamUnavailable {
-                message: format!("reading the embeddings response failed: {e}"),
+                message: format!("reading the embeddings response failed: {e:?}"),
                 code: "upstream_broken",
             });
         }
     };
+    // The upstream's words are kept (a file's `last_error`) and shown: never with a key.
+    let scrub = Scrubber::for_headers(headers);
     if !status.is_success() {
         return Ok(Answer::Failed {
             status,
-            message: upstream_message(&bytes),
+            message: scrub.scrub(&upstream_message(&bytes)),
             retry_after,
         });
     }
     match serde_json::from_slice::<EmbeddingList>(&bytes) {
         Ok(list) => Ok(Answer::Vectors(list)),
         // Not retried: a malformed success will not become well-formed.
-        Err(e) => Ok(Answer::Unusable(format!(
+        Err(e) => Ok(Answer::Unusable(scrub.scrub(&format!(
             "the upstream's embeddings response could not be parsed: {e}"
-        ))),
+        )))),
     }
 }
 
@@ -254,23 +268,6 @@ fn upstream_message(bytes: &[u8]) -> String {
         .ok()
         .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
         .unwrap_or_else(|| String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned())
-}
-
-/// `retry-after-ms` (OpenAI's, in milliseconds) or `retry-after` (seconds).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let parse = |name: &str| -> Option<f64> {
-        headers
-            .get(name)?
-            .to_str()
-            .ok()?
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite() && *v >= 0.0)
-    };
-    parse("retry-after-ms")
-        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
-        .or_else(|| parse("retry-after").map(Duration::from_secs_f64))
 }
 
 fn vectors(list: EmbeddingList, expected: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
@@ -316,16 +313,6 @@ mod tests {
             .collect();
         assert_eq!(batches(&big), vec![0..2, 2..4, 4..5]);
         assert!(batches(&[]).is_empty());
-    }
-
-    #[test]
-    fn retry_after_headers() {
-        let mut h = HeaderMap::new();
-        h.insert("retry-after", HeaderValue::from_static("2"));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
-        h.insert("retry-after-ms", HeaderValue::from_static("150"));
-        assert_eq!(retry_after(&h), Some(Duration::from_millis(150)));
-        assert_eq!(retry_after(&HeaderMap::new()), None);
     }
 
     #[test]

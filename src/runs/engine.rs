@@ -14,6 +14,7 @@ use super::events::Event;
 use super::file_search::{self, Hit};
 use super::prompt::{self, FileSearchOffer, Limit, PromptInput, RunItem};
 use super::translate::{Finish, Turn, TurnCtx, citations};
+use super::{Stop, StopSignal};
 use crate::api::common::Caller;
 use crate::error::Error;
 use crate::model::{Message, RunRecord, RunStatus, RunStep, Usage};
@@ -31,6 +32,12 @@ pub type Sink = mpsc::UnboundedSender<Event>;
 const MAX_TURNS: usize = 16;
 /// Thread messages considered for a prompt (the newest); truncation then fits them.
 const MAX_PROMPT_MESSAGES: usize = 1000;
+/// Engine state: the usage of the tool_calls step waiting for outputs, shown on the step
+/// when the outputs complete it.
+pub const TOOL_STEP_USAGE: &str = "tool_step_usage";
+/// Engine state: the `reasoning_effort` the run's chat requests carry (the run's own, or its
+/// assistant's; not a field of OpenAI's Run object).
+pub const REASONING_EFFORT: &str = "reasoning_effort";
 /// How often a streamed partial answer is saved, so a crash keeps most of it.
 const PARTIAL_SAVE_EVERY: Duration = Duration::from_secs(1);
 /// The longest a run waits for its thread's vector store to finish indexing (spec §7.2).
@@ -243,7 +250,9 @@ enum TurnEnd {
     /// A token limit stopped the answer.
     Incomplete(&'static str),
     Failed(CallError),
-    Cancelled,
+    /// The engine must stop driving the run (cancel, expiry, shutdown, or it is no longer
+    /// this engine's).
+    Stopped(Stop),
 }
 
 /// Runs the engine for one run, until it completes, fails, is cancelled, or needs outputs.
@@ -255,8 +264,8 @@ pub async fn execute(
     start: Option<RunRecord>,
     sink: Option<Sink>,
 ) {
-    let (cancel, _guard) = state.run_registry.enter(&r.run_id);
-    if let Err(e) = drive(&state, &caller, &r, start, &sink, &cancel).await {
+    let (signal, _guard) = state.run_registry.enter(&r.run_id, &state.shutdown);
+    if let Err(e) = drive(&state, &caller, &r, start, &sink, &signal).await {
         tracing::error!(run_id = %r.run_id, error = %e, "run failed inside the proxy");
         let now = state.clock.now();
         let last_error = json!({"code": "server_error", "message": format!("The proxy failed while executing the run: {e}")});
@@ -300,7 +309,7 @@ async fn drive(
     r: &RunRef,
     start: Option<RunRecord>,
     sink: &Option<Sink>,
-    cancel: &tokio_util::sync::CancellationToken,
+    signal: &StopSignal,
 ) -> Result<(), Error> {
     // Claim: queued → in_progress, with this proxy's lease.
     let lease_ms = state.config.runs.lease.as_millis() as i64;
@@ -330,14 +339,11 @@ async fn drive(
 
     // A run that may search its thread's store first waits for that store (spec §7.2); an
     // expired store or a cancel ends the run through the same arms as a turn would.
-    let mut before = await_thread_store(state, caller, r, &mut held, cancel).await?;
+    let mut before = await_thread_store(state, caller, r, &mut held, signal).await?;
     for _ in 0..MAX_TURNS {
-        let turn = match before.take() {
-            Some(end) => Some((end, Usage::default(), Vec::new())),
-            None => one_turn(state, caller, r, &mut held, sink, cancel).await?,
-        };
-        let Some((end, usage, closing)) = turn else {
-            return finalize_cancel(state, r, sink).await;
+        let (end, usage, closing) = match before.take() {
+            Some(end) => (end, Usage::default(), Vec::new()),
+            None => one_turn(state, caller, r, &mut held, sink, signal).await?,
         };
         let now = state.clock.now();
         let known = held.rec.clone();
@@ -345,9 +351,8 @@ async fn drive(
             TurnEnd::Searched => {
                 // Record the turn's usage, renew the lease, and pick up concurrent changes (a
                 // cancel) between turns, in one write.
-                match renew(state, r, &mut held, Some(usage)).await? {
-                    Some(fresh) if fresh.run.status == RunStatus::InProgress => {}
-                    _ => return finalize_cancel(state, r, sink).await,
+                if let Some(stop) = renew(state, r, &mut held, Some(usage)).await? {
+                    return stop_run(state, r, sink, stop).await;
                 }
             }
             TurnEnd::Answered => {
@@ -368,13 +373,14 @@ async fn drive(
                 end.last_error = Some(last_error);
                 return end_run(state, r, known, sink, end).await;
             }
-            TurnEnd::Cancelled => return finalize_cancel(state, r, sink).await,
+            TurnEnd::Stopped(stop) => return stop_run(state, r, sink, stop).await,
             TurnEnd::NeedsOutputs(calls) => {
                 let written = transition_from(r, Some(known), Commit::Durable, |rec| {
                     if rec.run.status != RunStatus::InProgress {
                         return Apply::Skip;
                     }
                     add_usage(rec, usage);
+                    rec.state[TOOL_STEP_USAGE] = json!(usage);
                     rec.run.status = RunStatus::RequiresAction;
                     rec.run.required_action = Some(json!({
                         "type": "submit_tool_outputs",
@@ -390,7 +396,11 @@ async fn drive(
                     Some((rec, true)) => {
                         emit(sink, Event::Run("requires_action", Box::new(rec.run)))
                     }
-                    _ => return finalize_cancel(state, r, sink).await,
+                    Some((rec, false)) => {
+                        let stop = stop_for(state, &rec);
+                        return stop_run(state, r, sink, stop).await;
+                    }
+                    None => {}
                 }
                 return Ok(());
             }
@@ -407,13 +417,13 @@ async fn drive(
 /// `STORE_READY_WAIT`, then lets the run search whatever is indexed by then (the spec's
 /// 60-second fallback). Polls the store rather than listening for ingestion: the file may be
 /// ingested by another proxy sharing the database. Returns how the run ends instead, if it
-/// does: the store expired, or the run was cancelled meanwhile.
+/// does: the store expired, or the run was stopped meanwhile.
 async fn await_thread_store(
     state: &AppState,
     caller: &Caller,
     r: &RunRef,
     held: &mut Held,
-    cancel: &tokio_util::sync::CancellationToken,
+    signal: &StopSignal,
 ) -> Result<Option<TurnEnd>, Error> {
     if !held
         .rec
@@ -430,12 +440,9 @@ async fn await_thread_store(
         match file_search::thread_store(state, caller, &r.thread_id).await? {
             file_search::ThreadStore::Ready => return Ok(None),
             file_search::ThreadStore::Expired(id) => {
-                return Ok(Some(TurnEnd::Failed(CallError {
-                    code: "server_error",
-                    message: format!("Vector store '{id}' has expired."),
-                    status: None,
-                    retry_after: None,
-                })));
+                return Ok(Some(TurnEnd::Failed(CallError::server(format!(
+                    "Vector store '{id}' has expired."
+                )))));
             }
             file_search::ThreadStore::Indexing => {}
         }
@@ -443,30 +450,30 @@ async fn await_thread_store(
             tracing::info!(run_id = %r.run_id, waited_s = STORE_READY_WAIT.as_secs(), "thread vector store still indexing; searching what is ready");
             return Ok(None);
         };
-        if !renew_if_due(state, r, held).await? {
-            return Ok(Some(TurnEnd::Cancelled));
-        }
-        tokio::select! {
-            () = tokio::time::sleep(pause.min(left)) => {}
-            () = cancel.cancelled() => return Ok(Some(TurnEnd::Cancelled)),
+        if let Some(stop) = wait_renewing(state, r, held, signal, pause.min(left)).await? {
+            return Ok(Some(TurnEnd::Stopped(stop)));
         }
         pause = (pause * 2).min(Duration::from_millis(500));
     }
 }
 
-/// Renews this proxy's lease (adding a finished turn's usage, if any); returns the fresh record,
-/// or None/another status when the run was cancelled or taken away meanwhile.
+/// Renews this proxy's lease (adding a finished turn's usage, if any). None: the run is
+/// still this engine's to drive; otherwise why it must stop: a cancel arrived, the run
+/// reached its `expires_at` (a lease is never extended past it, so a run that cannot finish
+/// cannot hold its thread for ever), or it is no longer this engine's.
 async fn renew(
     state: &AppState,
     r: &RunRef,
     held: &mut Held,
     usage: Option<Usage>,
-) -> Result<Option<RunRecord>, Error> {
+) -> Result<Option<Stop>, Error> {
     let lease_ms = state.config.runs.lease.as_millis() as i64;
     let owner = state.instance_id.clone();
+    let now = state.clock.now();
     let out = transition_from(r, Some(held.rec.clone()), Commit::Progress, |rec| {
         if rec.run.status != RunStatus::InProgress
             || rec.lease_owner.as_deref() != Some(owner.as_str())
+            || rec.run.expires_at.is_some_and(|at| at <= now)
         {
             return Apply::Skip;
         }
@@ -477,25 +484,116 @@ async fn renew(
         Apply::Write
     })
     .await?;
-    Ok(out.map(|(rec, written)| {
-        if written {
-            held.rec = rec.clone();
+    Ok(match out {
+        Some((rec, true)) => {
+            held.rec = rec;
             held.renewed = tokio::time::Instant::now();
+            None
         }
-        rec
-    }))
+        Some((rec, false)) => Some(stop_for(state, &rec)),
+        None => Some(Stop::Lost),
+    })
 }
 
-/// Renews the lease if a third of it has gone since the last renewal; false when the run is
-/// no longer this proxy's to drive (cancelled or taken away meanwhile).
-async fn renew_if_due(state: &AppState, r: &RunRef, held: &mut Held) -> Result<bool, Error> {
-    if held.renewed.elapsed() < state.config.runs.lease / 3 {
-        return Ok(true);
+/// Why the engine must stop, judged from a record it may no longer write to.
+fn stop_for(state: &AppState, rec: &RunRecord) -> Stop {
+    let ours = rec.lease_owner.as_deref() == Some(state.instance_id.as_str());
+    match rec.run.status {
+        RunStatus::Cancelling => Stop::Cancel,
+        RunStatus::InProgress
+            if ours && rec.run.expires_at.is_some_and(|at| at <= state.clock.now()) =>
+        {
+            Stop::Expire
+        }
+        _ => Stop::Lost,
     }
-    Ok(matches!(
-        renew(state, r, held, None).await?,
-        Some(fresh) if fresh.run.status == RunStatus::InProgress
-    ))
+}
+
+/// Renews the lease if a third of it has gone since the last renewal; otherwise as [`renew`].
+async fn renew_if_due(
+    state: &AppState,
+    r: &RunRef,
+    held: &mut Held,
+) -> Result<Option<Stop>, Error> {
+    if held.renewed.elapsed() < state.config.runs.lease / 3 {
+        return Ok(None);
+    }
+    renew(state, r, held, None).await
+}
+
+/// Sleeps for `wait` (a retry's back-off, a store's indexing), renewing the lease as it goes;
+/// returns early if the run must stop.
+async fn wait_renewing(
+    state: &AppState,
+    r: &RunRef,
+    held: &mut Held,
+    signal: &StopSignal,
+    wait: Duration,
+) -> Result<Option<Stop>, Error> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if let Some(stop) = renew_if_due(state, r, held).await? {
+            return Ok(Some(stop));
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(left.min(state.config.runs.lease / 3)) => {}
+            () = signal.stopped() => return Ok(signal.reason()),
+        }
+    }
+}
+
+/// Whether a failed model call is tried again, after a wait: only a transient failure (429,
+/// 5xx, an unreachable, broken or silent upstream), only before the turn has produced any
+/// output (a retry cannot take back what clients were sent), at most `runs.model_attempts`
+/// times, never longer than the upstream's `retry-after` or `runs.model_retry_max_wait`
+/// allow, and never past the run's `expires_at`.
+enum Retry {
+    Again,
+    Stop(Stop),
+    GiveUp(CallError),
+}
+
+async fn before_retry(
+    state: &AppState,
+    r: &RunRef,
+    held: &mut Held,
+    signal: &StopSignal,
+    e: CallError,
+    attempt: u32,
+) -> Result<Retry, Error> {
+    let cfg = &state.config.runs;
+    let give_up = |mut e: CallError| {
+        if attempt > 1 {
+            e.message = format!("{} (gave up after {attempt} attempts)", e.message);
+        }
+        Ok(Retry::GiveUp(e))
+    };
+    if !e.transient || attempt >= cfg.model_attempts {
+        return give_up(e);
+    }
+    let wait = match e.retry_after {
+        // Waiting less than the upstream asked would only be refused again.
+        Some(hint) if hint > cfg.model_retry_max_wait => return give_up(e),
+        Some(hint) => hint,
+        None => cfg
+            .model_retry_base
+            .saturating_mul(1u32 << (attempt - 1).min(16))
+            .min(cfg.model_retry_max_wait),
+    };
+    let expires_at = held.rec.run.expires_at;
+    if expires_at.is_some_and(|at| state.clock.now_millis() + wait.as_millis() as i64 >= at * 1000)
+    {
+        return give_up(e);
+    }
+    tracing::info!(run_id = %r.run_id, attempt, wait_ms = wait.as_millis() as u64, error = %e, "model call failed before any output; retrying");
+    Ok(match wait_renewing(state, r, held, signal, wait).await? {
+        Some(stop) => Retry::Stop(stop),
+        None => Retry::Again,
+    })
 }
 
 /// How a run ends: its terminal status, what the last turn used, why, and the completion
@@ -561,14 +659,59 @@ async fn end_run(
         return finalize_cancel(state, r, sink).await;
     }
     if let Some((rec, true)) = written {
-        let name = match end.status {
-            RunStatus::Completed => "completed",
-            RunStatus::Incomplete => "incomplete",
-            RunStatus::Expired => "expired",
-            RunStatus::Cancelled => "cancelled",
-            _ => "failed",
-        };
-        emit(sink, Event::Run(name, Box::new(rec.run)));
+        emit(sink, Event::Run(ended_event(end.status), Box::new(rec.run)));
+    }
+    Ok(())
+}
+
+/// The name of the run event that announces a terminal status.
+fn ended_event(status: RunStatus) -> &'static str {
+    match status {
+        RunStatus::Completed => "completed",
+        RunStatus::Incomplete => "incomplete",
+        RunStatus::Expired => "expired",
+        RunStatus::Cancelled => "cancelled",
+        _ => "failed",
+    }
+}
+
+/// What the open steps of a run ending unfinished with `status` become, and the
+/// `incomplete_details.reason` of its open message.
+pub fn unfinished_labels(status: RunStatus) -> (&'static str, &'static str) {
+    match status {
+        RunStatus::Cancelled => ("cancelled", "run_cancelled"),
+        RunStatus::Expired => ("expired", "run_expired"),
+        _ => ("failed", "run_failed"),
+    }
+}
+
+/// Ends a run that will not be finished (cancelled, expired, or failed by the proxy): closes
+/// its open message (`incomplete`) and steps, then moves the run to `status` if it is still
+/// in one of `from`.
+pub async fn end_unfinished(
+    state: &AppState,
+    r: &RunRef,
+    sink: &Option<Sink>,
+    from: &[RunStatus],
+    status: RunStatus,
+    last_error: Option<Value>,
+) -> Result<(), Error> {
+    let now = state.clock.now();
+    let (step_status, reason) = unfinished_labels(status);
+    close_open_items(r, step_status, reason, last_error.as_ref(), now, sink).await?;
+    let written = transition(r, |rec| {
+        if !from.contains(&rec.run.status) {
+            return Apply::Skip;
+        }
+        if last_error.is_some() {
+            rec.run.last_error = last_error.clone();
+        }
+        finish_run(rec, status, now);
+        Apply::Write
+    })
+    .await?;
+    if let Some((rec, true)) = written {
+        emit(sink, Event::Run(ended_event(status), Box::new(rec.run)));
     }
     Ok(())
 }
@@ -579,23 +722,42 @@ pub async fn finalize_cancel(
     r: &RunRef,
     sink: &Option<Sink>,
 ) -> Result<(), Error> {
-    let now = state.clock.now();
-    close_open_items(r, "cancelled", "run_cancelled", None, now, sink).await?;
-    let written = transition(r, |rec| {
-        if !matches!(
-            rec.run.status,
-            RunStatus::Cancelling | RunStatus::InProgress | RunStatus::Queued
-        ) {
-            return Apply::Skip;
+    let from = [
+        RunStatus::Cancelling,
+        RunStatus::InProgress,
+        RunStatus::Queued,
+    ];
+    end_unfinished(state, r, sink, &from, RunStatus::Cancelled, None).await
+}
+
+/// Ends a run the engine was told to stop. A run that is no longer this engine's is left to
+/// whoever has it.
+async fn stop_run(
+    state: &AppState,
+    r: &RunRef,
+    sink: &Option<Sink>,
+    stop: Stop,
+) -> Result<(), Error> {
+    let active = [RunStatus::InProgress, RunStatus::Queued];
+    match stop {
+        Stop::Cancel => finalize_cancel(state, r, sink).await,
+        Stop::Expire => {
+            tracing::info!(run_id = %r.run_id, "run reached its expires_at while executing");
+            end_unfinished(state, r, sink, &active, RunStatus::Expired, None).await
         }
-        finish_run(rec, RunStatus::Cancelled, now);
-        Apply::Write
-    })
-    .await?;
-    if let Some((rec, true)) = written {
-        emit(sink, Event::Run("cancelled", Box::new(rec.run)));
+        Stop::Shutdown => {
+            tracing::warn!(run_id = %r.run_id, "shutdown grace period over; failing the run");
+            let last_error = json!({
+                "code": "server_error",
+                "message": "The proxy shut down before the run finished.",
+            });
+            end_unfinished(state, r, sink, &active, RunStatus::Failed, Some(last_error)).await
+        }
+        Stop::Lost => {
+            tracing::info!(run_id = %r.run_id, "run resolved elsewhere; this engine stops");
+            Ok(())
+        }
     }
-    Ok(())
 }
 
 /// The run's file_search offer and the stores it searches (assistant's and thread's).
@@ -643,9 +805,12 @@ async fn file_search_setup(
     )))
 }
 
-/// The thread's messages for the prompt (oldest first, at most the newest
-/// `MAX_PROMPT_MESSAGES`), without those this run created.
+/// The thread's messages for the prompt, without those this run created: its opening
+/// message, then (oldest first) at most the newest `MAX_PROMPT_MESSAGES`, which is as far as
+/// a prompt looks back (the memory one run holds however long its thread). Truncation then
+/// fits them (`prompt::build`: the opening is kept and the middle dropped first).
 async fn prompt_messages(r: &RunRef) -> Result<Vec<Message>, Error> {
+    let not_this_run = |m: &Message| m.run_id.as_deref() != Some(r.run_id.as_str());
     let mut out = Vec::new();
     let mut q = ListQuery {
         limit: 100,
@@ -653,25 +818,43 @@ async fn prompt_messages(r: &RunRef) -> Result<Vec<Message>, Error> {
         after: None,
         before: None,
     };
-    loop {
+    let reached_start = loop {
         let page = r
             .store
             .messages
             .list_messages(&r.tenant, &r.thread_id, None, &q)
             .await?;
         let last = page.items.last().map(|m| m.id.clone());
-        out.extend(
-            page.items
-                .into_iter()
-                .filter(|m| m.run_id.as_deref() != Some(r.run_id.as_str())),
-        );
-        if !page.has_more || out.len() >= MAX_PROMPT_MESSAGES {
-            break;
+        out.extend(page.items.into_iter().filter(not_this_run));
+        if !page.has_more {
+            break true;
+        }
+        if out.len() >= MAX_PROMPT_MESSAGES {
+            break false;
         }
         q.after = last;
-    }
+    };
     out.truncate(MAX_PROMPT_MESSAGES);
     out.reverse();
+    if !reached_start || out.len() == MAX_PROMPT_MESSAGES {
+        // The window does not reach back to the start: read the opening on its own.
+        let first = ListQuery {
+            limit: 2,
+            order: Order::Asc,
+            after: None,
+            before: None,
+        };
+        let page = r
+            .store
+            .messages
+            .list_messages(&r.tenant, &r.thread_id, None, &first)
+            .await?;
+        if let Some(opening) = page.items.into_iter().find(not_this_run)
+            && out.first().is_none_or(|m| m.id != opening.id)
+        {
+            out.insert(0, opening);
+        }
+    }
     Ok(out)
 }
 
@@ -786,8 +969,8 @@ async fn one_turn(
     r: &RunRef,
     held: &mut Held,
     sink: &Option<Sink>,
-    cancel: &tokio_util::sync::CancellationToken,
-) -> Result<Option<(TurnEnd, Usage, Vec<Event>)>, Error> {
+    signal: &StopSignal,
+) -> Result<(TurnEnd, Usage, Vec<Event>), Error> {
     let rec = &held.rec.clone();
     let fs = file_search_setup(r, rec).await?;
     let messages = prompt_messages(r).await?;
@@ -805,91 +988,108 @@ async fn one_turn(
             prompt_tokens_used: usage.prompt_tokens,
             completion_tokens_used: usage.completion_tokens,
             images: &lookup,
+            reasoning_effort: rec.state[REASONING_EFFORT].as_str(),
         })
     };
+    let nothing = |end| Ok((end, Usage::default(), Vec::new()));
     let p = match built {
         Ok(p) => p,
-        Err(Limit::MaxPromptTokens) => {
-            return Ok(Some((
-                TurnEnd::Incomplete("max_prompt_tokens"),
-                Usage::default(),
-                Vec::new(),
-            )));
-        }
+        Err(Limit::MaxPromptTokens) => return nothing(TurnEnd::Incomplete("max_prompt_tokens")),
         Err(Limit::MaxCompletionTokens) => {
-            return Ok(Some((
-                TurnEnd::Incomplete("max_completion_tokens"),
-                Usage::default(),
-                Vec::new(),
-            )));
+            return nothing(TurnEnd::Incomplete("max_completion_tokens"));
         }
     };
 
     // Loading and tokenizing a long thread takes time: renew before the call if a good part
     // of the lease has gone (a just-claimed run goes straight on).
-    if !renew_if_due(state, r, held).await? {
-        return Ok(Some((TurnEnd::Cancelled, Usage::default(), Vec::new())));
+    if let Some(stop) = renew_if_due(state, r, held).await? {
+        return nothing(TurnEnd::Stopped(stop));
     }
     tracing::debug!(run_id = %r.run_id, model = %rec.run.model, dropped = p.dropped_messages, "calling the model");
-    let stream = tokio::select! {
-        s = ChatStream::open(&state.forwarder, &caller.upstream_headers, &p.body) => s,
-        () = cancel.cancelled() => return Ok(None),
-    };
-    let mut stream = match stream {
-        Ok(s) => s,
-        Err(e) => return Ok(Some((TurnEnd::Failed(e), Usage::default(), Vec::new()))),
-    };
-
-    let mut turn = Turn::new(TurnCtx {
+    let ctx = TurnCtx {
         thread_id: r.thread_id.clone(),
         run_id: r.run_id.clone(),
         assistant_id: rec.run.assistant_id.clone(),
         now: state.clock.now(),
         file_search_name: fs.as_ref().map(|(o, _, _)| o.name.clone()),
-    });
-    // The first renewal is a third of a lease away. (Not `interval` plus awaiting its
-    // immediate first tick: a timer only fires on the time driver's next millisecond, so that
-    // "immediate" tick cost every turn up to 1 ms.)
-    let every = state.config.runs.lease / 3;
-    let mut renew_tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    let mut last_save = tokio::time::Instant::now();
-    let mut failure: Option<CallError> = None;
-    loop {
-        let next = tokio::select! {
-            n = stream.next() => n,
-            () = cancel.cancelled() => {
-                save_partial(r, &turn).await?;
-                return Ok(None);
-            }
-            _ = renew_tick.tick() => {
-                match renew(state, r, held, None).await? {
-                    Some(fresh) if fresh.run.status == RunStatus::InProgress => continue,
-                    _ => {
-                        save_partial(r, &turn).await?;
-                        return Ok(Some((TurnEnd::Cancelled, Usage::default(), Vec::new())));
-                    }
-                }
+    };
+    // A stop while the turn streams keeps what it produced so far, unless the run is no
+    // longer this engine's to write.
+    let stopped = |stop: Stop, turn: Turn| async move {
+        if stop != Stop::Lost {
+            save_partial(r, &turn).await?;
+        }
+        nothing(TurnEnd::Stopped(stop))
+    };
+    let mut attempt = 1;
+    let (turn, failure) = 'call: loop {
+        let opened = tokio::select! {
+            s = ChatStream::open(&state.forwarder, &caller.upstream_headers, &p.body) => s,
+            () = signal.stopped() => {
+                return nothing(TurnEnd::Stopped(signal.reason().unwrap_or(Stop::Cancel)));
             }
         };
-        match next {
-            Ok(Some(chunk)) => {
-                let events = turn.push(&chunk);
-                persist(r, &events).await?;
-                for ev in events {
-                    emit(sink, ev);
+        let mut stream = match opened {
+            Ok(s) => s,
+            Err(e) => match before_retry(state, r, held, signal, e, attempt).await? {
+                Retry::Again => {
+                    attempt += 1;
+                    continue 'call;
                 }
-                if last_save.elapsed() >= PARTIAL_SAVE_EVERY {
-                    save_partial(r, &turn).await?;
-                    last_save = tokio::time::Instant::now();
+                Retry::Stop(stop) => return nothing(TurnEnd::Stopped(stop)),
+                Retry::GiveUp(e) => return nothing(TurnEnd::Failed(e)),
+            },
+        };
+        let mut turn = Turn::new(ctx.clone());
+        // Whether clients have been sent anything of this turn: from then on a failure is
+        // final (the partial answer is kept, `incomplete`), never retried.
+        let mut produced = false;
+        // The first renewal is a third of a lease away. (Not `interval` plus awaiting its
+        // immediate first tick: a timer only fires on the time driver's next millisecond, so
+        // that "immediate" tick cost every turn up to 1 ms.)
+        let every = state.config.runs.lease / 3;
+        let mut renew_tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut last_save = tokio::time::Instant::now();
+        loop {
+            let next = tokio::select! {
+                n = stream.next() => n,
+                () = signal.stopped() => {
+                    return stopped(signal.reason().unwrap_or(Stop::Cancel), turn).await;
                 }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                failure = Some(e);
-                break;
+                _ = renew_tick.tick() => {
+                    match renew(state, r, held, None).await? {
+                        None => continue,
+                        Some(stop) => return stopped(stop, turn).await,
+                    }
+                }
+            };
+            match next {
+                Ok(Some(chunk)) => {
+                    let events = turn.push(&chunk);
+                    produced |= !events.is_empty();
+                    persist(r, &events).await?;
+                    for ev in events {
+                        emit(sink, ev);
+                    }
+                    if last_save.elapsed() >= PARTIAL_SAVE_EVERY {
+                        save_partial(r, &turn).await?;
+                        last_save = tokio::time::Instant::now();
+                    }
+                }
+                Ok(None) => break 'call (turn, None),
+                Err(e) if produced => break 'call (turn, Some(e)),
+                Err(e) => match before_retry(state, r, held, signal, e, attempt).await? {
+                    Retry::Again => {
+                        attempt += 1;
+                        continue 'call;
+                    }
+                    Retry::Stop(stop) => return nothing(TurnEnd::Stopped(stop)),
+                    Retry::GiveUp(e) => break 'call (turn, Some(e)),
+                },
             }
         }
-    }
+    };
+    let mut turn = turn;
 
     tracing::debug!(run_id = %r.run_id, failed = failure.is_some(), "model turn ended");
     let turn_usage = turn.usage().unwrap_or_else(|| {
@@ -909,7 +1109,7 @@ async fn one_turn(
         // Keep the partial answer; close_open_items marks it incomplete. The usage still
         // counts: the caller records it with the failure.
         save_partial(r, &turn).await?;
-        return Ok(Some((TurnEnd::Failed(e), turn_usage, Vec::new())));
+        return Ok((TurnEnd::Failed(e), turn_usage, Vec::new()));
     }
 
     let now = state.clock.now();
@@ -918,7 +1118,13 @@ async fn one_turn(
     let mut closing = Vec::new();
     if turn.message().is_some() {
         let anns = citation_annotations(&steps, rec, &turn.text());
-        let incomplete = (turn.finish() == Some(&Finish::Length)).then_some("max_tokens");
+        // A cut answer is kept `incomplete`, saying why: the token limit, or the upstream's
+        // content filter.
+        let incomplete = match turn.finish() {
+            Some(Finish::Length) => Some("max_tokens"),
+            Some(Finish::ContentFilter) => Some("content_filter"),
+            _ => None,
+        };
         let message_usage = (!has_tool_step).then_some(turn_usage);
         closing = turn.complete_message(anns, incomplete, now, message_usage);
     }
@@ -930,7 +1136,7 @@ async fn one_turn(
         } else {
             TurnEnd::Answered
         };
-        return Ok(Some((end, turn_usage, closing)));
+        return Ok((end, turn_usage, closing));
     }
     persist(r, &closing).await?;
     for ev in closing {
@@ -946,17 +1152,18 @@ async fn one_turn(
     let mut args_state = serde_json::Map::new();
     for c in calls.iter().filter(|c| c.file_search) {
         let query = file_search::query_of(&c.arguments, &messages);
-        let hits = file_search::search(state, caller, &offer_stores, &query, &ranking).await;
+        let hits = tokio::select! {
+            hits = file_search::search(state, caller, &offer_stores, &query, &ranking) => hits,
+            () = signal.stopped() => {
+                let stop = signal.reason().unwrap_or(Stop::Cancel);
+                return Ok((TurnEnd::Stopped(stop), turn_usage, Vec::new()));
+            }
+        };
         let hits = match hits {
             Ok(h) => h,
             Err(e) => {
-                let e = CallError {
-                    code: "server_error",
-                    message: format!("file_search failed: {e}"),
-                    status: None,
-                    retry_after: None,
-                };
-                return Ok(Some((TurnEnd::Failed(e), turn_usage, Vec::new())));
+                let e = CallError::server(format!("file_search failed: {e}"));
+                return Ok((TurnEnd::Failed(e), turn_usage, Vec::new()));
             }
         };
         results.insert(c.id.clone(), file_search::step_details(&ranking, &hits));
@@ -988,7 +1195,7 @@ async fn one_turn(
     let Some(mut step) =
         turn.tool_step_with_calls(&|c| results.get(&c.id).cloned().unwrap_or(json!({})))
     else {
-        return Ok(Some((TurnEnd::Answered, turn_usage, Vec::new())));
+        return Ok((TurnEnd::Answered, turn_usage, Vec::new()));
     };
     let functions: Vec<Value> = calls
         .iter()
@@ -1001,15 +1208,12 @@ async fn one_turn(
         step.usage = Some(turn_usage);
         r.store.runs.put_step(&r.tenant, &step).await?;
         emit(sink, Event::Step("completed", Box::new(step)));
-        Ok(Some((TurnEnd::Searched, turn_usage, Vec::new())))
+        Ok((TurnEnd::Searched, turn_usage, Vec::new()))
     } else {
-        step.usage = Some(turn_usage);
+        // The step waits for the client's outputs, `in_progress`: its usage is shown once it
+        // completes (OpenAI's steps carry none before), so the run keeps it until then.
         r.store.runs.put_step(&r.tenant, &step).await?;
-        Ok(Some((
-            TurnEnd::NeedsOutputs(functions),
-            turn_usage,
-            Vec::new(),
-        )))
+        Ok((TurnEnd::NeedsOutputs(functions), turn_usage, Vec::new()))
     }
 }
 

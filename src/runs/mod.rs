@@ -18,8 +18,8 @@ pub mod sweeper;
 pub mod translate;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
@@ -54,22 +54,102 @@ impl Clock {
     }
 }
 
+/// Why the engine stops driving a run before the run ends by itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// A cancel: the run ends `cancelled`.
+    Cancel,
+    /// The run reached its `expires_at`: it ends `expired`.
+    Expire,
+    /// The proxy is shutting down and its grace period is over: the run ends `failed`.
+    Shutdown,
+    /// Someone else resolved the run or took it over (a sweeper, another proxy): this
+    /// engine writes nothing more.
+    Lost,
+}
+
+impl Stop {
+    fn code(self) -> u8 {
+        match self {
+            Stop::Cancel => 1,
+            Stop::Expire => 2,
+            Stop::Shutdown => 3,
+            Stop::Lost => 4,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Stop> {
+        match code {
+            1 => Some(Stop::Cancel),
+            2 => Some(Stop::Expire),
+            3 => Some(Stop::Shutdown),
+            4 => Some(Stop::Lost),
+            _ => None,
+        }
+    }
+}
+
+/// The engine's side of a run's stop signal: fires on a local cancel or expiry, and when
+/// the proxy's shutdown token fires (the run's token is its child).
+#[derive(Clone)]
+pub struct StopSignal {
+    token: CancellationToken,
+    reason: Arc<AtomicU8>,
+}
+
+impl StopSignal {
+    /// A signal of its own, fired only through [`StopSignal::stop`] or `parent`.
+    pub fn child_of(parent: &CancellationToken) -> StopSignal {
+        StopSignal {
+            token: parent.child_token(),
+            reason: Arc::new(AtomicU8::new(0)),
+        }
+    }
+
+    /// Fires the signal; the first reason given is the one kept.
+    pub fn stop(&self, why: Stop) {
+        let _ = self
+            .reason
+            .compare_exchange(0, why.code(), Ordering::AcqRel, Ordering::Acquire);
+        self.token.cancel();
+    }
+
+    /// Resolves when the signal fires.
+    pub async fn stopped(&self) {
+        self.token.cancelled().await;
+    }
+
+    /// Why the signal fired (None while it has not): a reason given to `stop`, or else the
+    /// parent (shutdown) fired.
+    pub fn reason(&self) -> Option<Stop> {
+        if !self.token.is_cancelled() {
+            return None;
+        }
+        Some(Stop::from_code(self.reason.load(Ordering::Acquire)).unwrap_or(Stop::Shutdown))
+    }
+}
+
 /// Runs executing in this process, so a cancel arriving here reaches the engine at once
 /// (a cancel arriving at another proxy is seen at the next lease renewal).
 #[derive(Default)]
 pub struct Registry {
-    running: Mutex<HashMap<String, CancellationToken>>,
+    running: Mutex<HashMap<String, StopSignal>>,
 }
 
 impl Registry {
-    /// Registers a run; the guard unregisters it when the engine stops.
-    pub fn enter(&self, run_id: &str) -> (CancellationToken, RegistryGuard<'_>) {
-        let token = CancellationToken::new();
+    /// Registers a run; the guard unregisters it when the engine stops. `shutdown` is the
+    /// proxy's: when it fires, so does the run's signal.
+    pub fn enter(
+        &self,
+        run_id: &str,
+        shutdown: &CancellationToken,
+    ) -> (StopSignal, RegistryGuard<'_>) {
+        let signal = StopSignal::child_of(shutdown);
         if let Ok(mut map) = self.running.lock() {
-            map.insert(run_id.to_owned(), token.clone());
+            map.insert(run_id.to_owned(), signal.clone());
         }
         (
-            token,
+            signal,
             RegistryGuard {
                 registry: self,
                 run_id: run_id.to_owned(),
@@ -77,18 +157,23 @@ impl Registry {
         )
     }
 
-    /// Signals a locally executing run; false if it is not executing here.
-    pub fn cancel(&self, run_id: &str) -> bool {
+    /// Signals a locally executing run to stop; false if it is not executing here.
+    pub fn stop(&self, run_id: &str, why: Stop) -> bool {
         match self.running.lock() {
             Ok(map) => match map.get(run_id) {
-                Some(t) => {
-                    t.cancel();
+                Some(signal) => {
+                    signal.stop(why);
                     true
                 }
                 None => false,
             },
             Err(_) => false,
         }
+    }
+
+    /// Cancels a locally executing run; false if it is not executing here.
+    pub fn cancel(&self, run_id: &str) -> bool {
+        self.stop(run_id, Stop::Cancel)
     }
 
     pub fn is_running(&self, run_id: &str) -> bool {
@@ -109,5 +194,37 @@ impl Drop for RegistryGuard<'_> {
         if let Ok(mut map) = self.registry.running.lock() {
             map.remove(&self.run_id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_keeps_its_first_reason_and_shutdown_is_the_parents() {
+        let shutdown = CancellationToken::new();
+        let s = StopSignal::child_of(&shutdown);
+        assert_eq!(s.reason(), None);
+        s.stop(Stop::Expire);
+        s.stop(Stop::Cancel);
+        assert_eq!(s.reason(), Some(Stop::Expire));
+
+        let other = StopSignal::child_of(&shutdown);
+        shutdown.cancel();
+        assert_eq!(other.reason(), Some(Stop::Shutdown));
+    }
+
+    #[test]
+    fn the_registry_reaches_only_registered_runs() {
+        let reg = Registry::default();
+        let shutdown = CancellationToken::new();
+        let (signal, guard) = reg.enter("run_a", &shutdown);
+        assert!(reg.is_running("run_a"));
+        assert!(!reg.stop("run_b", Stop::Cancel));
+        assert!(reg.cancel("run_a"));
+        assert_eq!(signal.reason(), Some(Stop::Cancel));
+        drop(guard);
+        assert!(!reg.is_running("run_a"));
     }
 }

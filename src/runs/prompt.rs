@@ -78,7 +78,8 @@ impl FileSearchOffer {
 
 pub struct PromptInput<'a> {
     pub run: &'a Run,
-    /// Thread messages in creation order, without the messages this run created.
+    /// Thread messages in creation order, without the messages this run created: the
+    /// thread's opening message first, then its newest messages (a gap may lie between).
     pub thread_messages: &'a [Message],
     pub run_items: &'a [RunItem],
     pub file_search: Option<&'a FileSearchOffer>,
@@ -90,6 +91,8 @@ pub struct PromptInput<'a> {
     pub completion_tokens_used: u64,
     /// `data:` URLs for `image_file` parts, by file id (files the engine could load).
     pub images: &'a dyn Fn(&str) -> Option<String>,
+    /// The run's (or its assistant's) `reasoning_effort`, passed on as it is.
+    pub reasoning_effort: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -199,6 +202,73 @@ fn tool_choice(run: &Run, file_search: Option<&FileSearchOffer>) -> Option<Value
     }
 }
 
+/// The thread's messages that go into the prompt, in order, how many were left out, and the
+/// tokens used with them (`fixed` included).
+///
+/// The rule, by truncation strategy:
+/// - `last_messages: n`: the newest `n` messages, fewer if the budget runs out first.
+/// - `auto` (and `last_messages` without a number): OpenAI drops messages from the *middle*
+///   of a long thread. The thread's opening message (usually the task the user set) is kept
+///   if it fits in half the budget; then the newest messages that fit, newest first; the
+///   messages between are dropped.
+///
+/// When not even the newest message fits: with an explicit `max_prompt_tokens` the run stops
+/// `incomplete`; otherwise the upstream gets the newest message and judges itself.
+fn fit_thread(
+    input: &PromptInput<'_>,
+    fixed: u64,
+    budget: u64,
+    window: u64,
+    prompt_budget: Option<u64>,
+) -> Result<(Vec<Value>, usize, u64), Limit> {
+    let run = input.run;
+    let all = input.thread_messages;
+    let total = all.len();
+    let keep_last = match run.truncation_strategy["type"].as_str() {
+        Some("last_messages") => run.truncation_strategy["last_messages"].as_u64(),
+        _ => None,
+    };
+    let mut used = fixed;
+    let mut opening: Option<Value> = None;
+    let mut rest = all;
+    if keep_last.is_none()
+        && let Some((first, later)) = all.split_first()
+    {
+        let cm = chat_message(first, input.images);
+        let t = tokens_of(&cm);
+        if used + t <= fixed + budget.saturating_sub(fixed) / 2 {
+            used += t;
+            opening = Some(cm);
+            rest = later;
+        }
+    }
+    let limit = keep_last.map_or(usize::MAX, |n| n as usize);
+    let mut newest: Vec<Value> = Vec::new();
+    for m in rest.iter().rev().take(limit) {
+        let cm = chat_message(m, input.images);
+        let t = tokens_of(&cm);
+        if used + t > budget {
+            break;
+        }
+        used += t;
+        newest.push(cm);
+    }
+    if newest.is_empty() && opening.is_none() && total > 0 && input.run_items.is_empty() {
+        if prompt_budget.is_some_and(|p| p < window) {
+            return Err(Limit::MaxPromptTokens);
+        }
+        if let Some(m) = all.last() {
+            let cm = chat_message(m, input.images);
+            used += tokens_of(&cm);
+            newest.push(cm);
+        }
+    }
+    newest.reverse();
+    let kept: Vec<Value> = opening.into_iter().chain(newest).collect();
+    let dropped = total - kept.len();
+    Ok((kept, dropped, used))
+}
+
 /// Builds the request body, or says which limit makes a request impossible.
 pub fn build(input: &PromptInput<'_>) -> Result<Prompt, Limit> {
     let run = input.run;
@@ -249,39 +319,7 @@ pub fn build(input: &PromptInput<'_>) -> Result<Prompt, Limit> {
         budget = budget.min(p);
     }
 
-    // Newest messages first, under `last_messages` and the token budget.
-    let keep_last = match run.truncation_strategy["type"].as_str() {
-        Some("last_messages") => run.truncation_strategy["last_messages"]
-            .as_u64()
-            .map_or(usize::MAX, |n| n as usize),
-        _ => usize::MAX,
-    };
-    let mut used = fixed;
-    let mut kept: Vec<Value> = Vec::new();
-    let total = input.thread_messages.len();
-    for m in input.thread_messages.iter().rev().take(keep_last) {
-        let cm = chat_message(m, input.images);
-        let t = tokens_of(&cm);
-        if used + t > budget {
-            break;
-        }
-        used += t;
-        kept.push(cm);
-    }
-    if kept.is_empty() && total > 0 && tail.is_empty() {
-        // Not even the newest message fits. With an explicit prompt budget the run stops
-        // `incomplete`; otherwise the upstream gets the newest message and judges itself.
-        if prompt_budget.is_some_and(|p| p < window) {
-            return Err(Limit::MaxPromptTokens);
-        }
-        if let Some(m) = input.thread_messages.last() {
-            let cm = chat_message(m, input.images);
-            used += tokens_of(&cm);
-            kept.push(cm);
-        }
-    }
-    let dropped = total - kept.len();
-    kept.reverse();
+    let (kept, dropped, used) = fit_thread(input, fixed, budget, window, prompt_budget)?;
 
     let mut messages = head;
     messages.extend(kept);
@@ -311,6 +349,9 @@ pub fn build(input: &PromptInput<'_>) -> Result<Prompt, Limit> {
     }
     if run.response_format.is_object() {
         body["response_format"] = run.response_format.clone();
+    }
+    if let Some(effort) = input.reasoning_effort {
+        body["reasoning_effort"] = json!(effort);
     }
     Ok(Prompt {
         body,
@@ -394,6 +435,7 @@ mod tests {
             prompt_tokens_used: 0,
             completion_tokens_used: 0,
             images: &|_| None,
+            reasoning_effort: None,
         }
     }
 
@@ -476,6 +518,83 @@ mod tests {
         let p = build(&inp).unwrap();
         assert!(p.dropped_messages > 0 && p.dropped_messages < 50);
         assert!(p.estimated_tokens <= 2000);
+    }
+
+    /// The texts of the thread messages a prompt carries (the system message left out).
+    fn thread_texts(p: &Prompt) -> Vec<String> {
+        p.body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] != "system")
+            .map(|m| m["content"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn auto_truncation_drops_the_middle_and_keeps_the_opening() {
+        let mut r = run();
+        r.model = "tiny-model".into();
+        let mut msgs = vec![msg("user", "TASK: summarise the quarterly figures.")];
+        msgs.extend((1..60).map(|i| msg("user", &format!("message {i} ").repeat(20))));
+        let mut inp = input(&r, &msgs, &[], None);
+        inp.default_context = 4096 + 1000;
+        let p = build(&inp).unwrap();
+        let texts = thread_texts(&p);
+        assert_eq!(texts[0], "TASK: summarise the quarterly figures.");
+        assert!(
+            texts.last().unwrap().starts_with("message 59 "),
+            "{texts:?}"
+        );
+        // What is left out is a run of middle messages: the newest kept are contiguous.
+        let n = texts.len();
+        assert!(n > 3 && n < 30, "{n} kept");
+        assert!(texts[1].starts_with(&format!("message {} ", 60 - (n - 1))));
+        assert_eq!(p.dropped_messages, 60 - n);
+        assert!(p.estimated_tokens <= 1000);
+
+        // `last_messages` without a number is sized the same way.
+        r.truncation_strategy = json!({"type": "last_messages", "last_messages": null});
+        let mut inp = input(&r, &msgs, &[], None);
+        inp.default_context = 4096 + 1000;
+        assert_eq!(thread_texts(&build(&inp).unwrap()), texts);
+
+        // `last_messages: n` keeps only the newest n, opening or not.
+        r.truncation_strategy = json!({"type": "last_messages", "last_messages": 3});
+        let texts = thread_texts(&build(&input(&r, &msgs, &[], None)).unwrap());
+        assert_eq!(texts.len(), 3);
+        assert!(texts[0].starts_with("message 57 "));
+    }
+
+    #[test]
+    fn an_opening_larger_than_half_the_budget_is_dropped_like_the_rest() {
+        let mut r = run();
+        r.model = "tiny-model".into();
+        // ~700 tokens of opening, in a budget of 1000, and 30 newer messages of ~20 tokens:
+        // pinning the opening would leave room for a dozen of them.
+        let mut msgs = vec![msg("user", &"opening ".repeat(700))];
+        msgs.extend((1..=30).map(|i| msg("user", &format!("m{i} ").repeat(8))));
+        let mut inp = input(&r, &msgs, &[], None);
+        inp.default_context = 4096 + 1000;
+        let texts = thread_texts(&build(&inp).unwrap());
+        assert_eq!(texts.len(), 30, "{texts:?}");
+        assert!(texts[0].starts_with("m1 "));
+    }
+
+    #[test]
+    fn reasoning_effort_reaches_the_request() {
+        let r = run();
+        let msgs = vec![msg("user", "hi")];
+        assert!(
+            build(&input(&r, &msgs, &[], None))
+                .unwrap()
+                .body
+                .get("reasoning_effort")
+                .is_none()
+        );
+        let mut inp = input(&r, &msgs, &[], None);
+        inp.reasoning_effort = Some("low");
+        assert_eq!(build(&inp).unwrap().body["reasoning_effort"], "low");
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub struct RunOptions {
     pub thread: Option<NewThread>,
     pub tool_resources_stores: Vec<String>,
     pub include_content: bool,
+    /// Sent upstream as the chat request's `reasoning_effort` (over the assistant's).
+    pub reasoning_effort: Option<String>,
 }
 
 fn set<T>(f: Field<T>) -> Option<T> {
@@ -73,10 +75,10 @@ pub fn parse(
         ..RunOptions::default()
     };
     if !thread_and_run {
-        f.enumeration(
+        o.reasoning_effort = set(f.enumeration(
             "reasoning_effort",
             crate::api::assistants::types::REASONING_EFFORTS,
-        )?;
+        )?);
         o.additional_instructions = set(f.string(
             "additional_instructions",
             crate::api::assistants::types::MAX_INSTRUCTIONS,
@@ -193,22 +195,10 @@ pub async fn expire_if_due(
         .ok_or_else(|| not_found(&r.run_id))
 }
 
-/// Expires a run (and its open steps).
+/// Expires a run that is not executing (and its open steps).
 pub async fn expire(state: &AppState, r: &RunRef) -> Result<(), Error> {
-    let now = state.clock.now();
-    engine::close_open_items(r, "expired", "run_expired", None, now, &None).await?;
-    transition(r, |rec| {
-        if !matches!(
-            rec.run.status,
-            RunStatus::RequiresAction | RunStatus::Queued
-        ) {
-            return Apply::Skip;
-        }
-        engine::finish_run(rec, RunStatus::Expired, now);
-        Apply::Write
-    })
-    .await?;
-    Ok(())
+    let from = [RunStatus::RequiresAction, RunStatus::Queued];
+    engine::end_unfinished(state, r, &None, &from, RunStatus::Expired, None).await
 }
 
 /// Starts the engine as tracked background work: the run continues if the client leaves.
@@ -342,6 +332,7 @@ pub async fn create(
         state: json!({
             "include_content": opts.include_content,
             "vector_store_ids": opts.tool_resources_stores,
+            engine::REASONING_EFFORT: opts.reasoning_effort.or(assistant.reasoning_effort),
         }),
     };
     match caller.store.runs.create_run(&caller.tenant, &rec).await? {
@@ -512,10 +503,16 @@ pub async fn submit_tool_outputs(
         run_id: run_id.to_owned(),
     };
     let lease_ms = state.config.runs.lease.as_millis() as i64;
+    let mut step_usage = None;
     let written = transition(&r, |rec| {
         if rec.run.status != RunStatus::RequiresAction {
             return Apply::Skip;
         }
+        step_usage = rec
+            .state
+            .as_object_mut()
+            .and_then(|s| s.remove(engine::TOOL_STEP_USAGE))
+            .and_then(|u| serde_json::from_value(u).ok());
         rec.run.status = RunStatus::Queued;
         rec.run.required_action = None;
         rec.lease_owner = Some(state.instance_id.clone());
@@ -570,6 +567,7 @@ pub async fn submit_tool_outputs(
         }
         step.status = "completed".into();
         step.completed_at = Some(now);
+        step.usage = step_usage;
         caller.store.runs.put_step(&caller.tenant, &step).await?;
         engine::emit(&tx, Event::Step("completed", Box::new(step)));
     }

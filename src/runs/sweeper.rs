@@ -1,26 +1,29 @@
-//! Every proxy periodically resolves runs nobody can finish: runs waiting for tool outputs
-//! past `expires_at` expire; runs whose executing proxy stopped renewing its lease (a crash,
-//! `kill -9`, a lost node) fail with `server_error`, or end `cancelled` if a cancel was
-//! pending. Several proxies sweeping at once is safe: every resolution is compare-and-set.
+//! Every proxy periodically resolves runs nobody can finish: runs past `expires_at` expire
+//! (waiting for tool outputs, or still executing: a run executing here is told to stop, one
+//! executing elsewhere is taken over once its owner had a whole lease to end it itself and
+//! did not, whatever its lease says); runs whose executing proxy stopped renewing its lease
+//! (a crash, `kill -9`, a lost node) fail with `server_error`, or end `cancelled` if a cancel
+//! was pending. Several proxies sweeping at once is safe: every resolution is compare-and-set.
 
 use std::sync::Arc;
 
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use super::engine::{self, Apply, RunRef, transition};
-use super::service;
+use super::{Stop, service};
 use crate::error::Error;
 use crate::model::RunStatus;
 use crate::server::AppState;
 use crate::store::Store;
 
-/// Sweeps until shutdown.
-pub async fn run(state: Arc<AppState>) {
+/// Sweeps until `stop` (the start of shutdown: a proxy on its way out takes no runs over).
+pub async fn run(state: Arc<AppState>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(state.config.runs.sweep_interval);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            () = state.shutdown.cancelled() => return,
+            () = stop.cancelled() => return,
         }
         match sweep_once(&state).await {
             Ok(0) => {}
@@ -59,8 +62,15 @@ async fn sweep_store(state: &AppState, store: &Store) -> Result<usize, Error> {
     let now = state.clock.now();
     let now_ms = state.clock.now_millis();
     let mut resolved = 0;
+    let lease_ms = state.config.runs.lease.as_millis() as i64;
     for (tenant, rec) in store.runs.list_active_runs().await? {
+        let expired = rec.run.expires_at.is_some_and(|at| at <= now);
         if state.run_registry.is_running(&rec.run.id) {
+            // The engine ends it itself (it stops renewing at `expires_at`); this reaches it
+            // at once even while it waits on the upstream.
+            if expired && state.run_registry.stop(&rec.run.id, Stop::Expire) {
+                resolved += 1;
+            }
             continue;
         }
         let r = RunRef {
@@ -70,7 +80,12 @@ async fn sweep_store(state: &AppState, store: &Store) -> Result<usize, Error> {
             run_id: rec.run.id.clone(),
         };
         let lease_dead = rec.lease_until.is_none_or(|until| until < now_ms);
-        let expired = rec.run.expires_at.is_some_and(|at| at <= now);
+        // An owner that kept renewing a whole lease past `expires_at` will not end the run
+        // (a proxy whose engine is stuck): its lease no longer protects the run.
+        let overdue = rec
+            .run
+            .expires_at
+            .is_some_and(|at| at * 1000 + lease_ms <= now_ms);
         match rec.run.status {
             RunStatus::RequiresAction if expired => {
                 service::expire(state, &r).await?;
@@ -80,8 +95,12 @@ async fn sweep_store(state: &AppState, store: &Store) -> Result<usize, Error> {
                 engine::finalize_cancel(state, &r, &None).await?;
                 resolved += 1;
             }
+            RunStatus::Queued | RunStatus::InProgress if expired && (lease_dead || overdue) => {
+                take_over(state, &r, rec.version, Abandoned::Expired).await?;
+                resolved += 1;
+            }
             RunStatus::Queued | RunStatus::InProgress if lease_dead => {
-                fail_abandoned(state, &r, rec.version).await?;
+                take_over(state, &r, rec.version, Abandoned::Failed).await?;
                 resolved += 1;
             }
             _ => {}
@@ -90,26 +109,36 @@ async fn sweep_store(state: &AppState, store: &Store) -> Result<usize, Error> {
     Ok(resolved)
 }
 
-/// Fails a run whose executor is gone, keeping its partial output as `incomplete`.
+/// How a run taken over from its executor ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Abandoned {
+    /// Its executor is gone: `failed`, with `server_error`.
+    Failed,
+    /// It is past `expires_at`: `expired`.
+    Expired,
+}
+
+/// Ends a run whose executor is gone (or past its expiry), keeping its partial output as
+/// `incomplete`.
 ///
-/// In three steps, so that nobody who sees the run `failed` can then read its message still
+/// In three steps, so that nobody who sees the run ended can then read its message still
 /// `in_progress`: take the lease over (compare-and-set on the version judged abandoned, so a
-/// live executor that renewed meanwhile wins), close the open message and steps, then end the
-/// run. A sweeper that dies between the steps leaves a lease that runs out, and the next sweep
+/// live executor that renewed meanwhile wins, and one that renews later finds the run no
+/// longer its own and stops writing), close the open message and steps, then end the run. A
+/// sweeper that dies between the steps leaves a lease that runs out, and the next sweep
 /// repeats them (closing is idempotent).
-async fn fail_abandoned(state: &AppState, r: &RunRef, seen_version: u64) -> Result<(), Error> {
+async fn take_over(
+    state: &AppState,
+    r: &RunRef,
+    seen_version: u64,
+    outcome: Abandoned,
+) -> Result<(), Error> {
     let now = state.clock.now();
     let now_ms = state.clock.now_millis();
     let lease_ms = state.config.runs.lease.as_millis() as i64;
-    let last_error = json!({
-        "code": "server_error",
-        "message": "The proxy executing this run stopped before it finished; the run was not completed.",
-    });
     let taken = transition(r, |rec| {
-        // Only if nothing changed since we judged it abandoned (a renewal would bump it).
-        let dead = rec.lease_until.is_none_or(|until| until < now_ms);
+        // Only if nothing changed since we judged it (a renewal would bump the version).
         if rec.version != seen_version
-            || !dead
             || !matches!(rec.run.status, RunStatus::Queued | RunStatus::InProgress)
         {
             return Apply::Skip;
@@ -122,15 +151,28 @@ async fn fail_abandoned(state: &AppState, r: &RunRef, seen_version: u64) -> Resu
     let Some((taken, true)) = taken else {
         return Ok(());
     };
-    engine::close_open_items(r, "failed", "run_failed", Some(&last_error), now, &None).await?;
+    let (status, last_error) = match outcome {
+        Abandoned::Expired => (RunStatus::Expired, None),
+        Abandoned::Failed => (
+            RunStatus::Failed,
+            Some(json!({
+                "code": "server_error",
+                "message": "The proxy executing this run stopped before it finished; the run was not completed.",
+            })),
+        ),
+    };
+    let (step_status, reason) = engine::unfinished_labels(status);
+    engine::close_open_items(r, step_status, reason, last_error.as_ref(), now, &None).await?;
     transition(r, |rec| {
         if rec.version != taken.version
             || !matches!(rec.run.status, RunStatus::Queued | RunStatus::InProgress)
         {
             return Apply::Skip;
         }
-        rec.run.last_error = Some(last_error.clone());
-        engine::finish_run(rec, RunStatus::Failed, now);
+        if last_error.is_some() {
+            rec.run.last_error = last_error.clone();
+        }
+        engine::finish_run(rec, status, now);
         Apply::Write
     })
     .await?;

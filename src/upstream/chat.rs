@@ -1,15 +1,24 @@
-//! The proxy's own calls to the upstream's chat completions: an SSE parser (pure, unit-tested)
-//! and a stream of `chat.completion.chunk` objects. Runs always call upstream with
-//! `stream: true`, so a cancel or a client-facing stream can act on every chunk.
+//! The proxy's own calls to the upstream (chat completions, embeddings, and the other calls
+//! the run engine and retrieval make with the caller's key): an SSE parser (pure,
+//! unit-tested), a stream of `chat.completion.chunk` objects, JSON posts, and the rules every
+//! one of these calls shares: no wait on the upstream without a limit (the head timeout of
+//! [`Forwarder::send`], then `upstream.idle_timeout_seconds` between two body frames), and
+//! no upstream text kept or returned without the caller's key scrubbed out of it.
+//!
+//! Runs always call upstream with `stream: true`, so a cancel or a client-facing stream can
+//! act on every chunk.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, header};
+use http_body::Frame;
 use http_body_util::BodyExt;
 use serde_json::Value;
 
 use crate::forward::Forwarder;
+use crate::secrets::Scrubber;
 use crate::upstream::UpstreamBody;
 
 /// One server-sent event.
@@ -85,7 +94,8 @@ impl SseParser {
     }
 }
 
-/// Why an upstream call failed, in the terms a run's `last_error` uses.
+/// Why an upstream call failed, in the terms a run's `last_error` uses. Its message is
+/// scrubbed of the caller's key (see [`crate::secrets`]): it may be stored and shown.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct CallError {
@@ -94,20 +104,113 @@ pub struct CallError {
     pub message: String,
     /// The upstream's HTTP status, when it answered with one.
     pub status: Option<u16>,
-    /// Seconds the upstream asked us to wait (`retry-after`).
-    pub retry_after: Option<u64>,
+    /// How long the upstream asked us to wait (`retry-after-ms` / `retry-after`).
+    pub retry_after: Option<Duration>,
+    /// A later attempt may succeed: 429, 5xx, an upstream that could not be reached, broke
+    /// the exchange or went silent. A refused request (bad key, unknown model) is not.
+    pub transient: bool,
 }
 
 impl CallError {
-    fn server(message: impl Into<String>) -> CallError {
+    /// A failure on the proxy's side of the call or in the upstream's answer, not worth
+    /// repeating (the same request would fail the same way).
+    pub fn server(message: impl Into<String>) -> CallError {
         CallError {
             code: "server_error",
             message: message.into(),
             status: None,
             retry_after: None,
+            transient: false,
+        }
+    }
+
+    /// A failure of the transport or a silent upstream: worth another attempt.
+    fn transient(message: impl Into<String>) -> CallError {
+        CallError {
+            transient: true,
+            ..CallError::server(message)
+        }
+    }
+
+    fn from_read(e: ReadError, what: &str) -> CallError {
+        match e {
+            ReadError::Stalled(idle) => CallError::transient(format!(
+                "The upstream stopped sending: nothing arrived for {} s in its {what}.",
+                idle.as_secs()
+            )),
+            ReadError::Broken(e) => {
+                CallError::transient(format!("The upstream {what} broke off: {e}"))
+            }
+            ReadError::TooLarge(limit) => {
+                CallError::server(format!("The upstream {what} is larger than {limit} bytes."))
+            }
         }
     }
 }
+
+/// `retry-after-ms` (OpenAI's, in milliseconds) or `retry-after` (seconds).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let parse = |name: &str| -> Option<f64> {
+        headers
+            .get(name)?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+    };
+    parse("retry-after-ms")
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        .or_else(|| parse("retry-after").map(Duration::from_secs_f64))
+}
+
+/// Why reading an upstream body failed.
+#[derive(Debug)]
+pub enum ReadError {
+    /// Nothing arrived for this long (`upstream.idle_timeout_seconds`).
+    Stalled(Duration),
+    /// The connection failed or closed mid-body.
+    Broken(String),
+    /// The body went over the reader's limit (bytes).
+    TooLarge(usize),
+}
+
+/// The next frame of an upstream body, waiting at most `idle` for it.
+pub async fn next_frame(
+    body: &mut UpstreamBody,
+    idle: Duration,
+) -> Result<Option<Frame<Bytes>>, ReadError> {
+    match tokio::time::timeout(idle, body.frame()).await {
+        Err(_) => Err(ReadError::Stalled(idle)),
+        Ok(None) => Ok(None),
+        Ok(Some(Ok(frame))) => Ok(Some(frame)),
+        Ok(Some(Err(e))) => Err(ReadError::Broken(e.to_string())),
+    }
+}
+
+/// A whole upstream body, at most `limit` bytes, with at most `idle` between two frames.
+pub async fn read_to_end(
+    mut body: UpstreamBody,
+    idle: Duration,
+    limit: usize,
+) -> Result<Bytes, ReadError> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = next_frame(&mut body, idle).await? {
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(ReadError::TooLarge(limit));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Most of an error answer the proxy reads: enough for any upstream's message.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Most of a JSON answer [`post_json`] reads (an embeddings answer for one query is ~40 KB).
+const MAX_JSON_BODY: usize = 16 * 1024 * 1024;
 
 /// Builds a JSON POST for the upstream with the caller's headers.
 fn json_request(
@@ -137,19 +240,42 @@ fn json_request(
     Ok(req)
 }
 
-/// Turns a non-success upstream answer into a `CallError`, keeping the upstream's message.
-async fn error_from(resp: hyper::Response<UpstreamBody>) -> CallError {
+/// Sends a request and returns the response if it succeeded (2xx), or the failure as a
+/// scrubbed `CallError`.
+async fn send(
+    forwarder: &Forwarder,
+    req: Request<crate::body::ProxyBody>,
+    scrub: &Scrubber,
+) -> Result<UpstreamBody, CallError> {
+    let resp = match forwarder.send(req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            let message = scrub.scrub(&e.to_string());
+            return Err(if e.retryable() {
+                CallError::transient(message)
+            } else {
+                CallError::server(message)
+            });
+        }
+    };
+    if resp.status().is_success() {
+        return Ok(resp.into_body());
+    }
+    Err(error_from(resp, forwarder.idle_timeout(), scrub).await)
+}
+
+/// Turns a non-success upstream answer into a `CallError`, keeping the upstream's message
+/// (without the caller's key).
+async fn error_from(
+    resp: hyper::Response<UpstreamBody>,
+    idle: Duration,
+    scrub: &Scrubber,
+) -> CallError {
     let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok());
-    let body = resp
-        .into_body()
-        .collect()
+    let retry_after = retry_after(resp.headers());
+    // A body that stalls or breaks off still leaves the status to report.
+    let body = read_to_end(resp.into_body(), idle, MAX_ERROR_BODY)
         .await
-        .map(|c| c.to_bytes())
         .unwrap_or_default();
     let detail = serde_json::from_slice::<Value>(&body)
         .ok()
@@ -162,9 +288,12 @@ async fn error_from(resp: hyper::Response<UpstreamBody>) -> CallError {
     };
     CallError {
         code,
-        message: format!("The upstream model returned HTTP {status}: {detail}"),
+        message: scrub.scrub(&format!(
+            "The upstream model returned HTTP {status}: {detail}"
+        )),
         status: Some(status),
         retry_after,
+        transient: status == 429 || (500..600).contains(&status),
     }
 }
 
@@ -175,20 +304,12 @@ pub async fn post_json(
     headers: &HeaderMap,
     body: &Value,
 ) -> Result<Value, CallError> {
+    let scrub = Scrubber::for_headers(headers);
     let req = json_request(forwarder, path, headers, body)?;
-    let resp = forwarder
-        .send(req)
+    let body = send(forwarder, req, &scrub).await?;
+    let bytes = read_to_end(body, forwarder.idle_timeout(), MAX_JSON_BODY)
         .await
-        .map_err(|e| CallError::server(e.to_string()))?;
-    if !resp.status().is_success() {
-        return Err(error_from(resp).await);
-    }
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| CallError::server(format!("The upstream answer was cut off: {e}")))?
-        .to_bytes();
+        .map_err(|e| CallError::from_read(e, "answer"))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| CallError::server(format!("The upstream answer is not JSON: {e}")))
 }
@@ -199,6 +320,9 @@ pub struct ChatStream {
     parser: SseParser,
     pending: VecDeque<Value>,
     done: bool,
+    /// The longest silence allowed between two pieces of the stream.
+    idle: Duration,
+    scrub: Scrubber,
 }
 
 impl ChatStream {
@@ -208,24 +332,23 @@ impl ChatStream {
         headers: &HeaderMap,
         body: &Value,
     ) -> Result<ChatStream, CallError> {
+        let scrub = Scrubber::for_headers(headers);
         let req = json_request(forwarder, "/v1/chat/completions", headers, body)?;
-        let resp = forwarder
-            .send(req)
-            .await
-            .map_err(|e| CallError::server(e.to_string()))?;
-        if !resp.status().is_success() {
-            return Err(error_from(resp).await);
-        }
+        let body = send(forwarder, req, &scrub).await?;
         Ok(ChatStream {
-            body: resp.into_body(),
+            body,
             parser: SseParser::default(),
             pending: VecDeque::new(),
             done: false,
+            idle: forwarder.idle_timeout(),
+            scrub,
         })
     }
 
     /// The next chunk; `None` after `data: [DONE]`. A connection that ends without `[DONE]`
-    /// is an error: the answer is incomplete.
+    /// is an error: the answer is incomplete. So is an upstream silent for longer than
+    /// `upstream.idle_timeout_seconds` (a stream that has stalled would otherwise hold its
+    /// run `in_progress` for ever).
     pub async fn next(&mut self) -> Result<Option<Value>, CallError> {
         loop {
             if let Some(v) = self.pending.pop_front() {
@@ -234,18 +357,14 @@ impl ChatStream {
             if self.done {
                 return Ok(None);
             }
-            let frame = match self.body.frame().await {
-                Some(Ok(frame)) => frame,
-                Some(Err(e)) => {
-                    return Err(CallError::server(format!(
-                        "The upstream stream broke off: {e}"
-                    )));
-                }
-                None => {
-                    return Err(CallError::server(
+            let frame = match next_frame(&mut self.body, self.idle).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => {
+                    return Err(CallError::transient(
                         "The upstream closed the stream before it finished.",
                     ));
                 }
+                Err(e) => return Err(CallError::from_read(e, "stream")),
             };
             let Ok(data) = frame.into_data() else {
                 continue;
@@ -264,10 +383,10 @@ impl ChatStream {
                 CallError::server(format!("The upstream sent a malformed chunk: {e}"))
             })?;
             if v.get("error").is_some() {
-                return Err(CallError::server(format!(
+                return Err(CallError::server(self.scrub.scrub(&format!(
                     "The upstream reported an error mid-stream: {}",
                     v["error"]["message"].as_str().unwrap_or("unknown")
-                )));
+                ))));
             }
             self.pending.push_back(v);
         }
@@ -305,6 +424,16 @@ mod tests {
                 "split at {split}"
             );
         }
+    }
+
+    #[test]
+    fn retry_after_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("2"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert("retry-after-ms", HeaderValue::from_static("150"));
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(150)));
+        assert_eq!(retry_after(&HeaderMap::new()), None);
     }
 
     #[test]

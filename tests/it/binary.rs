@@ -448,3 +448,99 @@ both_backends!(
         assert_eq!(s, 200);
     }
 );
+
+/// SIGTERM while a run is stuck on an upstream that stopped sending: the process still exits
+/// within the grace period plus the cleanup period, and the run is left failed, not active.
+#[tokio::test]
+async fn sigterm_ends_within_grace_and_cleanup_with_a_stalled_run() {
+    use crate::support::fake_upstream::ScriptedReply;
+    use crate::support::{Api, new_key};
+    use serde_json::json;
+
+    let up = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[server]\nshutdown_grace_seconds = 2\nshutdown_cleanup_seconds = 3\n",
+    );
+    let mut proxy = Proc::start(
+        &up.url(),
+        &[("ASSISTANTS_PROXY_CONFIG", &config)],
+        dir.path(),
+    )
+    .await;
+    let api = Api {
+        base: proxy.url(""),
+        key: new_key(),
+        client: client(),
+        headers: vec![("openai-beta".into(), "assistants=v2".into())],
+    };
+    up.push_chat_script(ScriptedReply::StallAfter {
+        text: "Once upon a time".into(),
+        chunks: 2,
+    });
+    let aid = api.ok("/v1/assistants", json!({"model": "gpt-4o"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tid = api
+        .ok(
+            "/v1/threads",
+            json!({"messages": [{"role": "user", "content": "story"}]}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rid = api
+        .ok(
+            &format!("/v1/threads/{tid}/runs"),
+            json!({"assistant_id": aid}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, msgs) = api.get(&format!("/v1/threads/{tid}/messages")).await;
+        if msgs["data"].as_array().unwrap().len() == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no partial answer: {msgs}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let started = std::time::Instant::now();
+    let (status, logs) = proxy.terminate();
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}\n{logs}");
+    assert!(
+        took < Duration::from_secs(2 + 3 + 2),
+        "SIGTERM took {took:?} with grace 2 s and cleanup 3 s\n{logs}"
+    );
+    assert!(logs.contains("grace period over"), "{logs}");
+    assert!(logs.contains("shutdown complete"), "{logs}");
+
+    // A new process on the same database finds the run ended.
+    let store = format!("sqlite://{}", dir.path().join("bin.db").display());
+    let again = Proc::start_on(&up.url(), &store, free_port(), &[]).await;
+    let api = Api {
+        base: again.url(""),
+        ..api
+    };
+    let (_, run) = api.get(&format!("/v1/threads/{tid}/runs/{rid}")).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(
+        run["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shut down"),
+        "{run}"
+    );
+    let (_, msgs) = api.get(&format!("/v1/threads/{tid}/messages")).await;
+    assert_eq!(msgs["data"][0]["status"], "incomplete", "{msgs}");
+}

@@ -10,5 +10,6 @@ mod files;
 mod fixtures;
 mod forward_h1;
 mod proxy;
+mod run_faults;
 mod runs;
 mod vector_stores;

@@ -346,6 +346,8 @@ async fn websocket_upgrade_is_tunnelled() {
     let echoed = ws.next().await.unwrap().unwrap();
     assert_eq!(echoed.into_data().as_ref(), &[1u8, 2, 3]);
     ws.close(None).await.unwrap();
+    // A tunnel lives until both ends close (shutdown gives it the grace period to).
+    drop(ws);
     proxy.shutdown().await;
 }
 

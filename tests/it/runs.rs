@@ -78,7 +78,7 @@ pub fn sse_events(body: &[u8]) -> Vec<(String, Value)> {
     out
 }
 
-async fn stream(api: &Api, path: &str, body: Value) -> Vec<(String, Value)> {
+pub async fn stream(api: &Api, path: &str, body: Value) -> Vec<(String, Value)> {
     let (s, h, bytes) = api
         .raw(
             Method::POST,

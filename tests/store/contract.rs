@@ -34,6 +34,7 @@ pub fn assistant(id: &str) -> Assistant {
         top_p: Some(1.0),
         response_format: json!("auto"),
         v1_file_ids: vec![],
+        reasoning_effort: Some("low".into()),
     }
 }
 

@@ -34,7 +34,7 @@ mod tests;
 
 // Not every crate including this module uses each re-export.
 #[allow(unused_imports)]
-pub use openai::{ScriptedReply, fake_embedding, select_reply};
+pub use openai::{ScriptedReply, error_body, fake_embedding, select_reply};
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -636,6 +636,8 @@ struct Paced {
 enum End {
     Trailers(HeaderMap),
     Abort,
+    /// Never end: the body stays open with nothing more to send.
+    Stall,
 }
 
 impl FakeBody {
@@ -698,6 +700,14 @@ impl FakeBody {
     fn then_abort(mut self) -> Self {
         if let BodyKind::Paced(p) = &mut self.0 {
             p.end = Some(End::Abort);
+        }
+        self
+    }
+
+    /// Never end: after the chunks, the body stays open and silent until the client leaves.
+    pub(crate) fn then_stall(mut self) -> Self {
+        if let BodyKind::Paced(p) = &mut self.0 {
+            p.end = Some(End::Stall);
         }
         self
     }
@@ -781,6 +791,12 @@ impl Paced {
                 Some(End::Abort) => {
                     self.done = true;
                     return Poll::Ready(Some(Err(Abort)));
+                }
+                Some(End::Stall) => {
+                    // Kept, so every later poll stalls too; no waker is kept: nothing will
+                    // ever come (hyper still notices the client closing the connection).
+                    self.end = Some(End::Stall);
+                    return Poll::Pending;
                 }
             }
         }

@@ -126,6 +126,7 @@ pub async fn create(
             .into_option()
             .unwrap_or_else(|| json!("auto")),
         v1_file_ids,
+        reasoning_effort: f.reasoning_effort.into_option(),
     };
     caller
         .store
@@ -169,6 +170,7 @@ pub async fn modify(caller: &Caller, id: &str, f: AssistantFields) -> Result<Ass
     }
     a.temperature = Some(f.temperature.apply(a.temperature).unwrap_or(1.0));
     a.top_p = Some(f.top_p.apply(a.top_p).unwrap_or(1.0));
+    a.reasoning_effort = f.reasoning_effort.apply(a.reasoning_effort);
     a.response_format = f
         .response_format
         .apply(Some(a.response_format))

@@ -31,6 +31,7 @@ pub struct AssistantFields {
     pub response_format: Field<Value>,
     /// v1 only: files attached to the assistant.
     pub file_ids: Field<Vec<String>>,
+    pub reasoning_effort: Field<String>,
 }
 
 /// Parses a create (`creating = true`) or modify body.
@@ -43,8 +44,8 @@ pub fn parse(mut f: Fields, version: ApiVersion, creating: bool) -> Result<Assis
     let name = f.string("name", MAX_NAME)?;
     let description = f.string("description", MAX_DESCRIPTION)?;
     let instructions = f.string("instructions", MAX_INSTRUCTIONS)?;
-    // Accepted for compatibility; not part of the Assistant object.
-    f.enumeration("reasoning_effort", REASONING_EFFORTS)?;
+    // Not part of the Assistant object, but kept: the assistant's runs send it upstream.
+    let reasoning_effort = f.enumeration("reasoning_effort", REASONING_EFFORTS)?;
     let tools = match f.array("tools", MAX_TOOLS)? {
         Field::Set(items) => Field::Set(validate::tools(items, "tools", MAX_TOOLS, version)?),
         Field::Null => Field::Null,
@@ -85,5 +86,6 @@ pub fn parse(mut f: Fields, version: ApiVersion, creating: bool) -> Result<Assis
         top_p,
         response_format,
         file_ids,
+        reasoning_effort,
     })
 }

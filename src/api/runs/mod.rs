@@ -38,13 +38,21 @@ pub fn render_run(run: &Run, version: ApiVersion) -> Value {
 /// A step as the caller may see it: file_search result content only with `include[]`.
 pub fn render_step(step: &RunStep, include_content: bool) -> Value {
     let mut v = serde_json::to_value(step).unwrap_or(Value::Null);
-    if !include_content && let Some(calls) = v["step_details"]["tool_calls"].as_array_mut() {
+    // `get_mut`, not indexing: indexing a Value mutably inserts the keys it looks for, and a
+    // step must carry only the keys of its type.
+    let calls = v
+        .get_mut("step_details")
+        .and_then(|d| d.get_mut("tool_calls"))
+        .and_then(Value::as_array_mut);
+    if !include_content && let Some(calls) = calls {
         for c in calls {
-            if let Some(results) = c["file_search"]["results"].as_array_mut() {
-                for r in results {
-                    if let Some(o) = r.as_object_mut() {
-                        o.remove("content");
-                    }
+            let results = c
+                .get_mut("file_search")
+                .and_then(|f| f.get_mut("results"))
+                .and_then(Value::as_array_mut);
+            for r in results.into_iter().flatten() {
+                if let Some(o) = r.as_object_mut() {
+                    o.remove("content");
                 }
             }
         }
@@ -265,4 +273,55 @@ pub async fn retrieve_step(
         StatusCode::OK,
         &render_step(&step, include),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(details: Value) -> RunStep {
+        RunStep {
+            id: "step_1".into(),
+            object: "thread.run.step".into(),
+            created_at: 1,
+            assistant_id: "asst_1".into(),
+            thread_id: "thread_1".into(),
+            run_id: "run_1".into(),
+            kind: details["type"].as_str().unwrap().into(),
+            status: "completed".into(),
+            step_details: details,
+            last_error: None,
+            expired_at: None,
+            cancelled_at: None,
+            failed_at: None,
+            completed_at: Some(2),
+            metadata: Default::default(),
+            usage: None,
+        }
+    }
+
+    #[test]
+    fn steps_carry_only_the_keys_of_their_type() {
+        let m = json!({"type": "message_creation", "message_creation": {"message_id": "msg_1"}});
+        assert_eq!(render_step(&step(m.clone()), false)["step_details"], m);
+
+        let calls = json!({"type": "tool_calls", "tool_calls": [
+            {"id": "call_1", "type": "function",
+             "function": {"name": "f", "arguments": "{}", "output": null}},
+            {"id": "call_2", "type": "file_search", "file_search": {
+                "ranking_options": {"ranker": "auto", "score_threshold": 0.0},
+                "results": [{"file_id": "file-1", "file_name": "a.txt", "score": 0.5,
+                             "content": [{"type": "text", "text": "x"}]}]}},
+        ]});
+        let shown = render_step(&step(calls.clone()), false);
+        assert_eq!(
+            shown["step_details"]["tool_calls"][0],
+            calls["tool_calls"][0]
+        );
+        let result = &shown["step_details"]["tool_calls"][1]["file_search"]["results"][0];
+        assert!(result.get("content").is_none(), "{result}");
+        assert_eq!(result["file_id"], "file-1");
+        let full = render_step(&step(calls.clone()), true);
+        assert_eq!(full["step_details"], calls);
+    }
 }

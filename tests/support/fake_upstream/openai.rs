@@ -37,6 +37,12 @@ pub enum ScriptedReply {
     /// finish chunk, no `[DONE]`). A non-streaming request gets its connection closed with no
     /// response at all.
     DropAfter { text: String, chunks: usize },
+    /// Stream the role chunk and `chunks` content chunks of `text`, then send nothing more,
+    /// keeping the connection open (an upstream that stalls). A non-streaming request gets a
+    /// 200 head and a body that never comes.
+    StallAfter { text: String, chunks: usize },
+    /// Assistant text, ended with `finish_reason: "content_filter"`.
+    Filtered(String),
     /// Decide from the request body.
     Custom(Arc<dyn Fn(&Value) -> ScriptedReply + Send + Sync>),
 }
@@ -94,6 +100,12 @@ impl fmt::Debug for ScriptedReply {
                 .field("text", text)
                 .field("chunks", chunks)
                 .finish(),
+            ScriptedReply::StallAfter { text, chunks } => f
+                .debug_struct("StallAfter")
+                .field("text", text)
+                .field("chunks", chunks)
+                .finish(),
+            ScriptedReply::Filtered(t) => f.debug_tuple("Filtered").field(t).finish(),
             ScriptedReply::Custom(_) => f.write_str("Custom(..)"),
         }
     }
@@ -411,18 +423,22 @@ pub(super) fn chat_completions(shared: &Shared, body: &BodySummary) -> HandlerRe
         ScriptedReply::Error { status, body } => return Ok(error_response(status, &body, n)),
         ScriptedReply::DropAfter { .. } if !stream => return Err(Abort),
         ScriptedReply::DropAfter { text, chunks } => {
-            let mut out = vec![meta.chunk(
-                json!({ "role": "assistant", "content": "", "refusal": null }),
-                None,
-            )];
-            out.extend(
-                fragments(&text)
-                    .into_iter()
-                    .take(chunks)
-                    .map(|f| meta.chunk(json!({ "content": f }), None)),
-            );
+            let out = first_chunks(&meta, &text, chunks);
             return Ok(event_stream(FakeBody::chunks(out, delay).then_abort(), n));
         }
+        ScriptedReply::StallAfter { .. } if !stream => {
+            return Ok(json_head_then(
+                FakeBody::chunks(Vec::new(), delay).then_stall(),
+            ));
+        }
+        ScriptedReply::StallAfter { text, chunks } => {
+            let out = first_chunks(&meta, &text, chunks);
+            return Ok(event_stream(FakeBody::chunks(out, delay).then_stall(), n));
+        }
+        ScriptedReply::Filtered(text) => Answer::Text {
+            text,
+            finish: "content_filter",
+        },
         ScriptedReply::Text(text) => {
             let max = request["max_completion_tokens"]
                 .as_u64()
@@ -458,6 +474,30 @@ pub(super) fn chat_completions(shared: &Shared, body: &BodySummary) -> HandlerRe
         add_request_id(&mut resp, n);
         Ok(resp)
     }
+}
+
+/// The role chunk and the first `chunks` content chunks of `text` (a reply cut short).
+fn first_chunks(meta: &Meta, text: &str, chunks: usize) -> Vec<Bytes> {
+    let mut out = vec![meta.chunk(
+        json!({ "role": "assistant", "content": "", "refusal": null }),
+        None,
+    )];
+    out.extend(
+        fragments(text)
+            .into_iter()
+            .take(chunks)
+            .map(|f| meta.chunk(json!({ "content": f }), None)),
+    );
+    out
+}
+
+/// A 200 JSON head over `body`.
+fn json_head_then(body: FakeBody) -> Response<FakeBody> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .unwrap()
 }
 
 fn completion_object(meta: &Meta, answer: &Answer, usage: Value) -> Value {
@@ -642,6 +682,8 @@ fn embedding_inputs(input: &Value) -> Option<Vec<(String, u64)>> {
     }
 }
 
+/// `POST /v1/embeddings`: deterministic vectors; a model whose name has `error-429` or
+/// `error-500` fails so, and one with `stall` answers a head and then nothing.
 pub(super) fn embeddings(shared: &Shared, body: &BodySummary) -> Response<FakeBody> {
     let n = shared.next_id();
     let request = body
@@ -662,6 +704,10 @@ pub(super) fn embeddings(shared: &Shared, body: &BodySummary) -> Response<FakeBo
     };
     if let Some(ScriptedReply::Error { status, body }) = error {
         return error_response(status, &body, n);
+    }
+    if model.contains("stall") {
+        // The head, then a body that never comes.
+        return json_head_then(FakeBody::chunks(Vec::new(), Duration::ZERO).then_stall());
     }
     let Some(inputs) = embedding_inputs(&request["input"]) else {
         return invalid_request("'$.input' is invalid. Please check the API reference.");
