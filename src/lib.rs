@@ -10,6 +10,7 @@
 //! - [`retrieval`]: vector-store ingestion (extract, chunk, embed) and search.
 //! - [`error`]: the one error type; [`metrics`]: Prometheus series; [`body`]: body types.
 //! - [`secrets`]: scrubbing credentials out of upstream text the proxy keeps or returns.
+//! - [`tls`]: the crypto provider, trust anchors, client and server configurations.
 
 pub mod api;
 pub mod body;
@@ -28,4 +29,5 @@ pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;

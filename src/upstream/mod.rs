@@ -6,7 +6,6 @@
 pub mod chat;
 pub mod pool;
 
-use std::fs;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -16,12 +15,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
-use rustls::RootCertStore;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 
 use crate::body::ProxyBody;
 use crate::config::UpstreamConfig;
+use crate::tls::Roots;
 pub use pool::{SendError, UpstreamBody};
 
 /// The connector stack: TCP (nodelay, connect timeout) → TLS (rustls) → a counter of new
@@ -250,13 +247,14 @@ fn connector_parts(
     ),
     String,
 > {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let roots = root_store(cfg)?;
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut sources = vec![Roots::Mozilla];
+    if cfg.native_roots {
+        sources.push(Roots::Platform);
+    }
+    if let Some(path) = &cfg.extra_ca_file {
+        sources.push(Roots::PemFile(path));
+    }
+    let tls = crate::tls::client_config(crate::tls::root_store(&sources)?)?;
 
     let mut http = HttpConnector::new();
     // SSE events must leave as soon as they arrive; Nagle would hold small writes back.
@@ -269,34 +267,6 @@ fn connector_parts(
         .with_tls_config(tls)
         .https_or_http();
     Ok((builder, http))
-}
-
-fn root_store(cfg: &UpstreamConfig) -> Result<RootCertStore, String> {
-    let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if cfg.native_roots {
-        let native = rustls_native_certs::load_native_certs();
-        for e in &native.errors {
-            tracing::warn!(error = %e, "skipping an unreadable platform root certificate");
-        }
-        let (added, _ignored) = roots.add_parsable_certificates(native.certs);
-        tracing::debug!(added, "platform root certificates added");
-    }
-    if let Some(path) = &cfg.extra_ca_file {
-        let pem = fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mut added = 0;
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(format!("{} holds no PEM certificate", path.display()));
-        }
-    }
-    Ok(roots)
 }
 
 #[cfg(test)]

@@ -151,7 +151,7 @@ impl FakeUpstream {
             .expect("fake upstream: invalid private key PEM");
         // An explicit provider rather than the process default: the proxy's tests may or may not
         // have installed one, and rustls panics if it has to guess.
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = assistants_proxy::tls::provider();
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("fake upstream: TLS versions")

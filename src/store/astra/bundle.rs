@@ -109,13 +109,9 @@ impl Bundle {
     /// Mutual TLS as Astra wants it: the bundle's client certificate, the bundle's CA as the
     /// only trust anchor, and server certificates checked against the bundle's `host`.
     pub fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        for c in &self.ca {
-            roots
-                .add(c.clone())
-                .map_err(|e| format!("the bundle's CA certificate: {e}"))?;
-        }
+        let provider = crate::tls::provider();
+        let roots = crate::tls::root_store(&[crate::tls::Roots::Certs(&self.ca)])
+            .map_err(|e| format!("the bundle's {e}"))?;
         let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
             .build()
             .map_err(|e| format!("the bundle's CA: {e}"))?;

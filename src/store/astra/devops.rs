@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use super::Token;
 use super::bundle::MAX_BUNDLE_BYTES;
+use crate::tls::Roots;
 
 /// One DevOps call (or bundle download) may take this long in all.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -77,19 +78,10 @@ pub struct Devops {
 
 impl Devops {
     pub fn new(base: &Uri) -> Result<Devops, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         // Bundle downloads are signed cloud-storage URLs; a platform CA store (corporate
         // proxies) is honoured too.
-        let (_added, _ignored) =
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let roots = crate::tls::root_store(&[Roots::Mozilla, Roots::Platform])?;
+        let tls = crate::tls::client_config(roots)?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(Duration::from_secs(10)));

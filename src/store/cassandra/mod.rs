@@ -275,58 +275,26 @@ fn config_error(message: impl Display) -> StoreError {
     StoreError::Other(format!("Cassandra store configuration: {message}"))
 }
 
-/// rustls with the `ring` provider, trusting `ca_file` if given, else the system roots.
-/// The driver verifies node certificates against the node's IP address (it sends no SNI),
-/// so certificates must carry IP SANs.
+/// A TLS client trusting `ca_file` if given, else the platform's roots (the Mozilla roots
+/// when the platform has none). The driver verifies node certificates against the node's IP
+/// address (it sends no SNI), so certificates must carry IP SANs.
 fn tls_config(ca_file: Option<&Path>) -> StoreResult<Arc<rustls::ClientConfig>> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
+    use crate::tls::{Roots, root_store};
+    let roots = match ca_file {
         Some(path) => {
-            let pem = std::fs::read(path)
-                .map_err(|e| config_error(format!("reading ca_file {}: {e}", path.display())))?;
-            let mut reader = pem.as_slice();
-            for cert in rustls_pemfile_certs(&mut reader) {
-                let cert = cert.map_err(|e| {
-                    config_error(format!("parsing ca_file {}: {e}", path.display()))
-                })?;
-                roots.add(cert).map_err(|e| {
-                    config_error(format!("ca_file {} certificate: {e}", path.display()))
-                })?;
-            }
-            if roots.is_empty() {
-                return Err(config_error(format!(
-                    "ca_file {} holds no PEM certificate",
-                    path.display()
-                )));
-            }
+            root_store(&[Roots::PemFile(path)]).map_err(|e| config_error(format!("ca_file {e}")))?
         }
         None => {
-            let native = rustls_native_certs::load_native_certs();
-            for cert in native.certs {
-                // A single unparsable system certificate must not disable TLS altogether.
-                let _ = roots.add(cert);
-            }
-            if roots.is_empty() {
-                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            let platform = root_store(&[Roots::Platform]).map_err(config_error)?;
+            if platform.is_empty() {
+                root_store(&[Roots::Mozilla]).map_err(config_error)?
+            } else {
+                platform
             }
         }
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| config_error(format!("TLS: {e}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    };
+    let config = crate::tls::client_config(roots).map_err(config_error)?;
     Ok(Arc::new(config))
-}
-
-fn rustls_pemfile_certs(
-    reader: &mut &[u8],
-) -> impl Iterator<Item = Result<rustls_pki_types::CertificateDer<'static>, rustls_pki_types::pem::Error>>
-{
-    use rustls_pki_types::pem::PemObject;
-    rustls_pki_types::CertificateDer::pem_slice_iter(reader)
 }
 
 /// The lazily opened connection and what it takes to (re)open it.

@@ -24,7 +24,7 @@ pub fn server_config(
     cert: &rcgen::Certificate,
     key: &rcgen::KeyPair,
 ) -> TlsAcceptor {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = assistants_proxy::tls::provider();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.der().clone()).unwrap();
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
