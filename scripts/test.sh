@@ -50,9 +50,12 @@ auth_node start
 
 # Two test threads: the machines are 2-core, and the Cassandra node shares them.
 log "Rust tests (unit, proxy, API, runs, store contract) on SQLite and Cassandra"
-# (RUST_TEST_THREADS, not --test-threads: the Criterion benches, which run once each as
-# smoke tests here, refuse libtest's flags.)
-RUST_TEST_THREADS="${TEST_THREADS:-2}" cargo test --all-targets --locked
+# The Cassandra tests are #[ignore]d so that a plain `cargo test` needs no services;
+# --include-ignored runs them here, where a missing node fails them. (RUST_TEST_THREADS, not
+# --test-threads, and the benches on their own: the Criterion benches, which run once each as
+# smoke tests, refuse libtest's flags.)
+RUST_TEST_THREADS="${TEST_THREADS:-2}" cargo test --locked --lib --bins --tests --examples -- --include-ignored
+RUST_TEST_THREADS="${TEST_THREADS:-2}" cargo test --locked --benches
 
 if [ -x scripts/sdk-tests.sh ]; then
   log "official OpenAI Python SDKs against the running proxy"
