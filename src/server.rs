@@ -198,15 +198,29 @@ pub async fn serve(
         "assistants-proxy serving"
     );
     tokio::pin!(shutdown);
+    let mut accept_errors = AcceptErrors::default();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
+                Ok(pair) => {
+                    accept_errors.accepted();
+                    pair
+                }
                 Err(e) => {
-                    // Usually EMFILE: back off instead of spinning on a full fd table.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+                    // Usually EMFILE: wait for descriptors to be freed instead of spinning on
+                    // a full table (which would also fill the log).
+                    let (pause, log) = accept_errors.failed(Instant::now());
+                    if let Some(suppressed) = log {
+                        tracing::warn!(
+                            error = %e,
+                            suppressed,
+                            "accept failed (further failures within a second are counted, not logged)"
+                        );
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => continue,
+                        () = &mut shutdown => break,
+                    }
                 }
             },
             () = &mut shutdown => break,
@@ -251,6 +265,45 @@ pub async fn serve(
     // Last: runs and ingestion have written their final state through these.
     state.store_env.close().await;
     tracing::info!("shutdown complete");
+}
+
+/// Failed accepts (EMFILE, ENFILE, ENOBUFS…): each waits a little longer before the next try,
+/// and the log gets at most one line a second, saying how many failures it stands for.
+#[derive(Default)]
+struct AcceptErrors {
+    /// Failures in a row; the next pause doubles with each, up to [`ACCEPT_PAUSE_MAX`].
+    streak: u32,
+    last_logged: Option<Instant>,
+    /// Failures since the last line, not logged.
+    unlogged: u64,
+}
+
+const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_millis(500);
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(1);
+
+impl AcceptErrors {
+    fn accepted(&mut self) {
+        self.streak = 0;
+    }
+
+    /// Notes a failure at `now`: how long to wait before accepting again, and whether to log
+    /// it (with the number of failures since the last line that were not logged).
+    fn failed(&mut self, now: Instant) -> (Duration, Option<u64>) {
+        let log = self
+            .last_logged
+            .is_none_or(|at| now.duration_since(at) >= ACCEPT_LOG_EVERY)
+            .then(|| {
+                self.last_logged = Some(now);
+                std::mem::take(&mut self.unlogged)
+            });
+        if log.is_none() {
+            self.unlogged += 1;
+        }
+        let pause = ACCEPT_PAUSE_MIN.saturating_mul(1 << self.streak.min(6));
+        self.streak = self.streak.saturating_add(1);
+        (pause.min(ACCEPT_PAUSE_MAX), log)
+    }
 }
 
 /// The connection builders, shared by all connections (each connection holds an `Arc`, not a
@@ -615,9 +668,16 @@ async fn handle(
                 // Boxed: the local handlers' futures are large, and hyper keeps one slot the
                 // size of this whole future per connection, busy or idle. Forwarding (the
                 // common case) should not pay for them in memory.
-                let resp = Box::pin(crate::api::dispatch(endpoint, &state, req, params))
+                let http1 = req.version() < http::Version::HTTP_2;
+                let mut resp = Box::pin(crate::api::dispatch(endpoint, &state, req, params))
                     .await
                     .unwrap_or_else(Error::into_response);
+                // The rest of a stalled body is not awaited: the connection cannot carry
+                // another request, and the client is told so (HTTP/2 ends only the stream).
+                if http1 && resp.status() == http::StatusCode::REQUEST_TIMEOUT {
+                    resp.headers_mut()
+                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                }
                 (class, local_response(&state, class, resp, &id, in_flight))
             }
         };
@@ -723,4 +783,41 @@ pub fn tls_acceptor(
         .map_err(|e| StartError::Tls(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_failures_back_off_and_are_logged_once_a_second() {
+        let mut errors = AcceptErrors::default();
+        let start = Instant::now();
+        let mut pauses = Vec::new();
+        let mut lines = Vec::new();
+        // A full descriptor table for 3.5 s, retried after each pause.
+        let mut t = start;
+        while t < start + Duration::from_millis(3500) {
+            let (pause, log) = errors.failed(t);
+            pauses.push(pause);
+            if let Some(suppressed) = log {
+                lines.push((t - start, suppressed));
+            }
+            t += pause;
+        }
+        assert_eq!(pauses[0], ACCEPT_PAUSE_MIN);
+        assert!(pauses.windows(2).all(|w| w[1] >= w[0]), "{pauses:?}");
+        assert_eq!(*pauses.last().unwrap(), ACCEPT_PAUSE_MAX);
+        // One line at once, then at most one a second, each counting the failures in between.
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert_eq!(lines[0], (Duration::ZERO, 0));
+        for w in lines.windows(2) {
+            assert!(w[1].0 - w[0].0 >= ACCEPT_LOG_EVERY, "{lines:?}");
+        }
+        let logged = lines.len() as u64 + lines.iter().map(|l| l.1).sum::<u64>();
+        assert_eq!(logged + errors.unlogged, pauses.len() as u64);
+        // A success starts the next streak at the shortest pause again.
+        errors.accepted();
+        assert_eq!(errors.failed(t).0, ACCEPT_PAUSE_MIN);
+    }
 }

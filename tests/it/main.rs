@@ -6,6 +6,7 @@ mod support;
 
 mod api_core;
 mod binary;
+mod body_timeout;
 mod files;
 mod fixtures;
 mod forward_h1;
