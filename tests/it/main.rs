@@ -10,6 +10,7 @@ mod body_timeout;
 mod files;
 mod fixtures;
 mod forward_h1;
+mod log_escape;
 mod proxy;
 mod runs;
 mod vector_stores;
