@@ -514,6 +514,20 @@ impl CancelWatch {
     }
 }
 
+/// A response body as the connection's service gives it to hyper.
+type ConnBody = crate::h1::answer::Tracked<ProxyBody>;
+
+/// Answers one request through `handle` while `live` marks its response as in progress.
+async fn tracked(
+    live: crate::h1::answer::Live,
+    method: http::Method,
+    handle: impl Future<Output = Result<Response<ProxyBody>, std::convert::Infallible>>,
+) -> Result<Response<ConnBody>, std::convert::Infallible> {
+    let resp = handle.await?;
+    live.answered(&method, resp.status());
+    Ok(resp.map(|body| crate::h1::answer::Tracked::new(body, live)))
+}
+
 /// A connection through hyper-util's auto builder (HTTP/1 or HTTP/2, decided from its first
 /// bytes): TLS ones, and cleartext ones that may open with the HTTP/2 preface.
 async fn serve_auto<I, S>(
@@ -526,7 +540,7 @@ async fn serve_auto<I, S>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<
             Request<Incoming>,
-            Response = Response<ProxyBody>,
+            Response = Response<ConnBody>,
             Error = std::convert::Infallible,
         >,
     S::Future: Send + 'static,
@@ -551,13 +565,21 @@ async fn serve_connection(
 ) {
     let timeout = state.config.header_read_timeout;
     let relay_state = state.clone();
-    let service = service_fn(move |req| {
-        // Boxed: hyper keeps a slot the size of this future for the connection's whole life,
-        // busy or idle (and through a whole SSE stream, after the response head has left).
-        // Boxed, the slot is a pointer, and the future's memory is held only while a request
-        // is being answered; the allocation per request costs far less than it saves.
-        Box::pin(handle(state.clone(), req))
-    });
+    // Lets the IO tell hyper's own bare answers to unreadable requests from the service's
+    // (`h1::answer`), to give them OpenAI's error body.
+    let watch = Arc::new(crate::h1::answer::Watch::default());
+    let service = {
+        let watch = watch.clone();
+        service_fn(move |req| {
+            // Boxed: hyper keeps a slot the size of this future for the connection's whole
+            // life, busy or idle (and through a whole SSE stream, after the response head has
+            // left). Boxed, the slot is a pointer, and the future's memory is held only while
+            // a request is being answered; the allocation per request costs far less than it
+            // saves.
+            let method = req.method().clone();
+            Box::pin(tracked(watch.begin(), method, handle(state.clone(), req)))
+        })
+    };
     // The future of this function is the bulk of each connection's task, and it is as large
     // as its largest branch: the rare ones (TLS, h2c) are boxed so plain HTTP/1 does not pay
     // for them.
@@ -581,6 +603,7 @@ async fn serve_connection(
                         }
                         None => crate::h1::Rewind::new(stream),
                     };
+                    let io = crate::h1::answer::Answers::new(io, watch);
                     let conn = builders
                         .http1
                         .serve_connection(TokioIo::new(io), service)
@@ -596,7 +619,7 @@ async fn serve_connection(
                 Opening::MaybeHttp2 => {
                     Box::pin(serve_auto(
                         &builders.auto,
-                        stream,
+                        crate::h1::answer::Answers::new(stream, watch),
                         service,
                         &draining,
                         &cancel,
@@ -626,6 +649,7 @@ async fn serve_connection(
                         return;
                     }
                 };
+                let stream = crate::h1::answer::Answers::new(stream, watch);
                 serve_auto(&builders.auto, stream, service, &draining, &cancel).await;
             })
             .await

@@ -11,6 +11,7 @@ mod files;
 mod fixtures;
 mod forward_h1;
 mod log_escape;
+mod protocol_answers;
 mod proxy;
 mod runs;
 mod vector_stores;
