@@ -5,6 +5,7 @@
 mod support;
 
 mod api_core;
+mod beta_header;
 mod binary;
 mod body_timeout;
 mod files;
