@@ -15,4 +15,5 @@ mod log_escape;
 mod protocol_answers;
 mod proxy;
 mod runs;
+mod sqlite_lock;
 mod vector_stores;
