@@ -565,12 +565,13 @@ async fn serve_connection(
 ) {
     let timeout = state.config.header_read_timeout;
     let relay_state = state.clone();
-    // Lets the IO tell hyper's own bare answers to unreadable requests from the service's
-    // (`h1::answer`), to give them OpenAI's error body.
-    let watch = Arc::new(crate::h1::answer::Watch::default());
-    let service = {
-        let watch = watch.clone();
-        service_fn(move |req| {
+    // hyper's service for the connection, and the IO wrapper that lets it tell hyper's own
+    // bare answers to unreadable requests from the service's, to give them OpenAI's error
+    // body (`h1::answer`). Made only when hyper gets the connection (not for the relay's).
+    let for_hyper = move || {
+        let watch = Arc::new(crate::h1::answer::Watch::default());
+        let answers = watch.clone();
+        let service = service_fn(move |req: Request<Incoming>| {
             // Boxed: hyper keeps a slot the size of this future for the connection's whole
             // life, busy or idle (and through a whole SSE stream, after the response head has
             // left). Boxed, the slot is a pointer, and the future's memory is held only while
@@ -578,7 +579,8 @@ async fn serve_connection(
             // saves.
             let method = req.method().clone();
             Box::pin(tracked(watch.begin(), method, handle(state.clone(), req)))
-        })
+        });
+        (answers, service)
     };
     // The future of this function is the bulk of each connection's task, and it is as large
     // as its largest branch: the rare ones (TLS, h2c) are boxed so plain HTTP/1 does not pay
@@ -603,6 +605,7 @@ async fn serve_connection(
                         }
                         None => crate::h1::Rewind::new(stream),
                     };
+                    let (watch, service) = for_hyper();
                     let io = crate::h1::answer::Answers::new(io, watch);
                     let conn = builders
                         .http1
@@ -617,6 +620,7 @@ async fn serve_connection(
                     .await;
                 }
                 Opening::MaybeHttp2 => {
+                    let (watch, service) = for_hyper();
                     Box::pin(serve_auto(
                         &builders.auto,
                         crate::h1::answer::Answers::new(stream, watch),
@@ -649,8 +653,9 @@ async fn serve_connection(
                         return;
                     }
                 };
-                let stream = crate::h1::answer::Answers::new(stream, watch);
-                serve_auto(&builders.auto, stream, service, &draining, &cancel).await;
+                let (watch, service) = for_hyper();
+                let io = crate::h1::answer::Answers::new(stream, watch);
+                serve_auto(&builders.auto, io, service, &draining, &cancel).await;
             })
             .await
         }
