@@ -1,6 +1,8 @@
 //! Body types shared by every route: one boxed body type for responses and upstream requests,
 //! and small constructors. Bodies stay streams; nothing here collects one whole.
 
+use std::future::Future;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
 
@@ -63,6 +65,94 @@ where
         }
     };
     let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
+}
+
+/// A request body that fails with [`BodyTimedOut`] when no frame arrives for `idle`: the
+/// proxy's own reads of a request body (JSON, multipart uploads) must not wait for ever on a
+/// client that sent part of a body and went quiet, holding a connection and its descriptor.
+///
+/// The gap is measured between frames, never over the whole body, so a large upload on a slow
+/// link lives as long as it keeps sending. The timer is touched only while the body is
+/// waiting: a frame just moves the deadline (a field write), and the sleep, armed for the
+/// deadline it last saw, re-arms itself when it fires early (as the relay's `Deadline` does).
+pub struct IdleTimeout<B> {
+    inner: B,
+    idle: std::time::Duration,
+    deadline: tokio::time::Instant,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// The error of an [`IdleTimeout`] body whose client stopped sending.
+#[derive(Debug, thiserror::Error)]
+#[error("no request body bytes arrived for {} s", .idle.as_secs())]
+pub struct BodyTimedOut {
+    pub idle: std::time::Duration,
+}
+
+impl<B> IdleTimeout<B> {
+    pub fn new(inner: B, idle: std::time::Duration) -> IdleTimeout<B> {
+        IdleTimeout {
+            inner,
+            idle,
+            deadline: tokio::time::Instant::now() + idle,
+            sleep: None,
+        }
+    }
+}
+
+/// The body idle timeout behind an error, if that is what it is (directly or as a source).
+pub fn timed_out<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyTimedOut> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<BodyTimedOut>() {
+            return Some(t);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+impl<B> http_body::Body for IdleTimeout<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            this.deadline = tokio::time::Instant::now() + this.idle;
+            return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
+        }
+        loop {
+            let deadline = this.deadline;
+            let sleep = this
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if tokio::time::Instant::now() >= this.deadline {
+                return Poll::Ready(Some(Err(Box::new(BodyTimedOut { idle: this.idle }))));
+            }
+            // Fired for an older deadline: frames arrived since.
+            sleep.as_mut().reset(deadline);
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A body that hands itself back when it is dropped unfinished. A handler that gives a body
@@ -133,7 +223,41 @@ impl<B> Drop for Reclaim<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::StreamExt;
     use http_body_util::StreamBody;
+
+    #[tokio::test]
+    async fn the_idle_timeout_measures_gaps_between_frames_not_the_whole_body() {
+        use std::time::{Duration, Instant};
+        let idle = Duration::from_secs(1);
+        // Six frames 250 ms apart: 1.5 s in all, longer than the gap allowed, never idle.
+        let slow = futures_util::stream::unfold(0u8, |i| async move {
+            if i == 6 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            Some((
+                Ok::<_, BoxError>(http_body::Frame::data(Bytes::from(vec![i]))),
+                i + 1,
+            ))
+        });
+        let body = IdleTimeout::new(StreamBody::new(Box::pin(slow)), idle);
+        let all = body.collect().await.expect("a steady body never times out");
+        assert_eq!(&all.to_bytes()[..], &[0, 1, 2, 3, 4, 5]);
+
+        // One frame, then silence: an error after the gap, that says what it was.
+        let stalled = futures_util::stream::iter([Ok::<_, BoxError>(http_body::Frame::data(
+            Bytes::from_static(b"x"),
+        ))])
+        .chain(futures_util::stream::pending());
+        let mut body = IdleTimeout::new(StreamBody::new(stalled), idle);
+        assert!(body.frame().await.unwrap().is_ok());
+        let started = Instant::now();
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(started.elapsed() >= Duration::from_millis(900));
+        let timed_out = timed_out(err.as_ref()).expect("a BodyTimedOut");
+        assert_eq!(timed_out.idle, idle);
+    }
 
     #[tokio::test]
     async fn a_dropped_reclaim_hands_back_what_was_not_read() {

@@ -143,6 +143,7 @@ pub struct FileServer {
     pub shutdown_grace_seconds: Option<u64>,
     pub shutdown_cleanup_seconds: Option<u64>,
     pub header_read_timeout_seconds: Option<u64>,
+    pub body_read_timeout_seconds: Option<u64>,
     pub worker_threads: Option<usize>,
     pub access_log: Option<bool>,
     pub http1_fast_path: Option<bool>,
@@ -212,6 +213,9 @@ pub struct Config {
     pub shutdown_cleanup: Duration,
     /// hyper's HTTP/1 header read timeout: slowloris protection.
     pub header_read_timeout: Duration,
+    /// Longest gap between two pieces of a request body the proxy reads itself (JSON bodies,
+    /// uploads); past it the request is answered 408 and its connection closed.
+    pub body_read_timeout: Duration,
     /// Tokio worker threads; `None` = one per CPU the process may run on.
     pub worker_threads: Option<usize>,
     pub access_log: bool,
@@ -494,6 +498,10 @@ impl Config {
         if header_read_timeout.is_zero() {
             return err("server.header_read_timeout_seconds must be greater than zero");
         }
+        let body_read_timeout = secs(file.server.body_read_timeout_seconds, 30);
+        if body_read_timeout.is_zero() {
+            return err("server.body_read_timeout_seconds must be greater than zero");
+        }
 
         let runs = RunsConfig {
             expires_after: secs(file.runs.expires_after_seconds, 600),
@@ -533,6 +541,7 @@ impl Config {
             shutdown_grace,
             shutdown_cleanup,
             header_read_timeout,
+            body_read_timeout,
             worker_threads,
             access_log: file.server.access_log.unwrap_or(true),
             http1_fast_path: file.server.http1_fast_path.unwrap_or(true),
@@ -762,6 +771,20 @@ mod tests {
             let e = resolve(&format!("[server]\n{other}busy_poll_us = 250\n")).unwrap_err();
             assert!(e.0.contains("worker_threads = 1"), "{}", e.0);
         }
+    }
+
+    #[test]
+    fn body_read_timeout() {
+        let resolve =
+            |toml: &str| Config::resolve(&ServeArgs::default(), FileConfig::parse(toml).unwrap());
+        assert_eq!(
+            resolve("").unwrap().body_read_timeout,
+            Duration::from_secs(30)
+        );
+        let c = resolve("[server]\nbody_read_timeout_seconds = 7\n").unwrap();
+        assert_eq!(c.body_read_timeout, Duration::from_secs(7));
+        let e = resolve("[server]\nbody_read_timeout_seconds = 0\n").unwrap_err();
+        assert!(e.0.contains("body_read_timeout_seconds"), "{}", e.0);
     }
 
     #[test]

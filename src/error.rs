@@ -50,6 +50,17 @@ pub enum Error {
     /// A request body larger than the configured or specified limit.
     #[error("Request body too large: the limit is {limit} bytes.")]
     PayloadTooLarge { limit: u64 },
+    /// The client sent part of a request body, then nothing for `seconds`
+    /// (`server.body_read_timeout_seconds`).
+    #[error("The request body was not received in time: no bytes arrived for {seconds} seconds.")]
+    BodyTimeout { seconds: u64 },
+    /// A request the HTTP layer cannot read: a malformed head, bad body framing, a head or URI
+    /// over the limits. Answered for hyper, which would send the status without a body.
+    #[error("{message}")]
+    BadHttp {
+        status: StatusCode,
+        message: &'static str,
+    },
     /// The upstream refused the connection, failed TLS, or broke the exchange.
     #[error("{message}")]
     UpstreamUnavailable { message: String, code: &'static str },
@@ -126,7 +137,9 @@ impl Error {
             | Error::NotFound { .. }
             | Error::InvalidUrl { .. }
             | Error::Unauthorized { .. }
-            | Error::PayloadTooLarge { .. } => Origin::Client,
+            | Error::PayloadTooLarge { .. }
+            | Error::BodyTimeout { .. }
+            | Error::BadHttp { .. } => Origin::Client,
             Error::UpstreamUnavailable { .. } | Error::UpstreamTimeout { .. } => Origin::Upstream,
             Error::StoreUnavailable { .. }
             | Error::Store { .. }
@@ -141,6 +154,8 @@ impl Error {
             Error::NotFound { .. } | Error::InvalidUrl { .. } => StatusCode::NOT_FOUND,
             Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Error::BadHttp { status, .. } => *status,
             Error::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::StoreUnavailable { .. } | Error::DatabaseNotReady { .. } => {
@@ -157,7 +172,9 @@ impl Error {
             | Error::NotFound { .. }
             | Error::InvalidUrl { .. }
             | Error::Unauthorized { .. }
-            | Error::PayloadTooLarge { .. } => "invalid_request_error",
+            | Error::PayloadTooLarge { .. }
+            | Error::BodyTimeout { .. }
+            | Error::BadHttp { .. } => "invalid_request_error",
             Error::UpstreamUnavailable { .. }
             | Error::UpstreamTimeout { .. }
             | Error::StoreUnavailable { .. }
@@ -174,6 +191,8 @@ impl Error {
             Error::NotFound { .. } | Error::InvalidUrl { .. } => None,
             Error::Unauthorized { .. } => Some("invalid_api_key"),
             Error::PayloadTooLarge { .. } => Some("request_too_large"),
+            Error::BodyTimeout { .. } => Some("request_timeout"),
+            Error::BadHttp { .. } => None,
             Error::UpstreamUnavailable { code, .. } => Some(code),
             Error::UpstreamTimeout { .. } => Some("upstream_timeout"),
             Error::StoreUnavailable { .. } => Some("store_unavailable"),
@@ -188,6 +207,8 @@ impl Error {
             Error::InvalidUrl { .. }
             | Error::Unauthorized { .. }
             | Error::PayloadTooLarge { .. }
+            | Error::BodyTimeout { .. }
+            | Error::BadHttp { .. }
             | Error::UpstreamUnavailable { .. }
             | Error::UpstreamTimeout { .. }
             | Error::StoreUnavailable { .. }
@@ -205,9 +226,12 @@ impl Error {
             | Error::InvalidUrl { .. }
             | Error::Unauthorized { .. }
             | Error::PayloadTooLarge { .. }
+            | Error::BadHttp { .. }
             | Error::Store { .. }
             | Error::Internal { .. } => false,
-            Error::UpstreamUnavailable { .. }
+            // A stalled link may well carry the next attempt.
+            Error::BodyTimeout { .. }
+            | Error::UpstreamUnavailable { .. }
             | Error::UpstreamTimeout { .. }
             | Error::StoreUnavailable { .. }
             | Error::DatabaseNotReady { .. } => true,

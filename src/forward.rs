@@ -366,6 +366,12 @@ struct ClientBodyError(BoxError);
 /// Maps a client error to the proxy's error, naming the upstream but nothing secret.
 pub(crate) fn classify(err: &SendError, authority: &str) -> Error {
     if let Some(body) = find_in_chain::<ClientBodyError>(err) {
+        // A body the proxy read with a time limit (an upload replayed upstream) that stalled.
+        if let Some(t) = crate::body::timed_out(body.0.as_ref()) {
+            return Error::BodyTimeout {
+                seconds: t.idle.as_secs(),
+            };
+        }
         // Not retryable and not the upstream's fault: a 400 the SDK will not repeat.
         return Error::invalid(format!("The request body is invalid: {}", body.0), None);
     }

@@ -78,6 +78,67 @@ impl Endpoint {
             _ => RouteClass::Intercepted,
         }
     }
+
+    /// Whether the endpoint belongs to the Assistants beta (assistants, threads and everything
+    /// under them), whose `OpenAI-Beta` header is checked. Files and vector stores are GA.
+    pub fn is_assistants_beta(self) -> bool {
+        use Endpoint as E;
+        match self {
+            E::ListAssistants
+            | E::CreateAssistant
+            | E::RetrieveAssistant
+            | E::ModifyAssistant
+            | E::DeleteAssistant
+            | E::ListAssistantFiles
+            | E::CreateAssistantFile
+            | E::RetrieveAssistantFile
+            | E::DeleteAssistantFile
+            | E::CreateThread
+            | E::CreateThreadAndRun
+            | E::RetrieveThread
+            | E::ModifyThread
+            | E::DeleteThread
+            | E::ListMessages
+            | E::CreateMessage
+            | E::RetrieveMessage
+            | E::ModifyMessage
+            | E::DeleteMessage
+            | E::ListMessageFiles
+            | E::RetrieveMessageFile
+            | E::ListRuns
+            | E::CreateRun
+            | E::RetrieveRun
+            | E::ModifyRun
+            | E::CancelRun
+            | E::SubmitToolOutputs
+            | E::ListRunSteps
+            | E::RetrieveRunStep => true,
+            E::Healthz
+            | E::Readyz
+            | E::Metrics
+            | E::ListFiles
+            | E::CreateFile
+            | E::RetrieveFile
+            | E::DeleteFile
+            | E::FileContent
+            | E::ListVectorStores
+            | E::CreateVectorStore
+            | E::RetrieveVectorStore
+            | E::ModifyVectorStore
+            | E::DeleteVectorStore
+            | E::SearchVectorStore
+            | E::ListVectorStoreFiles
+            | E::CreateVectorStoreFile
+            | E::RetrieveVectorStoreFile
+            | E::UpdateVectorStoreFile
+            | E::DeleteVectorStoreFile
+            | E::VectorStoreFileContent
+            | E::CreateFileBatch
+            | E::RetrieveFileBatch
+            | E::CancelFileBatch
+            | E::ListFileBatchFiles => false,
+        }
+    }
 }
 
 /// What to do with a method the table does not list for a matched path.

@@ -197,15 +197,29 @@ pub async fn serve(
         "assistants-proxy serving"
     );
     tokio::pin!(shutdown);
+    let mut accept_errors = AcceptErrors::default();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
+                Ok(pair) => {
+                    accept_errors.accepted();
+                    pair
+                }
                 Err(e) => {
-                    // Usually EMFILE: back off instead of spinning on a full fd table.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+                    // Usually EMFILE: wait for descriptors to be freed instead of spinning on
+                    // a full table (which would also fill the log).
+                    let (pause, log) = accept_errors.failed(Instant::now());
+                    if let Some(suppressed) = log {
+                        tracing::warn!(
+                            error = %e,
+                            suppressed,
+                            "accept failed (further failures within a second are counted, not logged)"
+                        );
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => continue,
+                        () = &mut shutdown => break,
+                    }
                 }
             },
             () = &mut shutdown => break,
@@ -266,6 +280,45 @@ pub async fn serve(
         );
     }
     tracing::info!("shutdown complete");
+}
+
+/// Failed accepts (EMFILE, ENFILE, ENOBUFS…): each waits a little longer before the next try,
+/// and the log gets at most one line a second, saying how many failures it stands for.
+#[derive(Default)]
+struct AcceptErrors {
+    /// Failures in a row; the next pause doubles with each, up to [`ACCEPT_PAUSE_MAX`].
+    streak: u32,
+    last_logged: Option<Instant>,
+    /// Failures since the last line, not logged.
+    unlogged: u64,
+}
+
+const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_millis(500);
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(1);
+
+impl AcceptErrors {
+    fn accepted(&mut self) {
+        self.streak = 0;
+    }
+
+    /// Notes a failure at `now`: how long to wait before accepting again, and whether to log
+    /// it (with the number of failures since the last line that were not logged).
+    fn failed(&mut self, now: Instant) -> (Duration, Option<u64>) {
+        let log = self
+            .last_logged
+            .is_none_or(|at| now.duration_since(at) >= ACCEPT_LOG_EVERY)
+            .then(|| {
+                self.last_logged = Some(now);
+                std::mem::take(&mut self.unlogged)
+            });
+        if log.is_none() {
+            self.unlogged += 1;
+        }
+        let pause = ACCEPT_PAUSE_MIN.saturating_mul(1 << self.streak.min(6));
+        self.streak = self.streak.saturating_add(1);
+        (pause.min(ACCEPT_PAUSE_MAX), log)
+    }
 }
 
 /// The connection builders, shared by all connections (each connection holds an `Arc`, not a
@@ -476,6 +529,20 @@ impl CancelWatch {
     }
 }
 
+/// A response body as the connection's service gives it to hyper.
+type ConnBody = crate::h1::answer::Tracked<ProxyBody>;
+
+/// Answers one request through `handle` while `live` marks its response as in progress.
+async fn tracked(
+    live: crate::h1::answer::Live,
+    method: http::Method,
+    handle: impl Future<Output = Result<Response<ProxyBody>, std::convert::Infallible>>,
+) -> Result<Response<ConnBody>, std::convert::Infallible> {
+    let resp = handle.await?;
+    live.answered(&method, resp.status());
+    Ok(resp.map(|body| crate::h1::answer::Tracked::new(body, live)))
+}
+
 /// A connection through hyper-util's auto builder (HTTP/1 or HTTP/2, decided from its first
 /// bytes): TLS ones, and cleartext ones that may open with the HTTP/2 preface.
 async fn serve_auto<I, S>(
@@ -488,7 +555,7 @@ async fn serve_auto<I, S>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<
             Request<Incoming>,
-            Response = Response<ProxyBody>,
+            Response = Response<ConnBody>,
             Error = std::convert::Infallible,
         >,
     S::Future: Send + 'static,
@@ -513,13 +580,23 @@ async fn serve_connection(
 ) {
     let timeout = state.config.header_read_timeout;
     let relay_state = state.clone();
-    let service = service_fn(move |req| {
-        // Boxed: hyper keeps a slot the size of this future for the connection's whole life,
-        // busy or idle (and through a whole SSE stream, after the response head has left).
-        // Boxed, the slot is a pointer, and the future's memory is held only while a request
-        // is being answered; the allocation per request costs far less than it saves.
-        Box::pin(handle(state.clone(), req))
-    });
+    // hyper's service for the connection, and the IO wrapper that lets it tell hyper's own
+    // bare answers to unreadable requests from the service's, to give them OpenAI's error
+    // body (`h1::answer`). Made only when hyper gets the connection (not for the relay's).
+    let for_hyper = move || {
+        let watch = Arc::new(crate::h1::answer::Watch::default());
+        let answers = watch.clone();
+        let service = service_fn(move |req: Request<Incoming>| {
+            // Boxed: hyper keeps a slot the size of this future for the connection's whole
+            // life, busy or idle (and through a whole SSE stream, after the response head has
+            // left). Boxed, the slot is a pointer, and the future's memory is held only while
+            // a request is being answered; the allocation per request costs far less than it
+            // saves.
+            let method = req.method().clone();
+            Box::pin(tracked(watch.begin(), method, handle(state.clone(), req)))
+        });
+        (answers, service)
+    };
     // The future of this function is the bulk of each connection's task, and it is as large
     // as its largest branch: the rare ones (TLS, h2c) are boxed so plain HTTP/1 does not pay
     // for them.
@@ -543,6 +620,8 @@ async fn serve_connection(
                         }
                         None => crate::h1::Rewind::new(stream),
                     };
+                    let (watch, service) = for_hyper();
+                    let io = crate::h1::answer::Answers::new(io, watch);
                     let conn = builders
                         .http1
                         .serve_connection(TokioIo::new(io), service)
@@ -556,9 +635,10 @@ async fn serve_connection(
                     .await;
                 }
                 Opening::MaybeHttp2 => {
+                    let (watch, service) = for_hyper();
                     Box::pin(serve_auto(
                         &builders.auto,
-                        stream,
+                        crate::h1::answer::Answers::new(stream, watch),
                         service,
                         &draining,
                         &cancel,
@@ -588,7 +668,9 @@ async fn serve_connection(
                         return;
                     }
                 };
-                serve_auto(&builders.auto, stream, service, &draining, &cancel).await;
+                let (watch, service) = for_hyper();
+                let io = crate::h1::answer::Answers::new(stream, watch);
+                serve_auto(&builders.auto, io, service, &draining, &cancel).await;
             })
             .await
         }
@@ -630,9 +712,16 @@ async fn handle(
                 // Boxed: the local handlers' futures are large, and hyper keeps one slot the
                 // size of this whole future per connection, busy or idle. Forwarding (the
                 // common case) should not pay for them in memory.
-                let resp = Box::pin(crate::api::dispatch(endpoint, &state, req, params))
+                let http1 = req.version() < http::Version::HTTP_2;
+                let mut resp = Box::pin(crate::api::dispatch(endpoint, &state, req, params))
                     .await
                     .unwrap_or_else(Error::into_response);
+                // The rest of a stalled body is not awaited: the connection cannot carry
+                // another request, and the client is told so (HTTP/2 ends only the stream).
+                if http1 && resp.status() == http::StatusCode::REQUEST_TIMEOUT {
+                    resp.headers_mut()
+                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                }
                 (class, local_response(&state, class, resp, &id, in_flight))
             }
         };
@@ -720,4 +809,41 @@ pub fn tls_acceptor(
     let config =
         crate::tls::server_config(cert, key, &[b"h2", b"http/1.1"]).map_err(StartError::Tls)?;
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_failures_back_off_and_are_logged_once_a_second() {
+        let mut errors = AcceptErrors::default();
+        let start = Instant::now();
+        let mut pauses = Vec::new();
+        let mut lines = Vec::new();
+        // A full descriptor table for 3.5 s, retried after each pause.
+        let mut t = start;
+        while t < start + Duration::from_millis(3500) {
+            let (pause, log) = errors.failed(t);
+            pauses.push(pause);
+            if let Some(suppressed) = log {
+                lines.push((t - start, suppressed));
+            }
+            t += pause;
+        }
+        assert_eq!(pauses[0], ACCEPT_PAUSE_MIN);
+        assert!(pauses.windows(2).all(|w| w[1] >= w[0]), "{pauses:?}");
+        assert_eq!(*pauses.last().unwrap(), ACCEPT_PAUSE_MAX);
+        // One line at once, then at most one a second, each counting the failures in between.
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert_eq!(lines[0], (Duration::ZERO, 0));
+        for w in lines.windows(2) {
+            assert!(w[1].0 - w[0].0 >= ACCEPT_LOG_EVERY, "{lines:?}");
+        }
+        let logged = lines.len() as u64 + lines.iter().map(|l| l.1).sum::<u64>();
+        assert_eq!(logged + errors.unlogged, pauses.len() as u64);
+        // A success starts the next streak at the shortest pause again.
+        errors.accepted();
+        assert_eq!(errors.failed(t).0, ACCEPT_PAUSE_MIN);
+    }
 }

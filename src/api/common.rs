@@ -17,14 +17,17 @@ use crate::server::AppState;
 use crate::store::{ListQuery, Order, Page, Store, Tenant};
 
 /// Reads the whole body, refusing more than `limit` bytes with a 413 (after discarding the
-/// rest, so the client sees the 413 rather than a reset).
-pub async fn read_body(req: Request<Incoming>, limit: u64) -> Result<Bytes, Error> {
-    let mut body = req.into_body();
+/// rest, so the client sees the 413 rather than a reset), and a pause of `idle` between two
+/// pieces with a 408 (the connection is then closed: the rest of the body is not awaited).
+pub async fn read_body(
+    req: Request<Incoming>,
+    limit: u64,
+    idle: std::time::Duration,
+) -> Result<Bytes, Error> {
+    let mut body = body::IdleTimeout::new(req.into_body(), idle);
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            Error::invalid(format!("The request body could not be read: {e}"), None)
-        })?;
+        let frame = frame.map_err(|e| body_error(e.as_ref()))?;
         if let Ok(data) = frame.into_data() {
             if (buf.len() + data.len()) as u64 > limit {
                 body::discard(body).await;
@@ -34,6 +37,17 @@ pub async fn read_body(req: Request<Incoming>, limit: u64) -> Result<Bytes, Erro
         }
     }
     Ok(buf.freeze())
+}
+
+/// The answer to a request body that failed while being read: a 408 when it stalled, else a
+/// 400 saying why it could not be read.
+pub fn body_error(e: &(dyn std::error::Error + 'static)) -> Error {
+    match body::timed_out(e) {
+        Some(t) => Error::BodyTimeout {
+            seconds: t.idle.as_secs(),
+        },
+        None => Error::invalid(format!("The request body could not be read: {e}"), None),
+    }
 }
 
 /// Parses a JSON object body; an empty body is an empty object (several create endpoints
@@ -63,7 +77,12 @@ pub fn parse_object(bytes: &[u8]) -> Result<Fields, Error> {
 
 /// Reads and parses a JSON object body under the configured limit.
 pub async fn json_body(req: Request<Incoming>, config: &Config) -> Result<Fields, Error> {
-    let bytes = read_body(req, config.limits.max_json_body_bytes).await?;
+    let bytes = read_body(
+        req,
+        config.limits.max_json_body_bytes,
+        config.body_read_timeout,
+    )
+    .await?;
     parse_object(&bytes)
 }
 

@@ -28,6 +28,10 @@ pub async fn dispatch(
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
     use Endpoint as E;
+    // Before anything else, as OpenAI does: a request in the wrong shape is not looked at.
+    if endpoint.is_assistants_beta() {
+        validate::ApiVersion::required(req.headers())?;
+    }
     match endpoint {
         E::Healthz => Ok(ops::healthz()),
         E::Readyz => Ok(ops::readyz(state).await),

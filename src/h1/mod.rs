@@ -14,6 +14,7 @@
 //! connection to hyper's server with the bytes read so far ([`Ended::Handoff`]), and hyper
 //! serves it from then on.
 
+pub mod answer;
 pub mod head;
 pub mod pool;
 
@@ -645,7 +646,7 @@ async fn write_all<W: AsyncWrite + Unpin>(io: &mut W, a: &[u8], b: &[u8]) -> io:
 }
 
 /// An error answer (OpenAI's envelope), with the headers the hyper path sends.
-fn error_response(e: Error, close: bool, out: &mut Vec<u8>) {
+pub(crate) fn error_response(e: Error, close: bool, out: &mut Vec<u8>) {
     use std::io::Write;
     e.log();
     let (status, headers, body) = e.response_parts();

@@ -18,7 +18,7 @@ use crate::support::{FakeUpstream, client, get, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_assistants-proxy");
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -27,8 +27,8 @@ fn free_port() -> u16 {
 }
 
 /// A proxy process; killed on drop so a failing test leaves nothing behind.
-struct Proc {
-    child: Child,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
     port: u16,
 }
 
@@ -40,12 +40,21 @@ impl Drop for Proc {
 }
 
 impl Proc {
-    async fn start(upstream: &str, extra_env: &[(&str, &str)], dir: &std::path::Path) -> Proc {
+    pub(crate) async fn start(
+        upstream: &str,
+        extra_env: &[(&str, &str)],
+        dir: &std::path::Path,
+    ) -> Proc {
         let store = format!("sqlite://{}", dir.join("bin.db").display());
         Proc::start_on(upstream, &store, free_port(), extra_env).await
     }
 
-    async fn start_on(upstream: &str, store: &str, port: u16, extra_env: &[(&str, &str)]) -> Proc {
+    pub(crate) async fn start_on(
+        upstream: &str,
+        store: &str,
+        port: u16,
+        extra_env: &[(&str, &str)],
+    ) -> Proc {
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
             .env("ASSISTANTS_PROXY_LISTEN", format!("127.0.0.1:{port}"))
@@ -76,11 +85,11 @@ impl Proc {
         panic!("the proxy binary did not come up");
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }
 
-    fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         let _ = Command::new("kill")
             .arg("-KILL")
             .arg(self.child.id().to_string())
@@ -98,7 +107,7 @@ impl Proc {
             .unwrap()
     }
 
-    fn terminate(&mut self) -> (std::process::ExitStatus, String) {
+    pub(crate) fn terminate(&mut self) -> (std::process::ExitStatus, String) {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -233,7 +242,7 @@ async fn large_bodies_keep_memory_flat_and_secrets_stay_out_of_logs() {
 }
 
 /// Writes a configuration file into DIR; its path, for `ASSISTANTS_PROXY_CONFIG`.
-fn write_config(dir: &std::path::Path, toml: &str) -> String {
+pub(crate) fn write_config(dir: &std::path::Path, toml: &str) -> String {
     let path = dir.join("proxy.toml");
     std::fs::write(&path, toml).unwrap();
     path.to_str().unwrap().to_owned()

@@ -5,11 +5,16 @@
 mod support;
 
 mod api_core;
+mod beta_header;
 mod binary;
+mod body_timeout;
 mod files;
 mod fixtures;
 mod forward_h1;
+mod log_escape;
+mod protocol_answers;
 mod proxy;
 mod run_faults;
 mod runs;
+mod sqlite_lock;
 mod vector_stores;

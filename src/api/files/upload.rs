@@ -194,6 +194,9 @@ fn multipart_error(e: multer::Error, too_large: &TooLarge, limit: u64) -> Error 
     if too_large.load(Ordering::Relaxed) {
         return Error::PayloadTooLarge { limit };
     }
+    if let multer::Error::StreamReadFailed(inner) = &e {
+        return common::body_error(inner.as_ref());
+    }
     Error::invalid(format!("The multipart body could not be parsed: {e}"), None)
 }
 
@@ -261,6 +264,9 @@ pub async fn create(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let (parts, body) = req.into_parts();
+    // Every read of the upload, both phases, forwarded or stored, waits at most this long
+    // for the client's next bytes.
+    let body = crate::body::IdleTimeout::new(body, state.config.body_read_timeout);
     if declared.is_some_and(|n| n > raw_limit) {
         crate::body::discard(body).await;
         return Err(Error::PayloadTooLarge { limit: max_file });
@@ -284,7 +290,7 @@ async fn receive(
     state: &Arc<AppState>,
     caller: &Caller,
     parts: http::request::Parts,
-    body: crate::body::Reclaim<Incoming>,
+    body: crate::body::Reclaim<crate::body::IdleTimeout<Incoming>>,
     boundary: String,
     max_file: u64,
     raw_limit: u64,

@@ -209,7 +209,13 @@ pub async fn cancel(
     let caller = Caller::resolve(req.headers(), state).await?;
     let (thread_id, run_id) = ids(&params)?;
     // The body is ignored (the spec defines none), but must not be unreadable garbage.
-    common::read_body(req, state.config.limits.max_json_body_bytes).await?;
+    let limits = &state.config.limits;
+    common::read_body(
+        req,
+        limits.max_json_body_bytes,
+        state.config.body_read_timeout,
+    )
+    .await?;
     let rec = service::cancel(state, &caller, &thread_id, &run_id).await?;
     Ok(run_response(&rec.run, caller.version))
 }

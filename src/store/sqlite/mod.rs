@@ -28,6 +28,7 @@ mod chunks;
 mod doc;
 mod files;
 pub(crate) mod kernel;
+mod lock;
 mod messages;
 mod readers;
 mod runs;
@@ -80,8 +81,20 @@ const STATEMENT_CACHE: usize = 128;
 /// # Errors
 /// A file that cannot be opened, read, written or migrated gives an error naming the path.
 pub async fn open(path: &Path) -> StoreResult<Store> {
+    open_locked(path, true).await
+}
+
+/// Opens the file without taking its lock (see `lock.rs`): a stand-in, in tests, for a writer
+/// that does not take it (the `sqlite3` shell, a proxy from before the lock), whose writes the
+/// search indexes must still notice.
+#[doc(hidden)]
+pub async fn open_without_lock(path: &Path) -> StoreResult<Store> {
+    open_locked(path, false).await
+}
+
+async fn open_locked(path: &Path, lock: bool) -> StoreResult<Store> {
     let path = path.to_owned();
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open_blocking(&path))
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open_blocking(&path, lock))
         .await
         .map_err(|e| StoreError::Other(format!("SQLite open task failed: {e}")))??;
     Ok(Store::from_backend(Arc::new(store)))
@@ -93,7 +106,7 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    fn open_blocking(path: &Path) -> StoreResult<SqliteStore> {
+    fn open_blocking(path: &Path, lock: bool) -> StoreResult<SqliteStore> {
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             StoreError::Other(format!(
                 "cannot {what} SQLite database {}: {e}",
@@ -117,6 +130,8 @@ impl SqliteStore {
             // that one fails below instead of silently creating a tree.
             std::fs::create_dir_all(parent).map_err(|e| fail("create the directory of", &e))?;
         }
+        // Before the database is touched: a refused second proxy must not even migrate it.
+        let lock = if lock { lock::acquire(path)? } else { None };
         let writer = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -158,6 +173,7 @@ impl SqliteStore {
                     readers: Mutex::new(readers),
                     reader_permits: Arc::new(Semaphore::new(LONG_READERS)),
                     index,
+                    _lock: lock,
                 }),
             },
         })
@@ -213,6 +229,9 @@ struct Inner {
     reader_permits: Arc<Semaphore>,
     /// In-memory search indexes of the vector stores searched so far.
     index: Arc<SearchIndex>,
+    /// Keeps other proxies off the file (`lock.rs`). Declared last, so it is released only
+    /// after `drop` has joined the threads and every connection above has closed.
+    _lock: Option<std::fs::File>,
 }
 
 impl Drop for Inner {
@@ -612,7 +631,7 @@ mod tests {
     #[tokio::test]
     async fn progress_commits_skip_the_fsync_and_durable_ones_do_not() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open_blocking(&dir.path().join("d.db")).unwrap();
+        let store = SqliteStore::open_blocking(&dir.path().join("d.db"), true).unwrap();
         let db = &store.db;
         // 2 = FULL (fsync at every commit), 1 = NORMAL (WAL synced at checkpoints only).
         assert_eq!(mode_in(db, Durability::Flush).await, 2);
