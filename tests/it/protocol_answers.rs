@@ -47,7 +47,7 @@ impl Target {
                             .unwrap(),
                     )
                     .unwrap();
-                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let provider = assistants_proxy::tls::provider();
                 let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
                     .with_safe_default_protocol_versions()
                     .unwrap()
