@@ -3,8 +3,20 @@
 //! "Incorrect API key provided: sk-…") passes through a [`Scrubber`] before the proxy stores
 //! it in a run's `last_error`, answers it to a client or logs it.
 
-use http::{HeaderMap, header};
+use http::HeaderMap;
 
+/// Headers whose values are secrets: API keys, database tokens, cookies. Logs mask them, and
+/// upstream text is scrubbed of the credentials among them.
+pub const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "api-key",
+    "x-api-key",
+    "openai-api-key",
+    "astra-api-token",
+    "cookie",
+    "set-cookie",
+];
 /// Shown in place of a credential.
 const REDACTED: &str = "[redacted]";
 /// Prefixes of credentials hidden wherever they appear, whoever's they are: OpenAI keys
@@ -36,13 +48,10 @@ impl Scrubber {
     /// proxy's configured one) and any other credential header is hidden.
     pub fn for_headers(headers: &HeaderMap) -> Scrubber {
         let mut known = Vec::new();
-        for name in [
-            header::AUTHORIZATION.as_str(),
-            "api-key",
-            "x-api-key",
-            crate::store::astra::TOKEN_HEADER,
-        ] {
-            for v in headers.get_all(name) {
+        // Cookies are no key an upstream would quote back.
+        let keys = SECRET_HEADERS.iter().filter(|h| !h.ends_with("cookie"));
+        for name in keys {
+            for v in headers.get_all(*name) {
                 let Ok(text) = v.to_str() else { continue };
                 let text = text.trim();
                 let key = match text.split_once(' ') {

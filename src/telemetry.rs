@@ -20,17 +20,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
 
-/// Headers whose values are secrets: API keys, database tokens, cookies.
-const SECRET_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "api-key",
-    "x-api-key",
-    "openai-api-key",
-    "astra-api-token",
-    "cookie",
-    "set-cookie",
-];
+use crate::secrets::SECRET_HEADERS;
 
 /// Installs the global subscriber (`RUST_LOG` filters; default `info`) writing to stderr.
 pub fn init(format: LogFormat) {

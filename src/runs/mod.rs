@@ -14,6 +14,7 @@ pub mod events;
 pub mod file_search;
 pub mod prompt;
 pub mod service;
+pub mod state;
 pub mod sweeper;
 pub mod translate;
 
