@@ -11,4 +11,5 @@ mod fixtures;
 mod forward_h1;
 mod proxy;
 mod runs;
+mod vector_store_activity;
 mod vector_stores;

@@ -32,7 +32,7 @@ pub async fn create(
     let fields = common::json_body(req, &state.config).await?;
     let new = types::parse_add_file(fields)?;
     let store = service::load(state, &caller.store, &caller.tenant, &vs).await?;
-    service::check_not_expired(&store)?;
+    service::check_not_expired(&store, state.clock.now())?;
     let f = service::add_file(
         state,
         &caller,

@@ -112,7 +112,7 @@ pub async fn search(
     let fields = common::json_body(req, &state.config).await?;
     let s = types::parse_search(fields)?;
     let vs = service::load(state, &caller.store, &caller.tenant, &id).await?;
-    service::check_not_expired(&vs)?;
+    service::check_not_expired(&vs, state.clock.now())?;
     let hits = search::search_many(
         state,
         &caller,
@@ -123,7 +123,7 @@ pub async fn search(
         s.filters.as_ref(),
     )
     .await?;
-    service::touch(&caller.store, &caller.tenant, &vs.id).await?;
+    service::touch(state, &caller.store, &caller.tenant, &vs.id).await?;
     Ok(common::json_response(
         StatusCode::OK,
         &types::render_search(&s.queries, &hits),
