@@ -1,5 +1,5 @@
 //! Vector-store bookkeeping an app sees between calls: `last_active_at` (and the expiry
-//! anchored on it) follows runs and attached files.
+//! anchored on it) follows runs and attached files, and a store's files list in attach order.
 //! Time moves with the proxy's test clock (`Clock::advance`), as the run-expiry tests do.
 
 use serde_json::{Value, json};
@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::both_backends;
 use crate::fixtures::{upload, wait_batch, wait_store};
 use crate::runs::wait_run;
-use crate::support::{Api, Backend, FakeUpstream, TestProxy};
+use crate::support::{Api, Backend, FakeUpstream, TestProxy, assert_error};
 
 const DAY: i64 = 86_400;
 
@@ -182,3 +182,86 @@ both_backends!(
         proxy.shutdown().await;
     }
 );
+
+both_backends!(store_files_list_in_attach_order, |backend| async move {
+    let (_up, proxy, api) = start(backend).await;
+    // Uploaded a, b (so a's id sorts first), attached b, then a five seconds later.
+    let a = id(&upload(&api, "a.txt", "assistants", b"alpha").await);
+    let b = id(&upload(&api, "b.txt", "assistants", b"beta").await);
+    let vs_id = id(&api.ok("/v1/vector_stores", json!({})).await);
+    let files = format!("/v1/vector_stores/{vs_id}/files");
+    api.ok(&files, json!({"file_id": b})).await;
+    proxy.state.clock.advance(5);
+    api.ok(&files, json!({"file_id": a})).await;
+    // A batch of two more, later still (one attach second: ties go by id).
+    let c = id(&upload(&api, "c.txt", "assistants", b"gamma").await);
+    let d = id(&upload(&api, "d.txt", "assistants", b"delta").await);
+    proxy.state.clock.advance(5);
+    let batch = id(&api
+        .ok(
+            &format!("/v1/vector_stores/{vs_id}/file_batches"),
+            json!({"file_ids": [d, c]}),
+        )
+        .await);
+    wait_batch(&api, &vs_id, &batch).await;
+
+    let list = async |path: &str| {
+        let (status, v) = api.get(path).await;
+        assert_eq!(status, 200, "{path}: {v}");
+        let ids: Vec<String> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(v["first_id"].as_str(), ids.first().map(String::as_str));
+        assert_eq!(v["last_id"].as_str(), ids.last().map(String::as_str));
+        (ids, v["has_more"].as_bool().unwrap())
+    };
+    let s = |v: &[&String]| v.iter().map(|x| (*x).clone()).collect::<Vec<_>>();
+    assert_eq!(
+        list(&format!("{files}?order=asc")).await,
+        (s(&[&b, &a, &c, &d]), false)
+    );
+    // Default order: newest attach first.
+    assert_eq!(list(&files).await, (s(&[&d, &c, &a, &b]), false));
+    assert_eq!(
+        list(&format!("{files}?limit=2")).await,
+        (s(&[&d, &c]), true)
+    );
+    assert_eq!(
+        list(&format!("{files}?limit=2&after={c}")).await,
+        (s(&[&a, &b]), false)
+    );
+    assert_eq!(
+        list(&format!("{files}?order=asc&after={b}&limit=1")).await,
+        (s(&[&a]), true)
+    );
+    assert_eq!(
+        list(&format!("{files}?order=asc&before={c}")).await,
+        (s(&[&b, &a]), false)
+    );
+    assert_eq!(
+        list(&format!("{files}?before={b}&limit=2")).await,
+        (s(&[&c, &a]), true)
+    );
+    // The batch's own list: its files only, same order and cursors.
+    let batch_files = format!("/v1/vector_stores/{vs_id}/file_batches/{batch}/files");
+    assert_eq!(
+        list(&format!("{batch_files}?order=asc")).await,
+        (s(&[&c, &d]), false)
+    );
+    assert_eq!(
+        list(&format!("{batch_files}?after={d}")).await,
+        (s(&[&c]), false)
+    );
+    // A cursor that is not a file of the store cannot be placed: a clear 400.
+    let other = id(&upload(&api, "e.txt", "assistants", b"epsilon").await);
+    assert_error(
+        &api.get(&format!("{files}?after={other}")).await,
+        400,
+        None,
+        Some("after"),
+    );
+    proxy.shutdown().await;
+});

@@ -216,6 +216,13 @@ fn q(limit: usize, order: Order, after: Option<&str>, before: Option<&str>) -> L
     }
 }
 
+fn pos(created_at: i64, file_id: &str) -> VsFilePos {
+    VsFilePos {
+        created_at,
+        file_id: file_id.to_owned(),
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The contract, one function per property; the macro at the end runs each on every backend.
 // ---------------------------------------------------------------------------------------
@@ -794,7 +801,7 @@ pub async fn vector_stores_files_and_batches(s: &Store) {
                 status: Some("completed".into()),
                 batch_id: None,
             },
-            &ListQuery::default(),
+            &VsFileQuery::first(20, Order::Desc),
         )
         .await
         .unwrap();
@@ -808,7 +815,7 @@ pub async fn vector_stores_files_and_batches(s: &Store) {
                 status: None,
                 batch_id: Some(batch.id.clone()),
             },
-            &q(1, Order::Asc, None, None),
+            &VsFileQuery::first(1, Order::Asc),
         )
         .await
         .unwrap();
@@ -820,7 +827,10 @@ pub async fn vector_stores_files_and_batches(s: &Store) {
             &t,
             &vs.id,
             &VsFileFilter::default(),
-            &q(2, Order::Desc, Some(&file_ids[4]), None),
+            &VsFileQuery {
+                after: Some(pos(1_700_000_000, &file_ids[4])),
+                ..VsFileQuery::first(2, Order::Desc)
+            },
         )
         .await
         .unwrap();
@@ -883,6 +893,126 @@ pub async fn vector_stores_files_and_batches(s: &Store) {
             .await
             .unwrap(),
         None
+    );
+}
+
+/// A store's files (and a batch's) list by attach time, then id, whatever their ids say:
+/// cursors are positions in that order, a re-attached file moves to its new time, and the
+/// status and batch filters keep the order.
+pub async fn vs_files_list_by_attach_time(s: &Store) {
+    let t = tenant();
+    let vs = vector_store(&new_id("vs_"));
+    s.vector_stores.put_vector_store(&t, &vs).await.unwrap();
+    let batch = new_id("vsfb_");
+    // Ids in upload order a < b < c < d; attached d, b (same second), c, a.
+    let [a, b, c, d] = [(); 4].map(|()| new_id("file-"));
+    let attach = |id: &str, at: i64, status: &str, in_batch: bool| {
+        let mut f = vs_file(&vs.id, id, status, in_batch.then_some(batch.as_str()));
+        f.created_at = at;
+        f
+    };
+    for f in [
+        attach(&d, 100, "completed", true),
+        attach(&b, 100, "in_progress", false),
+        attach(&c, 200, "completed", true),
+        attach(&a, 300, "completed", true),
+    ] {
+        s.vector_stores.put_vs_file(&t, &f).await.unwrap();
+    }
+    let list = async |filter: &VsFileFilter, q: VsFileQuery| {
+        let page = s
+            .vector_stores
+            .list_vs_files(&t, &vs.id, filter, &q)
+            .await
+            .unwrap();
+        (ids(&page, |f| f.id.as_str()), page.has_more)
+    };
+    let all = VsFileFilter::default();
+    // The tie at 100 is broken by id: b < d.
+    let asc = vec![b.clone(), d.clone(), c.clone(), a.clone()];
+    let desc: Vec<String> = asc.iter().rev().cloned().collect();
+    assert_eq!(
+        list(&all, VsFileQuery::first(10, Order::Asc)).await,
+        (asc.clone(), false)
+    );
+    assert_eq!(
+        list(&all, VsFileQuery::first(10, Order::Desc)).await,
+        (desc.clone(), false)
+    );
+    assert_eq!(
+        list(&all, VsFileQuery::first(2, Order::Desc)).await,
+        (vec![a.clone(), c.clone()], true)
+    );
+    let after = |at, id: &str, order, limit| VsFileQuery {
+        after: Some(pos(at, id)),
+        ..VsFileQuery::first(limit, order)
+    };
+    let before = |at, id: &str, order, limit| VsFileQuery {
+        before: Some(pos(at, id)),
+        ..VsFileQuery::first(limit, order)
+    };
+    assert_eq!(
+        list(&all, after(200, &c, Order::Desc, 10)).await,
+        (vec![d.clone(), b.clone()], false)
+    );
+    assert_eq!(
+        list(&all, after(100, &b, Order::Asc, 2)).await,
+        (vec![d.clone(), c.clone()], true)
+    );
+    // `before` pages back towards the start, the page still in the requested order.
+    assert_eq!(
+        list(&all, before(100, &b, Order::Desc, 2)).await,
+        (vec![c.clone(), d.clone()], true)
+    );
+    assert_eq!(
+        list(&all, before(300, &a, Order::Asc, 10)).await,
+        (vec![b.clone(), d.clone(), c.clone()], false)
+    );
+    // Both cursors: the files between them.
+    let between = VsFileQuery {
+        after: Some(pos(300, &a)),
+        before: Some(pos(100, &b)),
+        ..VsFileQuery::first(10, Order::Desc)
+    };
+    assert_eq!(
+        list(&all, between).await,
+        (vec![c.clone(), d.clone()], false)
+    );
+
+    // A batch's files and a status keep the same order.
+    let in_batch = VsFileFilter {
+        status: None,
+        batch_id: Some(batch.clone()),
+    };
+    assert_eq!(
+        list(&in_batch, VsFileQuery::first(10, Order::Asc)).await,
+        (vec![d.clone(), c.clone(), a.clone()], false)
+    );
+    assert_eq!(
+        list(&in_batch, after(200, &c, Order::Desc, 10)).await,
+        (vec![d.clone()], false)
+    );
+    let completed = VsFileFilter {
+        status: Some("completed".into()),
+        batch_id: None,
+    };
+    assert_eq!(
+        list(&completed, VsFileQuery::first(2, Order::Desc)).await,
+        (vec![a.clone(), c.clone()], true)
+    );
+
+    // Re-attaching d later moves it to the end.
+    s.vector_stores
+        .put_vs_file(&t, &attach(&d, 400, "in_progress", false))
+        .await
+        .unwrap();
+    assert_eq!(
+        list(&all, VsFileQuery::first(10, Order::Asc)).await,
+        (vec![b.clone(), c.clone(), a.clone(), d.clone()], false)
+    );
+    assert_eq!(
+        list(&in_batch, VsFileQuery::first(10, Order::Asc)).await,
+        (vec![c.clone(), a.clone()], false)
     );
 }
 
@@ -1272,6 +1402,11 @@ macro_rules! contract {
             async fn vector_stores() {
                 let (s, _g) = $open.await;
                 vector_stores_files_and_batches(&s).await;
+            }
+            #[tokio::test]
+            async fn vs_files_order() {
+                let (s, _g) = $open.await;
+                vs_files_list_by_attach_time(&s).await;
             }
             #[tokio::test]
             async fn file_cascade() {

@@ -22,7 +22,7 @@ use crate::model::{
 };
 use crate::retrieval::{FileKey, ingest};
 use crate::server::AppState;
-use crate::store::{ListQuery, Order, Store, Tenant, VsFileFilter};
+use crate::store::{ListQuery, Order, Page, Store, Tenant, VsFileFilter, VsFilePos, VsFileQuery};
 
 /// Default embedding model of new stores when the configuration names none.
 pub const DEFAULT_EMBEDDING_MODEL: &str = crate::config::DEFAULT_EMBEDDING_MODEL;
@@ -364,6 +364,37 @@ pub async fn load_file(
     Ok(f)
 }
 
+/// A page of a store's files (of one batch, with `filter.batch_id`) in attach order, ties by
+/// id, as OpenAI lists them. The cursors are file ids; each is looked up for its attach time,
+/// so a cursor that is not a file of the store is refused rather than guessed at.
+pub async fn list_files(
+    store: &Store,
+    tenant: &Tenant,
+    vs_id: &str,
+    filter: &VsFileFilter,
+    q: &ListQuery,
+) -> Result<Page<VectorStoreFile>, Error> {
+    let mut resolved = VsFileQuery::first(q.limit, q.order);
+    for (param, cursor, slot) in [
+        ("after", &q.after, &mut resolved.after),
+        ("before", &q.before, &mut resolved.before),
+    ] {
+        if let Some(id) = cursor {
+            let Some(f) = store.vector_stores.get_vs_file(tenant, vs_id, id).await? else {
+                return Err(Error::invalid(
+                    format!("Invalid '{param}': '{id}' is not a file of vector store '{vs_id}'."),
+                    Some(param),
+                ));
+            };
+            *slot = Some(VsFilePos::of(&f));
+        }
+    }
+    Ok(store
+        .vector_stores
+        .list_vs_files(tenant, vs_id, filter, &resolved)
+        .await?)
+}
+
 /// Replaces a membership's attributes, on the membership and on its chunks' copies.
 pub async fn set_attributes(
     state: &AppState,
@@ -514,12 +545,7 @@ pub async fn cancel_batch(
         status: Some("in_progress".into()),
         batch_id: Some(batch_id.to_owned()),
     };
-    let mut q = ListQuery {
-        limit: 100,
-        order: Order::Asc,
-        after: None,
-        before: None,
-    };
+    let mut q = VsFileQuery::first(100, Order::Asc);
     loop {
         let page = vss.list_vs_files(tenant, vs_id, &filter, &q).await?;
         for mut f in page.items.iter().cloned() {
@@ -531,8 +557,8 @@ pub async fn cancel_batch(
             });
         }
         match (page.has_more, page.items.last()) {
-            // Rows just cancelled left the filter; page on by id all the same.
-            (true, Some(last)) => q.after = Some(last.id.clone()),
+            // Rows just cancelled left the filter; page on from the last one all the same.
+            (true, Some(last)) => q.after = Some(VsFilePos::of(last)),
             _ => break,
         }
     }

@@ -1,13 +1,15 @@
 //! Vector stores, their file memberships and file batches. Memberships live in the store's
-//! partition (clustered by file id), so counts are one partition read; each membership is
-//! mirrored in `file_memberships` for the file-side cascade.
+//! partition (clustered by file id), so counts and lists (by attach time) are one partition
+//! read; each membership is mirrored in `file_memberships` for the file-side cascade.
 
 use async_trait::async_trait;
 
 use super::docs::DocTable;
 use super::{CassandraStore, Conn};
 use crate::model::{FileBatch, FileCounts, VectorStore, VectorStoreFile};
-use crate::store::{ListQuery, Page, StoreResult, Tenant, VectorStoreStore, VsFileFilter};
+use crate::store::{
+    ListQuery, Page, StoreResult, Tenant, VectorStoreStore, VsFileFilter, VsFileQuery,
+};
 
 const STORES: DocTable = DocTable {
     name: "vector_stores",
@@ -103,21 +105,22 @@ impl VectorStoreStore for CassandraStore {
         t: &Tenant,
         vs_id: &str,
         filter: &VsFileFilter,
-        q: &ListQuery,
+        q: &VsFileQuery,
     ) -> StoreResult<Page<VectorStoreFile>> {
-        let conn = self.conn().await?;
-        let key = [t.as_str(), vs_id];
-        if filter.status.is_none() && filter.batch_id.is_none() {
-            return conn.doc_list(&VS_FILES, &key, q, None).await;
-        }
-        let keep = |f: &VectorStoreFile| {
-            filter.status.as_ref().is_none_or(|s| *s == f.status)
-                && filter
-                    .batch_id
-                    .as_ref()
-                    .is_none_or(|b| f.batch_id.as_ref() == Some(b))
-        };
-        conn.doc_list(&VS_FILES, &key, q, Some(&keep)).await
+        // The partition is clustered by file id, but files are listed by attach time, which
+        // lives in the documents. The whole partition is read and ordered here: every list
+        // request already reads it whole to count the store's files (`count_vs_files`), so
+        // this at most doubles that read. A clustering table by `(created_at, id)` would make
+        // pages range reads, but a proxy of an older version sharing the keyspace during a
+        // rolling upgrade would attach files without writing it, and lists would silently
+        // miss them; reading the documents themselves cannot.
+        let mut files: Vec<VectorStoreFile> = self
+            .conn()
+            .await?
+            .doc_all(&VS_FILES, &[t.as_str(), vs_id])
+            .await?;
+        files.retain(|f| filter.matches(f));
+        Ok(q.page_of(files))
     }
 
     async fn delete_vs_file(&self, t: &Tenant, vs_id: &str, file_id: &str) -> StoreResult<bool> {
