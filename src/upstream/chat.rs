@@ -109,6 +109,41 @@ impl CallError {
     }
 }
 
+/// Builds a request for the upstream with the caller's headers and, if given, a JSON body.
+fn upstream_request(
+    forwarder: &Forwarder,
+    method: Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: Option<&Value>,
+) -> Result<Request<crate::body::ProxyBody>, CallError> {
+    let uri = forwarder
+        .base()
+        .uri_for(path)
+        .map_err(|e| CallError::server(e.to_string()))?;
+    let payload = match body {
+        Some(b) => crate::body::full(b.to_string()),
+        None => crate::body::empty(),
+    };
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(payload)
+        .map_err(|e| CallError::server(e.to_string()))?;
+    let h = req.headers_mut();
+    for (k, v) in headers {
+        h.append(k, v.clone());
+    }
+    h.insert(header::HOST, forwarder.base().host.clone());
+    if body.is_some() {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    Ok(req)
+}
+
 /// Builds a JSON POST for the upstream with the caller's headers.
 fn json_request(
     forwarder: &Forwarder,
@@ -116,25 +151,7 @@ fn json_request(
     headers: &HeaderMap,
     body: &Value,
 ) -> Result<Request<crate::body::ProxyBody>, CallError> {
-    let uri = forwarder
-        .base()
-        .uri_for(path)
-        .map_err(|e| CallError::server(e.to_string()))?;
-    let mut req = Request::builder()
-        .method(Method::POST)
-        .uri(uri)
-        .body(crate::body::full(body.to_string()))
-        .map_err(|e| CallError::server(e.to_string()))?;
-    let h = req.headers_mut();
-    for (k, v) in headers {
-        h.append(k, v.clone());
-    }
-    h.insert(header::HOST, forwarder.base().host.clone());
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Ok(req)
+    upstream_request(forwarder, Method::POST, path, headers, Some(body))
 }
 
 /// Turns a non-success upstream answer into a `CallError`, keeping the upstream's message.
@@ -175,7 +192,26 @@ pub async fn post_json(
     headers: &HeaderMap,
     body: &Value,
 ) -> Result<Value, CallError> {
-    let req = json_request(forwarder, path, headers, body)?;
+    exchange_json(forwarder, json_request(forwarder, path, headers, body)?).await
+}
+
+/// GETs a JSON answer (`path` may carry a query), e.g. the upstream's file list.
+pub async fn get_json(
+    forwarder: &Forwarder,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<Value, CallError> {
+    let req = upstream_request(forwarder, Method::GET, path, headers, None)?;
+    exchange_json(forwarder, req).await
+}
+
+/// Sends one of the proxy's own requests and reads the whole JSON answer: the forwarder's
+/// response-head timeout applies, and a non-success status becomes a `CallError` carrying
+/// the upstream's message.
+async fn exchange_json(
+    forwarder: &Forwarder,
+    req: Request<crate::body::ProxyBody>,
+) -> Result<Value, CallError> {
     let resp = forwarder
         .send(req)
         .await

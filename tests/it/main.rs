@@ -7,6 +7,7 @@ mod support;
 mod api_core;
 mod binary;
 mod files;
+mod files_list;
 mod fixtures;
 mod forward_h1;
 mod proxy;
