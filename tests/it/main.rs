@@ -12,5 +12,6 @@ mod fixtures;
 mod forward_h1;
 mod proxy;
 mod runs;
+mod search_rewrite;
 mod vector_store_activity;
 mod vector_stores;

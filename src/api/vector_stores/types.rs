@@ -301,6 +301,8 @@ pub fn parse_modify(mut f: Fields) -> Result<StoreChanges, Error> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchRequest {
     pub queries: Vec<String>,
+    /// Rewrite each query with the upstream's chat model before searching.
+    pub rewrite_query: bool,
     pub max_num_results: usize,
     pub filters: Option<AttributeFilter>,
     pub ranking: Option<RankingOptions>,
@@ -331,7 +333,7 @@ pub fn parse_search(mut f: Fields) -> Result<SearchRequest, Error> {
         }
         Field::Null | Field::Absent => return Err(missing("query")),
     };
-    f.boolean("rewrite_query")?;
+    let rewrite_query = f.boolean("rewrite_query")?.into_option().unwrap_or(false);
     let max_num_results = f
         .integer("max_num_results", 1, MAX_SEARCH_RESULTS)?
         .into_option()
@@ -358,6 +360,7 @@ pub fn parse_search(mut f: Fields) -> Result<SearchRequest, Error> {
     f.finish()?;
     Ok(SearchRequest {
         queries,
+        rewrite_query,
         max_num_results,
         filters,
         ranking,
@@ -487,12 +490,14 @@ mod tests {
         let s = parse_search(fields(json!({"query": "hello"}))).unwrap();
         assert_eq!(s.queries, vec!["hello"]);
         assert_eq!(s.max_num_results, 10);
+        assert!(!s.rewrite_query);
         let s = parse_search(fields(
             json!({"query": ["a", "b"], "max_num_results": 3, "rewrite_query": true,
             "ranking_options": {"ranker": "default-2024-11-15", "score_threshold": 0.5}}),
         ))
         .unwrap();
         assert_eq!(s.queries.len(), 2);
+        assert!(s.rewrite_query);
         assert_eq!(s.ranking.unwrap().score_threshold, 0.5);
         let e = parse_search(fields(json!({"query": "x", "max_num_results": 51}))).unwrap_err();
         assert_eq!(e.code(), Some("integer_above_max_value"));
