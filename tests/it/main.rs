@@ -11,6 +11,7 @@ mod files_list;
 mod fixtures;
 mod forward_h1;
 mod proxy;
+mod request_checks;
 mod runs;
 mod search_rewrite;
 mod vector_store_activity;
