@@ -270,6 +270,10 @@ pub async fn create(
             {
                 return Err(busy(id, &active));
             }
+            for (i, m) in opts.additional_messages.iter().enumerate() {
+                let path = format!("additional_messages[{i}]");
+                messages::check_images(state, caller, m, &path).await?;
+            }
             for m in opts.additional_messages.iter().cloned() {
                 messages::apply_attachments(state, caller, &mut thread, &m).await?;
                 messages::insert(&caller.store, &caller.tenant, id, m, None, None).await?;
@@ -277,12 +281,7 @@ pub async fn create(
             thread
         }
         None => {
-            let spec = opts.thread.unwrap_or(NewThread {
-                messages: Vec::new(),
-                tool_resources: Default::default(),
-                helper: None,
-                metadata: Default::default(),
-            });
+            let spec = opts.thread.unwrap_or_default();
             let (thread, _) = threads::create(state, caller, spec).await?;
             new_thread = Some(thread.clone());
             thread

@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::both_backends;
+use crate::fixtures::upload;
 use crate::runs::wait_run;
 use crate::support::{Api, Backend, FakeUpstream, TestProxy, assert_error};
 
@@ -90,5 +91,78 @@ both_backends!(truncation_and_schema_names, |backend| async move {
             .map(str::len),
         Some(64)
     );
+    proxy.shutdown().await;
+});
+
+both_backends!(image_files_must_exist, |backend| async move {
+    let (_up, proxy, api) = start(backend).await;
+    let mine = id(&upload(&api, "cat.png", "vision", b"\x89PNG cat").await);
+    let other = api.other_tenant();
+    let theirs = id(&upload(&other, "dog.png", "vision", b"\x89PNG dog").await);
+    let missing = "file-doesnotexist0000000000";
+    let aid = id(&api.ok("/v1/assistants", json!({"model": "gpt-4o"})).await);
+    let tid = id(&api.ok("/v1/threads", json!({})).await);
+    let image = |file: &str| json!({"type": "image_file", "image_file": {"file_id": file}});
+    let not_found = |got: &(http::StatusCode, Value), file: &str, param: &str| {
+        assert_error(got, 404, None, Some(param));
+        assert_eq!(
+            got.1["error"]["message"],
+            format!("No such File object: {file}")
+        );
+    };
+
+    // Message create: a missing file and another tenant's are both 404; one's own is fine.
+    let messages = format!("/v1/threads/{tid}/messages");
+    for file in [missing, theirs.as_str()] {
+        let got = api
+            .post(
+                &messages,
+                json!({"role": "user", "content": [{"type": "text", "text": "look"}, image(file)]}),
+            )
+            .await;
+        not_found(&got, file, "content[1].image_file.file_id");
+    }
+    api.ok(
+        &messages,
+        json!({"role": "user", "content": [image(&mine)]}),
+    )
+    .await;
+
+    // Thread create with messages, a run's additional_messages, create-thread-and-run.
+    not_found(
+        &api.post(
+            "/v1/threads",
+            json!({"messages": [{"role": "user", "content": "hi"},
+                                {"role": "user", "content": [image(missing)]}]}),
+        )
+        .await,
+        missing,
+        "messages[1].content[0].image_file.file_id",
+    );
+    not_found(
+        &api.post(
+            &format!("/v1/threads/{tid}/runs"),
+            json!({"assistant_id": aid,
+                   "additional_messages": [{"role": "user", "content": [image(&theirs)]}]}),
+        )
+        .await,
+        &theirs,
+        "additional_messages[0].content[0].image_file.file_id",
+    );
+    not_found(
+        &api.post(
+            "/v1/threads/runs",
+            json!({"assistant_id": aid,
+                   "thread": {"messages": [{"role": "user", "content": [image(missing)]}]}}),
+        )
+        .await,
+        missing,
+        "thread.messages[0].content[0].image_file.file_id",
+    );
+    // Nothing was written by the refused requests.
+    let (_, listed) = api.get(&messages).await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
+    let (_, runs) = api.get(&format!("/v1/threads/{tid}/runs")).await;
+    assert!(runs["data"].as_array().unwrap().is_empty(), "{runs}");
     proxy.shutdown().await;
 });
