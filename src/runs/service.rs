@@ -65,7 +65,7 @@ pub fn parse(
     check_id("assistant_id", &assistant_id, "asst_")?;
     let mut o = RunOptions {
         assistant_id,
-        model: set(f.string("model", 256)?),
+        model: set(f.non_empty_string("model", 256)?),
         instructions: set(f.string(
             "instructions",
             crate::api::assistants::types::MAX_INSTRUCTIONS,

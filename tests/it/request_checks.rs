@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::fixtures::upload;
+use crate::fixtures::{multipart, post_multipart, upload};
 use crate::runs::wait_run;
 use crate::support::{Api, Backend, FakeUpstream, TestProxy, assert_error};
 
@@ -164,5 +164,124 @@ both_backends!(image_files_must_exist, |backend| async move {
     assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
     let (_, runs) = api.get(&format!("/v1/threads/{tid}/runs")).await;
     assert!(runs["data"].as_array().unwrap().is_empty(), "{runs}");
+    proxy.shutdown().await;
+});
+
+both_backends!(empty_values_and_lengths, |backend| async move {
+    let (_up, proxy, api) = start(backend).await;
+    let empty = |got: &(http::StatusCode, Value), param: &str| {
+        assert_error(got, 400, Some("empty_string"), Some(param));
+        assert_eq!(
+            got.1["error"]["message"],
+            format!(
+                "Invalid '{param}': empty string. Expected a string with minimum length 1, but got an empty string instead."
+            )
+        );
+    };
+    // `model: ""` on assistants (create, modify) and runs (create, create-thread-and-run).
+    empty(
+        &api.post("/v1/assistants", json!({"model": ""})).await,
+        "model",
+    );
+    let aid = id(&api.ok("/v1/assistants", json!({"model": "gpt-4o"})).await);
+    empty(
+        &api.post(&format!("/v1/assistants/{aid}"), json!({"model": ""}))
+            .await,
+        "model",
+    );
+    assert_eq!(
+        api.get(&format!("/v1/assistants/{aid}")).await.1["model"],
+        "gpt-4o"
+    );
+    let tid = id(&api.ok("/v1/threads", json!({})).await);
+    empty(
+        &api.post(
+            &format!("/v1/threads/{tid}/runs"),
+            json!({"assistant_id": aid, "model": ""}),
+        )
+        .await,
+        "model",
+    );
+    empty(
+        &api.post(
+            "/v1/threads/runs",
+            json!({"assistant_id": aid, "model": ""}),
+        )
+        .await,
+        "model",
+    );
+
+    // Message content: "" and [] are refused as OpenAI does; 256,000 characters is the most.
+    let messages = format!("/v1/threads/{tid}/messages");
+    empty(
+        &api.post(&messages, json!({"role": "user", "content": ""}))
+            .await,
+        "content",
+    );
+    empty(
+        &api.post(
+            "/v1/threads",
+            json!({"messages": [{"role": "user", "content": ""}]}),
+        )
+        .await,
+        "messages[0].content",
+    );
+    let got = api
+        .post(&messages, json!({"role": "user", "content": []}))
+        .await;
+    assert_error(&got, 400, Some("empty_array"), Some("content"));
+    assert_eq!(
+        got.1["error"]["message"],
+        "Invalid 'content': empty array. Expected an array with minimum length 1, but got an empty array instead."
+    );
+    api.ok(
+        &messages,
+        json!({"role": "user", "content": "é".repeat(256_000)}),
+    )
+    .await;
+    assert_error(
+        &api.post(
+            &messages,
+            json!({"role": "user", "content": "x".repeat(256_001)}),
+        )
+        .await,
+        400,
+        Some("string_above_max_length"),
+        Some("content"),
+    );
+
+    // A search query list may not be empty.
+    let vs = id(&api.ok("/v1/vector_stores", json!({})).await);
+    assert_error(
+        &api.post(
+            &format!("/v1/vector_stores/{vs}/search"),
+            json!({"query": []}),
+        )
+        .await,
+        400,
+        Some("empty_array"),
+        Some("query"),
+    );
+
+    // Filenames: 255 bytes are kept, longer is a clear 400 and nothing is stored.
+    let name = |n: usize| format!("{}.txt", "n".repeat(n - 4));
+    let f = upload(&api, &name(255), "assistants", b"ok").await;
+    assert_eq!(f["filename"].as_str().map(str::len), Some(255));
+    let body = multipart(&[
+        ("purpose", None, b"assistants"),
+        ("file", Some(&name(256)), b"too long"),
+    ]);
+    let got = post_multipart(&api, body).await;
+    assert_error(&got, 400, Some("string_above_max_length"), Some("file"));
+    assert!(
+        got.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 255 bytes, but got one of 256 bytes"),
+        "{}",
+        got.1
+    );
+    let (_, files) = api.get("/v1/files?purpose=assistants").await;
+    assert_eq!(files["data"].as_array().unwrap().len(), 1, "{files}");
     proxy.shutdown().await;
 });

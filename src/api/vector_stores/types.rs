@@ -6,8 +6,7 @@ use serde_json::{Map, Value, json};
 
 use super::service::{NewVectorStore, NewVsFile, StoreChanges};
 use crate::api::common::{
-    Field, Fields, ListParams, array_too_short, invalid_type, invalid_value, missing,
-    string_too_long,
+    Field, Fields, ListParams, empty_array, invalid_type, invalid_value, missing, string_too_long,
 };
 use crate::api::validate::chunking_strategy;
 use crate::error::Error;
@@ -313,7 +312,7 @@ pub fn parse_search(mut f: Fields) -> Result<SearchRequest, Error> {
         Field::Set(Value::String(s)) => vec![s],
         Field::Set(Value::Array(items)) => {
             if items.is_empty() {
-                return Err(array_too_short("query", 1, 0));
+                return Err(empty_array("query"));
             }
             items
                 .into_iter()
@@ -405,7 +404,7 @@ pub fn parse_batch(mut f: Fields) -> Result<Vec<NewVsFile>, Error> {
         (None, None) => Err(missing("file_ids")),
         (Some(ids), None) => {
             if ids.is_empty() {
-                return Err(array_too_short("file_ids", 1, 0));
+                return Err(empty_array("file_ids"));
             }
             Ok(ids
                 .into_iter()
@@ -418,7 +417,7 @@ pub fn parse_batch(mut f: Fields) -> Result<Vec<NewVsFile>, Error> {
         }
         (None, Some(items)) => {
             if items.is_empty() {
-                return Err(array_too_short("files", 1, 0));
+                return Err(empty_array("files"));
             }
             // Top-level options apply to `file_ids` only.
             items
@@ -539,7 +538,7 @@ mod tests {
             parse_batch(fields(json!({"file_ids": []})))
                 .unwrap_err()
                 .code(),
-            Some("array_below_min_length")
+            Some("empty_array")
         );
         let many: Vec<String> = (0..2001).map(|i| format!("file-{i}")).collect();
         assert_eq!(
