@@ -168,8 +168,7 @@ pub async fn search(
 /// follows). Bookkeeping only: a failed write is logged and the run goes on.
 async fn touch(state: &AppState, caller: &Caller, vs: &crate::model::VectorStore) {
     let touched =
-        vector_stores::service::touch_loaded(state, &caller.store, &caller.tenant, vs.clone())
-            .await;
+        vector_stores::service::touch_loaded(state, &caller.store, &caller.tenant, vs).await;
     if let Err(e) = touched {
         tracing::warn!(vector_store_id = %vs.id, error = %e, "could not record the store's activity");
     }

@@ -119,6 +119,20 @@ pub enum CreateRun {
     ThreadBusy(String),
 }
 
+/// Applies a store's activity record (see [`VectorStoreStore::touch_vector_store`]) to the
+/// row it was read with: the later `last_active_at` wins, and an expiry anchored on it
+/// (`expires_after`) is counted from that.
+pub fn apply_activity(vs: &mut VectorStore, active: Option<i64>) {
+    let Some(at) = active else { return };
+    if vs.last_active_at.is_some_and(|d| d >= at) {
+        return;
+    }
+    vs.last_active_at = Some(at);
+    if let Some(e) = &vs.expires_after {
+        vs.expires_at = Some(at.saturating_add(i64::from(e.days) * 86_400));
+    }
+}
+
 /// Which vector-store files a list returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VsFileFilter {
@@ -367,8 +381,15 @@ pub trait FileStore: Send + Sync {
 
 #[async_trait]
 pub trait VectorStoreStore: Send + Sync {
+    /// Inserts or replaces the row (its activity record, see `touch_vector_store`, stays).
     async fn put_vector_store(&self, t: &Tenant, vs: &VectorStore) -> StoreResult<()>;
+    /// The store with its activity applied ([`apply_activity`]); lists apply it too.
     async fn get_vector_store(&self, t: &Tenant, id: &str) -> StoreResult<Option<VectorStore>>;
+    /// Records activity at `at` (Unix seconds) without rewriting the row: a store is touched
+    /// by every run and attach while other writers (a rename, the first file's ingestion
+    /// setting the embedding dimension) rewrite the row, so neither may undo the other. The
+    /// later time wins; a touch of a store deleted meanwhile leaves nothing readable.
+    async fn touch_vector_store(&self, t: &Tenant, id: &str, at: i64) -> StoreResult<()>;
     async fn list_vector_stores(&self, t: &Tenant, q: &ListQuery)
     -> StoreResult<Page<VectorStore>>;
     /// Deletes the store with its file memberships, batches and chunks (files survive).

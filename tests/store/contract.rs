@@ -1016,6 +1016,92 @@ pub async fn vs_files_list_by_attach_time(s: &Store) {
     );
 }
 
+/// A store's activity is written alone: a whole-row rewrite with an older copy of the row
+/// keeps it, the later of two touches wins, expiry follows it, and a deleted store stays
+/// deleted however late a touch comes.
+pub async fn vector_store_activity_is_its_own_write(s: &Store) {
+    let t = tenant();
+    let day = 86_400;
+    let mut vs = vector_store(&new_id("vs_"));
+    vs.last_active_at = Some(1_000);
+    vs.expires_after = Some(ExpiresAfter {
+        anchor: "last_active_at".into(),
+        days: 7,
+    });
+    vs.expires_at = Some(1_000 + 7 * day);
+    let vss = &s.vector_stores;
+    vss.put_vector_store(&t, &vs).await.unwrap();
+    let plain = vector_store(&new_id("vs_"));
+    vss.put_vector_store(&t, &plain).await.unwrap();
+
+    vss.touch_vector_store(&t, &vs.id, 2_000).await.unwrap();
+    let got = vss.get_vector_store(&t, &vs.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.last_active_at, got.expires_at),
+        (Some(2_000), Some(2_000 + 7 * day))
+    );
+    // The row read before the touch, written back with a change of its own (as the first
+    // ingestion sets the dimension): both survive.
+    let mut stale = vs.clone();
+    stale.dimensions = 8;
+    stale.name = Some("renamed".into());
+    vss.put_vector_store(&t, &stale).await.unwrap();
+    let got = vss.get_vector_store(&t, &vs.id).await.unwrap().unwrap();
+    assert_eq!((got.dimensions, got.name.as_deref()), (8, Some("renamed")));
+    assert_eq!(
+        (got.last_active_at, got.expires_at),
+        (Some(2_000), Some(2_000 + 7 * day))
+    );
+    // An older touch does not move it back.
+    vss.touch_vector_store(&t, &vs.id, 1_500).await.unwrap();
+    assert_eq!(
+        vss.get_vector_store(&t, &vs.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_active_at,
+        Some(2_000)
+    );
+    // Without expires_after there is no expiry to move; a touch older than the row's own
+    // activity changes nothing.
+    vss.touch_vector_store(&t, &plain.id, 1_800_000_000)
+        .await
+        .unwrap();
+    vss.touch_vector_store(&t, &plain.id, 5).await.unwrap();
+    let got = vss.get_vector_store(&t, &plain.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.last_active_at, got.expires_at),
+        (Some(1_800_000_000), None)
+    );
+    // Lists show the same.
+    let listed = vss
+        .list_vector_stores(&t, &ListQuery::default())
+        .await
+        .unwrap();
+    let active: Vec<(String, Option<i64>)> = listed
+        .items
+        .iter()
+        .map(|v| (v.id.clone(), v.last_active_at))
+        .collect();
+    assert_eq!(
+        active,
+        vec![
+            (plain.id.clone(), Some(1_800_000_000)),
+            (vs.id.clone(), Some(2_000))
+        ]
+    );
+    // Deleted, then touched late: still gone, and not deleted twice.
+    assert!(vss.delete_vector_store(&t, &vs.id).await.unwrap());
+    vss.touch_vector_store(&t, &vs.id, 3_000).await.unwrap();
+    assert_eq!(vss.get_vector_store(&t, &vs.id).await.unwrap(), None);
+    assert!(!vss.delete_vector_store(&t, &vs.id).await.unwrap());
+    let listed = vss
+        .list_vector_stores(&t, &ListQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(ids(&listed, |v| v.id.as_str()), vec![plain.id.clone()]);
+}
+
 pub async fn file_delete_cascades_to_chunks_and_memberships(s: &Store) {
     let t = tenant();
     let dims = 8;
@@ -1402,6 +1488,11 @@ macro_rules! contract {
             async fn vector_stores() {
                 let (s, _g) = $open.await;
                 vector_stores_files_and_batches(&s).await;
+            }
+            #[tokio::test]
+            async fn vs_activity() {
+                let (s, _g) = $open.await;
+                vector_store_activity_is_its_own_write(&s).await;
             }
             #[tokio::test]
             async fn vs_files_order() {

@@ -274,30 +274,29 @@ pub async fn touch(
     let Some(vs) = store.vector_stores.get_vector_store(tenant, id).await? else {
         return Ok(());
     };
-    touch_loaded(state, store, tenant, vs).await
+    touch_loaded(state, store, tenant, &vs).await
 }
 
-/// [`touch`] of a store row the caller has just read.
+/// [`touch`] of a store the caller has just read.
 pub async fn touch_loaded(
     state: &AppState,
     store: &Store,
     tenant: &Tenant,
-    mut vs: VectorStore,
+    vs: &VectorStore,
 ) -> Result<(), Error> {
     let now = state.clock.now();
     // The throttle is the field's own resolution: a store already active this second is not
     // written again, so one searched by many runs at once costs at most one small write a
-    // second, while `last_active_at` stays exact. A coarser step (a minute) would save little
-    // more — the expiry it feeds is counted in days — and would make the value lag behind
-    // what OpenAI reports.
-    if vs.last_active_at.is_some_and(|at| at >= now) || is_expired(&vs, now) {
+    // second (of the activity alone, never the whole row), while `last_active_at` stays
+    // exact. A coarser step (a minute) would save little more — the expiry it feeds is
+    // counted in days — and would make the value lag behind what OpenAI reports.
+    if vs.last_active_at.is_some_and(|at| at >= now) || is_expired(vs, now) {
         return Ok(());
     }
-    vs.last_active_at = Some(now);
-    if let Some(e) = &vs.expires_after {
-        vs.expires_at = Some(now + i64::from(e.days) * DAY);
-    }
-    store.vector_stores.put_vector_store(tenant, &vs).await?;
+    store
+        .vector_stores
+        .touch_vector_store(tenant, &vs.id, now)
+        .await?;
     Ok(())
 }
 

@@ -175,6 +175,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX vs_files_batch ON vs_files (tenant, vs_id, batch_id, created_at, id)
         WHERE batch_id IS NOT NULL;
     ",
+    // 4: a store's activity (`last_active_at`) in a column of its own, written alone, so it
+    // and whole-row rewrites (a rename, the embedding dimension) never undo each other.
+    // NULL: the body's value stands.
+    "
+    ALTER TABLE vector_stores ADD COLUMN last_active_at INTEGER;
+    ",
 ];
 
 /// The schema version this binary writes.

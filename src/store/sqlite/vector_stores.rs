@@ -1,18 +1,19 @@
-//! `VectorStoreStore`: stores keyed by (tenant, id), file memberships keyed by
-//! (tenant, vs_id, file_id) with `status`, `batch_id`, `usage_bytes` and `created_at` (their
-//! list order) beside them, and
-//! batches keyed by (tenant, vs_id, id). File counts and usage are aggregated from the
-//! memberships on request; nothing is kept as a counter.
+//! `VectorStoreStore`: stores keyed by (tenant, id) with their activity (`last_active_at`)
+//! in a column of its own, file memberships keyed by (tenant, vs_id, file_id) with `status`,
+//! `batch_id`, `usage_bytes` and `created_at` (their list order) beside them, and batches
+//! keyed by (tenant, vs_id, id). File counts and usage are aggregated from the memberships
+//! on request; nothing is kept as a counter.
 
 use async_trait::async_trait;
 use rusqlite::Connection;
 use rusqlite::types::Value as SqlValue;
 
-use super::doc::{self, Table, key, opt_text};
-use super::{DbError, SqliteStore, chunks};
+use super::doc::{self, Scope, Table, key, opt_text};
+use super::{DbError, Durability, SqliteStore, chunks};
 use crate::model::{FileBatch, FileCounts, VectorStore, VectorStoreFile};
 use crate::store::{
     ListQuery, Page, StoreError, StoreResult, Tenant, VectorStoreStore, VsFileFilter, VsFileQuery,
+    apply_activity,
 };
 
 static STORES: Table = Table::new("vector_stores", &["id"], &[]);
@@ -34,6 +35,20 @@ fn add_counts(counts: &mut FileCounts, status: &str, n: u64) {
         _ => {}
     }
     counts.total += n;
+}
+
+/// A store row with its activity column applied.
+fn read_store(conn: &Connection, key: &[String]) -> Result<Option<VectorStore>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT body, last_active_at FROM vector_stores WHERE tenant = ?1 AND id = ?2",
+    )?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(key))?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    let mut vs: VectorStore = serde_json::from_str(row.get_ref(0)?.as_str()?)?;
+    apply_activity(&mut vs, row.get(1)?);
+    Ok(Some(vs))
 }
 
 /// One page of a store's files in attach order: a range of `(created_at, id)` over the
@@ -91,7 +106,8 @@ impl VectorStoreStore for SqliteStore {
     }
 
     async fn get_vector_store(&self, t: &Tenant, id: &str) -> StoreResult<Option<VectorStore>> {
-        self.get_doc(&STORES, key(t, &[id])).await
+        let key = key(t, &[id]);
+        self.db.read(move |conn| read_store(conn, &key)).await
     }
 
     async fn list_vector_stores(
@@ -99,7 +115,45 @@ impl VectorStoreStore for SqliteStore {
         t: &Tenant,
         q: &ListQuery,
     ) -> StoreResult<Page<VectorStore>> {
-        self.list_doc(&STORES, key(t, &[]), vec![], q).await
+        let tenant = key(t, &[]);
+        let q = q.clone();
+        self.db
+            .read(move |conn| {
+                let scope = Scope {
+                    key: &tenant,
+                    filters: &[],
+                };
+                let mut page: Page<VectorStore> = doc::list(conn, &STORES, &scope, &q)?;
+                // A page is at most 100 stores: one indexed lookup each for the activity.
+                let mut stmt = conn.prepare_cached(
+                    "SELECT last_active_at FROM vector_stores WHERE tenant = ?1 AND id = ?2",
+                )?;
+                for vs in &mut page.items {
+                    let mut rows = stmt.query([&tenant[0], &vs.id])?;
+                    if let Some(row) = rows.next()? {
+                        apply_activity(vs, row.get(0)?);
+                    }
+                }
+                Ok(page)
+            })
+            .await
+    }
+
+    async fn touch_vector_store(&self, t: &Tenant, id: &str, at: i64) -> StoreResult<()> {
+        let key = key(t, &[id]);
+        // Bookkeeping: a power cut may lose its last moments (the next durable write keeps
+        // them), which is not worth an fsync of its own.
+        self.db
+            .write_with(Durability::Progress, move |tx| {
+                tx.conn
+                    .prepare_cached(
+                        "UPDATE vector_stores SET last_active_at = ?3 WHERE tenant = ?1 \
+                         AND id = ?2 AND (last_active_at IS NULL OR last_active_at < ?3)",
+                    )?
+                    .execute(rusqlite::params![key[0], key[1], at])?;
+                Ok(())
+            })
+            .await
     }
 
     async fn delete_vector_store(&self, t: &Tenant, id: &str) -> StoreResult<bool> {
