@@ -20,6 +20,9 @@ pub const DEFAULT_UPSTREAM: &str = "https://api.openai.com";
 pub const DEFAULT_STORE: &str = "sqlite://./assistants.db";
 /// Default embedding model of new vector stores.
 pub const DEFAULT_EMBEDDING_MODEL: &str = "text-embedding-3-small";
+/// Chat model that rewrites vector-store search queries (`rewrite_query: true`): a small,
+/// cheap one, since the answer is a few words.
+pub const DEFAULT_REWRITE_MODEL: &str = "gpt-4o-mini";
 
 #[derive(Debug, Parser)]
 #[command(name = "assistants-proxy", version, about, long_about = None)]
@@ -193,6 +196,7 @@ pub struct FileRetrieval {
     pub max_ingest_bytes: Option<u64>,
     pub embed_max_attempts: Option<u32>,
     pub embed_retry_base_ms: Option<u64>,
+    pub rewrite_model: Option<String>,
 }
 
 /// The validated configuration the server runs with.
@@ -327,6 +331,8 @@ pub struct RetrievalConfig {
     pub embed_max_attempts: u32,
     /// First retry delay; doubles per attempt (a `retry-after` from the upstream wins).
     pub embed_retry_base: Duration,
+    /// Chat model asked to rewrite a search query when a search sets `rewrite_query`.
+    pub rewrite_model: String,
 }
 
 #[derive(Debug, Clone)]
@@ -466,9 +472,15 @@ impl Config {
             max_ingest_bytes: r.max_ingest_bytes.unwrap_or(128 * 1024 * 1024),
             embed_max_attempts: r.embed_max_attempts.unwrap_or(5),
             embed_retry_base: Duration::from_millis(r.embed_retry_base_ms.unwrap_or(500)),
+            rewrite_model: r
+                .rewrite_model
+                .unwrap_or_else(|| DEFAULT_REWRITE_MODEL.to_owned()),
         };
         if retrieval.embedding_model.is_empty() {
             return err("retrieval.embedding_model must not be empty");
+        }
+        if retrieval.rewrite_model.trim().is_empty() {
+            return err("retrieval.rewrite_model must not be empty");
         }
         if retrieval.max_concurrent_ingestions == 0 || retrieval.embed_max_attempts == 0 {
             return err(
@@ -785,6 +797,20 @@ mod tests {
         assert_eq!(c.body_read_timeout, Duration::from_secs(7));
         let e = resolve("[server]\nbody_read_timeout_seconds = 0\n").unwrap_err();
         assert!(e.0.contains("body_read_timeout_seconds"), "{}", e.0);
+    }
+
+    #[test]
+    fn rewrite_model_is_configurable() {
+        let resolve =
+            |toml: &str| Config::resolve(&ServeArgs::default(), FileConfig::parse(toml).unwrap());
+        assert_eq!(
+            resolve("").unwrap().retrieval.rewrite_model,
+            DEFAULT_REWRITE_MODEL
+        );
+        let c = resolve("[retrieval]\nrewrite_model = \"llama3.1:8b\"\n").unwrap();
+        assert_eq!(c.retrieval.rewrite_model, "llama3.1:8b");
+        let e = resolve("[retrieval]\nrewrite_model = \" \"\n").unwrap_err();
+        assert!(e.0.contains("rewrite_model"), "{}", e.0);
     }
 
     #[test]

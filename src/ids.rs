@@ -100,6 +100,18 @@ pub fn new_id(prefix: &str) -> String {
     s
 }
 
+/// The first (or, with `last`, the final) id with `prefix` that could be made in millisecond
+/// `millis`: ids sort by the millisecond they were made in, so this bounds a key-range read
+/// by creation time.
+pub fn bound_at(prefix: &str, millis: u64, last: bool) -> String {
+    let mut s = String::with_capacity(prefix.len() + WIDTH);
+    s.push_str(prefix);
+    encode(u128::from(millis), TIME_WIDTH, &mut s);
+    let fill = if last { ALPHABET[61] } else { ALPHABET[0] };
+    s.extend(std::iter::repeat_n(fill as char, RANDOM_WIDTH));
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +127,20 @@ mod tests {
         assert_eq!(dedup.len(), ids.len());
         assert!(ids.iter().all(|id| id.len() == 4 + 24));
         assert!(ids[0][4..].bytes().all(|b| b.is_ascii_alphanumeric()));
+    }
+
+    #[test]
+    fn bounds_enclose_the_ids_of_their_millisecond() {
+        let id = new_id("file-");
+        let millis = now_millis();
+        let (lo, hi) = (
+            bound_at("file-", millis - 1000, true),
+            bound_at("file-", millis + 1000, false),
+        );
+        assert!(lo < id && id < hi, "{lo} < {id} < {hi}");
+        assert_eq!(lo.len(), id.len());
+        assert!(bound_at("file-", 5, false) < bound_at("file-", 5, true));
+        assert!(bound_at("file-", 5, true) < bound_at("file-", 6, false));
     }
 
     #[test]

@@ -156,13 +156,25 @@ pub fn array_too_long(param: &str, max: usize, len: usize) -> Error {
     )
 }
 
-pub fn array_too_short(param: &str, min: usize, len: usize) -> Error {
+/// OpenAI's answer to an empty array where at least one item is required (`minItems: 1`).
+pub fn empty_array(param: &str) -> Error {
     Error::invalid_code(
         format!(
-            "Invalid '{param}': array too short. Expected an array with minimum length {min}, but got an array with length {len} instead."
+            "Invalid '{param}': empty array. Expected an array with minimum length 1, but got an empty array instead."
         ),
         Some(param),
-        "array_below_min_length",
+        "empty_array",
+    )
+}
+
+/// OpenAI's answer to an empty string where at least one character is required.
+pub fn empty_string(param: &str) -> Error {
+    Error::invalid_code(
+        format!(
+            "Invalid '{param}': empty string. Expected a string with minimum length 1, but got an empty string instead."
+        ),
+        Some(param),
+        "empty_string",
     )
 }
 
@@ -275,6 +287,15 @@ impl Fields {
             Field::Null => Ok(Field::Null),
             Field::Absent => Ok(Field::Absent),
         }
+    }
+
+    /// A string that, when given, has at least one character.
+    pub fn non_empty_string(&mut self, key: &str, max_len: usize) -> Result<Field<String>, Error> {
+        let field = self.string(key, max_len)?;
+        if matches!(&field, Field::Set(s) if s.is_empty()) {
+            return Err(empty_string(&self.param(key)));
+        }
+        Ok(field)
     }
 
     pub fn required_string(&mut self, key: &str, max_len: usize) -> Result<String, Error> {
@@ -728,6 +749,17 @@ mod tests {
         let e = f.finish().unwrap_err();
         assert_eq!(e.to_string(), "Unknown parameter: 'extra'.");
         assert_eq!(e.code(), Some("unknown_parameter"));
+        let mut f = fields(json!({"model": ""}));
+        let e = f.non_empty_string("model", 256).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Invalid 'model': empty string. Expected a string with minimum length 1, but got an empty string instead."
+        );
+        assert_eq!((e.code(), e.param()), (Some("empty_string"), Some("model")));
+        assert_eq!(
+            empty_array("content").to_string(),
+            "Invalid 'content': empty array. Expected an array with minimum length 1, but got an empty array instead."
+        );
     }
 
     #[test]

@@ -75,6 +75,17 @@ fn is_function_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// OpenAI's answer to a name (function, `json_schema`) outside `^[a-zA-Z0-9_-]+$`.
+fn name_pattern_error(param: &str) -> Error {
+    Error::invalid_code(
+        format!(
+            "Invalid '{param}': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'."
+        ),
+        Some(param),
+        "invalid_value",
+    )
+}
+
 /// Validates a tool list (`max` items) and returns the stored form. v1's `retrieval` tool is
 /// accepted (and stored as `file_search`) when the request speaks v1.
 pub fn tools(
@@ -137,14 +148,7 @@ pub fn tools(
                 };
                 let name = func.required_string("name", 64)?;
                 if !is_function_name(&name) {
-                    return Err(Error::invalid_code(
-                        format!(
-                            "Invalid '{}': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'.",
-                            func.param("name")
-                        ),
-                        Some(&func.param("name")),
-                        "invalid_value",
-                    ));
+                    return Err(name_pattern_error(&func.param("name")));
                 }
                 let mut o = Map::new();
                 o.insert("name".into(), json!(name));
@@ -289,7 +293,7 @@ pub fn response_format(v: Value, param: &str) -> Result<Value, Error> {
                 };
                 let name = js.required_string("name", 64)?;
                 if !is_function_name(&name) {
-                    return Err(invalid_value(&js.param("name"), &name, &[]));
+                    return Err(name_pattern_error(&js.param("name")));
                 }
                 let mut o = Map::new();
                 o.insert("name".into(), json!(name));
@@ -357,6 +361,8 @@ pub fn tool_choice(v: Value, param: &str) -> Result<Value, Error> {
 }
 
 /// `truncation_strategy`: {type: auto|last_messages, last_messages: int ≥ 1 | null}.
+/// `last_messages` is optional in the schema for either type: `last_messages` without a
+/// count keeps as many of the newest messages as fit, like `auto` sizes itself.
 pub fn truncation_strategy(v: Value, param: &str) -> Result<Value, Error> {
     let mut f = Fields::nested(v, param)?;
     let kind = match f.enumeration("type", &["auto", "last_messages"])? {
@@ -367,9 +373,6 @@ pub fn truncation_strategy(v: Value, param: &str) -> Result<Value, Error> {
         .integer("last_messages", 1, i64::from(i32::MAX))?
         .into_option();
     f.finish()?;
-    if kind == "last_messages" && last.is_none() {
-        return Err(missing(&format!("{param}.last_messages")));
-    }
     Ok(json!({"type": kind, "last_messages": last}))
 }
 
@@ -552,6 +555,38 @@ mod tests {
                 .unwrap(),
             json!({"type": "last_messages", "last_messages": 3})
         );
+        // The count is optional: the newest messages that fit.
+        assert_eq!(
+            truncation_strategy(json!({"type": "last_messages"}), "ts").unwrap(),
+            json!({"type": "last_messages", "last_messages": null})
+        );
+        assert_eq!(
+            truncation_strategy(json!({"type": "last_messages", "last_messages": 0}), "ts")
+                .unwrap_err()
+                .code(),
+            Some("integer_below_min_value")
+        );
+    }
+
+    #[test]
+    fn json_schema_names_follow_openai_rules() {
+        let rf = |name: &str| {
+            response_format(
+                json!({"type": "json_schema", "json_schema": {"name": name}}),
+                "response_format",
+            )
+        };
+        assert!(rf("out_1-a").is_ok());
+        let e = rf("bad name").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Invalid 'response_format.json_schema.name': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'."
+        );
+        assert_eq!(e.param(), Some("response_format.json_schema.name"));
+        assert_eq!(e.code(), Some("invalid_value"));
+        let e = rf(&"x".repeat(65)).unwrap_err();
+        assert_eq!(e.code(), Some("string_above_max_length"));
+        assert!(e.to_string().contains("maximum length 64"), "{e}");
     }
 
     #[test]

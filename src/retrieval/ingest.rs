@@ -34,7 +34,7 @@ use crate::error::Error;
 use crate::ids::now_secs;
 use crate::model::{Chunk, VectorStoreFile};
 use crate::server::AppState;
-use crate::store::{ListQuery, Order, Store, Tenant, VsFileFilter};
+use crate::store::{Order, Store, Tenant, VsFileFilter, VsFilePos, VsFileQuery};
 
 /// How long an ingestion's lease lasts without renewal.
 pub const LEASE: Duration = Duration::from_secs(60);
@@ -398,12 +398,7 @@ pub async fn repair_store(
         status: Some("in_progress".into()),
         batch_id: None,
     };
-    let mut q = ListQuery {
-        limit: 100,
-        order: Order::Asc,
-        after: None,
-        before: None,
-    };
+    let mut q = VsFileQuery::first(100, Order::Asc);
     let mut repaired = 0;
     loop {
         let page = store
@@ -416,7 +411,7 @@ pub async fn repair_store(
             }
         }
         match (page.has_more, page.items.last()) {
-            (true, Some(last)) => q.after = Some(last.id.clone()),
+            (true, Some(last)) => q.after = Some(VsFilePos::of(last)),
             _ => return Ok(repaired),
         }
     }

@@ -7,7 +7,7 @@
 //! - [`ingest`]: the tracked background task that ingests one vector-store file, holding a
 //!   lease so a reader can tell a dead ingestion from a slow one.
 //! - [`search`]: query → best-first chunks across vector stores (also the run engine's
-//!   `file_search` tool).
+//!   `file_search` tool); [`rewrite`]: a search's `rewrite_query`, by the upstream's chat model.
 //!
 //! [`Retrieval`] is the per-process runtime state the pipeline shares (it lives in
 //! `AppState`, never in a global, so several proxies in one test process stay apart).
@@ -16,6 +16,7 @@ pub mod chunk;
 pub mod embed;
 pub mod extract;
 pub mod ingest;
+pub mod rewrite;
 pub mod search;
 
 use std::collections::HashMap;

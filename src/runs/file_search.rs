@@ -86,13 +86,16 @@ pub async fn search(
     // Stores embedded with the same model and dimension share one query embedding.
     let mut groups: HashMap<(String, u32), Vec<String>> = HashMap::new();
     for id in stores {
-        if let Some(vs) = caller
+        let Some(vs) = caller
             .store
             .vector_stores
             .get_vector_store(&caller.tenant, id)
             .await?
-            && vs.dimensions > 0
-        {
+        else {
+            continue;
+        };
+        touch(state, caller, &vs).await;
+        if vs.dimensions > 0 {
             groups
                 .entry((vs.embedding_model.clone(), vs.dimensions))
                 .or_default()
@@ -161,6 +164,16 @@ pub async fn search(
     Ok(out)
 }
 
+/// Records a run's use of a store (its `last_active_at`, which a thread store's expiry
+/// follows). Bookkeeping only: a failed write is logged and the run goes on.
+async fn touch(state: &AppState, caller: &Caller, vs: &crate::model::VectorStore) {
+    let touched =
+        vector_stores::service::touch_loaded(state, &caller.store, &caller.tenant, vs).await;
+    if let Err(e) = touched {
+        tracing::warn!(vector_store_id = %vs.id, error = %e, "could not record the store's activity");
+    }
+}
+
 /// Where a thread's vector store stands for a run about to search it (spec §7.2).
 #[derive(Debug, PartialEq)]
 pub enum ThreadStore {
@@ -172,9 +185,9 @@ pub enum ThreadStore {
     Expired(String),
 }
 
-/// Looks at the thread's vector store (threads hold at most one). Counts come from the
-/// vector-store service, which also settles files whose ingestion died with its proxy, so a
-/// run never waits on a file no one is indexing.
+/// Looks at the thread's vector store (threads hold at most one), recording the run's use of
+/// it. Counts come from the vector-store service, which also settles files whose ingestion
+/// died with its proxy, so a run never waits on a file no one is indexing.
 pub async fn thread_store(
     state: &AppState,
     caller: &Caller,
@@ -188,10 +201,13 @@ pub async fn thread_store(
         let Some(vs) = store.vector_stores.get_vector_store(tenant, id).await? else {
             continue;
         };
-        let vs = vector_stores::service::derive(state, store, tenant, vs).await?;
-        if vector_stores::service::is_expired(&vs) {
+        if vector_stores::service::is_expired(&vs, state.clock.now()) {
             return Ok(ThreadStore::Expired(vs.id));
         }
+        // A run on the thread uses its store whether or not the model searches it: OpenAI
+        // counts a store as active when it was last part of a run.
+        touch(state, caller, &vs).await;
+        let vs = vector_stores::service::derive(state, store, tenant, vs).await?;
         if vs.file_counts.in_progress > 0 {
             return Ok(ThreadStore::Indexing);
         }

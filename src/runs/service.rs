@@ -67,7 +67,7 @@ pub fn parse(
     check_id("assistant_id", &assistant_id, "asst_")?;
     let mut o = RunOptions {
         assistant_id,
-        model: set(f.string("model", 256)?),
+        model: set(f.non_empty_string("model", 256)?),
         instructions: set(f.string(
             "instructions",
             crate::api::assistants::types::MAX_INSTRUCTIONS,
@@ -260,6 +260,10 @@ pub async fn create(
             {
                 return Err(busy(id, &active));
             }
+            for (i, m) in opts.additional_messages.iter().enumerate() {
+                let path = format!("additional_messages[{i}]");
+                messages::check_images(state, caller, m, &path).await?;
+            }
             for m in opts.additional_messages.iter().cloned() {
                 messages::apply_attachments(state, caller, &mut thread, &m).await?;
                 messages::insert(&caller.store, &caller.tenant, id, m, None, None).await?;
@@ -267,12 +271,7 @@ pub async fn create(
             thread
         }
         None => {
-            let spec = opts.thread.unwrap_or(NewThread {
-                messages: Vec::new(),
-                tool_resources: Default::default(),
-                helper: None,
-                metadata: Default::default(),
-            });
+            let spec = opts.thread.unwrap_or_default();
             let (thread, _) = threads::create(state, caller, spec).await?;
             new_thread = Some(thread.clone());
             thread

@@ -7,7 +7,8 @@
 //! - Every row carries its tenant and every read and write is scoped by it: an object of
 //!   another tenant is simply not found.
 //! - Lists are key-range reads over the creation-ordered ids (see `ids`), `limit + 1` rows to
-//!   learn `has_more`.
+//!   learn `has_more`. A store's files are the exception: they are listed by attach time
+//!   ([`VsFilePos`]), which their ids do not encode.
 //! - Run writes are compare-and-set on `RunRecord::version`; at most one active run per thread.
 
 pub mod url;
@@ -118,11 +119,110 @@ pub enum CreateRun {
     ThreadBusy(String),
 }
 
+/// Applies a store's activity record (see [`VectorStoreStore::touch_vector_store`]) to the
+/// row it was read with: the later `last_active_at` wins, and an expiry anchored on it
+/// (`expires_after`) is counted from that.
+pub fn apply_activity(vs: &mut VectorStore, active: Option<i64>) {
+    let Some(at) = active else { return };
+    if vs.last_active_at.is_some_and(|d| d >= at) {
+        return;
+    }
+    vs.last_active_at = Some(at);
+    if let Some(e) = &vs.expires_after {
+        vs.expires_at = Some(at.saturating_add(i64::from(e.days) * 86_400));
+    }
+}
+
 /// Which vector-store files a list returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VsFileFilter {
     pub status: Option<String>,
     pub batch_id: Option<String>,
+}
+
+impl VsFileFilter {
+    pub fn matches(&self, f: &VectorStoreFile) -> bool {
+        self.status.as_ref().is_none_or(|s| *s == f.status)
+            && self
+                .batch_id
+                .as_ref()
+                .is_none_or(|b| f.batch_id.as_ref() == Some(b))
+    }
+}
+
+/// Where a file sits in its vector store's list. OpenAI lists a store's (and a batch's) files
+/// by attach time, `created_at`, not by file id: a file uploaded first may be attached last.
+/// Seconds tie often (a batch attaches its files in one second), so the id breaks ties.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VsFilePos {
+    pub created_at: i64,
+    pub file_id: String,
+}
+
+impl VsFilePos {
+    pub fn of(f: &VectorStoreFile) -> VsFilePos {
+        VsFilePos {
+            created_at: f.created_at,
+            file_id: f.id.clone(),
+        }
+    }
+}
+
+/// [`ListQuery`] for a store's files, with its cursors resolved to positions: a file id alone
+/// does not say when the file was attached, so the service looks the cursors up first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VsFileQuery {
+    pub limit: usize,
+    pub order: Order,
+    pub after: Option<VsFilePos>,
+    pub before: Option<VsFilePos>,
+}
+
+impl VsFileQuery {
+    /// The first page in `order`.
+    pub fn first(limit: usize, order: Order) -> VsFileQuery {
+        VsFileQuery {
+            limit,
+            order,
+            after: None,
+            before: None,
+        }
+    }
+
+    /// Reads against the requested order: a `before` cursor alone pages backwards from it
+    /// (the page is flipped back by [`Page::from_rows`]).
+    pub fn reversed(&self) -> bool {
+        self.before.is_some() && self.after.is_none()
+    }
+
+    /// Whether rows are read in ascending position order.
+    pub fn ascending(&self) -> bool {
+        (self.order == Order::Asc) != self.reversed()
+    }
+
+    /// The exclusive position bounds `(lower, upper)` the cursors set.
+    pub fn bounds(&self) -> (Option<&VsFilePos>, Option<&VsFilePos>) {
+        match self.order {
+            Order::Asc => (self.after.as_ref(), self.before.as_ref()),
+            Order::Desc => (self.before.as_ref(), self.after.as_ref()),
+        }
+    }
+
+    /// One page cut from every file of a store (already filtered), for backends that read
+    /// the store's files whole rather than by a position range.
+    pub fn page_of(&self, mut files: Vec<VectorStoreFile>) -> Page<VectorStoreFile> {
+        let (lower, upper) = self.bounds();
+        files.retain(|f| {
+            let pos = VsFilePos::of(f);
+            lower.is_none_or(|l| pos > *l) && upper.is_none_or(|u| pos < *u)
+        });
+        files.sort_by(|a, b| VsFilePos::of(a).cmp(&VsFilePos::of(b)));
+        if !self.ascending() {
+            files.reverse();
+        }
+        files.truncate(self.limit.saturating_add(1));
+        Page::from_rows(files, self.limit, self.reversed())
+    }
 }
 
 /// The compare-and-set rule of [`RunStore::update_run`] that every backend checks first: the
@@ -281,8 +381,15 @@ pub trait FileStore: Send + Sync {
 
 #[async_trait]
 pub trait VectorStoreStore: Send + Sync {
+    /// Inserts or replaces the row (its activity record, see `touch_vector_store`, stays).
     async fn put_vector_store(&self, t: &Tenant, vs: &VectorStore) -> StoreResult<()>;
+    /// The store with its activity applied ([`apply_activity`]); lists apply it too.
     async fn get_vector_store(&self, t: &Tenant, id: &str) -> StoreResult<Option<VectorStore>>;
+    /// Records activity at `at` (Unix seconds) without rewriting the row: a store is touched
+    /// by every run and attach while other writers (a rename, the first file's ingestion
+    /// setting the embedding dimension) rewrite the row, so neither may undo the other. The
+    /// later time wins; a touch of a store deleted meanwhile leaves nothing readable.
+    async fn touch_vector_store(&self, t: &Tenant, id: &str, at: i64) -> StoreResult<()>;
     async fn list_vector_stores(&self, t: &Tenant, q: &ListQuery)
     -> StoreResult<Page<VectorStore>>;
     /// Deletes the store with its file memberships, batches and chunks (files survive).
@@ -295,13 +402,13 @@ pub trait VectorStoreStore: Send + Sync {
         vs_id: &str,
         file_id: &str,
     ) -> StoreResult<Option<VectorStoreFile>>;
-    /// Memberships ordered by file id.
+    /// Memberships ordered by attach time, then file id ([`VsFilePos`]).
     async fn list_vs_files(
         &self,
         t: &Tenant,
         vs_id: &str,
         filter: &VsFileFilter,
-        q: &ListQuery,
+        q: &VsFileQuery,
     ) -> StoreResult<Page<VectorStoreFile>>;
     /// Removes the membership and its chunks (the file survives).
     async fn delete_vs_file(&self, t: &Tenant, vs_id: &str, file_id: &str) -> StoreResult<bool>;

@@ -212,31 +212,38 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Most of a JSON answer [`post_json`] reads (an embeddings answer for one query is ~40 KB).
 const MAX_JSON_BODY: usize = 16 * 1024 * 1024;
 
-/// Builds a JSON POST for the upstream with the caller's headers.
-fn json_request(
+/// Builds a request for the upstream with the caller's headers and, if given, a JSON body.
+fn upstream_request(
     forwarder: &Forwarder,
+    method: Method,
     path: &str,
     headers: &HeaderMap,
-    body: &Value,
+    body: Option<&Value>,
 ) -> Result<Request<crate::body::ProxyBody>, CallError> {
     let uri = forwarder
         .base()
         .uri_for(path)
         .map_err(|e| CallError::server(e.to_string()))?;
+    let payload = match body {
+        Some(b) => crate::body::full(b.to_string()),
+        None => crate::body::empty(),
+    };
     let mut req = Request::builder()
-        .method(Method::POST)
+        .method(method)
         .uri(uri)
-        .body(crate::body::full(body.to_string()))
+        .body(payload)
         .map_err(|e| CallError::server(e.to_string()))?;
     let h = req.headers_mut();
     for (k, v) in headers {
         h.append(k, v.clone());
     }
     h.insert(header::HOST, forwarder.base().host.clone());
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    if body.is_some() {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
     Ok(req)
 }
 
@@ -304,8 +311,29 @@ pub async fn post_json(
     headers: &HeaderMap,
     body: &Value,
 ) -> Result<Value, CallError> {
+    let req = upstream_request(forwarder, Method::POST, path, headers, Some(body))?;
+    exchange_json(forwarder, req, headers).await
+}
+
+/// GETs a JSON answer (`path` may carry a query), e.g. the upstream's file list.
+pub async fn get_json(
+    forwarder: &Forwarder,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<Value, CallError> {
+    let req = upstream_request(forwarder, Method::GET, path, headers, None)?;
+    exchange_json(forwarder, req, headers).await
+}
+
+/// Sends one of the proxy's own requests (carrying `headers`) and reads the whole JSON
+/// answer, within the response-head and idle timeouts; a non-success status becomes a
+/// scrubbed `CallError` carrying the upstream's message.
+async fn exchange_json(
+    forwarder: &Forwarder,
+    req: Request<crate::body::ProxyBody>,
+    headers: &HeaderMap,
+) -> Result<Value, CallError> {
     let scrub = Scrubber::for_headers(headers);
-    let req = json_request(forwarder, path, headers, body)?;
     let body = send(forwarder, req, &scrub).await?;
     let bytes = read_to_end(body, forwarder.idle_timeout(), MAX_JSON_BODY)
         .await
@@ -333,7 +361,13 @@ impl ChatStream {
         body: &Value,
     ) -> Result<ChatStream, CallError> {
         let scrub = Scrubber::for_headers(headers);
-        let req = json_request(forwarder, "/v1/chat/completions", headers, body)?;
+        let req = upstream_request(
+            forwarder,
+            Method::POST,
+            "/v1/chat/completions",
+            headers,
+            Some(body),
+        )?;
         let body = send(forwarder, req, &scrub).await?;
         Ok(ChatStream {
             body,

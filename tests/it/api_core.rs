@@ -350,7 +350,7 @@ both_backends!(threads_and_messages, |backend| async move {
             json!({"role": "user", "content": []}),
         )
         .await;
-    assert_error(&bad, 400, Some("array_below_min_length"), Some("content"));
+    assert_error(&bad, 400, Some("empty_array"), Some("content"));
     let bad = api
         .post(
             &format!("/v1/threads/{tid}/messages"),

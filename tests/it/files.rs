@@ -181,7 +181,7 @@ both_backends!(expiry_and_upload_validation, |backend| async move {
 both_backends!(
     upstream_purposes_are_forwarded_byte_for_byte,
     |backend| async move {
-        let (up, _proxy, api) = start(backend).await;
+        let (up, proxy, api) = start(backend).await;
         let jsonl: Vec<u8> = (0..20_000)
             .flat_map(|i| format!("{{\"custom_id\":\"r{i}\",\"method\":\"POST\"}}\n").into_bytes())
             .collect();
@@ -201,14 +201,16 @@ both_backends!(
                 ("purpose", None, b"evals"),
             ]),
         ];
-        for body in bodies {
+        let mut forwarded = Vec::new();
+        for (body, purpose) in bodies.into_iter().zip(["batch", "fine-tune", "evals"]) {
             up.clear_requests();
             let sent_sha = hex::encode(Sha256::digest(&body));
             let sent_len = body.len();
             let (status, v) = post_multipart(&api, body).await;
-            // The fake has no files route: its 404 coming back proves the request went upstream.
-            assert_eq!(status, 404, "{v}");
-            assert_eq!(v["error"]["message"], "Invalid URL (POST /v1/files)");
+            // The upstream's own file object comes back.
+            assert_eq!(status, 200, "{v}");
+            assert_eq!(v["purpose"], purpose);
+            forwarded.push(v["id"].as_str().unwrap().to_owned());
             let reqs = up.requests();
             assert_eq!(reqs.len(), 1);
             assert_eq!(reqs[0].path, "/v1/files");
@@ -220,8 +222,24 @@ both_backends!(
                 format!("Bearer {}", api.key)
             );
         }
-        let (_, all) = api.get("/v1/files").await;
-        assert!(all["data"].as_array().unwrap().is_empty());
+        // Nothing was stored here: the list shows the upstream's files (oldest first here).
+        let (_, all) = api.get("/v1/files?order=asc").await;
+        let listed: Vec<&str> = all["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(listed, forwarded);
+        let t = crate::fixtures::tenant_of(&api);
+        let local = proxy
+            .state
+            .store
+            .files
+            .list_files(&t, None, &Default::default())
+            .await
+            .unwrap();
+        assert!(local.items.is_empty());
     }
 );
 

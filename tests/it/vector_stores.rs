@@ -640,7 +640,7 @@ both_backends!(file_batches, |backend| async move {
     assert_error(
         &api.post(&base, json!({"file_ids": []})).await,
         400,
-        Some("array_below_min_length"),
+        Some("empty_array"),
         Some("file_ids"),
     );
     assert_error(

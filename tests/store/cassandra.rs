@@ -195,13 +195,10 @@ async fn proxies_migrating_a_fresh_keyspace_at_once_all_succeed() {
         .unwrap()
         .into_rows_result()
         .unwrap();
-    let versions: Vec<(i32, String)> = rows.rows().unwrap().map(|r| r.unwrap()).collect();
-    assert_eq!(
-        versions.len(),
-        1,
-        "each version recorded once: {versions:?}"
-    );
-    assert_eq!(versions[0].0, 1);
+    let mut versions: Vec<(i32, String)> = rows.rows().unwrap().map(|r| r.unwrap()).collect();
+    versions.sort();
+    let numbers: Vec<i32> = versions.iter().map(|(v, _)| *v).collect();
+    assert_eq!(numbers, [1, 2], "each version recorded once: {versions:?}");
     drop(stores);
     raw.query_unpaged(format!("DROP KEYSPACE {keyspace}"), ())
         .await

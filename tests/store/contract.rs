@@ -217,6 +217,13 @@ fn q(limit: usize, order: Order, after: Option<&str>, before: Option<&str>) -> L
     }
 }
 
+fn pos(created_at: i64, file_id: &str) -> VsFilePos {
+    VsFilePos {
+        created_at,
+        file_id: file_id.to_owned(),
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The contract, one function per property; the macro at the end runs each on every backend.
 // ---------------------------------------------------------------------------------------
@@ -795,7 +802,7 @@ pub async fn vector_stores_files_and_batches(s: &Store) {
                 status: Some("completed".into()),
                 batch_id: None,
             },
-            &ListQuery::default(),
+            &VsFileQuery::first(20, Order::Desc),
         )
         .await
         .unwrap();
@@ -809,7 +816,7 @@ pub async fn vector_stores_files_and_batches(s: &Store) {
                 status: None,
                 batch_id: Some(batch.id.clone()),
             },
-            &q(1, Order::Asc, None, None),
+            &VsFileQuery::first(1, Order::Asc),
         )
         .await
         .unwrap();
@@ -821,7 +828,10 @@ pub async fn vector_stores_files_and_batches(s: &Store) {
             &t,
             &vs.id,
             &VsFileFilter::default(),
-            &q(2, Order::Desc, Some(&file_ids[4]), None),
+            &VsFileQuery {
+                after: Some(pos(1_700_000_000, &file_ids[4])),
+                ..VsFileQuery::first(2, Order::Desc)
+            },
         )
         .await
         .unwrap();
@@ -885,6 +895,212 @@ pub async fn vector_stores_files_and_batches(s: &Store) {
             .unwrap(),
         None
     );
+}
+
+/// A store's files (and a batch's) list by attach time, then id, whatever their ids say:
+/// cursors are positions in that order, a re-attached file moves to its new time, and the
+/// status and batch filters keep the order.
+pub async fn vs_files_list_by_attach_time(s: &Store) {
+    let t = tenant();
+    let vs = vector_store(&new_id("vs_"));
+    s.vector_stores.put_vector_store(&t, &vs).await.unwrap();
+    let batch = new_id("vsfb_");
+    // Ids in upload order a < b < c < d; attached d, b (same second), c, a.
+    let [a, b, c, d] = [(); 4].map(|()| new_id("file-"));
+    let attach = |id: &str, at: i64, status: &str, in_batch: bool| {
+        let mut f = vs_file(&vs.id, id, status, in_batch.then_some(batch.as_str()));
+        f.created_at = at;
+        f
+    };
+    for f in [
+        attach(&d, 100, "completed", true),
+        attach(&b, 100, "in_progress", false),
+        attach(&c, 200, "completed", true),
+        attach(&a, 300, "completed", true),
+    ] {
+        s.vector_stores.put_vs_file(&t, &f).await.unwrap();
+    }
+    let list = async |filter: &VsFileFilter, q: VsFileQuery| {
+        let page = s
+            .vector_stores
+            .list_vs_files(&t, &vs.id, filter, &q)
+            .await
+            .unwrap();
+        (ids(&page, |f| f.id.as_str()), page.has_more)
+    };
+    let all = VsFileFilter::default();
+    // The tie at 100 is broken by id: b < d.
+    let asc = vec![b.clone(), d.clone(), c.clone(), a.clone()];
+    let desc: Vec<String> = asc.iter().rev().cloned().collect();
+    assert_eq!(
+        list(&all, VsFileQuery::first(10, Order::Asc)).await,
+        (asc.clone(), false)
+    );
+    assert_eq!(
+        list(&all, VsFileQuery::first(10, Order::Desc)).await,
+        (desc.clone(), false)
+    );
+    assert_eq!(
+        list(&all, VsFileQuery::first(2, Order::Desc)).await,
+        (vec![a.clone(), c.clone()], true)
+    );
+    let after = |at, id: &str, order, limit| VsFileQuery {
+        after: Some(pos(at, id)),
+        ..VsFileQuery::first(limit, order)
+    };
+    let before = |at, id: &str, order, limit| VsFileQuery {
+        before: Some(pos(at, id)),
+        ..VsFileQuery::first(limit, order)
+    };
+    assert_eq!(
+        list(&all, after(200, &c, Order::Desc, 10)).await,
+        (vec![d.clone(), b.clone()], false)
+    );
+    assert_eq!(
+        list(&all, after(100, &b, Order::Asc, 2)).await,
+        (vec![d.clone(), c.clone()], true)
+    );
+    // `before` pages back towards the start, the page still in the requested order.
+    assert_eq!(
+        list(&all, before(100, &b, Order::Desc, 2)).await,
+        (vec![c.clone(), d.clone()], true)
+    );
+    assert_eq!(
+        list(&all, before(300, &a, Order::Asc, 10)).await,
+        (vec![b.clone(), d.clone(), c.clone()], false)
+    );
+    // Both cursors: the files between them.
+    let between = VsFileQuery {
+        after: Some(pos(300, &a)),
+        before: Some(pos(100, &b)),
+        ..VsFileQuery::first(10, Order::Desc)
+    };
+    assert_eq!(
+        list(&all, between).await,
+        (vec![c.clone(), d.clone()], false)
+    );
+
+    // A batch's files and a status keep the same order.
+    let in_batch = VsFileFilter {
+        status: None,
+        batch_id: Some(batch.clone()),
+    };
+    assert_eq!(
+        list(&in_batch, VsFileQuery::first(10, Order::Asc)).await,
+        (vec![d.clone(), c.clone(), a.clone()], false)
+    );
+    assert_eq!(
+        list(&in_batch, after(200, &c, Order::Desc, 10)).await,
+        (vec![d.clone()], false)
+    );
+    let completed = VsFileFilter {
+        status: Some("completed".into()),
+        batch_id: None,
+    };
+    assert_eq!(
+        list(&completed, VsFileQuery::first(2, Order::Desc)).await,
+        (vec![a.clone(), c.clone()], true)
+    );
+
+    // Re-attaching d later moves it to the end.
+    s.vector_stores
+        .put_vs_file(&t, &attach(&d, 400, "in_progress", false))
+        .await
+        .unwrap();
+    assert_eq!(
+        list(&all, VsFileQuery::first(10, Order::Asc)).await,
+        (vec![b.clone(), c.clone(), a.clone(), d.clone()], false)
+    );
+    assert_eq!(
+        list(&in_batch, VsFileQuery::first(10, Order::Asc)).await,
+        (vec![c.clone(), a.clone()], false)
+    );
+}
+
+/// A store's activity is written alone: a whole-row rewrite with an older copy of the row
+/// keeps it, the later of two touches wins, expiry follows it, and a deleted store stays
+/// deleted however late a touch comes.
+pub async fn vector_store_activity_is_its_own_write(s: &Store) {
+    let t = tenant();
+    let day = 86_400;
+    let mut vs = vector_store(&new_id("vs_"));
+    vs.last_active_at = Some(1_000);
+    vs.expires_after = Some(ExpiresAfter {
+        anchor: "last_active_at".into(),
+        days: 7,
+    });
+    vs.expires_at = Some(1_000 + 7 * day);
+    let vss = &s.vector_stores;
+    vss.put_vector_store(&t, &vs).await.unwrap();
+    let plain = vector_store(&new_id("vs_"));
+    vss.put_vector_store(&t, &plain).await.unwrap();
+
+    vss.touch_vector_store(&t, &vs.id, 2_000).await.unwrap();
+    let got = vss.get_vector_store(&t, &vs.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.last_active_at, got.expires_at),
+        (Some(2_000), Some(2_000 + 7 * day))
+    );
+    // The row read before the touch, written back with a change of its own (as the first
+    // ingestion sets the dimension): both survive.
+    let mut stale = vs.clone();
+    stale.dimensions = 8;
+    stale.name = Some("renamed".into());
+    vss.put_vector_store(&t, &stale).await.unwrap();
+    let got = vss.get_vector_store(&t, &vs.id).await.unwrap().unwrap();
+    assert_eq!((got.dimensions, got.name.as_deref()), (8, Some("renamed")));
+    assert_eq!(
+        (got.last_active_at, got.expires_at),
+        (Some(2_000), Some(2_000 + 7 * day))
+    );
+    // An older touch does not move it back.
+    vss.touch_vector_store(&t, &vs.id, 1_500).await.unwrap();
+    assert_eq!(
+        vss.get_vector_store(&t, &vs.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_active_at,
+        Some(2_000)
+    );
+    // Without expires_after there is no expiry to move; a touch older than the row's own
+    // activity changes nothing.
+    vss.touch_vector_store(&t, &plain.id, 1_800_000_000)
+        .await
+        .unwrap();
+    vss.touch_vector_store(&t, &plain.id, 5).await.unwrap();
+    let got = vss.get_vector_store(&t, &plain.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.last_active_at, got.expires_at),
+        (Some(1_800_000_000), None)
+    );
+    // Lists show the same.
+    let listed = vss
+        .list_vector_stores(&t, &ListQuery::default())
+        .await
+        .unwrap();
+    let active: Vec<(String, Option<i64>)> = listed
+        .items
+        .iter()
+        .map(|v| (v.id.clone(), v.last_active_at))
+        .collect();
+    assert_eq!(
+        active,
+        vec![
+            (plain.id.clone(), Some(1_800_000_000)),
+            (vs.id.clone(), Some(2_000))
+        ]
+    );
+    // Deleted, then touched late: still gone, and not deleted twice.
+    assert!(vss.delete_vector_store(&t, &vs.id).await.unwrap());
+    vss.touch_vector_store(&t, &vs.id, 3_000).await.unwrap();
+    assert_eq!(vss.get_vector_store(&t, &vs.id).await.unwrap(), None);
+    assert!(!vss.delete_vector_store(&t, &vs.id).await.unwrap());
+    let listed = vss
+        .list_vector_stores(&t, &ListQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(ids(&listed, |v| v.id.as_str()), vec![plain.id.clone()]);
 }
 
 pub async fn file_delete_cascades_to_chunks_and_memberships(s: &Store) {
@@ -1282,6 +1498,18 @@ macro_rules! contract {
             async fn vector_stores() {
                 let (s, _g) = $open.await;
                 vector_stores_files_and_batches(&s).await;
+            }
+            #[tokio::test]
+            $(#[$meta])*
+            async fn vs_activity() {
+                let (s, _g) = $open.await;
+                vector_store_activity_is_its_own_write(&s).await;
+            }
+            #[tokio::test]
+            $(#[$meta])*
+            async fn vs_files_order() {
+                let (s, _g) = $open.await;
+                vs_files_list_by_attach_time(&s).await;
             }
             #[tokio::test]
             $(#[$meta])*

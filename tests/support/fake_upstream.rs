@@ -15,7 +15,8 @@
 //! `tests/support/mod.rs` and via `#[path = "../tests/support/fake_upstream.rs"]` from an example.
 //!
 //! Routes (each handler's doc comment below has the details):
-//! - OpenAI: `POST /v1/chat/completions`, `POST /v1/embeddings`, anything else under `/v1/` is a
+//! - OpenAI: `POST /v1/chat/completions`, `POST /v1/embeddings`, `POST/GET /v1/files` and
+//!   `GET /v1/files/{id}` (see `fake_upstream/files.rs`), anything else under `/v1/` is a
 //!   404 in OpenAI's error envelope. Model names select behaviours (`error-429`, `error-500`,
 //!   `drop`, `slow`, `tool-call`, `parallel`), see [`select_reply`].
 //! - Proxy tests: `/echo/...`, `/bytes`, `/bytes-sha`, `/sse`, `/slow-head`, `/slow-body`,
@@ -26,6 +27,8 @@
 // Test support code: a panic here is a test failure with a clear message, which is what we want.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "fake_upstream/files.rs"]
+mod files;
 #[path = "fake_upstream/openai.rs"]
 mod openai;
 #[cfg(test)]
@@ -41,7 +44,7 @@ use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -312,6 +315,19 @@ impl FakeUpstream {
         self.shared.embeddings_held.send_replace(false);
     }
 
+    /// Adds a file to the fake's `/v1/files` with the given `created_at`, as if uploaded
+    /// then; returns its file object.
+    pub fn add_file(&self, purpose: &str, filename: &str, created_at: i64) -> Value {
+        self.shared.add_file(purpose, filename, 1, Some(created_at))
+    }
+
+    /// Makes `GET /v1/files` answer this status (an OpenAI error) until called with `None`.
+    pub fn fail_file_list(&self, status: Option<u16>) {
+        self.shared
+            .file_list_status
+            .store(status.unwrap_or(0), Ordering::Relaxed);
+    }
+
     /// Stop accepting, let in-flight requests finish for up to a second, then cut the rest and
     /// wait until every connection task has ended.
     pub async fn shutdown(self) {
@@ -330,6 +346,10 @@ struct Shared {
     chunk_delay_us: AtomicU64,
     /// `true` while embeddings requests wait (a watch, so every waiter sees the release).
     embeddings_held: watch::Sender<bool>,
+    /// The files of `/v1/files`.
+    files: Mutex<files::FileSet>,
+    /// Non-zero: the status `GET /v1/files` fails with.
+    file_list_status: AtomicU16,
     accepted: AtomicUsize,
     open: AtomicUsize,
     /// Count of closed connections; a watch channel so waiters cannot miss an update.
@@ -354,6 +374,8 @@ impl Shared {
             scripts: Mutex::new(VecDeque::new()),
             chunk_delay_us: AtomicU64::new(0),
             embeddings_held: watch::Sender::new(false),
+            files: Mutex::new(files::FileSet::default()),
+            file_list_status: AtomicU16::new(0),
             accepted: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
             closed: watch::Sender::new(0),
@@ -525,6 +547,17 @@ async fn handle(ctx: ConnCtx, req: hyper::Request<Incoming>) -> HandlerResult {
             // Err only if the sender is gone, which outlives every connection.
             let _ = held.wait_for(|held| !held).await;
             openai::embeddings(&ctx.shared, &body)
+        }
+        (&Method::POST, "/v1/files") => {
+            let ct = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            files::upload(&ctx.shared, ct, &body).await
+        }
+        (&Method::GET, "/v1/files") => files::list(&ctx.shared, query),
+        (&Method::GET, p) if p.starts_with("/v1/files/") => {
+            files::retrieve(&ctx.shared, &p["/v1/files/".len()..])
         }
         (&Method::GET, "/ws" | "/v1/realtime") => websocket(&ctx, &mut parts),
         (&Method::GET, "/bytes") => bytes_route(query),

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::api::common::{Field, Fields};
+use crate::api::common::{Field, Fields, missing};
 use crate::api::validate::{self, ApiVersion, VectorStoreHelper};
 use crate::error::Error;
 use crate::model::{Metadata, ToolResources};
@@ -37,9 +37,12 @@ pub struct AssistantFields {
 /// Parses a create (`creating = true`) or modify body.
 pub fn parse(mut f: Fields, version: ApiVersion, creating: bool) -> Result<AssistantFields, Error> {
     let model = if creating {
-        Field::Set(f.required_string("model", 256)?)
+        match f.non_empty_string("model", 256)? {
+            Field::Set(m) => Field::Set(m),
+            Field::Absent | Field::Null => return Err(missing("model")),
+        }
     } else {
-        f.string("model", 256)?
+        f.non_empty_string("model", 256)?
     };
     let name = f.string("name", MAX_NAME)?;
     let description = f.string("description", MAX_DESCRIPTION)?;

@@ -2,8 +2,10 @@
 //!
 //! Files of purpose `assistants`, `vision` and `user_data` live here; `batch`, `fine-tune` and
 //! `evals` uploads go to the upstream (see `upload`). Retrieve, delete and download look here
-//! first and forward on a local miss, since the upstream may own the id; the list is local.
+//! first and forward on a local miss, since the upstream may own the id; the list merges both
+//! sides (see `list`).
 
+pub mod list;
 pub mod service;
 pub mod upload;
 
@@ -13,13 +15,13 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::api::common::{self, Caller, ListParams};
+use crate::api::common::{self, Caller};
 use crate::body::ProxyBody;
 use crate::error::Error;
 use crate::routes::PathParams;
 use crate::server::AppState;
-use crate::store::Page;
 
+pub use list::list;
 pub use upload::create;
 
 fn file_id(params: &PathParams) -> String {
@@ -43,30 +45,6 @@ async fn local(
         return Ok(None);
     }
     service::find(state, &caller.store, &caller.tenant, id).await
-}
-
-pub async fn list(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
-    // `/files` is the odd list: up to 10 000 per page, 10 000 by default, no `before`.
-    let p = ListParams::parse(req.uri().query(), 10_000, 10_000, false)?;
-    let purpose = p.get("purpose").filter(|v| !v.is_empty());
-    let page = caller
-        .store
-        .files
-        .list_files(&caller.tenant, purpose, &p.query)
-        .await?;
-    let page = Page {
-        items: service::visible(page.items),
-        has_more: page.has_more,
-    };
-    Ok(common::list_response(
-        &page,
-        |f| &f.id,
-        |f| serde_json::to_value(f).unwrap_or_default(),
-    ))
 }
 
 pub async fn retrieve(

@@ -449,6 +449,7 @@ async fn store_fields(
                     .filter(|n| !n.is_empty())
                     .unwrap_or("file")
                     .to_owned();
+                check_filename(&filename)?;
                 let bytes =
                     store_content(store, tenant, id, &mut field, too_large, max_file).await?;
                 stored = Some((filename, bytes));
@@ -484,6 +485,26 @@ async fn store_fields(
     };
     store.files.put_file(tenant, &file).await?;
     Ok(file)
+}
+
+/// Longest filename kept, in bytes: what file systems allow for a name, so a file the caller
+/// downloads can be saved under its own name.
+pub const MAX_FILENAME_BYTES: usize = 255;
+
+/// Refuses a filename too long to keep, before any of the content is stored. (OpenAI
+/// documents no limit; refusing is clearer than a silently shortened name.)
+fn check_filename(name: &str) -> Result<(), Error> {
+    if name.len() <= MAX_FILENAME_BYTES {
+        return Ok(());
+    }
+    Err(Error::invalid_code(
+        format!(
+            "Invalid 'file': filename too long. Expected a filename of at most {MAX_FILENAME_BYTES} bytes, but got one of {} bytes instead.",
+            name.len()
+        ),
+        Some("file"),
+        "string_above_max_length",
+    ))
 }
 
 /// Streams the field into pieces of exactly [`PART_SIZE`] (the last one shorter).
@@ -667,6 +688,15 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(e.status(), 413);
+    }
+
+    #[test]
+    fn filenames_up_to_255_bytes() {
+        assert!(check_filename(&"a".repeat(255)).is_ok());
+        // Bytes, not characters: 128 two-byte characters are 256 bytes.
+        let e = check_filename(&"é".repeat(128)).unwrap_err();
+        assert_eq!(e.param(), Some("file"));
+        assert!(e.to_string().contains("got one of 256 bytes"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::types::NewMessage;
 use crate::api::common::Caller;
+use crate::api::files::service as files;
 use crate::api::vector_stores::service::{self as vector_stores, NewVectorStore};
 use crate::error::Error;
 use crate::ids::{new_id, now_secs};
@@ -36,6 +37,36 @@ pub async fn check_unlocked(store: &Store, tenant: &Tenant, thread_id: &str) -> 
             format!("Can't add messages to {thread_id} while a run {run_id} is active."),
             None,
         ));
+    }
+    Ok(())
+}
+
+/// Refuses a message whose `image_file` parts name a file that does not exist here (or is
+/// another tenant's): OpenAI answers 404, and a run would otherwise show the model nothing.
+/// `path` locates the message in the request body (`messages[0]`), empty for a message body.
+pub async fn check_images(
+    state: &AppState,
+    caller: &Caller,
+    new: &NewMessage,
+    path: &str,
+) -> Result<(), Error> {
+    for (i, part) in new.content.iter().enumerate() {
+        let Some(file_id) = part["image_file"]["file_id"].as_str() else {
+            continue;
+        };
+        if files::find(state, &caller.store, &caller.tenant, file_id)
+            .await?
+            .is_none()
+        {
+            let param = match path {
+                "" => format!("content[{i}].image_file.file_id"),
+                _ => format!("{path}.content[{i}].image_file.file_id"),
+            };
+            return Err(Error::NotFound {
+                message: format!("No such File object: {file_id}"),
+                param: Some(param),
+            });
+        }
     }
     Ok(())
 }
@@ -164,6 +195,7 @@ pub async fn create(
     new: NewMessage,
 ) -> Result<Message, Error> {
     check_unlocked(&caller.store, &caller.tenant, &thread.id).await?;
+    check_images(state, caller, &new, "").await?;
     apply_attachments(state, caller, thread, &new).await?;
     insert(&caller.store, &caller.tenant, &thread.id, new, None, None).await
 }

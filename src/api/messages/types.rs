@@ -3,12 +3,16 @@
 
 use serde_json::{Value, json};
 
-use crate::api::common::{Field, Fields, array_too_short, invalid_type, missing, string_too_long};
+use crate::api::common::{
+    Field, Fields, empty_array, empty_string, invalid_type, missing, string_too_long,
+};
 use crate::api::validate::ApiVersion;
 use crate::error::Error;
 use crate::model::{Attachment, Metadata};
 
-/// Longest accepted text content, in characters.
+/// Longest accepted text content, in characters, and the least: OpenAI's schema gave string
+/// content `minLength: 1, maxLength: 256000` (the limit the API still applies; the array form
+/// needs at least one part).
 pub const MAX_CONTENT: usize = 256_000;
 /// Attachments per message (the spec sets no number; this bounds the work one request causes).
 pub const MAX_ATTACHMENTS: usize = 20;
@@ -36,6 +40,9 @@ pub fn parse(mut f: Fields, version: ApiVersion) -> Result<NewMessage, Error> {
     let content_param = f.param("content");
     let content = match f.take("content") {
         Field::Set(Value::String(s)) => {
+            if s.is_empty() {
+                return Err(empty_string(&content_param));
+            }
             let len = s.chars().count();
             if len > MAX_CONTENT {
                 return Err(string_too_long(&content_param, MAX_CONTENT, len));
@@ -44,7 +51,7 @@ pub fn parse(mut f: Fields, version: ApiVersion) -> Result<NewMessage, Error> {
         }
         Field::Set(Value::Array(parts)) if version == ApiVersion::V2 => {
             if parts.is_empty() {
-                return Err(array_too_short(&content_param, 1, 0));
+                return Err(empty_array(&content_param));
             }
             parts
                 .into_iter()

@@ -17,12 +17,15 @@ use crate::server::AppState;
 /// Initial messages of one create request (the spec sets no limit; this bounds the work).
 pub const MAX_INITIAL_MESSAGES: usize = 32;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct NewThread {
     pub messages: Vec<NewMessage>,
     pub tool_resources: ToolResources,
     pub helper: Option<VectorStoreHelper>,
     pub metadata: Metadata,
+    /// Where the body sits in the request (`thread.` inside create-thread-and-run), for the
+    /// errors found after parsing.
+    pub param_prefix: String,
 }
 
 /// Parses a CreateThread body; `prefix` names its position inside another body (`thread.`).
@@ -49,6 +52,7 @@ pub fn parse_create(mut f: Fields, version: ApiVersion, prefix: &str) -> Result<
         tool_resources,
         helper,
         metadata,
+        param_prefix: prefix.to_owned(),
     })
 }
 
@@ -60,6 +64,10 @@ pub async fn create(
 ) -> Result<(Thread, Vec<Message>), Error> {
     let mut tool_resources = new.tool_resources;
     check_resources(&caller.store, &caller.tenant, &tool_resources).await?;
+    for (i, m) in new.messages.iter().enumerate() {
+        let path = format!("{}messages[{i}]", new.param_prefix);
+        messages::check_images(state, caller, m, &path).await?;
+    }
     let expiry = ExpiresAfter {
         anchor: "last_active_at".into(),
         days: 7,

@@ -28,7 +28,7 @@ pub async fn create(
     let fields = common::json_body(req, &state.config).await?;
     let items = types::parse_batch(fields)?;
     let store = service::load(state, &caller.store, &caller.tenant, &vs).await?;
-    service::check_not_expired(&store)?;
+    service::check_not_expired(&store, state.clock.now())?;
     let b = service::create_batch(state, &caller, &vs, items).await?;
     Ok(respond(&types::render_batch(&b)))
 }

@@ -32,7 +32,7 @@ pub async fn create(
     let fields = common::json_body(req, &state.config).await?;
     let new = types::parse_add_file(fields)?;
     let store = service::load(state, &caller.store, &caller.tenant, &vs).await?;
-    service::check_not_expired(&store)?;
+    service::check_not_expired(&store, state.clock.now())?;
     let f = service::add_file(
         state,
         &caller,
@@ -62,11 +62,7 @@ pub async fn list_in(
         service::load_batch(state, &caller.store, &caller.tenant, vs, b).await?;
     }
     let filter = VsFileFilter { status, batch_id };
-    let page = caller
-        .store
-        .vector_stores
-        .list_vs_files(&caller.tenant, vs, &filter, &p.query)
-        .await?;
+    let page = service::list_files(&caller.store, &caller.tenant, vs, &filter, &p.query).await?;
     let mut items = Vec::with_capacity(page.items.len());
     for mut f in page.items {
         ingest::repair(state, &caller.store, &caller.tenant, &mut f).await?;

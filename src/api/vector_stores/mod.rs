@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use crate::api::common::{self, Caller, ListParams, check_id};
 use crate::body::ProxyBody;
 use crate::error::Error;
-use crate::retrieval::search;
+use crate::retrieval::{rewrite, search};
 use crate::routes::PathParams;
 use crate::server::AppState;
 
@@ -110,9 +110,12 @@ pub async fn search(
     let caller = Caller::resolve(req.headers(), state).await?;
     let id = vs_id(&params)?;
     let fields = common::json_body(req, &state.config).await?;
-    let s = types::parse_search(fields)?;
+    let mut s = types::parse_search(fields)?;
     let vs = service::load(state, &caller.store, &caller.tenant, &id).await?;
-    service::check_not_expired(&vs)?;
+    service::check_not_expired(&vs, state.clock.now())?;
+    if s.rewrite_query {
+        s.queries = rewrite::rewrite_all(state, &caller, &s.queries).await?;
+    }
     let hits = search::search_many(
         state,
         &caller,
@@ -123,7 +126,7 @@ pub async fn search(
         s.filters.as_ref(),
     )
     .await?;
-    service::touch(&caller.store, &caller.tenant, &vs.id).await?;
+    service::touch(state, &caller.store, &caller.tenant, &vs.id).await?;
     Ok(common::json_response(
         StatusCode::OK,
         &types::render_search(&s.queries, &hits),

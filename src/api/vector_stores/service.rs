@@ -16,13 +16,13 @@ use crate::api::common::Caller;
 use crate::api::files::service as files;
 use crate::api::validate::default_chunking;
 use crate::error::Error;
-use crate::ids::{new_id, now_secs};
+use crate::ids::new_id;
 use crate::model::{
     Attributes, ExpiresAfter, FileBatch, FileCounts, Metadata, VectorStore, VectorStoreFile,
 };
 use crate::retrieval::{FileKey, ingest};
 use crate::server::AppState;
-use crate::store::{ListQuery, Order, Store, Tenant, VsFileFilter};
+use crate::store::{ListQuery, Order, Page, Store, Tenant, VsFileFilter, VsFilePos, VsFileQuery};
 
 /// Default embedding model of new stores when the configuration names none.
 pub const DEFAULT_EMBEDDING_MODEL: &str = crate::config::DEFAULT_EMBEDDING_MODEL;
@@ -78,13 +78,14 @@ fn no_such_file(id: &str) -> Error {
     }
 }
 
-pub fn is_expired(vs: &VectorStore) -> bool {
-    vs.expires_at.is_some_and(|at| at <= now_secs())
+/// Whether the store has expired at `now` (the process clock, `AppState::clock`).
+pub fn is_expired(vs: &VectorStore, now: i64) -> bool {
+    vs.expires_at.is_some_and(|at| at <= now)
 }
 
 /// Refuses work on an expired store.
-pub fn check_not_expired(vs: &VectorStore) -> Result<(), Error> {
-    if is_expired(vs) {
+pub fn check_not_expired(vs: &VectorStore, now: i64) -> Result<(), Error> {
+    if is_expired(vs, now) {
         return Err(Error::invalid(
             format!("Vector store '{}' has expired", vs.id),
             None,
@@ -115,7 +116,7 @@ pub async fn create(
     new: NewVectorStore,
 ) -> Result<VectorStore, Error> {
     check_files(state, &caller.store, &caller.tenant, &new.file_ids).await?;
-    let now = now_secs();
+    let now = state.clock.now();
     let vs = VectorStore {
         id: new_id("vs_"),
         object: "vector_store".into(),
@@ -139,10 +140,11 @@ pub async fn create(
         .vector_stores
         .put_vector_store(&caller.tenant, &vs)
         .await?;
+    // A new store is as active as it gets: its files need not touch it.
     let mut seen = std::collections::HashSet::new();
     for file_id in &new.file_ids {
         if seen.insert(file_id) {
-            add_file(
+            attach(
                 state,
                 caller,
                 &vs.id,
@@ -158,8 +160,33 @@ pub async fn create(
 }
 
 /// Adds (or re-adds) a file to a store and starts its ingestion as tracked background work.
-/// A file already in the store starts over with the new options.
+/// A file already in the store starts over with the new options. Adding a file is activity
+/// on the store (see [`touch`]).
 pub async fn add_file(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    vs_id: &str,
+    file_id: &str,
+    chunking_strategy: Option<Value>,
+    attributes: Option<Attributes>,
+    batch_id: Option<&str>,
+) -> Result<VectorStoreFile, Error> {
+    let f = attach(
+        state,
+        caller,
+        vs_id,
+        file_id,
+        chunking_strategy,
+        attributes,
+        batch_id,
+    )
+    .await?;
+    touch(state, &caller.store, &caller.tenant, vs_id).await?;
+    Ok(f)
+}
+
+/// [`add_file`] without the touch, for callers adding many files at once (they touch once).
+async fn attach(
     state: &Arc<AppState>,
     caller: &Caller,
     vs_id: &str,
@@ -178,7 +205,8 @@ pub async fn add_file(
         id: file_id.to_owned(),
         object: "vector_store.file".into(),
         usage_bytes: 0,
-        created_at: now_secs(),
+        // The attach time: a store's files are listed by it.
+        created_at: state.clock.now(),
         vector_store_id: vs_id.to_owned(),
         status: "in_progress".into(),
         last_error: None,
@@ -210,7 +238,7 @@ pub async fn derive(
     }
     vs.file_counts = counts;
     vs.usage_bytes = usage;
-    vs.status = if is_expired(&vs) {
+    vs.status = if is_expired(&vs, state.clock.now()) {
         "expired".into()
     } else if counts.in_progress > 0 {
         "in_progress".into()
@@ -233,22 +261,42 @@ pub async fn load(
     derive(state, store, tenant, vs).await
 }
 
-/// Records use of a store (a search, a run's `file_search`): `last_active_at` moves to now
-/// and an expiry anchored on it moves along.
-pub async fn touch(store: &Store, tenant: &Tenant, id: &str) -> Result<(), Error> {
-    let vss = &store.vector_stores;
-    let Some(mut vs) = vss.get_vector_store(tenant, id).await? else {
+/// Records use of a store: a search, a run that searches it or runs with it as its thread's
+/// store, a file added to it. `last_active_at` moves to now and an expiry anchored on it
+/// (`expires_after`, e.g. a thread's store: 7 days) is counted from there, so a store in use
+/// does not expire under its thread. An expired store stays expired.
+pub async fn touch(
+    state: &AppState,
+    store: &Store,
+    tenant: &Tenant,
+    id: &str,
+) -> Result<(), Error> {
+    let Some(vs) = store.vector_stores.get_vector_store(tenant, id).await? else {
         return Ok(());
     };
-    let now = now_secs();
-    if vs.last_active_at == Some(now) || is_expired(&vs) {
+    touch_loaded(state, store, tenant, &vs).await
+}
+
+/// [`touch`] of a store the caller has just read.
+pub async fn touch_loaded(
+    state: &AppState,
+    store: &Store,
+    tenant: &Tenant,
+    vs: &VectorStore,
+) -> Result<(), Error> {
+    let now = state.clock.now();
+    // The throttle is the field's own resolution: a store already active this second is not
+    // written again, so one searched by many runs at once costs at most one small write a
+    // second (of the activity alone, never the whole row), while `last_active_at` stays
+    // exact. A coarser step (a minute) would save little more — the expiry it feeds is
+    // counted in days — and would make the value lag behind what OpenAI reports.
+    if vs.last_active_at.is_some_and(|at| at >= now) || is_expired(vs, now) {
         return Ok(());
     }
-    vs.last_active_at = Some(now);
-    if let Some(e) = &vs.expires_after {
-        vs.expires_at = Some(now + i64::from(e.days) * DAY);
-    }
-    vss.put_vector_store(tenant, &vs).await?;
+    store
+        .vector_stores
+        .touch_vector_store(tenant, &vs.id, now)
+        .await?;
     Ok(())
 }
 
@@ -315,6 +363,37 @@ pub async fn load_file(
     Ok(f)
 }
 
+/// A page of a store's files (of one batch, with `filter.batch_id`) in attach order, ties by
+/// id, as OpenAI lists them. The cursors are file ids; each is looked up for its attach time,
+/// so a cursor that is not a file of the store is refused rather than guessed at.
+pub async fn list_files(
+    store: &Store,
+    tenant: &Tenant,
+    vs_id: &str,
+    filter: &VsFileFilter,
+    q: &ListQuery,
+) -> Result<Page<VectorStoreFile>, Error> {
+    let mut resolved = VsFileQuery::first(q.limit, q.order);
+    for (param, cursor, slot) in [
+        ("after", &q.after, &mut resolved.after),
+        ("before", &q.before, &mut resolved.before),
+    ] {
+        if let Some(id) = cursor {
+            let Some(f) = store.vector_stores.get_vs_file(tenant, vs_id, id).await? else {
+                return Err(Error::invalid(
+                    format!("Invalid '{param}': '{id}' is not a file of vector store '{vs_id}'."),
+                    Some(param),
+                ));
+            };
+            *slot = Some(VsFilePos::of(&f));
+        }
+    }
+    Ok(store
+        .vector_stores
+        .list_vs_files(tenant, vs_id, filter, &resolved)
+        .await?)
+}
+
 /// Replaces a membership's attributes, on the membership and on its chunks' copies.
 pub async fn set_attributes(
     state: &AppState,
@@ -371,7 +450,7 @@ pub async fn create_batch(
     let batch = FileBatch {
         id: new_id("vsfb_"),
         object: "vector_store.files_batch".into(),
-        created_at: now_secs(),
+        created_at: state.clock.now(),
         vector_store_id: vs_id.to_owned(),
         status: "in_progress".into(),
         file_counts: FileCounts::default(),
@@ -385,7 +464,7 @@ pub async fn create_batch(
     let mut seen = std::collections::HashSet::new();
     for item in items {
         if seen.insert(item.file_id.clone()) {
-            add_file(
+            attach(
                 state,
                 caller,
                 vs_id,
@@ -397,6 +476,7 @@ pub async fn create_batch(
             .await?;
         }
     }
+    touch(state, &caller.store, &caller.tenant, vs_id).await?;
     derive_batch(state, &caller.store, &caller.tenant, batch).await
 }
 
@@ -464,12 +544,7 @@ pub async fn cancel_batch(
         status: Some("in_progress".into()),
         batch_id: Some(batch_id.to_owned()),
     };
-    let mut q = ListQuery {
-        limit: 100,
-        order: Order::Asc,
-        after: None,
-        before: None,
-    };
+    let mut q = VsFileQuery::first(100, Order::Asc);
     loop {
         let page = vss.list_vs_files(tenant, vs_id, &filter, &q).await?;
         for mut f in page.items.iter().cloned() {
@@ -481,8 +556,8 @@ pub async fn cancel_batch(
             });
         }
         match (page.has_more, page.items.last()) {
-            // Rows just cancelled left the filter; page on by id all the same.
-            (true, Some(last)) => q.after = Some(last.id.clone()),
+            // Rows just cancelled left the filter; page on from the last one all the same.
+            (true, Some(last)) => q.after = Some(VsFilePos::of(last)),
             _ => break,
         }
     }

@@ -6,8 +6,7 @@ use serde_json::{Map, Value, json};
 
 use super::service::{NewVectorStore, NewVsFile, StoreChanges};
 use crate::api::common::{
-    Field, Fields, ListParams, array_too_short, invalid_type, invalid_value, missing,
-    string_too_long,
+    Field, Fields, ListParams, empty_array, invalid_type, invalid_value, missing, string_too_long,
 };
 use crate::api::validate::chunking_strategy;
 use crate::error::Error;
@@ -301,6 +300,8 @@ pub fn parse_modify(mut f: Fields) -> Result<StoreChanges, Error> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchRequest {
     pub queries: Vec<String>,
+    /// Rewrite each query with the upstream's chat model before searching.
+    pub rewrite_query: bool,
     pub max_num_results: usize,
     pub filters: Option<AttributeFilter>,
     pub ranking: Option<RankingOptions>,
@@ -311,7 +312,7 @@ pub fn parse_search(mut f: Fields) -> Result<SearchRequest, Error> {
         Field::Set(Value::String(s)) => vec![s],
         Field::Set(Value::Array(items)) => {
             if items.is_empty() {
-                return Err(array_too_short("query", 1, 0));
+                return Err(empty_array("query"));
             }
             items
                 .into_iter()
@@ -331,7 +332,7 @@ pub fn parse_search(mut f: Fields) -> Result<SearchRequest, Error> {
         }
         Field::Null | Field::Absent => return Err(missing("query")),
     };
-    f.boolean("rewrite_query")?;
+    let rewrite_query = f.boolean("rewrite_query")?.into_option().unwrap_or(false);
     let max_num_results = f
         .integer("max_num_results", 1, MAX_SEARCH_RESULTS)?
         .into_option()
@@ -358,6 +359,7 @@ pub fn parse_search(mut f: Fields) -> Result<SearchRequest, Error> {
     f.finish()?;
     Ok(SearchRequest {
         queries,
+        rewrite_query,
         max_num_results,
         filters,
         ranking,
@@ -402,7 +404,7 @@ pub fn parse_batch(mut f: Fields) -> Result<Vec<NewVsFile>, Error> {
         (None, None) => Err(missing("file_ids")),
         (Some(ids), None) => {
             if ids.is_empty() {
-                return Err(array_too_short("file_ids", 1, 0));
+                return Err(empty_array("file_ids"));
             }
             Ok(ids
                 .into_iter()
@@ -415,7 +417,7 @@ pub fn parse_batch(mut f: Fields) -> Result<Vec<NewVsFile>, Error> {
         }
         (None, Some(items)) => {
             if items.is_empty() {
-                return Err(array_too_short("files", 1, 0));
+                return Err(empty_array("files"));
             }
             // Top-level options apply to `file_ids` only.
             items
@@ -487,12 +489,14 @@ mod tests {
         let s = parse_search(fields(json!({"query": "hello"}))).unwrap();
         assert_eq!(s.queries, vec!["hello"]);
         assert_eq!(s.max_num_results, 10);
+        assert!(!s.rewrite_query);
         let s = parse_search(fields(
             json!({"query": ["a", "b"], "max_num_results": 3, "rewrite_query": true,
             "ranking_options": {"ranker": "default-2024-11-15", "score_threshold": 0.5}}),
         ))
         .unwrap();
         assert_eq!(s.queries.len(), 2);
+        assert!(s.rewrite_query);
         assert_eq!(s.ranking.unwrap().score_threshold, 0.5);
         let e = parse_search(fields(json!({"query": "x", "max_num_results": 51}))).unwrap_err();
         assert_eq!(e.code(), Some("integer_above_max_value"));
@@ -534,7 +538,7 @@ mod tests {
             parse_batch(fields(json!({"file_ids": []})))
                 .unwrap_err()
                 .code(),
-            Some("array_below_min_length")
+            Some("empty_array")
         );
         let many: Vec<String> = (0..2001).map(|i| format!("file-{i}")).collect();
         assert_eq!(

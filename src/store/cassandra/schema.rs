@@ -22,9 +22,12 @@ struct Migration {
     statements: &'static [&'static str],
 }
 
+/// Every schema version, in order.
+const MIGRATIONS: &[Migration] = &[V1, V2];
+
 /// Tables are written as JSON documents (`doc`) plus the columns queries need. Partition
 /// keys start with the tenant, so another tenant's object is simply not there.
-const MIGRATIONS: &[Migration] = &[Migration {
+const V1: Migration = Migration {
     version: 1,
     description: "assistants, threads, messages, runs, files, vector stores",
     statements: &[
@@ -63,7 +66,16 @@ const MIGRATIONS: &[Migration] = &[Migration {
         "CREATE TABLE IF NOT EXISTS {ks}.vs_chunk_dims (tenant text, vector_store_id text, \
          dims int, PRIMARY KEY ((tenant, vector_store_id), dims))",
     ],
-}];
+};
+
+/// A vector store's activity (`last_active_at`) in a column of its own, written alone (never
+/// with the document), so a touch and a whole-document rewrite never undo each other. Null
+/// (rows from before): the document's value stands.
+const V2: Migration = Migration {
+    version: 2,
+    description: "vector store activity column",
+    statements: &["ALTER TABLE {ks}.vector_stores ADD IF NOT EXISTS last_active_at bigint"],
+};
 
 /// The lock row's lifetime: long enough for any migration, short enough that a proxy that
 /// died holding it delays the others by at most this.

@@ -1,13 +1,18 @@
 //! Vector stores, their file memberships and file batches. Memberships live in the store's
-//! partition (clustered by file id), so counts are one partition read; each membership is
-//! mirrored in `file_memberships` for the file-side cascade.
+//! partition (clustered by file id), so counts and lists (by attach time) are one partition
+//! read; each membership is mirrored in `file_memberships` for the file-side cascade.
+
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 
 use super::docs::DocTable;
-use super::{CassandraStore, Conn};
+use super::{CassandraStore, Conn, from_json};
 use crate::model::{FileBatch, FileCounts, VectorStore, VectorStoreFile};
-use crate::store::{ListQuery, Page, StoreResult, Tenant, VectorStoreStore, VsFileFilter};
+use crate::store::{
+    ListQuery, Page, StoreResult, Tenant, VectorStoreStore, VsFileFilter, VsFileQuery,
+    apply_activity,
+};
 
 const STORES: DocTable = DocTable {
     name: "vector_stores",
@@ -49,7 +54,20 @@ impl VectorStoreStore for CassandraStore {
     }
 
     async fn get_vector_store(&self, t: &Tenant, id: &str) -> StoreResult<Option<VectorStore>> {
-        self.conn().await?.doc_get(&STORES, &[t.as_str()], id).await
+        let conn = self.conn().await?;
+        let cql = format!(
+            "SELECT doc, last_active_at FROM {} WHERE tenant = ? AND id = ?",
+            conn.table(STORES.name)
+        );
+        let row: Option<(Option<String>, Option<i64>)> =
+            conn.first_row(&cql, (t.as_str(), id)).await?;
+        // A row without its document is a touch that raced the store's deletion: gone.
+        let Some((Some(doc), active)) = row else {
+            return Ok(None);
+        };
+        let mut vs: VectorStore = from_json(&doc)?;
+        apply_activity(&mut vs, active);
+        Ok(Some(vs))
     }
 
     async fn list_vector_stores(
@@ -57,15 +75,45 @@ impl VectorStoreStore for CassandraStore {
         t: &Tenant,
         q: &ListQuery,
     ) -> StoreResult<Page<VectorStore>> {
-        self.conn()
+        let conn = self.conn().await?;
+        let mut page: Page<VectorStore> = conn.doc_list(&STORES, &[t.as_str()], q, None).await?;
+        if page.items.is_empty() {
+            return Ok(page);
+        }
+        let ids: Vec<String> = page.items.iter().map(|vs| vs.id.clone()).collect();
+        let cql = format!(
+            "SELECT id, last_active_at FROM {} WHERE tenant = ? AND id IN ?",
+            conn.table(STORES.name)
+        );
+        let active: HashMap<String, i64> = conn
+            .rows::<(String, Option<i64>)>(&cql, (t.as_str(), ids))
             .await?
-            .doc_list(&STORES, &[t.as_str()], q, None)
-            .await
+            .into_iter()
+            .filter_map(|(id, at)| Some((id, at?)))
+            .collect();
+        for vs in &mut page.items {
+            apply_activity(vs, active.get(&vs.id).copied());
+        }
+        Ok(page)
+    }
+
+    async fn touch_vector_store(&self, t: &Tenant, id: &str, at: i64) -> StoreResult<()> {
+        let conn = self.conn().await?;
+        // The write's timestamp is the activity time itself, so of two touches racing from
+        // two proxies the later time wins whichever lands last, and a touch racing the
+        // store's deletion (timestamped now, later than any activity second) loses to it.
+        let cql = format!(
+            "UPDATE {} USING TIMESTAMP ? SET last_active_at = ? WHERE tenant = ? AND id = ?",
+            conn.table(STORES.name)
+        );
+        let micros = at.saturating_mul(1_000_000);
+        conn.exec(&cql, (micros, at, t.as_str(), id)).await?;
+        Ok(())
     }
 
     async fn delete_vector_store(&self, t: &Tenant, id: &str) -> StoreResult<bool> {
         let conn = self.conn().await?;
-        let existed = conn.doc_exists(&STORES, &[t.as_str()], id).await?;
+        let existed = self.get_vector_store(t, id).await?.is_some();
         let key = [t.as_str(), id];
         for file_id in conn.doc_ids(&VS_FILES, &key).await? {
             conn.set_membership(t, &file_id, id, false).await?;
@@ -103,21 +151,22 @@ impl VectorStoreStore for CassandraStore {
         t: &Tenant,
         vs_id: &str,
         filter: &VsFileFilter,
-        q: &ListQuery,
+        q: &VsFileQuery,
     ) -> StoreResult<Page<VectorStoreFile>> {
-        let conn = self.conn().await?;
-        let key = [t.as_str(), vs_id];
-        if filter.status.is_none() && filter.batch_id.is_none() {
-            return conn.doc_list(&VS_FILES, &key, q, None).await;
-        }
-        let keep = |f: &VectorStoreFile| {
-            filter.status.as_ref().is_none_or(|s| *s == f.status)
-                && filter
-                    .batch_id
-                    .as_ref()
-                    .is_none_or(|b| f.batch_id.as_ref() == Some(b))
-        };
-        conn.doc_list(&VS_FILES, &key, q, Some(&keep)).await
+        // The partition is clustered by file id, but files are listed by attach time, which
+        // lives in the documents. The whole partition is read and ordered here: every list
+        // request already reads it whole to count the store's files (`count_vs_files`), so
+        // this at most doubles that read. A clustering table by `(created_at, id)` would make
+        // pages range reads, but a proxy of an older version sharing the keyspace during a
+        // rolling upgrade would attach files without writing it, and lists would silently
+        // miss them; reading the documents themselves cannot.
+        let mut files: Vec<VectorStoreFile> = self
+            .conn()
+            .await?
+            .doc_all(&VS_FILES, &[t.as_str(), vs_id])
+            .await?;
+        files.retain(|f| filter.matches(f));
+        Ok(q.page_of(files))
     }
 
     async fn delete_vs_file(&self, t: &Tenant, vs_id: &str, file_id: &str) -> StoreResult<bool> {

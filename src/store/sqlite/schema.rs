@@ -162,6 +162,25 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE messages_by_key RENAME TO messages;
     CREATE INDEX messages_run ON messages (tenant, thread_id, run_id, id) WHERE run_id IS NOT NULL;
     ",
+    // 3: a store's files are listed by attach time, then id (as OpenAI lists them), so the
+    // membership's `created_at` becomes a column, filled from the bodies, and the list
+    // indexes (all files, by status, by batch) order by it.
+    "
+    ALTER TABLE vs_files ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;
+    UPDATE vs_files SET created_at = COALESCE(json_extract(body, '$.created_at'), 0);
+    DROP INDEX vs_files_status;
+    DROP INDEX vs_files_batch;
+    CREATE INDEX vs_files_created ON vs_files (tenant, vs_id, created_at, id);
+    CREATE INDEX vs_files_status ON vs_files (tenant, vs_id, status, created_at, id);
+    CREATE INDEX vs_files_batch ON vs_files (tenant, vs_id, batch_id, created_at, id)
+        WHERE batch_id IS NOT NULL;
+    ",
+    // 4: a store's activity (`last_active_at`) in a column of its own, written alone, so it
+    // and whole-row rewrites (a rename, the embedding dimension) never undo each other.
+    // NULL: the body's value stands.
+    "
+    ALTER TABLE vector_stores ADD COLUMN last_active_at INTEGER;
+    ",
 ];
 
 /// The schema version this binary writes.
@@ -217,6 +236,35 @@ mod tests {
             .unwrap();
         let e = migrate(&conn).unwrap_err().to_string();
         assert!(e.contains("newer"), "{e}");
+    }
+
+    #[test]
+    fn a_version_2_file_lists_its_store_files_by_attach_time() {
+        let conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..2] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        for (id, at) in [("file-a", 300), ("file-b", 100)] {
+            conn.execute(
+                "INSERT INTO vs_files (tenant, vs_id, id, status, usage_bytes, body) \
+                 VALUES ('t', 'vs', ?1, 'completed', 0, ?2)",
+                rusqlite::params![id, format!("{{\"created_at\": {at}}}")],
+            )
+            .unwrap();
+        }
+        migrate(&conn).unwrap();
+        let ids: Vec<String> = conn
+            .prepare(
+                "SELECT id FROM vs_files INDEXED BY vs_files_created \
+                 WHERE tenant = 't' AND vs_id = 'vs' ORDER BY created_at, id",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(ids, ["file-b", "file-a"]);
     }
 
     #[test]

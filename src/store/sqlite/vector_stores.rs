@@ -1,23 +1,26 @@
-//! `VectorStoreStore`: stores keyed by (tenant, id), file memberships keyed by
-//! (tenant, vs_id, file_id) with `status`, `batch_id` and `usage_bytes` beside them, and
-//! batches keyed by (tenant, vs_id, id). File counts and usage are aggregated from the
-//! memberships on request; nothing is kept as a counter.
+//! `VectorStoreStore`: stores keyed by (tenant, id) with their activity (`last_active_at`)
+//! in a column of its own, file memberships keyed by (tenant, vs_id, file_id) with `status`,
+//! `batch_id`, `usage_bytes` and `created_at` (their list order) beside them, and batches
+//! keyed by (tenant, vs_id, id). File counts and usage are aggregated from the memberships
+//! on request; nothing is kept as a counter.
 
 use async_trait::async_trait;
+use rusqlite::Connection;
 use rusqlite::types::Value as SqlValue;
 
-use super::doc::{self, Table, key, opt_text};
-use super::{SqliteStore, chunks};
+use super::doc::{self, Scope, Table, key, opt_text};
+use super::{DbError, Durability, SqliteStore, chunks};
 use crate::model::{FileBatch, FileCounts, VectorStore, VectorStoreFile};
 use crate::store::{
-    ListQuery, Page, StoreError, StoreResult, Tenant, VectorStoreStore, VsFileFilter,
+    ListQuery, Page, StoreError, StoreResult, Tenant, VectorStoreStore, VsFileFilter, VsFileQuery,
+    apply_activity,
 };
 
 static STORES: Table = Table::new("vector_stores", &["id"], &[]);
 static MEMBERS: Table = Table::new(
     "vs_files",
     &["vs_id", "id"],
-    &["status", "batch_id", "usage_bytes"],
+    &["status", "batch_id", "usage_bytes", "created_at"],
 );
 static BATCHES: Table = Table::new("vs_batches", &["vs_id", "id"], &[]);
 
@@ -34,6 +37,66 @@ fn add_counts(counts: &mut FileCounts, status: &str, n: u64) {
     counts.total += n;
 }
 
+/// A store row with its activity column applied.
+fn read_store(conn: &Connection, key: &[String]) -> Result<Option<VectorStore>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT body, last_active_at FROM vector_stores WHERE tenant = ?1 AND id = ?2",
+    )?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(key))?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    let mut vs: VectorStore = serde_json::from_str(row.get_ref(0)?.as_str()?)?;
+    apply_activity(&mut vs, row.get(1)?);
+    Ok(Some(vs))
+}
+
+/// One page of a store's files in attach order: a range of `(created_at, id)` over the
+/// `vs_files_created` index (or the status or batch one, which order the same way), read
+/// `limit + 1` rows deep.
+fn list_members(
+    conn: &Connection,
+    key: &[String],
+    filter: &VsFileFilter,
+    q: &VsFileQuery,
+) -> Result<Page<VectorStoreFile>, DbError> {
+    let mut sql = String::from("SELECT body FROM vs_files WHERE tenant = ?1 AND vs_id = ?2");
+    let mut params: Vec<SqlValue> = key.iter().map(|k| SqlValue::Text(k.clone())).collect();
+    for (col, value) in [("status", &filter.status), ("batch_id", &filter.batch_id)] {
+        if let Some(v) = value {
+            params.push(SqlValue::Text(v.clone()));
+            sql.push_str(&format!(" AND {col} = ?{}", params.len()));
+        }
+    }
+    let (lower, upper) = q.bounds();
+    for (op, bound) in [(">", lower), ("<", upper)] {
+        if let Some(pos) = bound {
+            params.push(SqlValue::Integer(pos.created_at));
+            params.push(SqlValue::Text(pos.file_id.clone()));
+            sql.push_str(&format!(
+                " AND (created_at, id) {op} (?{}, ?{})",
+                params.len() - 1,
+                params.len()
+            ));
+        }
+    }
+    let dir = if q.ascending() { "ASC" } else { "DESC" };
+    params.push(SqlValue::Integer(
+        i64::try_from(q.limit.saturating_add(1)).unwrap_or(i64::MAX),
+    ));
+    sql.push_str(&format!(
+        " ORDER BY created_at {dir}, id {dir} LIMIT ?{}",
+        params.len()
+    ));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(serde_json::from_str(row.get_ref(0)?.as_str()?)?);
+    }
+    Ok(Page::from_rows(out, q.limit, q.reversed()))
+}
+
 #[async_trait]
 impl VectorStoreStore for SqliteStore {
     async fn put_vector_store(&self, t: &Tenant, vs: &VectorStore) -> StoreResult<()> {
@@ -43,7 +106,8 @@ impl VectorStoreStore for SqliteStore {
     }
 
     async fn get_vector_store(&self, t: &Tenant, id: &str) -> StoreResult<Option<VectorStore>> {
-        self.get_doc(&STORES, key(t, &[id])).await
+        let key = key(t, &[id]);
+        self.db.read(move |conn| read_store(conn, &key)).await
     }
 
     async fn list_vector_stores(
@@ -51,7 +115,45 @@ impl VectorStoreStore for SqliteStore {
         t: &Tenant,
         q: &ListQuery,
     ) -> StoreResult<Page<VectorStore>> {
-        self.list_doc(&STORES, key(t, &[]), vec![], q).await
+        let tenant = key(t, &[]);
+        let q = q.clone();
+        self.db
+            .read(move |conn| {
+                let scope = Scope {
+                    key: &tenant,
+                    filters: &[],
+                };
+                let mut page: Page<VectorStore> = doc::list(conn, &STORES, &scope, &q)?;
+                // A page is at most 100 stores: one indexed lookup each for the activity.
+                let mut stmt = conn.prepare_cached(
+                    "SELECT last_active_at FROM vector_stores WHERE tenant = ?1 AND id = ?2",
+                )?;
+                for vs in &mut page.items {
+                    let mut rows = stmt.query([&tenant[0], &vs.id])?;
+                    if let Some(row) = rows.next()? {
+                        apply_activity(vs, row.get(0)?);
+                    }
+                }
+                Ok(page)
+            })
+            .await
+    }
+
+    async fn touch_vector_store(&self, t: &Tenant, id: &str, at: i64) -> StoreResult<()> {
+        let key = key(t, &[id]);
+        // Bookkeeping: a power cut may lose its last moments (the next durable write keeps
+        // them), which is not worth an fsync of its own.
+        self.db
+            .write_with(Durability::Progress, move |tx| {
+                tx.conn
+                    .prepare_cached(
+                        "UPDATE vector_stores SET last_active_at = ?3 WHERE tenant = ?1 \
+                         AND id = ?2 AND (last_active_at IS NULL OR last_active_at < ?3)",
+                    )?
+                    .execute(rusqlite::params![key[0], key[1], at])?;
+                Ok(())
+            })
+            .await
     }
 
     async fn delete_vector_store(&self, t: &Tenant, id: &str) -> StoreResult<bool> {
@@ -79,6 +181,7 @@ impl VectorStoreStore for SqliteStore {
             SqlValue::Text(f.status.clone()),
             opt_text(f.batch_id.as_deref()),
             SqlValue::Integer(usage),
+            SqlValue::Integer(f.created_at),
         ];
         self.put_doc(&MEMBERS, key(t, &[&f.vector_store_id, &f.id]), extras, f)
             .await
@@ -98,16 +201,14 @@ impl VectorStoreStore for SqliteStore {
         t: &Tenant,
         vs_id: &str,
         filter: &VsFileFilter,
-        q: &ListQuery,
+        q: &VsFileQuery,
     ) -> StoreResult<Page<VectorStoreFile>> {
-        let mut filters = Vec::new();
-        if let Some(status) = &filter.status {
-            filters.push(("status", SqlValue::Text(status.clone())));
-        }
-        if let Some(batch) = &filter.batch_id {
-            filters.push(("batch_id", SqlValue::Text(batch.clone())));
-        }
-        self.list_doc(&MEMBERS, key(t, &[vs_id]), filters, q).await
+        let key = key(t, &[vs_id]);
+        let filter = filter.clone();
+        let q = q.clone();
+        self.db
+            .read(move |conn| list_members(conn, &key, &filter, &q))
+            .await
     }
 
     async fn delete_vs_file(&self, t: &Tenant, vs_id: &str, file_id: &str) -> StoreResult<bool> {
