@@ -6,14 +6,7 @@ use http::Method;
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::support::{Api, Backend, FakeUpstream, TestProxy, assert_error};
-
-async fn setup(backend: Backend) -> (FakeUpstream, TestProxy, Api) {
-    let up = FakeUpstream::start().await;
-    let proxy = TestProxy::start_backend(&up.url(), backend).await;
-    let api = Api::new(&proxy);
-    (up, proxy, api)
-}
+use crate::support::{assert_error, setup};
 
 const ASSISTANT_KEYS: &[&str] = &[
     "id",
@@ -32,7 +25,7 @@ const ASSISTANT_KEYS: &[&str] = &[
 ];
 
 both_backends!(assistants_lifecycle, |backend| async move {
-    let (up, proxy, api) = setup(backend).await;
+    let (up, proxy, api) = setup(backend, "").await;
     let a = api
         .ok(
             "/v1/assistants",
@@ -128,7 +121,7 @@ both_backends!(assistants_lifecycle, |backend| async move {
 });
 
 both_backends!(assistant_validation, |backend| async move {
-    let (_up, proxy, api) = setup(backend).await;
+    let (_up, proxy, api) = setup(backend, "").await;
     let cases: Vec<(Value, &str, &str)> = vec![
         (json!({}), "missing_required_parameter", "model"),
         (
@@ -247,7 +240,7 @@ both_backends!(assistant_validation, |backend| async move {
 });
 
 both_backends!(threads_and_messages, |backend| async move {
-    let (_up, proxy, api) = setup(backend).await;
+    let (_up, proxy, api) = setup(backend, "").await;
     let t = api
         .ok("/v1/threads", json!({"messages": [
             {"role": "user", "content": "First question"},
@@ -400,7 +393,7 @@ both_backends!(threads_and_messages, |backend| async move {
 });
 
 both_backends!(tenants_are_disjoint, |backend| async move {
-    let (_up, proxy, api) = setup(backend).await;
+    let (_up, proxy, api) = setup(backend, "").await;
     let other = api.other_tenant();
     let a = api.ok("/v1/assistants", json!({"model": "gpt-4o"})).await;
     let aid = a["id"].as_str().unwrap();
@@ -491,7 +484,7 @@ both_backends!(tenants_are_disjoint, |backend| async move {
 });
 
 both_backends!(v1_shapes_for_v1_clients, |backend| async move {
-    let (_up, proxy, api) = setup(backend).await;
+    let (_up, proxy, api) = setup(backend, "").await;
     let v1 = api.clone().with_header("openai-beta", "assistants=v1");
     let a = v1
         .ok(

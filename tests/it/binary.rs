@@ -463,7 +463,7 @@ both_backends!(
 #[tokio::test]
 async fn sigterm_ends_within_grace_and_cleanup_with_a_stalled_run() {
     use crate::support::fake_upstream::ScriptedReply;
-    use crate::support::{Api, new_key};
+    use crate::support::{Api, id, new_key};
     use serde_json::json;
 
     let up = FakeUpstream::start().await;
@@ -488,28 +488,11 @@ async fn sigterm_ends_within_grace_and_cleanup_with_a_stalled_run() {
         text: "Once upon a time".into(),
         chunks: 2,
     });
-    let aid = api.ok("/v1/assistants", json!({"model": "gpt-4o"})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let tid = api
-        .ok(
-            "/v1/threads",
-            json!({"messages": [{"role": "user", "content": "story"}]}),
-        )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let rid = api
-        .ok(
-            &format!("/v1/threads/{tid}/runs"),
-            json!({"assistant_id": aid}),
-        )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let aid = id(&api.ok("/v1/assistants", json!({"model": "gpt-4o"})).await);
+    let story = json!({"messages": [{"role": "user", "content": "story"}]});
+    let tid = id(&api.ok("/v1/threads", story).await);
+    let run = json!({"assistant_id": aid});
+    let rid = id(&api.ok(&format!("/v1/threads/{tid}/runs"), run).await);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let (_, msgs) = api.get(&format!("/v1/threads/{tid}/messages")).await;

@@ -7,14 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::both_backends;
 use crate::fixtures::{content_type, multipart, post_multipart, upload};
-use crate::support::{Api, Backend, FakeUpstream, TestProxy, assert_error};
-
-async fn start(backend: Backend) -> (FakeUpstream, TestProxy, Api) {
-    let up = FakeUpstream::start().await;
-    let proxy = TestProxy::start_backend(&up.url(), backend).await;
-    let api = Api::new(&proxy).with_header("openai-beta", "");
-    (up, proxy, api)
-}
+use crate::support::{Api, FakeUpstream, TestProxy, assert_error, setup};
 
 async fn download(api: &Api, id: &str) -> (http::StatusCode, http::HeaderMap, Bytes) {
     api.raw(
@@ -27,7 +20,7 @@ async fn download(api: &Api, id: &str) -> (http::StatusCode, http::HeaderMap, By
 }
 
 both_backends!(upload_retrieve_list_download_delete, |backend| async move {
-    let (_up, _proxy, api) = start(backend).await;
+    let (_up, _proxy, api) = setup(backend, "").await;
     let doc = upload(&api, "notes.md", "assistants", b"# Notes\nhello").await;
     assert_eq!(doc["object"], "file");
     assert!(doc["id"].as_str().unwrap().starts_with("file-"));
@@ -109,7 +102,7 @@ both_backends!(upload_retrieve_list_download_delete, |backend| async move {
 });
 
 both_backends!(expiry_and_upload_validation, |backend| async move {
-    let (_up, _proxy, api) = start(backend).await;
+    let (_up, _proxy, api) = setup(backend, "").await;
     // The Python SDK's bracketed form fields, after the file.
     let body = multipart(&[
         ("purpose", None, b"assistants"),
@@ -181,7 +174,7 @@ both_backends!(expiry_and_upload_validation, |backend| async move {
 both_backends!(
     upstream_purposes_are_forwarded_byte_for_byte,
     |backend| async move {
-        let (up, proxy, api) = start(backend).await;
+        let (up, proxy, api) = setup(backend, "").await;
         let jsonl: Vec<u8> = (0..20_000)
             .flat_map(|i| format!("{{\"custom_id\":\"r{i}\",\"method\":\"POST\"}}\n").into_bytes())
             .collect();
@@ -244,7 +237,7 @@ both_backends!(
 );
 
 both_backends!(local_misses_are_forwarded, |backend| async move {
-    let (up, _proxy, api) = start(backend).await;
+    let (up, _proxy, api) = setup(backend, "").await;
     let mine = upload(&api, "a.txt", "vision", b"abc").await;
     let mine = mine["id"].as_str().unwrap();
     for (method, path) in [

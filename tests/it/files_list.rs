@@ -9,20 +9,9 @@ use serde_json::Value;
 
 use crate::both_backends;
 use crate::fixtures::upload;
-use crate::support::{Api, Backend, FakeUpstream, TestProxy, assert_error};
+use crate::support::{Api, assert_error, id, setup};
 
 const PARTIAL: &str = "x-assistants-proxy-upstream-files";
-
-async fn start(backend: Backend) -> (FakeUpstream, TestProxy, Api) {
-    let up = FakeUpstream::start().await;
-    let proxy = TestProxy::start_backend(&up.url(), backend).await;
-    let api = Api::new(&proxy);
-    (up, proxy, api)
-}
-
-fn id(v: &Value) -> String {
-    v["id"].as_str().unwrap().to_owned()
-}
 
 /// One page: ids, has_more, and whether the upstream half was marked unavailable.
 async fn page(api: &Api, query: &str) -> (Vec<String>, bool, bool) {
@@ -67,7 +56,7 @@ async fn walk(api: &Api, order: &str, limit: usize) -> Vec<String> {
 }
 
 both_backends!(local_and_upstream_files_merge, |backend| async move {
-    let (up, proxy, api) = start(backend).await;
+    let (up, proxy, api) = setup(backend, "").await;
     let l1 = upload(&api, "l1.txt", "assistants", b"one").await;
     let l2 = upload(&api, "l2.png", "vision", b"two").await;
     let t = l1["created_at"].as_i64().unwrap();
@@ -141,7 +130,7 @@ both_backends!(local_and_upstream_files_merge, |backend| async move {
 });
 
 both_backends!(purpose_filters_pick_a_side, |backend| async move {
-    let (up, proxy, api) = start(backend).await;
+    let (up, proxy, api) = setup(backend, "").await;
     let local = id(&upload(&api, "a.txt", "assistants", b"a").await);
     let vision = id(&upload(&api, "v.png", "vision", b"v").await);
     let b1 = id(&upload(&api, "b.jsonl", "batch", b"{}\n").await);
@@ -180,7 +169,7 @@ both_backends!(purpose_filters_pick_a_side, |backend| async move {
 both_backends!(
     a_failing_upstream_hides_no_local_file,
     |backend| async move {
-        let (up, proxy, api) = start(backend).await;
+        let (up, proxy, api) = setup(backend, "").await;
         let a = id(&upload(&api, "a.txt", "assistants", b"a").await);
         let b = id(&upload(&api, "b.txt", "user_data", b"b").await);
         let theirs = id(&up.add_file("batch", "x.jsonl", 1_700_000_000));

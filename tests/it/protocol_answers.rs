@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls_pki_types::pem::PemObject;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -40,20 +39,7 @@ impl Target {
             Path::Hyper => ("[server]\nhttp1_fast_path = false\n".to_owned(), None),
             Path::Tls => {
                 let (cert, key, cert_pem) = support::write_test_cert(dir.path());
-                let mut roots = rustls::RootCertStore::empty();
-                roots
-                    .add(
-                        rustls_pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
-                            .unwrap(),
-                    )
-                    .unwrap();
-                let provider = assistants_proxy::tls::provider();
-                let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .unwrap()
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-                cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+                let cfg = support::tls_client_config(&cert_pem, b"http/1.1");
                 (
                     format!(
                         "[server]\ntls_cert = {:?}\ntls_key = {:?}\n",

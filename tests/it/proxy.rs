@@ -10,7 +10,6 @@ use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::pem::PemObject;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -399,17 +398,7 @@ async fn http2_and_http1_over_tls() {
     let proxy = TestProxy::start_with(&up.url(), &toml).await;
 
     for alpn in [b"h2".to_vec(), b"http/1.1".to_vec()] {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(rustls_pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap())
-            .unwrap();
-        let provider = assistants_proxy::tls::provider();
-        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        cfg.alpn_protocols = vec![alpn.clone()];
+        let cfg = crate::support::tls_client_config(&cert_pem, &alpn);
         let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
         let tcp = TcpStream::connect(proxy.addr).await.unwrap();
         let tls = connector

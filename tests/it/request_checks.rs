@@ -6,21 +6,10 @@ use serde_json::{Value, json};
 use crate::both_backends;
 use crate::fixtures::{multipart, post_multipart, upload};
 use crate::runs::wait_run;
-use crate::support::{Api, Backend, FakeUpstream, TestProxy, assert_error};
-
-async fn start(backend: Backend) -> (FakeUpstream, TestProxy, Api) {
-    let up = FakeUpstream::start().await;
-    let proxy = TestProxy::start_backend(&up.url(), backend).await;
-    let api = Api::new(&proxy);
-    (up, proxy, api)
-}
-
-fn id(v: &Value) -> String {
-    v["id"].as_str().unwrap().to_owned()
-}
+use crate::support::{assert_error, id, setup};
 
 both_backends!(truncation_and_schema_names, |backend| async move {
-    let (_up, proxy, api) = start(backend).await;
+    let (_up, proxy, api) = setup(backend, "").await;
     let aid = id(&api.ok("/v1/assistants", json!({"model": "gpt-4o"})).await);
     let tid = id(&api
         .ok(
@@ -95,7 +84,7 @@ both_backends!(truncation_and_schema_names, |backend| async move {
 });
 
 both_backends!(image_files_must_exist, |backend| async move {
-    let (_up, proxy, api) = start(backend).await;
+    let (_up, proxy, api) = setup(backend, "").await;
     let mine = id(&upload(&api, "cat.png", "vision", b"\x89PNG cat").await);
     let other = api.other_tenant();
     let theirs = id(&upload(&other, "dog.png", "vision", b"\x89PNG dog").await);
@@ -168,7 +157,7 @@ both_backends!(image_files_must_exist, |backend| async move {
 });
 
 both_backends!(empty_values_and_lengths, |backend| async move {
-    let (_up, proxy, api) = start(backend).await;
+    let (_up, proxy, api) = setup(backend, "").await;
     let empty = |got: &(http::StatusCode, Value), param: &str| {
         assert_error(got, 400, Some("empty_string"), Some(param));
         assert_eq!(

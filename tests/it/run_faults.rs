@@ -12,14 +12,7 @@ use crate::fixtures::tenant_of;
 use crate::runs::{sse_events, stream, wait_run};
 use crate::support::fake_upstream::ScriptedReply;
 use crate::support::fake_upstream::error_body;
-use crate::support::{Api, Backend, FakeUpstream, TestProxy};
-
-async fn start(backend: Backend, toml: &str) -> (FakeUpstream, TestProxy, Api) {
-    let up = FakeUpstream::start().await;
-    let proxy = TestProxy::start_backend_with(&up.url(), backend, toml).await;
-    let api = Api::new(&proxy);
-    (up, proxy, api)
-}
+use crate::support::{Api, Backend, setup};
 
 async fn assistant(api: &Api, body: Value) -> String {
     api.ok("/v1/assistants", body).await["id"]
@@ -71,7 +64,7 @@ const FAST_RETRY: &str = "[runs]\nmodel_retry_base_ms = 10\n";
 
 both_backends!(a_stalled_upstream_fails_the_run, |backend| async move {
     let toml = format!("{FAST_RETRY}[upstream]\nidle_timeout_seconds = 1\n");
-    let (up, proxy, api) = start(backend, &toml).await;
+    let (up, proxy, api) = setup(backend, &toml).await;
     let aid = assistant(&api, json!({"model": "gpt-4o"})).await;
     // One chunk of output, then silence with the connection open.
     up.push_chat_script(ScriptedReply::StallAfter {
@@ -105,7 +98,7 @@ both_backends!(
     transient_failures_before_output_are_retried,
     |backend| async move {
         let toml = format!("{FAST_RETRY}[upstream]\nidle_timeout_seconds = 1\n");
-        let (up, proxy, api) = start(backend, &toml).await;
+        let (up, proxy, api) = setup(backend, &toml).await;
         let aid = assistant(&api, json!({"model": "gpt-4o"})).await;
         // A 429 (retry-after: 1), a 500, a connection reset before any output and a stall
         // before any output: four failed attempts, then an answer on the last one allowed.
@@ -149,7 +142,7 @@ both_backends!(
 );
 
 both_backends!(retries_are_bounded_and_cancellable, |backend| async move {
-    let (up, proxy, api) = start(
+    let (up, proxy, api) = setup(
         backend,
         "[runs]\nmodel_attempts = 2\nmodel_retry_base_ms = 10\n",
     )
@@ -176,7 +169,7 @@ both_backends!(retries_are_bounded_and_cancellable, |backend| async move {
     proxy.shutdown().await;
 
     // A run waiting to retry is cancelled at once.
-    let (up, proxy, api) = start(
+    let (up, proxy, api) = setup(
         backend,
         "[runs]\nmodel_attempts = 5\nmodel_retry_base_ms = 20000\n",
     )
@@ -204,7 +197,7 @@ both_backends!(
         // `expires_at`, not when the upstream gives up.
         let toml =
             "[runs]\nexpires_after_seconds = 2\nlease_seconds = 2\nsweep_interval_seconds = 1\n";
-        let (up, proxy, api) = start(backend, toml).await;
+        let (up, proxy, api) = setup(backend, toml).await;
         let aid = assistant(&api, json!({"model": "gpt-4o"})).await;
         up.push_chat_script(ScriptedReply::StallAfter {
             text: "Once upon a time".into(),
@@ -231,7 +224,7 @@ both_backends!(
         // passed beyond `expires_at`, the sweeper expires the run anyway. (The run is made
         // active through the API, waiting for tool outputs, and then rewritten as such a
         // proxy would have left it.)
-        let (_up, proxy, api) = start(backend, "[runs]\nlease_seconds = 30\n").await;
+        let (_up, proxy, api) = setup(backend, "[runs]\nlease_seconds = 30\n").await;
         let tools = json!([{"type": "function", "function": {"name": "weather"}}]);
         let aid = assistant(&api, json!({"model": "fake-tool-call", "tools": tools})).await;
         let store = &proxy.state.store;
@@ -280,7 +273,7 @@ both_backends!(
     shutdown_past_grace_fails_runs_and_returns,
     |backend| async move {
         let toml = "[server]\nshutdown_grace_seconds = 1\nshutdown_cleanup_seconds = 5\n";
-        let (up, mut proxy, api) = start(backend, toml).await;
+        let (up, mut proxy, api) = setup(backend, toml).await;
         let aid = assistant(&api, json!({"model": "gpt-4o"})).await;
         up.push_chat_script(ScriptedReply::StallAfter {
             text: "Once upon a time".into(),
@@ -333,7 +326,7 @@ both_backends!(
 );
 
 both_backends!(the_callers_key_is_never_stored, |backend| async move {
-    let (up, proxy, api) = start(backend, "").await;
+    let (up, proxy, api) = setup(backend, "").await;
     let aid = assistant(&api, json!({"model": "gpt-4o"})).await;
     // An upstream that quotes the caller's whole key in its error, as some do.
     up.push_chat_script(ScriptedReply::Error {
@@ -402,7 +395,7 @@ both_backends!(the_callers_key_is_never_stored, |backend| async move {
 });
 
 both_backends!(steps_carry_only_their_own_keys, |backend| async move {
-    let (_up, proxy, api) = start(backend, "").await;
+    let (_up, proxy, api) = setup(backend, "").await;
     let aid = assistant(
         &api,
         json!({"model": "fake-tool-call", "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {"input": {"type": "string"}}}}}]}),
@@ -510,7 +503,7 @@ both_backends!(steps_carry_only_their_own_keys, |backend| async move {
 both_backends!(
     reasoning_effort_reaches_the_upstream,
     |backend| async move {
-        let (up, proxy, api) = start(backend, "").await;
+        let (up, proxy, api) = setup(backend, "").await;
         let aid = assistant(&api, json!({"model": "o4-mini", "reasoning_effort": "low"})).await;
         let (_, shown) = api.get(&format!("/v1/assistants/{aid}")).await;
         assert!(
@@ -539,7 +532,7 @@ both_backends!(
 );
 
 both_backends!(a_filtered_answer_is_incomplete, |backend| async move {
-    let (up, proxy, api) = start(backend, "").await;
+    let (up, proxy, api) = setup(backend, "").await;
     let aid = assistant(&api, json!({"model": "gpt-4o"})).await;
     up.push_chat_script(ScriptedReply::Filtered("Part of an answer".into()));
     let (tid, rid) = run_on_new_thread(&api, &aid, json!({})).await;
@@ -559,7 +552,7 @@ both_backends!(
         // A context of ~6,000 tokens after the completion reserve, a thread of 1,100 messages
         // (past the 1,000 newest a prompt reads) of ~60 tokens each.
         let toml = "[runs]\ndefault_context_tokens = 10096\n";
-        let (up, proxy, api) = start(backend, toml).await;
+        let (up, proxy, api) = setup(backend, toml).await;
         let aid = assistant(&api, json!({"model": "house-model"})).await;
         let opening = "TASK: you are reviewing a contract; answer about its clauses.";
         let filler = |i: usize| format!("note {i}: {}", "clause text ".repeat(25));
@@ -616,7 +609,7 @@ both_backends!(
     |backend| async move {
         // Embeddings are the proxy's own upstream calls too: the same idle timeout applies.
         let toml = "[upstream]\nidle_timeout_seconds = 1\n[retrieval]\nembedding_model = \"fake-stall-embed\"\nembed_max_attempts = 1\n";
-        let (_up, proxy, api) = start(backend, toml).await;
+        let (_up, proxy, api) = setup(backend, toml).await;
         let file =
             crate::fixtures::upload(&api, "notes.txt", "assistants", b"Some notes to index.").await;
         let fid = file["id"].as_str().unwrap();

@@ -10,14 +10,7 @@ use serde_json::{Value, json};
 
 use crate::both_backends;
 use crate::fixtures::{tenant_of, upload, wait_store};
-use crate::support::{Api, Backend, FakeUpstream, TestProxy, assert_error};
-
-async fn setup(backend: Backend) -> (FakeUpstream, TestProxy, Api) {
-    let up = FakeUpstream::start().await;
-    let proxy = TestProxy::start_backend(&up.url(), backend).await;
-    let api = Api::new(&proxy);
-    (up, proxy, api)
-}
+use crate::support::{Api, Backend, FakeUpstream, TestProxy, assert_error, setup};
 
 async fn assistant(api: &Api, body: Value) -> String {
     api.ok("/v1/assistants", body).await["id"]
@@ -132,7 +125,7 @@ const RUN_KEYS: &[&str] = &[
 ];
 
 both_backends!(a_run_completes_and_answers, |backend| async move {
-    let (up, proxy, api) = setup(backend).await;
+    let (up, proxy, api) = setup(backend, "").await;
     let aid = assistant(&api, json!({"model": "gpt-4o", "instructions": "Be nice."})).await;
     let tid = thread_with(&api, "What is two plus two?").await;
     let run = api.ok(&format!("/v1/threads/{tid}/runs"), json!({"assistant_id": aid, "additional_instructions": "Answer in English.", "metadata": {"k": "v"}})).await;
@@ -207,7 +200,7 @@ both_backends!(a_run_completes_and_answers, |backend| async move {
 });
 
 both_backends!(streamed_run_event_order, |backend| async move {
-    let (_up, proxy, api) = setup(backend).await;
+    let (_up, proxy, api) = setup(backend, "").await;
     let aid = assistant(&api, json!({"model": "gpt-4o"})).await;
     let tid = thread_with(&api, "alpha beta gamma").await;
     let events = stream(
@@ -287,7 +280,7 @@ fn weather_tools() -> Value {
 both_backends!(
     function_calls_require_action_then_resume,
     |backend| async move {
-        let (up, proxy, api) = setup(backend).await;
+        let (up, proxy, api) = setup(backend, "").await;
         let aid = assistant(
             &api,
             json!({"model": "fake-tool-call-parallel", "tools": weather_tools()}),
@@ -417,7 +410,7 @@ both_backends!(
 );
 
 both_backends!(single_call_non_streamed, |backend| async move {
-    let (_up, proxy, api) = setup(backend).await;
+    let (_up, proxy, api) = setup(backend, "").await;
     let aid = assistant(
         &api,
         json!({"model": "fake-tool-call", "tools": weather_tools()}),
@@ -453,7 +446,7 @@ both_backends!(single_call_non_streamed, |backend| async move {
 });
 
 both_backends!(cancel_in_each_state, |backend| async move {
-    let (up, proxy, api) = setup(backend).await;
+    let (up, proxy, api) = setup(backend, "").await;
     // requires_action → cancelled.
     let tools_aid = assistant(
         &api,
@@ -540,7 +533,7 @@ both_backends!(cancel_in_each_state, |backend| async move {
 });
 
 both_backends!(requires_action_expires, |backend| async move {
-    let (_up, proxy, api) = setup(backend).await;
+    let (_up, proxy, api) = setup(backend, "").await;
     let aid = assistant(
         &api,
         json!({"model": "fake-tool-call", "tools": weather_tools()}),
@@ -589,7 +582,7 @@ both_backends!(requires_action_expires, |backend| async move {
 });
 
 both_backends!(upstream_faults_fail_the_run, |backend| async move {
-    let (up, proxy, api) = setup(backend).await;
+    let (up, proxy, api) = setup(backend, "").await;
     for (model, code) in [
         ("fake-error-429", "rate_limit_exceeded"),
         ("fake-error-500", "server_error"),
@@ -643,7 +636,7 @@ both_backends!(upstream_faults_fail_the_run, |backend| async move {
 });
 
 both_backends!(runs_outlive_a_disconnected_stream, |backend| async move {
-    let (up, proxy, api) = setup(backend).await;
+    let (up, proxy, api) = setup(backend, "").await;
     up.set_chunk_delay(Duration::from_millis(30));
     let aid = assistant(&api, json!({"model": "gpt-4o"})).await;
     let tid = thread_with(&api, "a b c d e f g h i j k l m n o p").await;
@@ -681,7 +674,7 @@ both_backends!(runs_outlive_a_disconnected_stream, |backend| async move {
 });
 
 both_backends!(limits_truncation_and_formats, |backend| async move {
-    let (up, proxy, api) = setup(backend).await;
+    let (up, proxy, api) = setup(backend, "").await;
     let aid = assistant(&api, json!({"model": "gpt-4o"})).await;
     let long = (0..400)
         .map(|i| format!("w{i}"))
@@ -821,7 +814,7 @@ async fn store_with_passages(proxy: &TestProxy, api: &Api, passages: &[(&str, &s
 }
 
 both_backends!(file_search_with_citations, |backend| async move {
-    let (up, proxy, api) = setup(backend).await;
+    let (up, proxy, api) = setup(backend, "").await;
     let vs_id = store_with_passages(
         &proxy,
         &api,
@@ -958,7 +951,7 @@ async fn thread_with_attachments(api: &Api) -> (String, String, String) {
 both_backends!(runs_wait_for_the_thread_store, |backend| async move {
     // Spec §7.2: while the thread's vector store still indexes, a run waits instead of
     // searching an empty store.
-    let (up, proxy, api) = setup(backend).await;
+    let (up, proxy, api) = setup(backend, "").await;
     up.hold_embeddings();
     let aid = assistant(
         &api,
@@ -1003,7 +996,7 @@ both_backends!(runs_wait_for_the_thread_store, |backend| async move {
 both_backends!(
     an_expired_thread_store_fails_the_run,
     |backend| async move {
-        let (up, proxy, api) = setup(backend).await;
+        let (up, proxy, api) = setup(backend, "").await;
         let aid = assistant(
             &api,
             json!({"model": "fake-tool-call-cite", "tools": [{"type": "file_search"}]}),

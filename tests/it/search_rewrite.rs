@@ -2,19 +2,15 @@
 //! (`[retrieval] rewrite_model`) rewrites the query, the rewrite is what is searched and what
 //! `search_query` reports, and an upstream that cannot rewrite is a clear error.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::both_backends;
 use crate::fixtures::{upload, wait_store};
 use crate::support::fake_upstream::ScriptedReply;
-use crate::support::{Api, FakeUpstream, TestProxy, assert_error};
+use crate::support::{Api, FakeUpstream, TestProxy, assert_error, id};
 
 const SPACE: &str = "rockets planets galaxies orbit astronaut launch telescope nebula";
 const FRUIT: &str = "apples bananas cherries orchard harvest ripe juicy fruit basket";
-
-fn id(v: &Value) -> String {
-    v["id"].as_str().unwrap().to_owned()
-}
 
 both_backends!(rewrite_query_asks_the_model, |backend| async move {
     let up = FakeUpstream::start().await;

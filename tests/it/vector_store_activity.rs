@@ -7,20 +7,9 @@ use serde_json::{Value, json};
 use crate::both_backends;
 use crate::fixtures::{upload, wait_batch, wait_store};
 use crate::runs::wait_run;
-use crate::support::{Api, Backend, FakeUpstream, TestProxy, assert_error};
+use crate::support::{Api, assert_error, id, setup};
 
 const DAY: i64 = 86_400;
-
-async fn start(backend: Backend) -> (FakeUpstream, TestProxy, Api) {
-    let up = FakeUpstream::start().await;
-    let proxy = TestProxy::start_backend(&up.url(), backend).await;
-    let api = Api::new(&proxy);
-    (up, proxy, api)
-}
-
-fn id(v: &Value) -> String {
-    v["id"].as_str().unwrap().to_owned()
-}
 
 async fn store(api: &Api, vs_id: &str) -> Value {
     let (status, vs) = api.get(&format!("/v1/vector_stores/{vs_id}")).await;
@@ -43,7 +32,7 @@ async fn run_to_end(api: &Api, thread: &str, assistant: &str) -> Value {
 }
 
 both_backends!(a_run_that_searches_a_store_moves_it, |backend| async move {
-    let (up, proxy, api) = start(backend).await;
+    let (up, proxy, api) = setup(backend, "").await;
     let f = upload(&api, "cats.txt", "assistants", b"cats purr and chase mice").await;
     let vs = api
         .ok(
@@ -84,7 +73,7 @@ both_backends!(a_run_that_searches_a_store_moves_it, |backend| async move {
 });
 
 both_backends!(attaching_files_moves_the_store, |backend| async move {
-    let (_up, proxy, api) = start(backend).await;
+    let (_up, proxy, api) = setup(backend, "").await;
     let a = upload(&api, "a.txt", "assistants", b"alpha").await;
     let b = upload(&api, "b.txt", "assistants", b"beta").await;
     let c = upload(&api, "c.txt", "assistants", b"gamma").await;
@@ -136,7 +125,7 @@ both_backends!(attaching_files_moves_the_store, |backend| async move {
 both_backends!(
     a_thread_store_in_use_does_not_expire,
     |backend| async move {
-        let (_up, proxy, api) = start(backend).await;
+        let (_up, proxy, api) = setup(backend, "").await;
         let cats = upload(&api, "cats.txt", "assistants", b"cats purr and chase mice").await;
         // A model that answers without searching: running on the thread is use enough.
         let aid = id(&api
@@ -184,7 +173,7 @@ both_backends!(
 );
 
 both_backends!(store_files_list_in_attach_order, |backend| async move {
-    let (_up, proxy, api) = start(backend).await;
+    let (_up, proxy, api) = setup(backend, "").await;
     // Uploaded a, b (so a's id sorts first), attached b, then a five seconds later.
     let a = id(&upload(&api, "a.txt", "assistants", b"alpha").await);
     let b = id(&upload(&api, "b.txt", "assistants", b"beta").await);

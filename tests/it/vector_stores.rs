@@ -9,28 +9,13 @@ use serde_json::{Value, json};
 
 use crate::both_backends;
 use crate::fixtures::{docx, pdf, tenant_of, upload, wait_batch, wait_file, wait_store};
-use crate::support::{Api, Backend, FakeUpstream, TestProxy, assert_error};
+use crate::support::{assert_error, id, setup};
 
 const FRUIT: &str =
     "apples bananas cherries orchard harvest ripe juicy fruit basket orchard apples";
 const SPACE: &str =
     "rockets planets galaxies orbit astronaut launch telescope nebula rockets orbit";
 const MUSIC: &str = "violins cellos orchestra symphony concert conductor melody rehearsal violins";
-
-async fn start(backend: Backend) -> (FakeUpstream, TestProxy, Api) {
-    start_with(backend, "").await
-}
-
-async fn start_with(backend: Backend, toml: &str) -> (FakeUpstream, TestProxy, Api) {
-    let up = FakeUpstream::start().await;
-    let proxy = TestProxy::start_backend_with(&up.url(), backend, toml).await;
-    let api = Api::new(&proxy);
-    (up, proxy, api)
-}
-
-fn id(v: &Value) -> String {
-    v["id"].as_str().unwrap().to_owned()
-}
 
 fn doc(words: &str, n: usize) -> Vec<u8> {
     (0..n)
@@ -41,7 +26,7 @@ fn doc(words: &str, n: usize) -> Vec<u8> {
 }
 
 both_backends!(store_lifecycle_and_validation, |backend| async move {
-    let (_up, _proxy, api) = start(backend).await;
+    let (_up, _proxy, api) = setup(backend, "").await;
     let vs = api
         .ok(
             "/v1/vector_stores",
@@ -180,7 +165,7 @@ both_backends!(store_lifecycle_and_validation, |backend| async move {
 });
 
 both_backends!(ingestion_and_search, |backend| async move {
-    let (up, _proxy, api) = start(backend).await;
+    let (up, _proxy, api) = setup(backend, "").await;
     let fruit = upload(&api, "fruit.txt", "assistants", &doc(FRUIT, 40)).await;
     let space = upload(&api, "space.md", "assistants", &doc(SPACE, 40)).await;
     let music = upload(&api, "music.html", "assistants",
@@ -346,7 +331,7 @@ both_backends!(ingestion_and_search, |backend| async move {
 });
 
 both_backends!(vector_store_files_and_attributes, |backend| async move {
-    let (_up, _proxy, api) = start(backend).await;
+    let (_up, _proxy, api) = setup(backend, "").await;
     let vs_id = id(&api.ok("/v1/vector_stores", json!({"name": "attrs"})).await);
     let fruit = upload(&api, "fruit.txt", "assistants", &doc(FRUIT, 5)).await;
     let space = upload(&api, "space.txt", "assistants", &doc(SPACE, 5)).await;
@@ -536,7 +521,7 @@ both_backends!(vector_store_files_and_attributes, |backend| async move {
 });
 
 both_backends!(file_batches, |backend| async move {
-    let (_up, _proxy, api) = start(backend).await;
+    let (_up, _proxy, api) = setup(backend, "").await;
     let vs_id = id(&api.ok("/v1/vector_stores", json!({})).await);
     // One by one: ids sort in creation order, which the listing below relies on.
     let mut files = Vec::new();
@@ -672,7 +657,7 @@ both_backends!(file_batches, |backend| async move {
 
 both_backends!(cancelling_a_batch_stops_its_files, |backend| async move {
     // Embeddings always answer 429 with long retry delays: files stay in progress.
-    let (_up, _proxy, api) = start_with(
+    let (_up, _proxy, api) = setup(
         backend,
         "[retrieval]\nembedding_model = \"fake-error-429\"\nembed_retry_base_ms = 60000\n",
     )
@@ -707,7 +692,7 @@ both_backends!(cancelling_a_batch_stops_its_files, |backend| async move {
 });
 
 both_backends!(pdf_and_docx_are_ingested, |backend| async move {
-    let (_up, _proxy, api) = start(backend).await;
+    let (_up, _proxy, api) = setup(backend, "").await;
     let pdf_bytes = pdf(&[SPACE, "second page about quasars and pulsars"]);
     let docx_bytes = docx(&[MUSIC, "A final paragraph about encores & applause"]);
     let p = id(&upload(&api, "report.pdf", "assistants", &pdf_bytes).await);
@@ -759,7 +744,7 @@ both_backends!(pdf_and_docx_are_ingested, |backend| async move {
 both_backends!(
     unreadable_files_fail_with_last_error,
     |backend| async move {
-        let (_up, _proxy, api) = start(backend).await;
+        let (_up, _proxy, api) = setup(backend, "").await;
         let png = id(&upload(
             &api,
             "image.png",
@@ -801,7 +786,7 @@ both_backends!(
 );
 
 both_backends!(embedding_failures_fail_the_file, |backend| async move {
-    let (up, _proxy, api) = start_with(
+    let (up, _proxy, api) = setup(
         backend,
         "[retrieval]\nembedding_model = \"fake-error-500\"\nembed_max_attempts = 3\nembed_retry_base_ms = 10\n",
     )
@@ -821,7 +806,7 @@ both_backends!(embedding_failures_fail_the_file, |backend| async move {
 });
 
 both_backends!(dead_ingestions_are_repaired_on_read, |backend| async move {
-    let (_up, proxy, api) = start(backend).await;
+    let (_up, proxy, api) = setup(backend, "").await;
     let f = id(&upload(&api, "a.txt", "assistants", b"hello").await);
     let g = id(&upload(&api, "b.txt", "assistants", b"hello").await);
     let vs_id = id(&api.ok("/v1/vector_stores", json!({})).await);
@@ -869,7 +854,7 @@ both_backends!(dead_ingestions_are_repaired_on_read, |backend| async move {
 });
 
 both_backends!(expired_stores, |backend| async move {
-    let (_up, proxy, api) = start(backend).await;
+    let (_up, proxy, api) = setup(backend, "").await;
     let f = id(&upload(&api, "a.txt", "assistants", b"hello").await);
     let vs = api
         .ok(
@@ -935,7 +920,7 @@ both_backends!(expired_stores, |backend| async move {
 });
 
 both_backends!(message_attachments_are_ingested, |backend| async move {
-    let (_up, _proxy, api) = start(backend).await;
+    let (_up, _proxy, api) = setup(backend, "").await;
     let f = id(&upload(&api, "space.txt", "assistants", &doc(SPACE, 3)).await);
     let thread = api.ok("/v1/threads", json!({})).await;
     let msg = api
@@ -955,7 +940,7 @@ both_backends!(message_attachments_are_ingested, |backend| async move {
 });
 
 both_backends!(tenants_see_disjoint_data, |backend| async move {
-    let (_up, _proxy, api) = start(backend).await;
+    let (_up, _proxy, api) = setup(backend, "").await;
     let other = api.other_tenant();
     let f = id(&upload(&api, "a.txt", "assistants", &doc(FRUIT, 2)).await);
     let vs_id = id(&api.ok("/v1/vector_stores", json!({"file_ids": [f]})).await);

@@ -56,6 +56,35 @@ pub fn store_url(backend: Backend, dir: &std::path::Path) -> String {
     }
 }
 
+/// A fake upstream, a proxy in front of it on `backend` (with extra TOML settings, or ""),
+/// and an API client of a fresh tenant: how most API tests begin.
+pub async fn setup(backend: Backend, toml: &str) -> (FakeUpstream, TestProxy, Api) {
+    let up = FakeUpstream::start().await;
+    let proxy = TestProxy::start_backend_with(&up.url(), backend, toml).await;
+    let api = Api::new(&proxy);
+    (up, proxy, api)
+}
+
+/// A TLS client configuration trusting one PEM certificate (a test server's), offering `alpn`.
+pub fn tls_client_config(cert_pem: &str, alpn: &[u8]) -> rustls::ClientConfig {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap())
+        .unwrap();
+    let mut cfg = assistants_proxy::tls::client_config(roots).unwrap();
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    cfg
+}
+
+/// An object's `id`.
+pub fn id(v: &serde_json::Value) -> String {
+    v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {v}"))
+        .to_owned()
+}
+
 /// A fresh random API key: a new tenant for the test that uses it.
 pub fn new_key() -> String {
     format!("sk-test-{}", assistants_proxy::ids::new_id(""))
