@@ -13,6 +13,7 @@
 //! - [`tls`]: the crypto provider, trust anchors, client and server configurations.
 
 pub mod api;
+pub mod app;
 pub mod body;
 pub mod busy_poll;
 pub mod config;

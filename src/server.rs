@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -23,134 +23,13 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::app::{AppState, RequestId, StartError};
 use crate::body::ProxyBody;
 use crate::config::Config;
 use crate::error::Error;
-use crate::forward::{Forwarder, InFlight, RelayBody};
-use crate::metrics::{Metrics, RouteClass};
-use crate::routes::{Resolution, RouteTable};
-use crate::store::astra::AstraSessions;
-use crate::store::{Store, StoreEnv, StoreUrl};
-use crate::upstream::{UpstreamBase, build_client};
-
-/// Everything a request handler may need, shared by all connections.
-pub struct AppState {
-    pub config: Config,
-    pub metrics: Metrics,
-    pub forwarder: Forwarder,
-    pub store: Store,
-    /// Per-request Astra databases (`astra-api-token`), when `astra.per_request_headers`.
-    pub astra: Option<Arc<AstraSessions>>,
-    /// The stores' own background work (Astra forwarders), closed after `tasks`.
-    pub store_env: StoreEnv,
-    pub routes: RouteTable,
-    /// Background work (upgrade tunnels, later runs and ingestion); shutdown waits for it.
-    pub tasks: TaskTracker,
-    /// Cancelled when the grace period ends: long-lived work stops and saves its state.
-    pub shutdown: CancellationToken,
-    /// Run timestamps and expiry (tests can move it forward).
-    pub clock: crate::runs::Clock,
-    /// Runs executing in this process (for immediate local cancels).
-    pub run_registry: crate::runs::Registry,
-    /// This process's identity in run leases.
-    pub instance_id: String,
-    /// Vector-store ingestion: concurrency bound and the ingestions this process runs.
-    pub retrieval: crate::retrieval::Retrieval,
-    /// The HTTP/1 relay for plain-text forwarded requests (`server.http1_fast_path`); it
-    /// speaks HTTP/1.1 only, so it is off when the upstream may be reached over h2.
-    pub relay: Option<crate::h1::Relay>,
-    /// Polls the sockets between requests instead of sleeping (`server.busy_poll_us`).
-    pub busy_poll: Option<Arc<crate::busy_poll::BusyPoll>>,
-    request_ids: RequestIds,
-}
-
-/// Errors that stop the server from starting.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("{0}")]
-    Config(String),
-    #[error("store: {0}")]
-    Store(#[from] crate::store::StoreError),
-    #[error("TLS: {0}")]
-    Tls(String),
-}
-
-impl AppState {
-    /// Builds the shared state: upstream client, store, metrics.
-    pub async fn build(config: Config) -> Result<Arc<AppState>, StartError> {
-        let metrics = Metrics::new();
-        let tasks = TaskTracker::new();
-        let shutdown = CancellationToken::new();
-        let client = build_client(&config.upstream, metrics.upstream_connections.clone())
-            .map_err(StartError::Config)?;
-        let base = UpstreamBase::new(&config.upstream.url).map_err(StartError::Config)?;
-        let forwarder = Forwarder::new(
-            client,
-            base,
-            config.upstream.response_head_timeout,
-            config.upstream.idle_timeout,
-            metrics.clone(),
-            tasks.clone(),
-            shutdown.clone(),
-        );
-        let store_url =
-            StoreUrl::parse(&config.store_url).map_err(|e| StartError::Config(e.to_string()))?;
-        let store_env = StoreEnv::new(config.astra.clone());
-        let store = Store::open_with(&store_url, &store_env).await?;
-        let astra = if config.astra.per_request_headers {
-            Some(Arc::new(
-                AstraSessions::new(&config.astra, &store_env).map_err(StartError::Config)?,
-            ))
-        } else {
-            None
-        };
-        let retrieval =
-            crate::retrieval::Retrieval::new(config.retrieval.max_concurrent_ingestions);
-        // The relay dials through the HTTP/1.1 pool's connector (one TLS set-up at start); with
-        // `upstream.http2` there is no such pool, and no relay.
-        let relay = match forwarder.client().http1_connector() {
-            Some(connector) if config.http1_fast_path => Some(
-                crate::h1::Relay::new(&config, connector, forwarder.base(), metrics.clone())
-                    .map_err(StartError::Config)?,
-            ),
-            _ => None,
-        };
-        let busy_poll = config
-            .busy_poll
-            .map(|window| Arc::new(crate::busy_poll::BusyPoll::new(window)));
-        Ok(Arc::new(AppState {
-            config,
-            metrics,
-            forwarder,
-            store,
-            astra,
-            store_env,
-            routes: RouteTable::new(),
-            tasks,
-            shutdown,
-            clock: crate::runs::Clock::default(),
-            run_registry: crate::runs::Registry::default(),
-            instance_id: crate::ids::new_id("proxy_"),
-            retrieval,
-            relay,
-            busy_poll,
-            request_ids: RequestIds::new(),
-        }))
-    }
-
-    /// Every request, on the relay or through hyper, says it arrived: busy polling, when on,
-    /// keeps polling for another window.
-    pub fn request_arrived(&self) {
-        if let Some(poll) = &self.busy_poll {
-            poll.touch();
-        }
-    }
-
-    /// A new request id (for logs and the `x-request-id` of local answers).
-    pub fn next_request_id(&self) -> RequestId {
-        self.request_ids.next()
-    }
-}
+use crate::forward::{InFlight, RelayBody};
+use crate::metrics::RouteClass;
+use crate::routes::Resolution;
 
 /// Runs the proxy on `listener` until `shutdown` resolves, then drains gracefully.
 pub async fn run(
@@ -174,7 +53,29 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let builders = Arc::new(Builders::new(&state.config));
+    // The relay dials through the HTTP/1.1 pool's connector (one TLS set-up at start); with
+    // `upstream.http2` there is no such pool, and no relay.
+    let relay = match state.forwarder.client().http1_connector() {
+        Some(connector) if state.config.http1_fast_path => {
+            match crate::h1::Relay::new(
+                &state.config,
+                connector,
+                state.forwarder.base(),
+                state.metrics.clone(),
+            ) {
+                Ok(relay) => Some(relay),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the HTTP/1 relay is off: it could not be set up");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let shared = Arc::new(Shared {
+        builders: Builders::new(&state.config),
+        relay,
+    });
     // Cancelled when shutdown begins: each connection finishes the exchange in progress, then
     // closes (HTTP/1 after the current response, HTTP/2 with GOAWAY); the proxy's own
     // periodic work (`daemons`) stops at once.
@@ -228,13 +129,13 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "set_nodelay failed");
         }
-        let builders = builders.clone();
+        let shared = shared.clone();
         let state = state.clone();
         let tls = tls.clone();
         let draining = draining.clone();
         let cancel = state.shutdown.clone();
         connections.spawn(async move {
-            serve_connection(stream, state, builders, tls, draining, cancel).await;
+            serve_connection(stream, state, shared, tls, draining, cancel).await;
             tracing::trace!(%peer, "connection closed");
         });
     }
@@ -265,7 +166,7 @@ pub async fn serve(
         tokio::join!(connections.wait(), state.tasks.wait());
         // Nothing can be sending upstream any more.
         state.forwarder.client().close().await;
-        if let Some(relay) = &state.relay {
+        if let Some(relay) = &shared.relay {
             relay.close();
         }
         // Last: runs and ingestion have written their final state through these.
@@ -321,8 +222,15 @@ impl AcceptErrors {
     }
 }
 
-/// The connection builders, shared by all connections (each connection holds an `Arc`, not a
-/// copy of the configuration).
+/// What every connection of one listener shares (each holds an `Arc`, not a copy).
+struct Shared {
+    builders: Builders,
+    /// The HTTP/1 relay for plain-text forwarded requests (`server.http1_fast_path`); it
+    /// speaks HTTP/1.1 only, so it is off when the upstream may be reached over h2.
+    relay: Option<crate::h1::Relay>,
+}
+
+/// The connection builders.
 struct Builders {
     /// Plain-text connections that cannot be HTTP/2 (nearly all of them).
     http1: http1::Builder,
@@ -573,7 +481,7 @@ async fn serve_auto<I, S>(
 async fn serve_connection(
     stream: TcpStream,
     state: Arc<AppState>,
-    builders: Arc<Builders>,
+    shared: Arc<Shared>,
     tls: Option<TlsAcceptor>,
     draining: CancellationToken,
     cancel: CancellationToken,
@@ -610,7 +518,7 @@ async fn serve_connection(
             };
             match opening {
                 Opening::Http1 => {
-                    let io = match &relay_state.relay {
+                    let io = match &shared.relay {
                         Some(relay) => {
                             let relayed = crate::h1::serve(&relay_state, relay, stream, &draining);
                             match until_cancelled(relayed, &cancel).await {
@@ -622,7 +530,8 @@ async fn serve_connection(
                     };
                     let (watch, service) = for_hyper();
                     let io = crate::h1::answer::Answers::new(io, watch);
-                    let conn = builders
+                    let conn = shared
+                        .builders
                         .http1
                         .serve_connection(TokioIo::new(io), service)
                         .with_upgrades();
@@ -637,7 +546,7 @@ async fn serve_connection(
                 Opening::MaybeHttp2 => {
                     let (watch, service) = for_hyper();
                     Box::pin(serve_auto(
-                        &builders.auto,
+                        &shared.builders.auto,
                         crate::h1::answer::Answers::new(stream, watch),
                         service,
                         &draining,
@@ -670,7 +579,7 @@ async fn serve_connection(
                 };
                 let (watch, service) = for_hyper();
                 let io = crate::h1::answer::Answers::new(stream, watch);
-                serve_auto(&builders.auto, io, service, &draining, &cancel).await;
+                serve_auto(&shared.builders.auto, io, service, &draining, &cancel).await;
             })
             .await
         }
@@ -685,7 +594,7 @@ async fn handle(
     state.request_arrived();
     // Read only for the access log: a clock read per request is not free.
     let started = state.config.access_log.then(Instant::now);
-    let id = state.request_ids.next();
+    let id = state.next_request_id();
     let span =
         tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
     async move {
@@ -759,46 +668,6 @@ fn local_response(
         Some(in_flight),
     );
     Response::from_parts(parts, http_body_util::BodyExt::boxed_unsync(body))
-}
-
-/// A request id: `req_` + a per-process random prefix + a counter. Cheap, unique, and
-/// meaningless to anyone who sees it. Kept as its two numbers and formatted only when shown
-/// (a disabled span or a forwarded request never needs the text).
-#[derive(Clone, Copy)]
-pub struct RequestId {
-    prefix: u32,
-    n: u64,
-}
-
-impl std::fmt::Display for RequestId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "req_{:08x}{:012x}", self.prefix, self.n)
-    }
-}
-
-struct RequestIds {
-    prefix: u32,
-    counter: AtomicU64,
-}
-
-impl RequestIds {
-    fn new() -> RequestIds {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
-            .unwrap_or(0);
-        RequestIds {
-            prefix: nanos ^ std::process::id().rotate_left(16),
-            counter: AtomicU64::new(0),
-        }
-    }
-
-    fn next(&self) -> RequestId {
-        RequestId {
-            prefix: self.prefix,
-            n: self.counter.fetch_add(1, Ordering::Relaxed),
-        }
-    }
 }
 
 /// A TLS acceptor from PEM files, offering h2 and http/1.1 by ALPN.

@@ -9,11 +9,11 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::app::AppState;
 use crate::body::{self, ProxyBody};
 use crate::config::{Config, TenancyMode};
 use crate::error::Error;
 use crate::model::Metadata;
-use crate::server::AppState;
 use crate::store::{ListQuery, Order, Page, Store, Tenant};
 
 /// Reads the whole body, refusing more than `limit` bytes with a 413 (after discarding the

@@ -16,10 +16,10 @@ use std::sync::Arc;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
+use crate::app::AppState;
 use crate::body::ProxyBody;
 use crate::error::Error;
 use crate::routes::{Endpoint, PathParams};
-use crate::server::AppState;
 
 pub async fn dispatch(
     endpoint: Endpoint,

@@ -3,8 +3,8 @@
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 
+use crate::app::AppState;
 use crate::body::{self, ProxyBody};
-use crate::server::AppState;
 
 fn json_response(status: StatusCode, value: serde_json::Value) -> Response<ProxyBody> {
     let mut resp = Response::new(body::json(&value));

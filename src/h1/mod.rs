@@ -32,12 +32,13 @@ use tokio::time::Sleep;
 use tokio_util::io::poll_read_buf;
 use tokio_util::sync::CancellationToken;
 
+use crate::app::{AppState, RequestId};
 use crate::config::Config;
 use crate::error::Error;
 use crate::forward::{InFlight, classify, head_timeout_error};
 use crate::metrics::{Metrics, RouteClass};
 use crate::routes::Resolution;
-use crate::server::{AppState, CancelWatch, RequestId};
+use crate::server::CancelWatch;
 use crate::upstream::{Connector, SendError, UpstreamBase};
 use head::{BadResponse, ChunkedScanner, Framing, Planned, RequestPlan, ResponsePlan, Target};
 use pool::{Conn, ConnPool};

@@ -14,10 +14,10 @@ use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::app::AppState;
 use crate::body;
 use crate::error::Error;
 use crate::secrets::Scrubber;
-use crate::server::AppState;
 use crate::upstream::chat::{ReadError, read_to_end, retry_after};
 
 /// Texts per embeddings call: large enough to amortize the round trip, small enough that one

@@ -30,10 +30,10 @@ use super::embed::{self, Input};
 use super::{FileKey, IngestError, Registration, extract};
 use crate::api::common::Caller;
 use crate::api::files::service as files;
+use crate::app::AppState;
 use crate::error::Error;
 use crate::ids::now_secs;
 use crate::model::{Chunk, VectorStoreFile};
-use crate::server::AppState;
 use crate::store::{Order, Store, Tenant, VsFileFilter, VsFilePos, VsFileQuery};
 
 /// How long an ingestion's lease lasts without renewal.

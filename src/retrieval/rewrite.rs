@@ -11,8 +11,8 @@
 use serde_json::{Value, json};
 
 use crate::api::common::Caller;
+use crate::app::AppState;
 use crate::error::Error;
-use crate::server::AppState;
 use crate::upstream::chat::{CallError, post_json};
 
 /// What the model is told; the query follows as the user message.

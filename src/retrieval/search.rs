@@ -9,9 +9,9 @@
 use std::collections::HashMap;
 
 use crate::api::common::Caller;
+use crate::app::AppState;
 use crate::error::Error;
 use crate::model::{AttributeFilter, Attributes, VectorStore};
-use crate::server::AppState;
 
 use super::embed;
 

@@ -16,9 +16,9 @@ use super::prompt::{self, FileSearchOffer, Limit, PromptInput, RunItem};
 use super::translate::{Finish, Turn, TurnCtx, citations};
 use super::{Stop, StopSignal};
 use crate::api::common::Caller;
+use crate::app::AppState;
 use crate::error::Error;
 use crate::model::{Message, RunRecord, RunStatus, RunStep, Usage};
-use crate::server::AppState;
 use crate::store::{ListQuery, Order, Store, Tenant};
 use crate::upstream::chat::{CallError, ChatStream};
 

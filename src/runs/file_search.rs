@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 
 use crate::api::common::Caller;
 use crate::api::vector_stores;
+use crate::app::AppState;
 use crate::error::Error;
 use crate::model::Message;
-use crate::server::AppState;
 use crate::store::{Store, Tenant};
 use crate::upstream::chat::post_json;
 

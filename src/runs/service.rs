@@ -15,10 +15,10 @@ use crate::api::messages::service as messages;
 use crate::api::messages::types::{self as message_types, NewMessage};
 use crate::api::threads::service::{self as threads, NewThread};
 use crate::api::validate::{self, ApiVersion};
+use crate::app::AppState;
 use crate::error::Error;
 use crate::ids::new_id;
 use crate::model::{Metadata, Run, RunRecord, RunStatus, Thread};
-use crate::server::AppState;
 use crate::store::CreateRun;
 
 /// Tools a run may override with (the spec's limit for runs).

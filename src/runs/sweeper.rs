@@ -12,9 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{self, Apply, RunRef, transition};
 use super::{Stop, service};
+use crate::app::AppState;
 use crate::error::Error;
 use crate::model::RunStatus;
-use crate::server::AppState;
 use crate::store::Store;
 
 /// Sweeps until `stop` (the start of shutdown: a proxy on its way out takes no runs over).

@@ -1047,7 +1047,7 @@ mod two_proxies_share_runs {
         let config =
             || crate::support::config_for_backend(&up.url(), "", dir.path(), Backend::Sqlite);
         let a = TestProxy::start_config(config(), tempfile::tempdir().unwrap()).await;
-        let e = match assistants_proxy::server::AppState::build(config()).await {
+        let e = match assistants_proxy::app::AppState::build(config()).await {
             Ok(_) => panic!("a second proxy opened the SQLite file"),
             Err(e) => e.to_string(),
         };

@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use assistants_proxy::app::AppState;
 use assistants_proxy::config::{Config, FileConfig, ServeArgs};
-use assistants_proxy::server::{self, AppState};
+use assistants_proxy::server;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};

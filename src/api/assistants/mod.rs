@@ -12,11 +12,11 @@ use serde_json::{Value, json};
 
 use crate::api::common::{self, Caller, ListParams, check_id};
 use crate::api::validate::{ApiVersion, tools_for};
+use crate::app::AppState;
 use crate::body::ProxyBody;
 use crate::error::Error;
 use crate::model::Assistant;
 use crate::routes::PathParams;
-use crate::server::AppState;
 
 /// The wire form for the caller's API version.
 pub fn render(a: &Assistant, version: ApiVersion) -> Value {

@@ -8,10 +8,10 @@ use serde_json::json;
 use super::types::AssistantFields;
 use crate::api::common::{Caller, Field};
 use crate::api::vector_stores::service::{self as vector_stores, NewVectorStore};
+use crate::app::AppState;
 use crate::error::Error;
 use crate::ids::{new_id, now_secs};
 use crate::model::{Assistant, FileSearchResources, ToolResources};
-use crate::server::AppState;
 use crate::store::{Store, Tenant};
 
 pub fn not_found(id: &str) -> Error {

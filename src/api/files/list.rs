@@ -29,10 +29,10 @@ use serde_json::Value;
 
 use super::service;
 use crate::api::common::{self, Caller, ListParams};
+use crate::app::AppState;
 use crate::body::ProxyBody;
 use crate::error::Error;
 use crate::ids::bound_at;
-use crate::server::AppState;
 use crate::store::{ListQuery, Order, Page};
 use crate::upstream::chat::{CallError, get_json};
 

@@ -16,10 +16,10 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::api::common::{self, Caller};
+use crate::app::AppState;
 use crate::body::ProxyBody;
 use crate::error::Error;
 use crate::routes::PathParams;
-use crate::server::AppState;
 
 pub use list::list;
 pub use upload::create;

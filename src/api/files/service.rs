@@ -8,12 +8,12 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 
+use crate::app::AppState;
 use crate::body::{BoxError, ProxyBody};
 use crate::error::Error;
 use crate::ids::now_secs;
 use crate::model::FileObject;
 use crate::retrieval::FileKey;
-use crate::server::AppState;
 use crate::store::{Store, Tenant};
 
 /// Size of a stored content piece: the store contract's upper bound, and the most an upload or

@@ -30,11 +30,11 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::service::{FORWARDED_PURPOSES, PART_SIZE, UPLOAD_PURPOSES};
 use crate::api::common::{self, Caller, check_integer, invalid_value, missing};
+use crate::app::AppState;
 use crate::body::{BoxError, ProxyBody};
 use crate::error::Error;
 use crate::ids::{new_id, now_secs};
 use crate::model::FileObject;
-use crate::server::AppState;
 use crate::store::{Store, Tenant};
 
 /// Raw bytes kept in memory while `purpose` is unknown; beyond this they spill to disk.

@@ -13,11 +13,11 @@ use serde_json::{Value, json};
 
 use crate::api::common::{self, Caller, Field, ListParams, check_id};
 use crate::api::validate::ApiVersion;
+use crate::app::AppState;
 use crate::body::ProxyBody;
 use crate::error::Error;
 use crate::model::Message;
 use crate::routes::PathParams;
-use crate::server::AppState;
 
 /// A message in the caller's API version's wire form, ready to serialize. The current
 /// version is the stored object itself, written out without a `Value` tree in between (a

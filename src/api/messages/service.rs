@@ -8,10 +8,10 @@ use super::types::NewMessage;
 use crate::api::common::Caller;
 use crate::api::files::service as files;
 use crate::api::vector_stores::service::{self as vector_stores, NewVectorStore};
+use crate::app::AppState;
 use crate::error::Error;
 use crate::ids::{new_id, now_secs};
 use crate::model::{CodeInterpreterResources, ExpiresAfter, FileSearchResources, Message, Thread};
-use crate::server::AppState;
 use crate::store::{Store, Tenant};
 
 pub fn not_found(id: &str) -> Error {

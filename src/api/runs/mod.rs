@@ -15,13 +15,13 @@ use tokio::sync::mpsc;
 use crate::api::common::{self, Caller, ListParams, check_id};
 use crate::api::validate::{ApiVersion, tools_for};
 use crate::api::{messages, threads};
+use crate::app::AppState;
 use crate::body::ProxyBody;
 use crate::error::Error;
 use crate::model::{Run, RunStep};
 use crate::routes::PathParams;
 use crate::runs::events::Event;
 use crate::runs::service;
-use crate::server::AppState;
 
 /// How soon the SDKs' polling helpers should look again (their default is 1–5 s).
 const POLL_AFTER_MS: u32 = 250;

@@ -11,11 +11,11 @@ use serde_json::{Value, json};
 
 use crate::api::common::{self, Caller, check_id};
 use crate::api::validate::ApiVersion;
+use crate::app::AppState;
 use crate::body::ProxyBody;
 use crate::error::Error;
 use crate::model::Thread;
 use crate::routes::PathParams;
-use crate::server::AppState;
 
 pub fn render(t: &Thread, version: ApiVersion) -> Value {
     let mut v = json!({

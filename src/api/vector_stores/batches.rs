@@ -7,10 +7,10 @@ use hyper::body::Incoming;
 
 use super::{respond, service, types, vs_id};
 use crate::api::common::{self, Caller, check_id};
+use crate::app::AppState;
 use crate::body::ProxyBody;
 use crate::error::Error;
 use crate::routes::PathParams;
-use crate::server::AppState;
 
 fn batch_id(params: &PathParams) -> Result<String, Error> {
     let id = params.get("batch_id").unwrap_or_default();

@@ -9,11 +9,11 @@ use serde_json::{Value, json};
 
 use super::{respond, service, types, vs_id};
 use crate::api::common::{self, Caller, ListParams, check_id};
+use crate::app::AppState;
 use crate::body::ProxyBody;
 use crate::error::Error;
 use crate::retrieval::ingest;
 use crate::routes::PathParams;
-use crate::server::AppState;
 use crate::store::{Page, VsFileFilter};
 
 fn file_id(params: &PathParams) -> Result<String, Error> {

@@ -13,11 +13,11 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::api::common::{self, Caller, ListParams, check_id};
+use crate::app::AppState;
 use crate::body::ProxyBody;
 use crate::error::Error;
 use crate::retrieval::{rewrite, search};
 use crate::routes::PathParams;
-use crate::server::AppState;
 
 /// Poll interval suggested to the SDKs' `create_and_poll` helpers while files ingest.
 const POLL_HINT_MS: u32 = 500;

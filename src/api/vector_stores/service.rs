@@ -15,13 +15,13 @@ use serde_json::Value;
 use crate::api::common::Caller;
 use crate::api::files::service as files;
 use crate::api::validate::default_chunking;
+use crate::app::AppState;
 use crate::error::Error;
 use crate::ids::new_id;
 use crate::model::{
     Attributes, ExpiresAfter, FileBatch, FileCounts, Metadata, VectorStore, VectorStoreFile,
 };
 use crate::retrieval::{FileKey, ingest};
-use crate::server::AppState;
 use crate::store::{ListQuery, Order, Page, Store, Tenant, VsFileFilter, VsFilePos, VsFileQuery};
 
 /// Default embedding model of new stores when the configuration names none.

@@ -1,0 +1,163 @@
+//! The proxy's shared state and its start-up: everything a request, a run or an ingestion
+//! may need (configuration, metrics, the upstream client, the store, the task tracker and
+//! the shutdown token, the run registry), built once from the configuration.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::forward::Forwarder;
+use crate::metrics::Metrics;
+use crate::routes::RouteTable;
+use crate::store::astra::AstraSessions;
+use crate::store::{Store, StoreEnv, StoreUrl};
+use crate::upstream::{UpstreamBase, build_client};
+
+/// Everything a request handler may need, shared by all connections.
+pub struct AppState {
+    pub config: Config,
+    pub metrics: Metrics,
+    pub forwarder: Forwarder,
+    pub store: Store,
+    /// Per-request Astra databases (`astra-api-token`), when `astra.per_request_headers`.
+    pub astra: Option<Arc<AstraSessions>>,
+    /// The stores' own background work (Astra forwarders), closed after `tasks`.
+    pub store_env: StoreEnv,
+    pub routes: RouteTable,
+    /// Background work (upgrade tunnels, later runs and ingestion); shutdown waits for it.
+    pub tasks: TaskTracker,
+    /// Cancelled when the grace period ends: long-lived work stops and saves its state.
+    pub shutdown: CancellationToken,
+    /// Run timestamps and expiry (tests can move it forward).
+    pub clock: crate::runs::Clock,
+    /// Runs executing in this process (for immediate local cancels).
+    pub run_registry: crate::runs::Registry,
+    /// This process's identity in run leases.
+    pub instance_id: String,
+    /// Vector-store ingestion: concurrency bound and the ingestions this process runs.
+    pub retrieval: crate::retrieval::Retrieval,
+    /// Polls the sockets between requests instead of sleeping (`server.busy_poll_us`).
+    pub busy_poll: Option<Arc<crate::busy_poll::BusyPoll>>,
+    request_ids: RequestIds,
+}
+
+/// Errors that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+impl AppState {
+    /// Builds the shared state: upstream client, store, metrics.
+    pub async fn build(config: Config) -> Result<Arc<AppState>, StartError> {
+        let metrics = Metrics::new();
+        let tasks = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let client = build_client(&config.upstream, metrics.upstream_connections.clone())
+            .map_err(StartError::Config)?;
+        let base = UpstreamBase::new(&config.upstream.url).map_err(StartError::Config)?;
+        let forwarder = Forwarder::new(
+            client,
+            base,
+            config.upstream.response_head_timeout,
+            config.upstream.idle_timeout,
+            metrics.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        );
+        let store_url =
+            StoreUrl::parse(&config.store_url).map_err(|e| StartError::Config(e.to_string()))?;
+        let store_env = StoreEnv::new(config.astra.clone());
+        let store = Store::open_with(&store_url, &store_env).await?;
+        let astra = if config.astra.per_request_headers {
+            Some(Arc::new(
+                AstraSessions::new(&config.astra, &store_env).map_err(StartError::Config)?,
+            ))
+        } else {
+            None
+        };
+        let retrieval =
+            crate::retrieval::Retrieval::new(config.retrieval.max_concurrent_ingestions);
+        let busy_poll = config
+            .busy_poll
+            .map(|window| Arc::new(crate::busy_poll::BusyPoll::new(window)));
+        Ok(Arc::new(AppState {
+            config,
+            metrics,
+            forwarder,
+            store,
+            astra,
+            store_env,
+            routes: RouteTable::new(),
+            tasks,
+            shutdown,
+            clock: crate::runs::Clock::default(),
+            run_registry: crate::runs::Registry::default(),
+            instance_id: crate::ids::new_id("proxy_"),
+            retrieval,
+            busy_poll,
+            request_ids: RequestIds::new(),
+        }))
+    }
+
+    /// Every request, on the relay or through hyper, says it arrived: busy polling, when on,
+    /// keeps polling for another window.
+    pub fn request_arrived(&self) {
+        if let Some(poll) = &self.busy_poll {
+            poll.touch();
+        }
+    }
+
+    /// A new request id (for logs and the `x-request-id` of local answers).
+    pub fn next_request_id(&self) -> RequestId {
+        self.request_ids.next()
+    }
+}
+
+/// A request id: `req_` + a per-process random prefix + a counter. Cheap, unique, and
+/// meaningless to anyone who sees it. Kept as its two numbers and formatted only when shown
+/// (a disabled span or a forwarded request never needs the text).
+#[derive(Clone, Copy)]
+pub struct RequestId {
+    prefix: u32,
+    n: u64,
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "req_{:08x}{:012x}", self.prefix, self.n)
+    }
+}
+
+struct RequestIds {
+    prefix: u32,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> RequestIds {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
+            .unwrap_or(0);
+        RequestIds {
+            prefix: nanos ^ std::process::id().rotate_left(16),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> RequestId {
+        RequestId {
+            prefix: self.prefix,
+            n: self.counter.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
