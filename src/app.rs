@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::routes::RouteTable;
 use crate::store::astra::AstraSessions;
 use crate::store::{Store, StoreEnv, StoreUrl};
+use crate::tenancy::Caller;
 use crate::upstream::{UpstreamBase, build_client};
 
 /// Everything a request handler may need, shared by all connections.
@@ -114,6 +115,11 @@ impl AppState {
         if let Some(poll) = &self.busy_poll {
             poll.touch();
         }
+    }
+
+    /// Who a request acts for, and the store that serves it (see [`Caller::resolve`]).
+    pub async fn caller(&self, headers: &http::HeaderMap) -> Result<Caller, crate::error::Error> {
+        Caller::resolve(headers, &self.config, &self.store, self.astra.as_deref()).await
     }
 
     /// A new request id (for logs and the `x-request-id` of local answers).

@@ -85,6 +85,28 @@ pub enum Error {
     Internal { message: String },
 }
 
+impl From<crate::store::StoreError> for Error {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match e {
+            StoreError::Unavailable(message) => Error::StoreUnavailable { message },
+            StoreError::Other(message) => Error::Store { message },
+            StoreError::Refused(message) => Error::Unauthorized { message },
+            StoreError::NoDatabase(message) => Error::NotFound {
+                message,
+                param: None,
+            },
+            StoreError::NotReady {
+                message,
+                retry_after_secs,
+            } => Error::DatabaseNotReady {
+                message,
+                retry_after_secs,
+            },
+        }
+    }
+}
+
 impl Error {
     pub fn invalid(message: impl Into<String>, param: Option<&str>) -> Error {
         Error::InvalidRequest {

@@ -234,8 +234,8 @@ impl Forwarder {
         strip_hop_by_hop(&mut parts.headers, upgrade);
         // The Astra headers are credentials for this proxy's store, never for the upstream
         // (an OpenAI-compatible API has no use for a database token).
-        parts.headers.remove(crate::store::astra::TOKEN_HEADER);
-        parts.headers.remove(crate::store::astra::DATABASE_HEADER);
+        parts.headers.remove(crate::tenancy::TOKEN_HEADER);
+        parts.headers.remove(crate::tenancy::DATABASE_HEADER);
         // hyper's server already answered any 100-continue towards the client.
         parts.headers.remove(header::EXPECT);
         parts.headers.insert(header::HOST, self.base.host.clone());

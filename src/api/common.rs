@@ -2,19 +2,17 @@
 //! OpenAI's exact error messages, list parameters, the caller's tenant, and response shapes.
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
-use crate::app::AppState;
 use crate::body::{self, ProxyBody};
-use crate::config::{Config, TenancyMode};
+use crate::config::Config;
 use crate::error::Error;
 use crate::model::Metadata;
-use crate::store::{ListQuery, Order, Page, Store, Tenant};
+use crate::store::{ListQuery, Order, Page};
 
 /// Reads the whole body, refusing more than `limit` bytes with a 413 (after discarding the
 /// rest, so the client sees the 413 rather than a reset), and a pause of `idle` between two
@@ -655,56 +653,6 @@ pub fn with_poll_hint(mut resp: Response<ProxyBody>, ms: u32) -> Response<ProxyB
     resp
 }
 
-/// The bearer key of a request, if any.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, key) = value.trim().split_once(' ')?;
-    let key = key.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
-}
-
-/// The tenant a request acts for. In `key` mode it is a hash of the bearer key (the key is
-/// never stored); a missing key is OpenAI's 401.
-pub fn tenant(headers: &HeaderMap, config: &Config) -> Result<Tenant, Error> {
-    let key = bearer(headers);
-    let Some(key) = key else {
-        return Err(Error::Unauthorized {
-            message: "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).".into(),
-        });
-    };
-    match config.tenancy.mode {
-        TenancyMode::Key => Ok(Tenant::new(key_tenant(key))),
-        TenancyMode::Single => Ok(Tenant::new("single")),
-        TenancyMode::Header => match headers
-            .get(&config.tenancy.header)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128)
-        {
-            Some(v) => Ok(Tenant::new(format!("h:{v}"))),
-            None => Err(Error::Unauthorized {
-                message: format!(
-                    "Missing tenant header '{}' (tenancy mode 'header').",
-                    config.tenancy.header
-                ),
-            }),
-        },
-    }
-}
-
-/// A stable, non-reversible tenant id for a key (domain-separated SHA-256, 128 bits shown).
-pub fn key_tenant(key: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(b"assistants-proxy tenant v1\0");
-    h.update(key.as_bytes());
-    let digest = h.finalize();
-    let mut out = String::with_capacity(34);
-    out.push_str("k:");
-    for b in &digest[..16] {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
-}
-
 /// Checks a path id's prefix before any lookup, as OpenAI does.
 pub fn check_id(param: &str, value: &str, prefix: &str) -> Result<(), Error> {
     if value.starts_with(prefix) && value.len() <= 128 {
@@ -827,17 +775,6 @@ mod tests {
     }
 
     #[test]
-    fn tenants_hash_keys() {
-        let a = key_tenant("sk-a");
-        assert_eq!(a, key_tenant("sk-a"));
-        assert_ne!(a, key_tenant("sk-b"));
-        assert!(!a.contains("sk-a"));
-        let mut h = HeaderMap::new();
-        h.insert("authorization", "Bearer  sk-x ".parse().unwrap());
-        assert_eq!(bearer(&h), Some("sk-x"));
-    }
-
-    #[test]
     fn id_prefixes() {
         assert!(check_id("thread_id", "thread_abc", "thread_").is_ok());
         let e = check_id("thread_id", "asst_1", "thread_").unwrap_err();
@@ -845,67 +782,6 @@ mod tests {
             e.to_string(),
             "Invalid 'thread_id': 'asst_1'. Expected an ID that begins with 'thread'."
         );
-    }
-}
-
-/// Who is calling and how: the tenant, the API shape, and the headers the proxy's own
-/// upstream calls (embeddings, chat completions) carry on the caller's behalf. The key lives
-/// only in memory for the work it pays for; it is never stored or logged.
-#[derive(Clone)]
-pub struct Caller {
-    pub tenant: Tenant,
-    /// The database this request reads and writes: the configured `--store`, or the
-    /// caller's own Astra database when it sent `astra-api-token` (see `store::astra`).
-    pub store: Store,
-    pub version: super::validate::ApiVersion,
-    /// Headers forwarded on internal upstream calls: Authorization, OpenAI-Organization,
-    /// OpenAI-Project.
-    pub upstream_headers: HeaderMap,
-}
-
-impl std::fmt::Debug for Caller {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Caller")
-            .field("tenant", &self.tenant)
-            .field("version", &self.version)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Caller {
-    /// Who is calling, and which store serves them. Without Astra headers this is the
-    /// configured store (a clone of its handles, nothing else); with them, the caller's
-    /// database from the session cache, connecting (or creating it) on first use.
-    pub async fn resolve(headers: &HeaderMap, state: &AppState) -> Result<Caller, Error> {
-        let config = &state.config;
-        let tenant = tenant(headers, config)?;
-        let store = match crate::store::astra::AstraTarget::from_headers(headers)? {
-            None => state.store.clone(),
-            Some(target) => match &state.astra {
-                Some(sessions) => sessions.store_for(&target).await?,
-                None => return Err(crate::store::astra::headers_refused()),
-            },
-        };
-        let mut upstream_headers = HeaderMap::new();
-        for name in ["authorization", "openai-organization", "openai-project"] {
-            if let Some(v) = headers.get(name) {
-                upstream_headers.insert(name, v.clone());
-            }
-        }
-        if let Some(var) = &config.upstream.api_key_env {
-            // A configured key replaces the caller's for the proxy's own calls.
-            if let Ok(key) = std::env::var(var)
-                && let Ok(v) = HeaderValue::from_str(&format!("Bearer {key}"))
-            {
-                upstream_headers.insert(header::AUTHORIZATION, v);
-            }
-        }
-        Ok(Caller {
-            tenant,
-            store,
-            version: super::validate::ApiVersion::of(headers),
-            upstream_headers,
-        })
     }
 }
 

@@ -8,64 +8,7 @@ use super::common::{Field, Fields, array_too_long, invalid_type, invalid_value, 
 use crate::error::Error;
 use crate::model::{CodeInterpreterResources, FileSearchResources, ToolResources};
 
-/// Which API shape a request uses (`OpenAI-Beta: assistants=v1` selects v1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApiVersion {
-    V1,
-    V2,
-}
-
-/// OpenAI's answer to an Assistants request without a usable `OpenAI-Beta` header.
-pub const INVALID_BETA: &str = "You must provide the 'OpenAI-Beta' header to access the Assistants API. Please try again by setting the header 'OpenAI-Beta: assistants=v2'.";
-
-impl ApiVersion {
-    /// The shape a request asks for, leniently: `assistants=v1` among the header's tokens
-    /// selects v1, anything else is v2. For the GA routes (files, vector stores), where the
-    /// header is optional and other betas' tokens are none of our business.
-    pub fn of(headers: &http::HeaderMap) -> ApiVersion {
-        let v1 = headers
-            .get_all("openai-beta")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("assistants=v1"));
-        if v1 { ApiVersion::V1 } else { ApiVersion::V2 }
-    }
-
-    /// The shape a request to an Assistants beta route (assistants, threads and everything
-    /// under them) asks for. No header is v2: this proxy is lenient where OpenAI refused. A
-    /// header must hold exactly one `assistants=v1` or `assistants=v2` token (tokens of other
-    /// betas beside it are ignored); anything else is OpenAI's 400 `invalid_beta`.
-    pub fn required(headers: &http::HeaderMap) -> Result<ApiVersion, Error> {
-        let refused = || Error::invalid_code(INVALID_BETA, None, "invalid_beta");
-        let mut values = headers.get_all("openai-beta").iter().peekable();
-        if values.peek().is_none() {
-            return Ok(ApiVersion::V2);
-        }
-        let mut found = None;
-        for value in values {
-            let value = value.to_str().map_err(|_| refused())?;
-            for token in value.split(',') {
-                let Some((name, version)) = token.split_once('=') else {
-                    continue;
-                };
-                if !name.trim().eq_ignore_ascii_case("assistants") {
-                    continue;
-                }
-                let version = match version.trim().to_ascii_lowercase().as_str() {
-                    "v1" => ApiVersion::V1,
-                    "v2" => ApiVersion::V2,
-                    _ => return Err(refused()),
-                };
-                if found.is_some_and(|f| f != version) {
-                    return Err(refused());
-                }
-                found = Some(version);
-            }
-        }
-        found.ok_or_else(refused)
-    }
-}
+pub use crate::tenancy::{ApiVersion, INVALID_BETA};
 
 fn is_function_name(name: &str) -> bool {
     !name.is_empty()
@@ -423,42 +366,6 @@ pub fn chunking_strategy(v: Value, param: &str) -> Result<Value, Error> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn beta_header_on_assistants_routes() {
-        let with = |values: &[&str]| {
-            let mut h = http::HeaderMap::new();
-            for v in values {
-                h.append("openai-beta", v.parse().unwrap());
-            }
-            ApiVersion::required(&h)
-        };
-        assert_eq!(with(&[]).unwrap(), ApiVersion::V2);
-        assert_eq!(with(&["assistants=v2"]).unwrap(), ApiVersion::V2);
-        assert_eq!(with(&["assistants=v1"]).unwrap(), ApiVersion::V1);
-        assert_eq!(with(&["Assistants=V1"]).unwrap(), ApiVersion::V1);
-        assert_eq!(
-            with(&["assistants=v2, realtime=v1"]).unwrap(),
-            ApiVersion::V2
-        );
-        assert_eq!(
-            with(&["realtime=v1", " assistants=v1 "]).unwrap(),
-            ApiVersion::V1
-        );
-        for bad in [
-            &[""][..],
-            &["realtime=v1"],
-            &["assistants=v3"],
-            &["assistants"],
-            &["assistants=v1,assistants=v2"],
-            &["assistants=v2", "assistants=v1"],
-        ] {
-            let e = with(bad).unwrap_err();
-            assert_eq!(e.code(), Some("invalid_beta"), "{bad:?}");
-            assert_eq!(e.status(), 400);
-            assert_eq!(e.to_string(), INVALID_BETA);
-        }
-    }
-
     use super::*;
 
     #[test]

@@ -161,8 +161,8 @@ pub fn plan_request(
             || name.eq_ignore_ascii_case("host")
             || (name.eq_ignore_ascii_case("te") && !keep_te)
             // Credentials for this proxy's store, never for the upstream.
-            || name.eq_ignore_ascii_case(crate::store::astra::TOKEN_HEADER)
-            || name.eq_ignore_ascii_case(crate::store::astra::DATABASE_HEADER)
+            || name.eq_ignore_ascii_case(crate::tenancy::TOKEN_HEADER)
+            || name.eq_ignore_ascii_case(crate::tenancy::DATABASE_HEADER)
             || listed.iter().any(|t| t.eq_ignore_ascii_case(name));
         if !drop {
             push_header(out, name, h.value);

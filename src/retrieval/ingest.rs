@@ -28,13 +28,13 @@ use tokio::time::Instant;
 use super::chunk::{self, ChunkSpec};
 use super::embed::{self, Input};
 use super::{FileKey, IngestError, Registration, extract};
-use crate::api::common::Caller;
 use crate::api::files::service as files;
 use crate::app::AppState;
 use crate::error::Error;
 use crate::ids::now_secs;
 use crate::model::{Chunk, VectorStoreFile};
 use crate::store::{Order, Store, Tenant, VsFileFilter, VsFilePos, VsFileQuery};
+use crate::tenancy::Caller;
 
 /// How long an ingestion's lease lasts without renewal.
 pub const LEASE: Duration = Duration::from_secs(60);

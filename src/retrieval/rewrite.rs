@@ -10,9 +10,9 @@
 
 use serde_json::{Value, json};
 
-use crate::api::common::Caller;
 use crate::app::AppState;
 use crate::error::Error;
+use crate::tenancy::Caller;
 use crate::upstream::chat::{CallError, post_json};
 
 /// What the model is told; the query follows as the user message.

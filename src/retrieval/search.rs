@@ -8,10 +8,10 @@
 
 use std::collections::HashMap;
 
-use crate::api::common::Caller;
 use crate::app::AppState;
 use crate::error::Error;
 use crate::model::{AttributeFilter, Attributes, VectorStore};
+use crate::tenancy::Caller;
 
 use super::embed;
 

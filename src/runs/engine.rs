@@ -15,11 +15,11 @@ use super::file_search::{self, Hit};
 use super::prompt::{self, FileSearchOffer, Limit, PromptInput, RunItem};
 use super::translate::{Finish, Turn, TurnCtx, citations};
 use super::{Stop, StopSignal};
-use crate::api::common::Caller;
 use crate::app::AppState;
 use crate::error::Error;
 use crate::model::{Message, RunRecord, RunStatus, RunStep, Usage};
 use crate::store::{ListQuery, Order, Store, Tenant};
+use crate::tenancy::Caller;
 use crate::upstream::chat::{CallError, ChatStream};
 
 /// Where a run's events go: the SSE response of the request that (re)started the run, if

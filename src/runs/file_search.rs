@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::api::common::Caller;
 use crate::api::vector_stores;
 use crate::app::AppState;
 use crate::error::Error;
 use crate::model::Message;
 use crate::store::{Store, Tenant};
+use crate::tenancy::Caller;
 use crate::upstream::chat::post_json;
 
 /// Default number of passages (the spec's default for gpt-4-class models).

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use super::engine::{self, Apply, RunRef, Sink, transition};
 use super::events::Event;
 use crate::api::assistants::service as assistants;
-use crate::api::common::{Caller, Field, Fields, check_id, invalid_type, missing};
+use crate::api::common::{Field, Fields, check_id, invalid_type, missing};
 use crate::api::messages::service as messages;
 use crate::api::messages::types::{self as message_types, NewMessage};
 use crate::api::threads::service::{self as threads, NewThread};
@@ -20,6 +20,7 @@ use crate::error::Error;
 use crate::ids::new_id;
 use crate::model::{Metadata, Run, RunRecord, RunStatus, Thread};
 use crate::store::CreateRun;
+use crate::tenancy::Caller;
 
 /// Tools a run may override with (the spec's limit for runs).
 pub const MAX_RUN_TOOLS: usize = 20;

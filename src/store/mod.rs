@@ -39,8 +39,9 @@ impl Tenant {
     }
 }
 
-/// A store failure, classified by what the caller can do about it.
-#[derive(Debug, thiserror::Error)]
+/// A store failure, classified by what the caller can do about it (`crate::error` maps each
+/// to an HTTP answer; the store itself knows nothing of HTTP).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached right now (a retry may work).
     #[error("{0}")]
@@ -48,13 +49,29 @@ pub enum StoreError {
     /// Anything else: corrupt data, a failed statement, a bug.
     #[error("{0}")]
     Other(String),
+    /// The database refused the caller's own credentials (an Astra token).
+    #[error("{0}")]
+    Refused(String),
+    /// The caller's own database does not exist.
+    #[error("{0}")]
+    NoDatabase(String),
+    /// The caller's own database exists but cannot serve yet (being created or resumed).
+    #[error("{message}")]
+    NotReady {
+        message: String,
+        retry_after_secs: u32,
+    },
 }
 
-impl From<StoreError> for crate::error::Error {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(message) => crate::error::Error::StoreUnavailable { message },
-            StoreError::Other(message) => crate::error::Error::Store { message },
+impl StoreError {
+    /// The failure's text, whatever its kind.
+    pub fn message(&self) -> &str {
+        match self {
+            StoreError::Unavailable(m)
+            | StoreError::Other(m)
+            | StoreError::Refused(m)
+            | StoreError::NoDatabase(m) => m,
+            StoreError::NotReady { message, .. } => message,
         }
     }
 }
@@ -499,7 +516,11 @@ impl Store {
     /// backend needs (the Astra connector's forwarders) runs detached from any server: use
     /// [`Store::open_with`] to tie it to one.
     pub async fn open(url: &StoreUrl) -> StoreResult<Store> {
-        Store::open_with(url, &StoreEnv::new(crate::config::AstraConfig::default())).await
+        Store::open_with(
+            url,
+            &StoreEnv::new(crate::store::astra::AstraConfig::default()),
+        )
+        .await
     }
 
     /// Opens the backend named by the URL with the process's store environment.
@@ -519,11 +540,11 @@ impl Store {
 pub struct StoreEnv {
     pub tasks: tokio_util::task::TaskTracker,
     pub shutdown: tokio_util::sync::CancellationToken,
-    pub astra: crate::config::AstraConfig,
+    pub astra: crate::store::astra::AstraConfig,
 }
 
 impl StoreEnv {
-    pub fn new(astra: crate::config::AstraConfig) -> StoreEnv {
+    pub fn new(astra: crate::store::astra::AstraConfig) -> StoreEnv {
         StoreEnv {
             tasks: tokio_util::task::TaskTracker::new(),
             shutdown: tokio_util::sync::CancellationToken::new(),

@@ -221,5 +221,5 @@ pub fn docx(paragraphs: &[&str]) -> Vec<u8> {
 
 /// The store tenant of an API key (to reach the store directly, as a crash would leave it).
 pub fn tenant_of(api: &Api) -> assistants_proxy::store::Tenant {
-    assistants_proxy::store::Tenant::new(assistants_proxy::api::common::key_tenant(&api.key))
+    assistants_proxy::store::Tenant::new(assistants_proxy::tenancy::key_tenant(&api.key))
 }

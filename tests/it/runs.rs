@@ -753,7 +753,7 @@ both_backends!(limits_truncation_and_formats, |backend| async move {
 async fn store_with_passages(proxy: &TestProxy, api: &Api, passages: &[(&str, &str)]) -> String {
     use assistants_proxy::model::{Chunk, FileCounts, FileObject, VectorStore};
     let tenant =
-        assistants_proxy::store::Tenant::new(assistants_proxy::api::common::key_tenant(&api.key));
+        assistants_proxy::store::Tenant::new(assistants_proxy::tenancy::key_tenant(&api.key));
     let vs_id = assistants_proxy::ids::new_id("vs_");
     let store = &proxy.state.store;
     let record = VectorStore {

@@ -10,7 +10,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use crate::api::common::{self, Caller, ListParams, check_id};
+use crate::api::common::{self, ListParams, check_id};
 use crate::api::validate::{ApiVersion, tools_for};
 use crate::app::AppState;
 use crate::body::ProxyBody;
@@ -49,7 +49,7 @@ pub async fn create(
     state: &Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let fields = common::json_body(req, &state.config).await?;
     let parsed = types::parse(fields, caller.version, true)?;
     let a = service::create(state, &caller, parsed).await?;
@@ -63,7 +63,7 @@ pub async fn list(
     state: &Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let p = ListParams::parse(req.uri().query(), 20, 100, true)?;
     let page = caller
         .store
@@ -82,7 +82,7 @@ pub async fn retrieve(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let id = param(&params, "assistant_id");
     check_id("assistant_id", id, "asst_")?;
     let a = service::load(&caller.store, &caller.tenant, id).await?;
@@ -97,7 +97,7 @@ pub async fn modify(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let id = param(&params, "assistant_id").to_owned();
     check_id("assistant_id", &id, "asst_")?;
     let fields = common::json_body(req, &state.config).await?;
@@ -114,7 +114,7 @@ pub async fn delete(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let id = param(&params, "assistant_id");
     check_id("assistant_id", id, "asst_")?;
     if !caller
@@ -139,7 +139,7 @@ pub async fn create_file(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let id = param(&params, "assistant_id").to_owned();
     check_id("assistant_id", &id, "asst_")?;
     let mut fields = common::json_body(req, &state.config).await?;
@@ -173,7 +173,7 @@ pub async fn list_files(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let id = param(&params, "assistant_id");
     check_id("assistant_id", id, "asst_")?;
     let p = ListParams::parse(req.uri().query(), 20, 100, true)?;
@@ -200,7 +200,7 @@ pub async fn retrieve_file(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let id = param(&params, "assistant_id");
     check_id("assistant_id", id, "asst_")?;
     let a = service::load(&caller.store, &caller.tenant, id).await?;
@@ -216,7 +216,7 @@ pub async fn delete_file(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let id = param(&params, "assistant_id");
     check_id("assistant_id", id, "asst_")?;
     let mut a = service::load(&caller.store, &caller.tenant, id).await?;

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::types::AssistantFields;
-use crate::api::common::{Caller, Field};
+use crate::api::common::Field;
 use crate::api::vector_stores::service::{self as vector_stores, NewVectorStore};
 use crate::app::AppState;
 use crate::error::Error;
 use crate::ids::{new_id, now_secs};
 use crate::model::{Assistant, FileSearchResources, ToolResources};
 use crate::store::{Store, Tenant};
+use crate::tenancy::Caller;
 
 pub fn not_found(id: &str) -> Error {
     Error::not_found(format!("No assistant found with id '{id}'."))

@@ -28,12 +28,13 @@ use hyper::body::Incoming;
 use serde_json::Value;
 
 use super::service;
-use crate::api::common::{self, Caller, ListParams};
+use crate::api::common::{self, ListParams};
 use crate::app::AppState;
 use crate::body::ProxyBody;
 use crate::error::Error;
 use crate::ids::bound_at;
 use crate::store::{ListQuery, Order, Page};
+use crate::tenancy::Caller;
 use crate::upstream::chat::{CallError, get_json};
 
 /// Purposes only the upstream holds: uploads it owns and the files its jobs write.
@@ -145,7 +146,7 @@ pub async fn list(
     state: &Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     // `/files` is the odd list: up to 10 000 per page, 10 000 by default, no `before`.
     let p = ListParams::parse(req.uri().query(), MAX_PAGE, MAX_PAGE, false)?;
     let purpose = p.get("purpose").filter(|v| !v.is_empty());

@@ -15,11 +15,12 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::api::common::{self, Caller};
+use crate::api::common;
 use crate::app::AppState;
 use crate::body::ProxyBody;
 use crate::error::Error;
 use crate::routes::PathParams;
+use crate::tenancy::Caller;
 
 pub use list::list;
 pub use upload::create;
@@ -52,7 +53,7 @@ pub async fn retrieve(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     match local(state, &caller, &file_id(&params)).await? {
         Some(f) => common::ok(&f),
         None => Ok(forward(state, req).await),
@@ -64,7 +65,7 @@ pub async fn delete(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let id = file_id(&params);
     if local(state, &caller, &id).await?.is_some()
         && service::delete(state, &caller.store, &caller.tenant, &id).await?
@@ -80,7 +81,7 @@ pub async fn content(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let Some(f) = local(state, &caller, &file_id(&params)).await? else {
         return Ok(forward(state, req).await);
     };

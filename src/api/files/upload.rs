@@ -29,13 +29,14 @@ use hyper::body::Incoming;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::service::{FORWARDED_PURPOSES, PART_SIZE, UPLOAD_PURPOSES};
-use crate::api::common::{self, Caller, check_integer, invalid_value, missing};
+use crate::api::common::{self, check_integer, invalid_value, missing};
 use crate::app::AppState;
 use crate::body::{BoxError, ProxyBody};
 use crate::error::Error;
 use crate::ids::{new_id, now_secs};
 use crate::model::FileObject;
 use crate::store::{Store, Tenant};
+use crate::tenancy::Caller;
 
 /// Raw bytes kept in memory while `purpose` is unknown; beyond this they spill to disk.
 pub const MEMORY_PREFIX: usize = 1024 * 1024;
@@ -241,7 +242,7 @@ pub async fn create(
     state: &Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)

@@ -11,13 +11,14 @@ use hyper::body::Incoming;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::api::common::{self, Caller, Field, ListParams, check_id};
+use crate::api::common::{self, Field, ListParams, check_id};
 use crate::api::validate::ApiVersion;
 use crate::app::AppState;
 use crate::body::ProxyBody;
 use crate::error::Error;
 use crate::model::Message;
 use crate::routes::PathParams;
+use crate::tenancy::Caller;
 
 /// A message in the caller's API version's wire form, ready to serialize. The current
 /// version is the stored object itself, written out without a `Value` tree in between (a
@@ -77,7 +78,7 @@ pub async fn create(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let (thread_id, _) = ids(&params)?;
     let thread_id = thread_id.to_owned();
     let fields = common::json_body(req, &state.config).await?;
@@ -95,7 +96,7 @@ pub async fn list(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let (thread_id, _) = ids(&params)?;
     let p = ListParams::parse(req.uri().query(), 20, 100, true)?;
     service::load_thread(&caller.store, &caller.tenant, thread_id).await?;
@@ -116,7 +117,7 @@ pub async fn retrieve(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let (thread_id, message_id) = ids(&params)?;
     let m = load(&caller, thread_id, message_id.unwrap_or_default()).await?;
     Ok(common::json_response(
@@ -130,7 +131,7 @@ pub async fn modify(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let (thread_id, message_id) = ids(&params)?;
     let (thread_id, message_id) = (
         thread_id.to_owned(),
@@ -161,7 +162,7 @@ pub async fn delete(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let (thread_id, message_id) = ids(&params)?;
     let message_id = message_id.unwrap_or_default();
     service::load_thread(&caller.store, &caller.tenant, thread_id).await?;
@@ -187,7 +188,7 @@ pub async fn list_files(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let (thread_id, message_id) = ids(&params)?;
     let p = ListParams::parse(req.uri().query(), 20, 100, true)?;
     let m = load(&caller, thread_id, message_id.unwrap_or_default()).await?;
@@ -205,7 +206,7 @@ pub async fn retrieve_file(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let (thread_id, message_id) = ids(&params)?;
     let m = load(&caller, thread_id, message_id.unwrap_or_default()).await?;
     let file_id = params.get("file_id").unwrap_or_default();

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use super::types::NewMessage;
-use crate::api::common::Caller;
 use crate::api::files::service as files;
 use crate::api::vector_stores::service::{self as vector_stores, NewVectorStore};
 use crate::app::AppState;
@@ -13,6 +12,7 @@ use crate::error::Error;
 use crate::ids::{new_id, now_secs};
 use crate::model::{CodeInterpreterResources, ExpiresAfter, FileSearchResources, Message, Thread};
 use crate::store::{Store, Tenant};
+use crate::tenancy::Caller;
 
 pub fn not_found(id: &str) -> Error {
     Error::not_found(format!("No message found with id '{id}'."))

@@ -12,7 +12,7 @@ use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::api::common::{self, Caller, ListParams, check_id};
+use crate::api::common::{self, ListParams, check_id};
 use crate::api::validate::{ApiVersion, tools_for};
 use crate::api::{messages, threads};
 use crate::app::AppState;
@@ -120,7 +120,7 @@ pub async fn create(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let (thread_id, _) = ids(&params)?;
     let include = service::include_content(req.uri().query())?;
     let fields = common::json_body(req, &state.config).await?;
@@ -137,7 +137,7 @@ pub async fn create_thread_and_run(
     state: &Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let include = service::include_content(req.uri().query())?;
     let fields = common::json_body(req, &state.config).await?;
     let mut opts = service::parse(fields, caller.version, true)?;
@@ -154,7 +154,7 @@ pub async fn list(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let (thread_id, _) = ids(&params)?;
     let p = ListParams::parse(req.uri().query(), 20, 100, true)?;
     messages::service::load_thread(&caller.store, &caller.tenant, &thread_id).await?;
@@ -183,7 +183,7 @@ pub async fn retrieve(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let (thread_id, run_id) = ids(&params)?;
     let rec = service::load(state, &caller, &thread_id, &run_id).await?;
     Ok(run_response(&rec.run, caller.version))
@@ -194,7 +194,7 @@ pub async fn modify(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let (thread_id, run_id) = ids(&params)?;
     let fields = common::json_body(req, &state.config).await?;
     let rec = service::modify(state, &caller, &thread_id, &run_id, fields).await?;
@@ -206,7 +206,7 @@ pub async fn cancel(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let (thread_id, run_id) = ids(&params)?;
     // The body is ignored (the spec defines none), but must not be unreadable garbage.
     let limits = &state.config.limits;
@@ -225,7 +225,7 @@ pub async fn submit_tool_outputs(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let (thread_id, run_id) = ids(&params)?;
     let fields = common::json_body(req, &state.config).await?;
     let (rec, rx) =
@@ -241,7 +241,7 @@ pub async fn list_steps(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let (thread_id, run_id) = ids(&params)?;
     let include = service::include_content(req.uri().query())?;
     let p = ListParams::parse(req.uri().query(), 20, 100, true)?;
@@ -263,7 +263,7 @@ pub async fn retrieve_step(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let (thread_id, run_id) = ids(&params)?;
     let step_id = params.get("step_id").unwrap_or_default();
     check_id("step_id", step_id, "step_")?;

@@ -9,7 +9,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use crate::api::common::{self, Caller, check_id};
+use crate::api::common::{self, check_id};
 use crate::api::validate::ApiVersion;
 use crate::app::AppState;
 use crate::body::ProxyBody;
@@ -40,7 +40,7 @@ pub async fn create(
     state: &Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let fields = common::json_body(req, &state.config).await?;
     let new = service::parse_create(fields, caller.version, "")?;
     let (thread, _) = service::create(state, &caller, new).await?;
@@ -55,7 +55,7 @@ pub async fn retrieve(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let id = thread_id(&params)?;
     let t = crate::api::messages::service::load_thread(&caller.store, &caller.tenant, id).await?;
     Ok(common::json_response(
@@ -69,7 +69,7 @@ pub async fn modify(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let id = thread_id(&params)?.to_owned();
     let fields = common::json_body(req, &state.config).await?;
     let t = service::modify(&caller, &id, fields).await?;
@@ -84,7 +84,7 @@ pub async fn delete(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let id = thread_id(&params)?;
     if !caller
         .store

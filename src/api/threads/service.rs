@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::api::assistants::service::{apply_helper, check_resources};
-use crate::api::common::{Caller, Field, Fields};
+use crate::api::common::{Field, Fields};
 use crate::api::messages::service as messages;
 use crate::api::messages::types::{self as message_types, NewMessage};
 use crate::api::validate::{self, ApiVersion, VectorStoreHelper};
@@ -13,6 +13,7 @@ use crate::app::AppState;
 use crate::error::Error;
 use crate::ids::{new_id, now_secs};
 use crate::model::{ExpiresAfter, Message, Metadata, Thread, ToolResources};
+use crate::tenancy::Caller;
 
 /// Initial messages of one create request (the spec sets no limit; this bounds the work).
 pub const MAX_INITIAL_MESSAGES: usize = 32;

@@ -6,7 +6,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use super::{respond, service, types, vs_id};
-use crate::api::common::{self, Caller, check_id};
+use crate::api::common::{self, check_id};
 use crate::app::AppState;
 use crate::body::ProxyBody;
 use crate::error::Error;
@@ -23,7 +23,7 @@ pub async fn create(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let vs = vs_id(&params)?;
     let fields = common::json_body(req, &state.config).await?;
     let items = types::parse_batch(fields)?;
@@ -38,7 +38,7 @@ pub async fn retrieve(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let vs = vs_id(&params)?;
     let id = batch_id(&params)?;
     service::load(state, &caller.store, &caller.tenant, &vs).await?;
@@ -51,7 +51,7 @@ pub async fn cancel(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let vs = vs_id(&params)?;
     let id = batch_id(&params)?;
     service::load(state, &caller.store, &caller.tenant, &vs).await?;

@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use serde_json::{Value, json};
 
 use super::{respond, service, types, vs_id};
-use crate::api::common::{self, Caller, ListParams, check_id};
+use crate::api::common::{self, ListParams, check_id};
 use crate::app::AppState;
 use crate::body::ProxyBody;
 use crate::error::Error;
@@ -27,7 +27,7 @@ pub async fn create(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let vs = vs_id(&params)?;
     let fields = common::json_body(req, &state.config).await?;
     let new = types::parse_add_file(fields)?;
@@ -53,7 +53,7 @@ pub async fn list_in(
     vs: &str,
     batch_id: Option<String>,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let p = ListParams::parse(req.uri().query(), 20, 100, true)?;
     let status = types::status_filter(&p)?;
     // 404 for a missing store (or batch), not an empty list.
@@ -89,7 +89,7 @@ pub async fn retrieve(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let vs = vs_id(&params)?;
     let id = file_id(&params)?;
     service::load(state, &caller.store, &caller.tenant, &vs).await?;
@@ -102,7 +102,7 @@ pub async fn update(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let vs = vs_id(&params)?;
     let id = file_id(&params)?;
     let fields = common::json_body(req, &state.config).await?;
@@ -118,7 +118,7 @@ pub async fn delete(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let vs = vs_id(&params)?;
     let id = file_id(&params)?;
     service::load(state, &caller.store, &caller.tenant, &vs).await?;
@@ -133,7 +133,7 @@ pub async fn content(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let vs = vs_id(&params)?;
     let id = file_id(&params)?;
     service::load(state, &caller.store, &caller.tenant, &vs).await?;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::api::common::{self, Caller, ListParams, check_id};
+use crate::api::common::{self, ListParams, check_id};
 use crate::app::AppState;
 use crate::body::ProxyBody;
 use crate::error::Error;
@@ -36,7 +36,7 @@ pub async fn create(
     state: &Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let fields = common::json_body(req, &state.config).await?;
     let new = types::parse_create(fields)?;
     let vs = service::create(state, &caller, new).await?;
@@ -47,7 +47,7 @@ pub async fn list(
     state: &Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let p = ListParams::parse(req.uri().query(), 20, 100, true)?;
     let page = caller
         .store
@@ -70,7 +70,7 @@ pub async fn retrieve(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let id = vs_id(&params)?;
     let vs = service::load(state, &caller.store, &caller.tenant, &id).await?;
     Ok(respond(&types::render_store(&vs)))
@@ -81,7 +81,7 @@ pub async fn modify(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let id = vs_id(&params)?;
     let fields = common::json_body(req, &state.config).await?;
     let changes = types::parse_modify(fields)?;
@@ -94,7 +94,7 @@ pub async fn delete(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let id = vs_id(&params)?;
     if !service::delete(state, &caller.store, &caller.tenant, &id).await? {
         return Err(service::not_found(&id));
@@ -107,7 +107,7 @@ pub async fn search(
     req: Request<Incoming>,
     params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
-    let caller = Caller::resolve(req.headers(), state).await?;
+    let caller = state.caller(req.headers()).await?;
     let id = vs_id(&params)?;
     let fields = common::json_body(req, &state.config).await?;
     let mut s = types::parse_search(fields)?;

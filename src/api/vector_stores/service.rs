@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::api::common::Caller;
 use crate::api::files::service as files;
 use crate::api::validate::default_chunking;
 use crate::app::AppState;
@@ -23,6 +22,7 @@ use crate::model::{
 };
 use crate::retrieval::{FileKey, ingest};
 use crate::store::{ListQuery, Order, Page, Store, Tenant, VsFileFilter, VsFilePos, VsFileQuery};
+use crate::tenancy::Caller;
 
 /// Default embedding model of new stores when the configuration names none.
 pub const DEFAULT_EMBEDDING_MODEL: &str = crate::config::DEFAULT_EMBEDDING_MODEL;

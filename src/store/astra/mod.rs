@@ -18,27 +18,20 @@ mod bundle;
 mod connector;
 mod devops;
 mod sessions;
+mod settings;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
 pub use bundle::Bundle;
 pub use sessions::AstraSessions;
+pub use settings::{AstraConfig, DEFAULT_ASTRA_DEVOPS};
 
 use super::cassandra::{Connected, SessionSource};
 use super::url::AstraUrl;
 use super::{Store, StoreEnv, StoreError, StoreResult};
-use crate::error::Error;
-
-/// The request header carrying an Astra application token (`AstraCS:…`).
-pub const TOKEN_HEADER: &str = "astra-api-token";
-/// The request header naming the database (without it: the token's default database).
-pub const DATABASE_HEADER: &str = "astra-db-id";
-/// Longest token accepted (real ones are ~97 characters).
-const MAX_TOKEN_LEN: usize = 1024;
 
 /// An Astra application token. It has no `Display`, and its `Debug` is masked, so it cannot
 /// reach a log line or an error text by accident.
@@ -78,62 +71,6 @@ pub struct AstraTarget {
     pub token: Token,
     /// Lower-case UUID; None = the token's default database.
     pub database_id: Option<String>,
-}
-
-impl AstraTarget {
-    /// Reads `astra-api-token` / `astra-db-id`; None when the request carries neither.
-    pub fn from_headers(headers: &HeaderMap) -> Result<Option<AstraTarget>, Error> {
-        let token = headers.get(TOKEN_HEADER);
-        let db = headers.get(DATABASE_HEADER);
-        let Some(token) = token else {
-            return match db {
-                None => Ok(None),
-                Some(_) => Err(Error::invalid(
-                    format!("The '{DATABASE_HEADER}' header needs an '{TOKEN_HEADER}' header."),
-                    None,
-                )),
-            };
-        };
-        let token = token
-            .to_str()
-            .ok()
-            .map(str::trim)
-            .filter(|t| !t.is_empty() && t.len() <= MAX_TOKEN_LEN)
-            .ok_or_else(|| Error::Unauthorized {
-                message: format!("The '{TOKEN_HEADER}' header does not hold a usable token."),
-            })?;
-        let database_id = match db {
-            None => None,
-            Some(v) => {
-                let v = v.to_str().unwrap_or_default().trim();
-                if !is_database_id(v) {
-                    return Err(Error::invalid(
-                        format!(
-                            "Invalid '{DATABASE_HEADER}': expected an Astra database id (a UUID)."
-                        ),
-                        None,
-                    ));
-                }
-                Some(v.to_ascii_lowercase())
-            }
-        };
-        Ok(Some(AstraTarget {
-            token: Token::new(token),
-            database_id,
-        }))
-    }
-}
-
-/// The answer when a request sends Astra headers to a proxy that does not honour them:
-/// serving it from the configured store instead would put its data where it did not ask.
-pub fn headers_refused() -> Error {
-    Error::invalid(
-        format!(
-            "This proxy does not accept per-request Astra databases ('{TOKEN_HEADER}'); \
-             send the request without it, or enable astra.per_request_headers."
-        ),
-        None,
-    )
 }
 
 /// Whether `s` is a UUID in its usual 8-4-4-4-12 hex form (how Astra names databases).
@@ -223,29 +160,6 @@ mod tests {
         assert!(!format!("{target:?}").contains("secret"));
         assert_eq!(t.hash(), Token::new("AstraCS:very-secret").hash());
         assert_ne!(t.hash(), Token::new("AstraCS:other").hash());
-    }
-
-    #[test]
-    fn headers_select_a_database() {
-        let mut h = HeaderMap::new();
-        assert!(AstraTarget::from_headers(&h).unwrap().is_none());
-        h.insert(
-            DATABASE_HEADER,
-            "0b6f7d5e-1111-4222-8333-444455556666".parse().unwrap(),
-        );
-        assert_eq!(AstraTarget::from_headers(&h).unwrap_err().status(), 400);
-        h.insert(TOKEN_HEADER, "AstraCS:abc".parse().unwrap());
-        let t = AstraTarget::from_headers(&h).unwrap().unwrap();
-        assert_eq!(t.token.expose(), "AstraCS:abc");
-        assert_eq!(
-            t.database_id.as_deref(),
-            Some("0b6f7d5e-1111-4222-8333-444455556666")
-        );
-        h.insert(DATABASE_HEADER, "../../v2/organizations".parse().unwrap());
-        assert_eq!(AstraTarget::from_headers(&h).unwrap_err().status(), 400);
-        h.remove(DATABASE_HEADER);
-        h.insert(TOKEN_HEADER, "   ".parse().unwrap());
-        assert_eq!(AstraTarget::from_headers(&h).unwrap_err().status(), 401);
     }
 
     #[test]

@@ -27,9 +27,8 @@ use tokio_util::sync::CancellationToken;
 use super::connector::{self, ConnectError, ForwardEnv};
 use super::devops::{Devops, DevopsError, NewDatabase};
 use super::{AstraTarget, Token, TokenHash};
-use crate::config::AstraConfig;
-use crate::error::Error;
-use crate::store::{Store, StoreEnv};
+use crate::store::astra::AstraConfig;
+use crate::store::{Store, StoreEnv, StoreError};
 
 /// Default-database ids remembered (per token hash); beyond this the oldest is forgotten.
 const MAX_DEFAULT_DBS: usize = 4096;
@@ -106,7 +105,7 @@ impl AstraSessions {
     }
 
     /// The store for a caller's database, opening it on first use.
-    pub async fn store_for(&self, target: &AstraTarget) -> Result<Store, Error> {
+    pub async fn store_for(&self, target: &AstraTarget) -> Result<Store, StoreError> {
         let database = match &target.database_id {
             Some(id) => id.clone(),
             None => self.default_database(&target.token).await?,
@@ -268,10 +267,11 @@ impl AstraSessions {
                         ))
                     } else {
                         match e {
-                            crate::store::StoreError::Unavailable(m) => {
-                                ConnectError::Unavailable(m)
-                            }
-                            crate::store::StoreError::Other(m) => ConnectError::Other(m),
+                            StoreError::Unavailable(m) => ConnectError::Unavailable(m),
+                            StoreError::Refused(m) => ConnectError::Unauthorized(m),
+                            StoreError::NoDatabase(m) => ConnectError::NotFound(m),
+                            StoreError::NotReady { message, .. } => ConnectError::NotReady(message),
+                            StoreError::Other(m) => ConnectError::Other(m),
                         }
                     }
                 })
@@ -282,7 +282,7 @@ impl AstraSessions {
 
     /// The id of the token's default database, creating it when there is none. Anything
     /// short of ACTIVE answers 503 with `Retry-After`.
-    async fn default_database(&self, token: &Token) -> Result<String, Error> {
+    async fn default_database(&self, token: &Token) -> Result<String, StoreError> {
         let hash = token.hash();
         if let Some(id) = self.known_default(&hash) {
             return Ok(id);
@@ -292,7 +292,7 @@ impl AstraSessions {
             return Ok(id);
         }
         let name = self.config.database_name.as_str();
-        let not_ready = |message: String| Error::DatabaseNotReady {
+        let not_ready = |message: String| StoreError::NotReady {
             message,
             retry_after_secs: self.config.retry_after,
         };
@@ -426,25 +426,20 @@ fn in_use(store: &Store, own_refs: usize) -> bool {
     Arc::strong_count(&store.health) > own_refs
 }
 
-fn to_error(e: ConnectError, database: &str, retry_after: u32) -> Error {
+fn to_error(e: ConnectError, database: &str, retry_after: u32) -> StoreError {
     match e {
-        ConnectError::Unauthorized(m) => Error::Unauthorized {
-            message: format!(
-                "Astra refused the token given in astra-api-token (wrong, revoked, or without access to database '{database}'): {m}"
-            ),
-        },
-        ConnectError::NotFound(_) => Error::NotFound {
-            message: format!(
-                "No Astra database '{database}' was found for the token given in astra-api-token."
-            ),
-            param: None,
-        },
-        ConnectError::NotReady(m) => Error::DatabaseNotReady {
+        ConnectError::Unauthorized(m) => StoreError::Refused(format!(
+            "Astra refused the token given in astra-api-token (wrong, revoked, or without access to database '{database}'): {m}"
+        )),
+        ConnectError::NotFound(_) => StoreError::NoDatabase(format!(
+            "No Astra database '{database}' was found for the token given in astra-api-token."
+        )),
+        ConnectError::NotReady(m) => StoreError::NotReady {
             message: format!("The Astra database is not ready: {m}; retry shortly."),
             retry_after_secs: retry_after,
         },
-        ConnectError::Unavailable(message) => Error::StoreUnavailable { message },
-        ConnectError::Other(message) => Error::Store { message },
+        ConnectError::Unavailable(message) => StoreError::Unavailable(message),
+        ConnectError::Other(message) => StoreError::Other(message),
     }
 }
 

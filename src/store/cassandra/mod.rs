@@ -787,9 +787,7 @@ fn is_cas_uncertain(e: &ExecutionError) -> bool {
 
 /// The error text of a statement failure, for the few server messages matched by text.
 fn error_text(e: &StoreError) -> &str {
-    match e {
-        StoreError::Unavailable(m) | StoreError::Other(m) => m,
-    }
+    e.message()
 }
 
 #[cfg(test)]

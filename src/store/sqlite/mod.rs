@@ -292,14 +292,6 @@ fn settle<T>(outcome: std::thread::Result<Result<T, DbError>>, path: &Path) -> S
     }
 }
 
-/// `StoreError` is not `Clone`; a failed commit is reported to every job of its batch.
-fn duplicate(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-        StoreError::Other(m) => StoreError::Other(m.clone()),
-    }
-}
-
 impl Db {
     fn path(&self) -> &Path {
         &self.inner.path
@@ -484,7 +476,7 @@ impl<T: Send> Answer for Ready<T> {
     fn send(self: Box<Self>, commit: &StoreResult<()>) {
         let result = match commit {
             Ok(()) => self.result,
-            Err(e) => Err(duplicate(e)),
+            Err(e) => Err(e.clone()),
         };
         let _ = self.reply.send(result);
     }
@@ -552,7 +544,7 @@ fn write_loop(
                 Err(e) => {
                     let e = DbError::from(e).into_store(path);
                     for job in batch {
-                        job.abort(duplicate(&e));
+                        job.abort(e.clone());
                     }
                     continue;
                 }
@@ -566,7 +558,7 @@ fn write_loop(
         {
             let e = DbError::from(e).into_store(path);
             for job in batch {
-                job.abort(duplicate(&e));
+                job.abort(e.clone());
             }
             continue;
         }
