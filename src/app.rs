@@ -15,12 +15,15 @@ use crate::routes::RouteTable;
 use crate::store::astra::AstraSessions;
 use crate::store::{Store, StoreEnv, StoreUrl};
 use crate::tenancy::Caller;
-use crate::upstream::{UpstreamBase, build_client};
+use crate::upstream::Upstream;
 
 /// Everything a request handler may need, shared by all connections.
 pub struct AppState {
     pub config: Config,
     pub metrics: Metrics,
+    /// The upstream: the proxy's own calls (chat completions, embeddings) go through it.
+    pub upstream: Upstream,
+    /// Forwards what the proxy does not answer itself (over the same upstream).
     pub forwarder: Forwarder,
     pub store: Store,
     /// Per-request Astra databases (`astra-api-token`), when `astra.per_request_headers`.
@@ -62,18 +65,9 @@ impl AppState {
         let metrics = Metrics::new();
         let tasks = TaskTracker::new();
         let shutdown = CancellationToken::new();
-        let client = build_client(&config.upstream, metrics.upstream_connections.clone())
-            .map_err(StartError::Config)?;
-        let base = UpstreamBase::new(&config.upstream.url).map_err(StartError::Config)?;
-        let forwarder = Forwarder::new(
-            client,
-            base,
-            config.upstream.response_head_timeout,
-            config.upstream.idle_timeout,
-            metrics.clone(),
-            tasks.clone(),
-            shutdown.clone(),
-        );
+        let upstream =
+            Upstream::new(&config.upstream, metrics.clone()).map_err(StartError::Config)?;
+        let forwarder = Forwarder::new(upstream.clone(), tasks.clone(), shutdown.clone());
         let store_url =
             StoreUrl::parse(&config.store_url).map_err(|e| StartError::Config(e.to_string()))?;
         let store_env = StoreEnv::new(config.astra.clone());
@@ -93,6 +87,7 @@ impl AppState {
         Ok(Arc::new(AppState {
             config,
             metrics,
+            upstream,
             forwarder,
             store,
             astra,

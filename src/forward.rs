@@ -6,11 +6,9 @@
 //! the upstream become 502/504 in OpenAI's envelope, while the upstream's own error responses
 //! pass through untouched.
 
-use std::error::Error as StdError;
-use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -28,8 +26,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::body::{BoxError, ProxyBody};
 use crate::error::Error;
-use crate::metrics::{Metrics, RouteClass};
-use crate::upstream::{SendError, UpstreamBase, UpstreamBody, UpstreamClient};
+use crate::metrics::RouteClass;
+use crate::upstream::{ClientBodyError, Upstream};
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus the proxy
 /// authentication pair, which belongs to a forward proxy's hop. `TE` is handled separately.
@@ -137,11 +135,7 @@ fn join_cookies(headers: &mut HeaderMap) {
 /// Forwards requests to the upstream over the shared pooled client.
 #[derive(Clone)]
 pub struct Forwarder {
-    client: UpstreamClient,
-    base: UpstreamBase,
-    head_timeout: Duration,
-    idle_timeout: Duration,
-    metrics: Metrics,
+    upstream: Upstream,
     /// Upgrade tunnels outlive the request that opened them; they are tracked so shutdown
     /// can wait for them (and cancelled when the grace period ends).
     tasks: TaskTracker,
@@ -149,38 +143,12 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    pub fn new(
-        client: UpstreamClient,
-        base: UpstreamBase,
-        head_timeout: Duration,
-        idle_timeout: Duration,
-        metrics: Metrics,
-        tasks: TaskTracker,
-        shutdown: CancellationToken,
-    ) -> Forwarder {
+    pub fn new(upstream: Upstream, tasks: TaskTracker, shutdown: CancellationToken) -> Forwarder {
         Forwarder {
-            client,
-            base,
-            head_timeout,
-            idle_timeout,
-            metrics,
+            upstream,
             tasks,
             shutdown,
         }
-    }
-
-    pub fn base(&self) -> &UpstreamBase {
-        &self.base
-    }
-
-    pub fn client(&self) -> &UpstreamClient {
-        &self.client
-    }
-
-    /// The longest silence allowed between two frames of an upstream body
-    /// (`upstream.idle_timeout_seconds`), for forwarded answers and the proxy's own calls.
-    pub fn idle_timeout(&self) -> Duration {
-        self.idle_timeout
     }
 
     /// Forwards one request; never fails (failures become OpenAI-shaped 502/504 answers).
@@ -194,9 +162,15 @@ impl Forwarder {
             Ok(resp) => resp,
             Err(e) => e.into_response(),
         };
-        self.metrics
+        self.upstream
+            .metrics()
             .request_done(RouteClass::Forwarded, resp.status().as_u16());
         resp
+    }
+
+    /// The upstream this forwarder sends to (shared with the proxy's own calls).
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
     }
 
     /// Forwards a request whose body the proxy has already started reading (a file upload it
@@ -223,8 +197,9 @@ impl Forwarder {
 
         let (mut parts, body) = req.into_parts();
         parts.uri = self
-            .base
-            .forwarded_uri(std::mem::take(&mut parts.uri), &self.client)
+            .upstream
+            .base()
+            .forwarded_uri(std::mem::take(&mut parts.uri), self.upstream.client())
             .map_err(|e| Error::invalid(format!("Invalid request target: {e}"), None))?;
         if parts.version == Version::HTTP_2 {
             join_cookies(&mut parts.headers);
@@ -238,13 +213,16 @@ impl Forwarder {
         parts.headers.remove(crate::tenancy::DATABASE_HEADER);
         // hyper's server already answered any 100-continue towards the client.
         parts.headers.remove(header::EXPECT);
-        parts.headers.insert(header::HOST, self.base.host.clone());
+        parts
+            .headers
+            .insert(header::HOST, self.upstream.base().host.clone());
 
-        let body = RelayBody::new(body, self.metrics.bytes_to_upstream.clone(), None, None)
+        let metrics = self.upstream.metrics();
+        let body = RelayBody::new(body, metrics.bytes_to_upstream.clone(), None, None)
             .map_err(|e| -> BoxError { Box::new(ClientBodyError(e)) });
         let upstream_req = Request::from_parts(parts, body.boxed_unsync());
 
-        let mut resp = self.send(upstream_req).await?;
+        let mut resp = self.upstream.send(upstream_req).await?;
 
         if let Some(client_upgrade) = client_upgrade
             && resp.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -263,25 +241,11 @@ impl Forwarder {
         parts.version = Version::HTTP_11;
         let body = RelayBody::new(
             body,
-            self.metrics.bytes_to_client.clone(),
-            Some(self.idle_timeout),
+            metrics.bytes_to_client.clone(),
+            Some(self.upstream.idle_timeout()),
             in_flight,
         );
         Ok(Response::from_parts(parts, body.boxed_unsync()))
-    }
-
-    /// Sends a request over the pool with the response-head timeout; the proxy's own upstream
-    /// calls (chat completions, embeddings) use this too.
-    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<UpstreamBody>, Error> {
-        self.metrics.upstream_requests.inc();
-        let started = Instant::now();
-        let result = tokio::time::timeout(self.head_timeout, self.client.request(req)).await;
-        self.metrics.observe_upstream_head(started.elapsed());
-        match result {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(classify(&e, self.base.authority())),
-            Err(_) => Err(head_timeout_error(self.base.authority(), self.head_timeout)),
-        }
     }
 
     /// Relays bytes both ways between an upgraded client and upstream connection.
@@ -306,109 +270,6 @@ impl Forwarder {
                 () = shutdown.cancelled() => {}
             }
         });
-    }
-}
-
-/// Looks through an error chain, including the custom payloads of (nested) `io::Error`s,
-/// which `source()` alone skips: hyper-rustls wraps rustls errors in two io::Error layers.
-fn find_in_chain<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
-    let mut stack: Vec<&'a (dyn StdError + 'static)> = vec![err];
-    while let Some(e) = stack.pop() {
-        if let Some(found) = e.downcast_ref::<T>() {
-            return Some(found);
-        }
-        if let Some(io) = e.downcast_ref::<io::Error>()
-            && let Some(inner) = io.get_ref()
-        {
-            stack.push(inner);
-        }
-        if let Some(next) = e.source() {
-            stack.push(next);
-        }
-    }
-    None
-}
-
-fn is_timeout(err: &(dyn StdError + 'static)) -> bool {
-    let mut stack: Vec<&(dyn StdError + 'static)> = vec![err];
-    while let Some(e) = stack.pop() {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            if io.kind() == io::ErrorKind::TimedOut {
-                return true;
-            }
-            if let Some(inner) = io.get_ref() {
-                stack.push(inner);
-            }
-        }
-        if let Some(next) = e.source() {
-            stack.push(next);
-        }
-    }
-    false
-}
-
-/// The answer when the upstream's response head did not arrive within `timeout`.
-pub(crate) fn head_timeout_error(authority: &str, timeout: Duration) -> Error {
-    Error::UpstreamTimeout {
-        message: format!(
-            "The upstream {authority} did not answer within {} s.",
-            timeout.as_secs()
-        ),
-    }
-}
-
-/// The request body failed while it was being sent upstream: the client's doing (malformed
-/// chunked framing, a disconnect mid-upload), not the upstream's.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body could not be read: {0}")]
-struct ClientBodyError(BoxError);
-
-/// Maps a client error to the proxy's error, naming the upstream but nothing secret.
-pub(crate) fn classify(err: &SendError, authority: &str) -> Error {
-    if let Some(body) = find_in_chain::<ClientBodyError>(err) {
-        // A body the proxy read with a time limit (an upload replayed upstream) that stalled.
-        if let Some(t) = crate::body::timed_out(body.0.as_ref()) {
-            return Error::BodyTimeout {
-                seconds: t.idle.as_secs(),
-            };
-        }
-        // Not retryable and not the upstream's fault: a 400 the SDK will not repeat.
-        return Error::invalid(format!("The request body is invalid: {}", body.0), None);
-    }
-    if let Some(tls) = find_in_chain::<rustls::Error>(err) {
-        return Error::UpstreamUnavailable {
-            message: format!("TLS handshake with the upstream {authority} failed: {tls}"),
-            code: "upstream_tls_error",
-        };
-    }
-    if err.is_connect() && is_timeout(err) {
-        return Error::UpstreamTimeout {
-            message: format!("Connecting to the upstream {authority} timed out."),
-        };
-    }
-    // The error's own text and its innermost cause (an io error's "Connection refused", say).
-    let first = StdError::source(err).map(ToString::to_string);
-    let mut innermost = None;
-    let mut source = StdError::source(err);
-    while let Some(s) = source {
-        innermost = Some(s);
-        source = s.source();
-    }
-    let innermost = innermost.map(ToString::to_string).unwrap_or_default();
-    if err.is_connect() {
-        Error::UpstreamUnavailable {
-            message: format!("The upstream {authority} is unreachable: {innermost}"),
-            code: "upstream_unreachable",
-        }
-    } else {
-        let detail = match first {
-            Some(first) if first != innermost => format!("{first}: {innermost}"),
-            _ => innermost,
-        };
-        Error::UpstreamUnavailable {
-            message: format!("The exchange with the upstream {authority} failed: {detail}"),
-            code: "upstream_error",
-        }
     }
 }
 

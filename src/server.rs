@@ -55,12 +55,12 @@ pub async fn serve(
 ) {
     // The relay dials through the HTTP/1.1 pool's connector (one TLS set-up at start); with
     // `upstream.http2` there is no such pool, and no relay.
-    let relay = match state.forwarder.client().http1_connector() {
+    let relay = match state.upstream.client().http1_connector() {
         Some(connector) if state.config.http1_fast_path => {
             match crate::h1::Relay::new(
                 &state.config,
                 connector,
-                state.forwarder.base(),
+                state.upstream.base(),
                 state.metrics.clone(),
             ) {
                 Ok(relay) => Some(relay),
@@ -165,7 +165,7 @@ pub async fn serve(
     let closed = async {
         tokio::join!(connections.wait(), state.tasks.wait());
         // Nothing can be sending upstream any more.
-        state.forwarder.client().close().await;
+        state.upstream.client().close().await;
         if let Some(relay) = &shared.relay {
             relay.close();
         }

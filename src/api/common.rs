@@ -666,6 +666,31 @@ pub fn check_id(param: &str, value: &str, prefix: &str) -> Result<(), Error> {
     }
 }
 
+/// Paginates a small in-memory id list (v1 file sub-resources) like a store list: ids sort in
+/// creation order, so the same cursor rules apply.
+pub fn page_of_ids(ids: &[String], q: &ListQuery) -> Page<String> {
+    let mut sorted: Vec<String> = ids.to_vec();
+    sorted.sort();
+    let forward = match (q.order, q.before.is_some()) {
+        (Order::Asc, false) | (Order::Desc, true) => true,
+        (Order::Desc, false) | (Order::Asc, true) => false,
+    };
+    if !forward {
+        sorted.reverse();
+    }
+    let cursor = q.before.as_ref().or(q.after.as_ref());
+    let rows: Vec<String> = sorted
+        .into_iter()
+        .filter(|id| match cursor {
+            None => true,
+            Some(c) if forward => id > c,
+            Some(c) => id < c,
+        })
+        .take(q.limit + 1)
+        .collect();
+    Page::from_rows(rows, q.limit, q.before.is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -783,29 +808,4 @@ mod tests {
             "Invalid 'thread_id': 'asst_1'. Expected an ID that begins with 'thread'."
         );
     }
-}
-
-/// Paginates a small in-memory id list (v1 file sub-resources) like a store list: ids sort in
-/// creation order, so the same cursor rules apply.
-pub fn page_of_ids(ids: &[String], q: &ListQuery) -> Page<String> {
-    let mut sorted: Vec<String> = ids.to_vec();
-    sorted.sort();
-    let forward = match (q.order, q.before.is_some()) {
-        (Order::Asc, false) | (Order::Desc, true) => true,
-        (Order::Desc, false) | (Order::Asc, true) => false,
-    };
-    if !forward {
-        sorted.reverse();
-    }
-    let cursor = q.before.as_ref().or(q.after.as_ref());
-    let rows: Vec<String> = sorted
-        .into_iter()
-        .filter(|id| match cursor {
-            None => true,
-            Some(c) if forward => id > c,
-            Some(c) => id < c,
-        })
-        .take(q.limit + 1)
-        .collect();
-    Page::from_rows(rows, q.limit, q.before.is_some())
 }

@@ -35,11 +35,12 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{AppState, RequestId};
 use crate::config::Config;
 use crate::error::Error;
-use crate::forward::{InFlight, classify, head_timeout_error};
+use crate::forward::InFlight;
 use crate::metrics::{Metrics, RouteClass};
 use crate::routes::Resolution;
 use crate::server::CancelWatch;
 use crate::upstream::{Connector, SendError, UpstreamBase};
+use crate::upstream::{classify, head_timeout_error};
 use head::{BadResponse, ChunkedScanner, Framing, Planned, RequestPlan, ResponsePlan, Target};
 use pool::{Conn, ConnPool};
 

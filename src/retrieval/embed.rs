@@ -1,5 +1,5 @@
 //! The embeddings client: texts → vectors through the upstream's `POST /v1/embeddings`, over
-//! the proxy's shared pooled client (`Forwarder::send`) and with the caller's own credentials.
+//! the proxy's shared pooled client (`Upstream::send`) and with the caller's own credentials.
 //!
 //! Inputs are sent in batches (≤ [`MAX_INPUTS_PER_CALL`] texts and ≤ [`MAX_TOKENS_PER_CALL`]
 //! tokens, under OpenAI's per-request limits of 2048 inputs and 300k tokens), as floats.
@@ -201,8 +201,8 @@ enum Answer {
 }
 
 async fn call(state: &AppState, headers: &HeaderMap, body: Bytes) -> Result<Answer, Error> {
-    let forwarder = &state.forwarder;
-    let uri = forwarder
+    let upstream = &state.upstream;
+    let uri = upstream
         .base()
         .uri_for("/v1/embeddings")
         .map_err(|e| Error::internal(format!("embeddings URI: {e}")))?;
@@ -213,17 +213,17 @@ async fn call(state: &AppState, headers: &HeaderMap, body: Bytes) -> Result<Answ
     for (name, value) in headers {
         h.insert(name, value.clone());
     }
-    h.insert(header::HOST, forwarder.base().host.clone());
+    h.insert(header::HOST, upstream.base().host.clone());
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    let resp = forwarder.send(req).await?;
+    let resp = upstream.send(req).await?;
     let status = resp.status();
     let retry_after = retry_after(resp.headers());
     let bytes = match read_to_end(
         resp.into_body(),
-        forwarder.idle_timeout(),
+        upstream.idle_timeout(),
         MAX_RESPONSE_BYTES,
     )
     .await

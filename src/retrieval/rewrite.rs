@@ -62,7 +62,7 @@ async fn rewrite(state: &AppState, caller: &Caller, query: &str) -> Result<Strin
     }
     let model = &state.config.retrieval.rewrite_model;
     let answer = post_json(
-        &state.forwarder,
+        &state.upstream,
         "/v1/chat/completions",
         &caller.upstream_headers,
         &request(model, query),

@@ -1024,7 +1024,7 @@ async fn one_turn(
     let mut attempt = 1;
     let (turn, failure) = 'call: loop {
         let opened = tokio::select! {
-            s = ChatStream::open(&state.forwarder, &caller.upstream_headers, &p.body) => s,
+            s = ChatStream::open(&state.upstream, &caller.upstream_headers, &p.body) => s,
             () = signal.stopped() => {
                 return nothing(TurnEnd::Stopped(signal.reason().unwrap_or(Stop::Cancel)));
             }

@@ -109,7 +109,7 @@ pub async fn search(
             body["dimensions"] = json!(dims);
         }
         let resp = post_json(
-            &state.forwarder,
+            &state.upstream,
             "/v1/embeddings",
             &caller.upstream_headers,
             &body,

@@ -2,7 +2,7 @@
 //! the run engine and retrieval make with the caller's key): an SSE parser (pure,
 //! unit-tested), a stream of `chat.completion.chunk` objects, JSON posts, and the rules every
 //! one of these calls shares: no wait on the upstream without a limit (the head timeout of
-//! [`Forwarder::send`], then `upstream.idle_timeout_seconds` between two body frames), and
+//! [`Upstream::send`], then `upstream.idle_timeout_seconds` between two body frames), and
 //! no upstream text kept or returned without the caller's key scrubbed out of it.
 //!
 //! Runs always call upstream with `stream: true`, so a cancel or a client-facing stream can
@@ -17,9 +17,8 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 use serde_json::Value;
 
-use crate::forward::Forwarder;
 use crate::secrets::Scrubber;
-use crate::upstream::UpstreamBody;
+use crate::upstream::{Upstream, UpstreamBody};
 
 /// One server-sent event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,13 +213,13 @@ const MAX_JSON_BODY: usize = 16 * 1024 * 1024;
 
 /// Builds a request for the upstream with the caller's headers and, if given, a JSON body.
 fn upstream_request(
-    forwarder: &Forwarder,
+    upstream: &Upstream,
     method: Method,
     path: &str,
     headers: &HeaderMap,
     body: Option<&Value>,
 ) -> Result<Request<crate::body::ProxyBody>, CallError> {
-    let uri = forwarder
+    let uri = upstream
         .base()
         .uri_for(path)
         .map_err(|e| CallError::server(e.to_string()))?;
@@ -237,7 +236,7 @@ fn upstream_request(
     for (k, v) in headers {
         h.append(k, v.clone());
     }
-    h.insert(header::HOST, forwarder.base().host.clone());
+    h.insert(header::HOST, upstream.base().host.clone());
     if body.is_some() {
         h.insert(
             header::CONTENT_TYPE,
@@ -250,11 +249,11 @@ fn upstream_request(
 /// Sends a request and returns the response if it succeeded (2xx), or the failure as a
 /// scrubbed `CallError`.
 async fn send(
-    forwarder: &Forwarder,
+    upstream: &Upstream,
     req: Request<crate::body::ProxyBody>,
     scrub: &Scrubber,
 ) -> Result<UpstreamBody, CallError> {
-    let resp = match forwarder.send(req).await {
+    let resp = match upstream.send(req).await {
         Ok(resp) => resp,
         Err(e) => {
             let message = scrub.scrub(&e.to_string());
@@ -268,7 +267,7 @@ async fn send(
     if resp.status().is_success() {
         return Ok(resp.into_body());
     }
-    Err(error_from(resp, forwarder.idle_timeout(), scrub).await)
+    Err(error_from(resp, upstream.idle_timeout(), scrub).await)
 }
 
 /// Turns a non-success upstream answer into a `CallError`, keeping the upstream's message
@@ -306,36 +305,36 @@ async fn error_from(
 
 /// POSTs JSON and returns the JSON answer (embeddings, non-streamed calls).
 pub async fn post_json(
-    forwarder: &Forwarder,
+    upstream: &Upstream,
     path: &str,
     headers: &HeaderMap,
     body: &Value,
 ) -> Result<Value, CallError> {
-    let req = upstream_request(forwarder, Method::POST, path, headers, Some(body))?;
-    exchange_json(forwarder, req, headers).await
+    let req = upstream_request(upstream, Method::POST, path, headers, Some(body))?;
+    exchange_json(upstream, req, headers).await
 }
 
 /// GETs a JSON answer (`path` may carry a query), e.g. the upstream's file list.
 pub async fn get_json(
-    forwarder: &Forwarder,
+    upstream: &Upstream,
     path: &str,
     headers: &HeaderMap,
 ) -> Result<Value, CallError> {
-    let req = upstream_request(forwarder, Method::GET, path, headers, None)?;
-    exchange_json(forwarder, req, headers).await
+    let req = upstream_request(upstream, Method::GET, path, headers, None)?;
+    exchange_json(upstream, req, headers).await
 }
 
 /// Sends one of the proxy's own requests (carrying `headers`) and reads the whole JSON
 /// answer, within the response-head and idle timeouts; a non-success status becomes a
 /// scrubbed `CallError` carrying the upstream's message.
 async fn exchange_json(
-    forwarder: &Forwarder,
+    upstream: &Upstream,
     req: Request<crate::body::ProxyBody>,
     headers: &HeaderMap,
 ) -> Result<Value, CallError> {
     let scrub = Scrubber::for_headers(headers);
-    let body = send(forwarder, req, &scrub).await?;
-    let bytes = read_to_end(body, forwarder.idle_timeout(), MAX_JSON_BODY)
+    let body = send(upstream, req, &scrub).await?;
+    let bytes = read_to_end(body, upstream.idle_timeout(), MAX_JSON_BODY)
         .await
         .map_err(|e| CallError::from_read(e, "answer"))?;
     serde_json::from_slice(&bytes)
@@ -356,25 +355,25 @@ pub struct ChatStream {
 impl ChatStream {
     /// Sends the request (the body must carry `"stream": true`).
     pub async fn open(
-        forwarder: &Forwarder,
+        upstream: &Upstream,
         headers: &HeaderMap,
         body: &Value,
     ) -> Result<ChatStream, CallError> {
         let scrub = Scrubber::for_headers(headers);
         let req = upstream_request(
-            forwarder,
+            upstream,
             Method::POST,
             "/v1/chat/completions",
             headers,
             Some(body),
         )?;
-        let body = send(forwarder, req, &scrub).await?;
+        let body = send(upstream, req, &scrub).await?;
         Ok(ChatStream {
             body,
             parser: SseParser::default(),
             pending: VecDeque::new(),
             done: false,
-            idle: forwarder.idle_timeout(),
+            idle: upstream.idle_timeout(),
             scrub,
         })
     }

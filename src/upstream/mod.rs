@@ -4,10 +4,12 @@
 //! Built once at start-up: a per-request client would pay TCP and TLS on every call.
 
 pub mod chat;
+mod errors;
 pub mod pool;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response, Uri, uri::PathAndQuery};
 use hyper_rustls::HttpsConnector;
@@ -18,8 +20,68 @@ use prometheus_client::metrics::counter::Counter;
 
 use crate::body::ProxyBody;
 use crate::config::UpstreamConfig;
+use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::tls::Roots;
+pub use errors::{ClientBodyError, classify, head_timeout_error};
 pub use pool::{SendError, UpstreamBody};
+
+/// The upstream as every part of the proxy reaches it: the pooled client, where it points,
+/// and the two waits every exchange is bounded by (the answer's head, then the silence
+/// allowed between two body frames). Cheap to clone.
+#[derive(Clone)]
+pub struct Upstream {
+    client: UpstreamClient,
+    base: UpstreamBase,
+    head_timeout: Duration,
+    idle_timeout: Duration,
+    metrics: Metrics,
+}
+
+impl Upstream {
+    /// The client and base from the configuration (connections counted in `metrics`).
+    pub fn new(cfg: &UpstreamConfig, metrics: Metrics) -> Result<Upstream, String> {
+        Ok(Upstream {
+            client: build_client(cfg, metrics.upstream_connections.clone())?,
+            base: UpstreamBase::new(&cfg.url)?,
+            head_timeout: cfg.response_head_timeout,
+            idle_timeout: cfg.idle_timeout,
+            metrics,
+        })
+    }
+
+    pub fn base(&self) -> &UpstreamBase {
+        &self.base
+    }
+
+    pub fn client(&self) -> &UpstreamClient {
+        &self.client
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The longest silence allowed between two frames of an upstream body
+    /// (`upstream.idle_timeout_seconds`), for forwarded answers and the proxy's own calls.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// Sends a request over the pool within the response-head timeout: forwarded requests
+    /// and the proxy's own calls (chat completions, embeddings) alike.
+    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<UpstreamBody>, Error> {
+        self.metrics.upstream_requests.inc();
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.head_timeout, self.client.request(req)).await;
+        self.metrics.observe_upstream_head(started.elapsed());
+        match result {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(classify(&e, self.base.authority())),
+            Err(_) => Err(head_timeout_error(self.base.authority(), self.head_timeout)),
+        }
+    }
+}
 
 /// The connector stack: TCP (nodelay, connect timeout) → TLS (rustls) → a counter of new
 /// connections, which is how pool reuse becomes visible in `/metrics`.

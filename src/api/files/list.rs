@@ -241,7 +241,7 @@ async fn place(state: &AppState, caller: &Caller, id: &str) -> Result<Cursor, Er
         });
     }
     let path = format!("/v1/files/{}", encode(id));
-    match get_json(&state.forwarder, &path, &caller.upstream_headers).await {
+    match get_json(&state.upstream, &path, &caller.upstream_headers).await {
         Ok(v) => match v["created_at"].as_i64() {
             Some(created_at) => Ok(Cursor {
                 created_at,
@@ -353,7 +353,7 @@ async fn upstream_files(
         if let Some(a) = &after {
             path.push_str(&format!("&after={}", encode(a)));
         }
-        let page = match get_json(&state.forwarder, &path, &caller.upstream_headers).await {
+        let page = match get_json(&state.upstream, &path, &caller.upstream_headers).await {
             Ok(page) => page,
             Err(e) if e.status == Some(404) => {
                 tracing::debug!(error = %e, "the upstream has no file list");
