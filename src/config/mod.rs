@@ -5,14 +5,20 @@
 //! The file is strict (`deny_unknown_fields`): a typo in an operator's config is an error at
 //! start-up, never a silently ignored setting.
 
+mod file;
+mod flags;
+#[cfg(test)]
+mod tests;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
 pub use crate::store::astra::{AstraConfig, DEFAULT_ASTRA_DEVOPS};
+pub use file::*;
+pub use flags::*;
 
 /// Default listen address: loopback, so a sidecar is not exposed by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -26,55 +32,6 @@ pub const DEFAULT_EMBEDDING_MODEL: &str = "text-embedding-3-small";
 /// cheap one, since the answer is a few words.
 pub const DEFAULT_REWRITE_MODEL: &str = "gpt-4o-mini";
 
-#[derive(Debug, Parser)]
-#[command(name = "assistants-proxy", version, about, long_about = None)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the proxy.
-    Serve(ServeArgs),
-    /// Validate the configuration (file, flags and environment) and exit.
-    CheckConfig(ServeArgs),
-}
-
-/// Flags shared by `serve` and `check-config`. Their names are a public contract.
-#[derive(Debug, Default, Clone, Args)]
-pub struct ServeArgs {
-    /// Address to listen on [default: 127.0.0.1:8080]
-    #[arg(long, env = "ASSISTANTS_PROXY_LISTEN")]
-    pub listen: Option<String>,
-    /// Upstream origin that un-intercepted requests are forwarded to [default: https://api.openai.com]
-    #[arg(long, env = "ASSISTANTS_PROXY_UPSTREAM")]
-    pub upstream: Option<String>,
-    /// Store URL: sqlite://PATH or cassandra://HOST:PORT[,HOST:PORT...]/KEYSPACE [default: sqlite://./assistants.db]
-    #[arg(long, env = "ASSISTANTS_PROXY_STORE")]
-    pub store: Option<String>,
-    /// TOML configuration file
-    #[arg(long, env = "ASSISTANTS_PROXY_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Log format [default: pretty]
-    #[arg(long, env = "ASSISTANTS_PROXY_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// PEM certificate chain: serve HTTPS (ALPN h2 and http/1.1) instead of clear text
-    #[arg(long, env = "ASSISTANTS_PROXY_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for --tls-cert
-    #[arg(long, env = "ASSISTANTS_PROXY_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Pretty,
-    Json,
-}
-
 /// How a request is mapped to the tenant that owns the objects it touches.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -86,119 +43,6 @@ pub enum TenancyMode {
     Single,
     /// Tenant taken from a header set by a trusted gateway in front of the proxy.
     Header,
-}
-
-/// The TOML file, exactly as written by the operator. Every section and key is optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    #[serde(default)]
-    pub server: FileServer,
-    #[serde(default)]
-    pub upstream: FileUpstream,
-    #[serde(default)]
-    pub store: FileStore,
-    #[serde(default)]
-    pub limits: FileLimits,
-    #[serde(default)]
-    pub tenancy: FileTenancy,
-    #[serde(default)]
-    pub runs: FileRuns,
-    #[serde(default)]
-    pub retrieval: FileRetrieval,
-    #[serde(default)]
-    pub astra: FileAstra,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileAstra {
-    pub devops_url: Option<String>,
-    pub per_request_headers: Option<bool>,
-    pub max_sessions: Option<usize>,
-    pub idle_timeout_seconds: Option<u64>,
-    pub keyspace: Option<String>,
-    pub keyspace_from_bundle: Option<bool>,
-    pub database_name: Option<String>,
-    pub cloud_provider: Option<String>,
-    pub region: Option<String>,
-    pub retry_after_seconds: Option<u32>,
-    pub connect_timeout_seconds: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileRuns {
-    pub expires_after_seconds: Option<u64>,
-    pub lease_seconds: Option<u64>,
-    pub sweep_interval_seconds: Option<u64>,
-    pub default_context_tokens: Option<u64>,
-    pub model_attempts: Option<u32>,
-    pub model_retry_base_ms: Option<u64>,
-    pub model_retry_max_wait_seconds: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileServer {
-    pub listen: Option<String>,
-    pub log_format: Option<LogFormat>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub shutdown_grace_seconds: Option<u64>,
-    pub shutdown_cleanup_seconds: Option<u64>,
-    pub header_read_timeout_seconds: Option<u64>,
-    pub body_read_timeout_seconds: Option<u64>,
-    pub worker_threads: Option<usize>,
-    pub access_log: Option<bool>,
-    pub http1_fast_path: Option<bool>,
-    pub busy_poll_us: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileUpstream {
-    pub url: Option<String>,
-    pub connect_timeout_ms: Option<u64>,
-    pub response_head_timeout_seconds: Option<u64>,
-    pub idle_timeout_seconds: Option<u64>,
-    pub pool_max_idle_per_host: Option<usize>,
-    pub pool_idle_timeout_seconds: Option<u64>,
-    pub http2: Option<bool>,
-    pub native_roots: Option<bool>,
-    pub extra_ca_file: Option<PathBuf>,
-    pub api_key_env: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileStore {
-    pub url: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileLimits {
-    pub max_json_body_bytes: Option<u64>,
-    pub max_upload_bytes: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileTenancy {
-    pub mode: Option<TenancyMode>,
-    pub header: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileRetrieval {
-    pub embedding_model: Option<String>,
-    pub max_concurrent_ingestions: Option<usize>,
-    pub max_ingest_bytes: Option<u64>,
-    pub embed_max_attempts: Option<u32>,
-    pub embed_retry_base_ms: Option<u64>,
-    pub rewrite_model: Option<String>,
 }
 
 /// The validated configuration the server runs with.
@@ -630,20 +474,6 @@ fn is_loopback_host(host: &str) -> bool {
             .unwrap_or(false)
 }
 
-impl FileConfig {
-    pub fn read(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) => return err(format!("cannot read config file {}: {e}", path.display())),
-        };
-        FileConfig::parse(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
-    }
-
-    pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError(e.to_string()))
-    }
-}
-
 fn parse_upstream(text: &str) -> Result<http::Uri, ConfigError> {
     let trimmed = text.trim_end_matches('/');
     let uri: http::Uri = match trimmed.parse() {
@@ -665,169 +495,4 @@ fn parse_upstream(text: &str) -> Result<http::Uri, ConfigError> {
         return err(format!("upstream URL {text:?} must not carry a query"));
     }
     Ok(uri)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_validate() {
-        let c = Config::resolve(&ServeArgs::default(), FileConfig::default()).unwrap();
-        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(c.upstream.url.to_string(), "https://api.openai.com/");
-        assert_eq!(c.store_url, DEFAULT_STORE);
-        assert_eq!(c.tenancy.mode, TenancyMode::Key);
-        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
-    }
-
-    #[test]
-    fn shipped_example_validates() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/assistants-proxy.toml");
-        let file = FileConfig::read(&path).unwrap();
-        let c = Config::resolve(&ServeArgs::default(), file).unwrap();
-        assert_eq!(c.upstream.pool_max_idle_per_host, 64);
-    }
-
-    #[test]
-    fn astra_settings() {
-        let c = Config::resolve(&ServeArgs::default(), FileConfig::default()).unwrap();
-        assert_eq!(
-            c.astra.devops_url.to_string(),
-            "https://api.astra.datastax.com/"
-        );
-        assert!(c.astra.per_request_headers);
-        assert_eq!(c.astra.keyspace, "assistant_api");
-        assert_eq!(c.astra.database_name, "assistant_api_db");
-        let file = FileConfig::parse(
-            "[astra]\ndevops_url = \"http://127.0.0.1:9\"\nmax_sessions = 2\nidle_timeout_seconds = 5\nper_request_headers = false\n",
-        )
-        .unwrap();
-        let c = Config::resolve(&ServeArgs::default(), file).unwrap();
-        assert_eq!(c.astra.max_sessions, 2);
-        assert!(!c.astra.per_request_headers);
-        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
-        for bad in [
-            "[astra]\nmax_sessions = 0\n",
-            "[astra]\ndevops_url = \"ftp://x\"\n",
-            "[astra]\nkeyspace = \"bad-name\"\n",
-        ] {
-            let file = FileConfig::parse(bad).unwrap();
-            assert!(
-                Config::resolve(&ServeArgs::default(), file).is_err(),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn busy_polling_needs_the_single_threaded_runtime() {
-        let resolve =
-            |toml: &str| Config::resolve(&ServeArgs::default(), FileConfig::parse(toml).unwrap());
-        assert_eq!(resolve("").unwrap().busy_poll, None);
-        assert_eq!(
-            resolve("[server]\nbusy_poll_us = 0\n").unwrap().busy_poll,
-            None
-        );
-        let on = resolve("[server]\nworker_threads = 1\nbusy_poll_us = 250\n").unwrap();
-        assert_eq!(on.busy_poll, Some(Duration::from_micros(250)));
-        for other in ["", "worker_threads = 2\n"] {
-            let e = resolve(&format!("[server]\n{other}busy_poll_us = 250\n")).unwrap_err();
-            assert!(e.0.contains("worker_threads = 1"), "{}", e.0);
-        }
-    }
-
-    #[test]
-    fn body_read_timeout() {
-        let resolve =
-            |toml: &str| Config::resolve(&ServeArgs::default(), FileConfig::parse(toml).unwrap());
-        assert_eq!(
-            resolve("").unwrap().body_read_timeout,
-            Duration::from_secs(30)
-        );
-        let c = resolve("[server]\nbody_read_timeout_seconds = 7\n").unwrap();
-        assert_eq!(c.body_read_timeout, Duration::from_secs(7));
-        let e = resolve("[server]\nbody_read_timeout_seconds = 0\n").unwrap_err();
-        assert!(e.0.contains("body_read_timeout_seconds"), "{}", e.0);
-    }
-
-    #[test]
-    fn rewrite_model_is_configurable() {
-        let resolve =
-            |toml: &str| Config::resolve(&ServeArgs::default(), FileConfig::parse(toml).unwrap());
-        assert_eq!(
-            resolve("").unwrap().retrieval.rewrite_model,
-            DEFAULT_REWRITE_MODEL
-        );
-        let c = resolve("[retrieval]\nrewrite_model = \"llama3.1:8b\"\n").unwrap();
-        assert_eq!(c.retrieval.rewrite_model, "llama3.1:8b");
-        let e = resolve("[retrieval]\nrewrite_model = \" \"\n").unwrap_err();
-        assert!(e.0.contains("rewrite_model"), "{}", e.0);
-    }
-
-    #[test]
-    fn unknown_keys_are_rejected() {
-        let e = FileConfig::parse("[upstream]\nurll = \"http://x\"\n").unwrap_err();
-        assert!(e.0.contains("unknown field"), "{}", e.0);
-        let e = FileConfig::parse("[nonsense]\n").unwrap_err();
-        assert!(e.0.contains("unknown field"), "{}", e.0);
-    }
-
-    #[test]
-    fn flags_override_file() {
-        let file = FileConfig::parse(
-            "[server]\nlisten = \"127.0.0.1:9000\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n",
-        )
-        .unwrap();
-        let args = ServeArgs {
-            listen: Some("127.0.0.1:9001".into()),
-            ..ServeArgs::default()
-        };
-        let c = Config::resolve(&args, file).unwrap();
-        assert_eq!(c.listen.port(), 9001);
-        assert_eq!(c.upstream.url.host(), Some("127.0.0.1"));
-    }
-
-    #[test]
-    fn bad_values_are_explained() {
-        let bad = |args: ServeArgs| Config::resolve(&args, FileConfig::default()).unwrap_err().0;
-        assert!(
-            bad(ServeArgs {
-                listen: Some("nope".into()),
-                ..Default::default()
-            })
-            .contains("listen")
-        );
-        assert!(
-            bad(ServeArgs {
-                upstream: Some("ftp://x".into()),
-                ..Default::default()
-            })
-            .contains("http")
-        );
-        assert!(
-            bad(ServeArgs {
-                store: Some("mysql://x".into()),
-                ..Default::default()
-            })
-            .contains("sqlite://")
-        );
-        let e = Config::resolve(
-            &ServeArgs::default(),
-            FileConfig::parse("[upstream]\napi_key_env = \"sk-123=4\"\n").unwrap(),
-        )
-        .unwrap_err();
-        assert!(e.0.contains("NAME"));
-    }
-
-    #[test]
-    fn risky_settings_warn() {
-        let args = ServeArgs {
-            upstream: Some("http://example.com/v1".into()),
-            listen: Some("0.0.0.0:8080".into()),
-            ..Default::default()
-        };
-        let c = Config::resolve(&args, FileConfig::default()).unwrap();
-        assert_eq!(c.warnings().len(), 3, "{:?}", c.warnings());
-    }
 }
