@@ -1,9 +1,10 @@
 //! The Cassandra 5 / DataStax HCD / Astra backend (CQL through the `scylla` driver).
 //!
-//! This file owns the connection: settings from the URL, the lazily opened session, the
-//! prepared-statement cache and the mapping of driver errors onto [`StoreError`]. The schema
-//! and its migrations live in `schema.rs`, the shared "JSON document in a clustering row"
-//! operations in `docs.rs`, and each resource's trait implementation in its own file.
+//! This file owns the connection: the lazily opened session and the prepared-statement
+//! cache. What the URL asks for is resolved in `settings.rs`, driver errors are mapped onto
+//! [`StoreError`] in `errors.rs`, the schema and its migrations live in `schema.rs`, the
+//! shared "JSON document in a clustering row" operations in `docs.rs`, and each resource's
+//! trait implementation in its own file.
 //!
 //! Availability: [`open`] never fails because the cluster is unreachable. The session is
 //! opened (and the schema migrated) by the first call that needs it, retried on demand with
@@ -25,41 +26,33 @@
 mod assistants;
 mod chunks;
 mod docs;
+mod errors;
 mod files;
 mod messages;
 mod runs;
 mod schema;
+mod settings;
 mod threads;
 mod vector_stores;
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Display;
-use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
-use scylla::client::session_builder::SessionBuilder;
 use scylla::deserialize::row::DeserializeRow;
-use scylla::errors::{
-    BadQuery, ConnectionPoolError, DbError, ExecutionError, MetadataError, NewSessionError,
-    NextPageError, NextRowError, PagerExecutionError, PrepareError, RequestAttemptError,
-    RequestError, SchemaAgreementError,
-};
-use scylla::policies::load_balancing::DefaultPolicy;
-use scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
 use scylla::response::query_result::QueryResult;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::Batch;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::statement::{Consistency, SerialConsistency};
 use scylla::value::{CqlValue, Row};
 use tokio::sync::Semaphore;
 
 use super::{CassandraUrl, Store, StoreError, StoreHealth, StoreResult};
+use errors::{error_text, fault, is_cas_uncertain};
+pub(crate) use settings::Settings;
 
 /// How long one attempt to reach a node may take; short, because a caller waits for it.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -100,28 +93,6 @@ pub(crate) trait SessionSource: Send + Sync {
     async fn open(&self) -> StoreResult<Connected>;
     /// For logs: what this source connects to (never a secret).
     fn describe(&self) -> String;
-}
-
-#[async_trait]
-impl SessionSource for Settings {
-    async fn open(&self) -> StoreResult<Connected> {
-        let session = self
-            .session_builder()
-            .build()
-            .await
-            .map_err(|e| fault("connecting", e))?;
-        Ok(Connected {
-            session,
-            keyspace: self.keyspace.clone(),
-            replication: self.replication,
-            create_keyspace: true,
-            keep: None,
-        })
-    }
-
-    fn describe(&self) -> String {
-        format!("keyspace {}", self.keyspace)
-    }
 }
 
 /// A store that connects through `source` on demand (one eager attempt now).
@@ -165,136 +136,6 @@ impl StoreHealth for CassandraStore {
             .await?;
         Ok(())
     }
-}
-
-/// What the URL asks for, resolved once (secrets read, TLS configured).
-#[derive(Clone)]
-pub(crate) struct Settings {
-    hosts: Vec<String>,
-    keyspace: String,
-    replication: u32,
-    consistency: Consistency,
-    credentials: Option<(String, String)>,
-    tls: Option<Arc<rustls::ClientConfig>>,
-    dc: Option<String>,
-}
-
-impl Settings {
-    fn from_url(url: &CassandraUrl) -> StoreResult<Settings> {
-        let consistency = match url.consistency.as_str() {
-            "local_quorum" => Consistency::LocalQuorum,
-            "quorum" => Consistency::Quorum,
-            "local_one" => Consistency::LocalOne,
-            "one" => Consistency::One,
-            "all" => Consistency::All,
-            "each_quorum" => Consistency::EachQuorum,
-            other => return Err(config_error(format!("unknown consistency {other:?}"))),
-        };
-        // Astra logs in as user `token` with an `AstraCS:` application token as password;
-        // that is this same pair, so nothing here is specific to it.
-        let credentials = match (&url.user, &url.password_env) {
-            (None, None) => None,
-            (Some(user), Some(var)) => {
-                let password = std::env::var(var).map_err(|_| {
-                    config_error(format!("password_env names {var:?}, which is not set"))
-                })?;
-                Some((user.clone(), password))
-            }
-            (Some(_), None) => {
-                return Err(config_error(
-                    "user is set but password_env is not (name the variable holding the password)",
-                ));
-            }
-            (None, Some(_)) => return Err(config_error("password_env is set but user is not")),
-        };
-        let tls = if url.tls {
-            Some(tls_config(url.ca_file.as_deref())?)
-        } else {
-            None
-        };
-        Ok(Settings {
-            hosts: url.hosts.clone(),
-            keyspace: url.keyspace.clone(),
-            replication: url.replication,
-            consistency,
-            credentials,
-            tls,
-            dc: url.dc.clone(),
-        })
-    }
-
-    /// Astra's form: contact points that are the connector's local forwarders, user `token`
-    /// with the application token as password, LOCAL_QUORUM (Astra refuses writes at
-    /// ONE/LOCAL_ONE/ANY), routing that prefers the bundle's local DC.
-    pub(crate) fn astra(
-        hosts: Vec<String>,
-        keyspace: &str,
-        token: &str,
-        local_dc: Option<String>,
-    ) -> Settings {
-        Settings {
-            hosts,
-            keyspace: keyspace.to_owned(),
-            replication: 3,
-            consistency: Consistency::LocalQuorum,
-            credentials: Some(("token".to_owned(), token.to_owned())),
-            tls: None,
-            dc: local_dc,
-        }
-    }
-
-    pub(crate) fn session_builder(&self) -> SessionBuilder {
-        let mut policy = DefaultPolicy::builder();
-        if let Some(dc) = &self.dc {
-            policy = policy.prefer_datacenter(dc.clone());
-        }
-        let profile = ExecutionProfile::builder()
-            .consistency(self.consistency)
-            .serial_consistency(Some(SerialConsistency::LocalSerial))
-            .request_timeout(Some(REQUEST_TIMEOUT))
-            .load_balancing_policy(policy.build())
-            .build();
-        let mut builder = SessionBuilder::new()
-            .known_nodes(&self.hosts)
-            .connection_timeout(CONNECT_TIMEOUT)
-            .default_execution_profile_handle(profile.into_handle())
-            // Client timestamps, monotonic per process: "replace" is a range delete followed
-            // by inserts, and the inserts must win even when coordinators' clocks differ.
-            .timestamp_generator(Arc::new(MonotonicTimestampGenerator::new()));
-        if let Some((user, password)) = &self.credentials {
-            builder = builder.user(user.clone(), password.clone());
-        }
-        if let Some(tls) = &self.tls {
-            builder = builder.tls_context(Some(tls.clone()));
-        }
-        builder
-    }
-}
-
-fn config_error(message: impl Display) -> StoreError {
-    StoreError::Other(format!("Cassandra store configuration: {message}"))
-}
-
-/// A TLS client trusting `ca_file` if given, else the platform's roots (the Mozilla roots
-/// when the platform has none). The driver verifies node certificates against the node's IP
-/// address (it sends no SNI), so certificates must carry IP SANs.
-fn tls_config(ca_file: Option<&Path>) -> StoreResult<Arc<rustls::ClientConfig>> {
-    use crate::tls::{Roots, root_store};
-    let roots = match ca_file {
-        Some(path) => {
-            root_store(&[Roots::PemFile(path)]).map_err(|e| config_error(format!("ca_file {e}")))?
-        }
-        None => {
-            let platform = root_store(&[Roots::Platform]).map_err(config_error)?;
-            if platform.is_empty() {
-                root_store(&[Roots::Mozilla]).map_err(config_error)?
-            } else {
-                platform
-            }
-        }
-    };
-    let config = crate::tls::client_config(roots).map_err(config_error)?;
-    Ok(Arc::new(config))
 }
 
 /// The lazily opened connection and what it takes to (re)open it.
@@ -618,236 +459,9 @@ fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> StoreResult<T> {
     serde_json::from_str(text).map_err(|e| StoreError::Other(format!("stored JSON: {e}")))
 }
 
-// ---------------------------------------------------------------------------------------
-// Driver errors → StoreError
-// ---------------------------------------------------------------------------------------
-
-/// Whether a driver error means "the database can't be reached right now" (a retry may
-/// work) rather than a failed statement.
-trait Reachability {
-    fn unreachable(&self) -> bool;
-}
-
-fn fault<E: Reachability + Display>(doing: &str, e: E) -> StoreError {
-    let message = format!("Cassandra: {doing}: {e}");
-    if e.unreachable() {
-        StoreError::Unavailable(message)
-    } else {
-        StoreError::Other(message)
-    }
-}
-
-impl Reachability for DbError {
-    fn unreachable(&self) -> bool {
-        matches!(
-            self,
-            DbError::Unavailable { .. }
-                | DbError::Overloaded
-                | DbError::IsBootstrapping
-                | DbError::ReadTimeout { .. }
-                | DbError::WriteTimeout { .. }
-                | DbError::TruncateError
-                | DbError::RateLimitReached { .. }
-        )
-    }
-}
-
-impl Reachability for RequestAttemptError {
-    fn unreachable(&self) -> bool {
-        match self {
-            RequestAttemptError::DbError(db, _) => db.unreachable(),
-            RequestAttemptError::BrokenConnectionError(_)
-            | RequestAttemptError::UnableToAllocStreamId => true,
-            _ => false,
-        }
-    }
-}
-
-impl Reachability for ConnectionPoolError {
-    fn unreachable(&self) -> bool {
-        // A broken or initializing pool, or a node filtered away: no node to talk to.
-        true
-    }
-}
-
-impl Reachability for PrepareError {
-    fn unreachable(&self) -> bool {
-        match self {
-            PrepareError::ConnectionPoolError(_) => true,
-            PrepareError::AllAttemptsFailed { first_attempt } => first_attempt.unreachable(),
-            _ => false,
-        }
-    }
-}
-
-impl Reachability for SchemaAgreementError {
-    fn unreachable(&self) -> bool {
-        match self {
-            SchemaAgreementError::ConnectionPoolError(_) | SchemaAgreementError::Timeout(_) => true,
-            SchemaAgreementError::PrepareError(e) => e.unreachable(),
-            SchemaAgreementError::RequestError(e) => e.unreachable(),
-            _ => false,
-        }
-    }
-}
-
-impl Reachability for MetadataError {
-    fn unreachable(&self) -> bool {
-        matches!(
-            self,
-            MetadataError::ConnectionPoolError(_) | MetadataError::FetchError(_)
-        )
-    }
-}
-
-impl Reachability for ExecutionError {
-    fn unreachable(&self) -> bool {
-        match self {
-            ExecutionError::EmptyPlan
-            | ExecutionError::ConnectionPoolError(_)
-            | ExecutionError::RequestTimeout(_) => true,
-            ExecutionError::LastAttemptError(e) => e.unreachable(),
-            ExecutionError::PrepareError(e) => e.unreachable(),
-            ExecutionError::SchemaAgreementError(e) => e.unreachable(),
-            ExecutionError::MetadataError(e) => e.unreachable(),
-            ExecutionError::BadQuery(BadQuery::SerializationError(_)) => false,
-            _ => false,
-        }
-    }
-}
-
-impl Reachability for RequestError {
-    fn unreachable(&self) -> bool {
-        match self {
-            RequestError::EmptyPlan
-            | RequestError::ConnectionPoolError(_)
-            | RequestError::RequestTimeout(_) => true,
-            RequestError::LastAttemptError(e) => e.unreachable(),
-            _ => false,
-        }
-    }
-}
-
-impl Reachability for PagerExecutionError {
-    fn unreachable(&self) -> bool {
-        match self {
-            PagerExecutionError::PrepareError(e) => e.unreachable(),
-            PagerExecutionError::NextPageError(e) => e.unreachable(),
-            PagerExecutionError::SchemaAgreementError(e) => e.unreachable(),
-            PagerExecutionError::MetadataError(e) => e.unreachable(),
-            _ => false,
-        }
-    }
-}
-
-impl Reachability for NextPageError {
-    fn unreachable(&self) -> bool {
-        match self {
-            NextPageError::RequestFailure(e) => e.unreachable(),
-            _ => false,
-        }
-    }
-}
-
-impl Reachability for NextRowError {
-    fn unreachable(&self) -> bool {
-        match self {
-            NextRowError::NextPageError(e) => e.unreachable(),
-            _ => false,
-        }
-    }
-}
-
-impl Reachability for NewSessionError {
-    fn unreachable(&self) -> bool {
-        // Failing to reach, resolve or log in to any contact point is retried on demand
-        // (the node may be starting, or DNS may come back); a bad configuration is not.
-        !matches!(
-            self,
-            NewSessionError::EmptyKnownNodesList | NewSessionError::IllegalConfig(_)
-        )
-    }
-}
-
-/// A conditional write whose outcome is unknown: Paxos timed out or lost to contention.
-fn is_cas_uncertain(e: &ExecutionError) -> bool {
-    use scylla::errors::WriteType;
-    match e {
-        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => matches!(
-            db,
-            DbError::WriteTimeout {
-                write_type: WriteType::Cas,
-                ..
-            } | DbError::ReadTimeout { .. }
-        ),
-        ExecutionError::RequestTimeout(_) => true,
-        _ => false,
-    }
-}
-
-/// The error text of a statement failure, for the few server messages matched by text.
-fn error_text(e: &StoreError) -> &str {
-    e.message()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn url(query: &str) -> CassandraUrl {
-        match crate::store::StoreUrl::parse(&format!("cassandra://127.0.0.1:9042/ks{query}")) {
-            Ok(crate::store::StoreUrl::Cassandra(c)) => c,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn credentials_come_from_the_named_variable() {
-        // Astra's form: user `token`, the `AstraCS:` token in a variable (PATH stands in).
-        let s = Settings::from_url(&url("?user=token&password_env=PATH")).unwrap();
-        let (user, password) = s.credentials.unwrap();
-        assert_eq!(user, "token");
-        assert_eq!(password, std::env::var("PATH").unwrap());
-        assert!(Settings::from_url(&url("")).unwrap().credentials.is_none());
-        for bad in [
-            "?user=token&password_env=AP_TEST_SURELY_UNSET_VARIABLE",
-            "?user=token",
-            "?password_env=PATH",
-        ] {
-            assert!(
-                matches!(Settings::from_url(&url(bad)), Err(StoreError::Other(_))),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn consistency_levels_map() {
-        let s = Settings::from_url(&url("?consistency=local_one")).unwrap();
-        assert_eq!(s.consistency, Consistency::LocalOne);
-        assert_eq!(
-            Settings::from_url(&url("")).unwrap().consistency,
-            Consistency::LocalQuorum
-        );
-    }
-
-    #[test]
-    fn tls_trusts_the_ca_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
-        let path = dir.path().join("ca.pem");
-        std::fs::write(&path, ca.cert.pem()).unwrap();
-        let s = Settings::from_url(&url(&format!("?ca_file={}", path.display()))).unwrap();
-        assert!(s.tls.is_some());
-        assert!(Settings::from_url(&url("?tls=true")).unwrap().tls.is_some());
-
-        let empty = dir.path().join("empty.pem");
-        std::fs::write(&empty, "").unwrap();
-        for bad in [empty, dir.path().join("missing.pem")] {
-            let r = Settings::from_url(&url(&format!("?ca_file={}", bad.display())));
-            assert!(matches!(r, Err(StoreError::Other(_))));
-        }
-    }
 
     #[test]
     fn buckets_and_shards_are_stable() {
