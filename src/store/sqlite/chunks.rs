@@ -5,8 +5,9 @@
 
 use async_trait::async_trait;
 
+use super::index::decode_f32;
 use super::kernel::MAX_DIMS;
-use super::search::{IndexOp, StoreKey, decode_f32};
+use super::search::{IndexOp, StoreKey};
 use super::{DbError, SqliteStore, Tx};
 use crate::model::{AttributeFilter, Attributes, Chunk, ScoredChunk};
 use crate::store::{ChunkStore, StoreError, StoreResult, Tenant};

@@ -27,6 +27,7 @@ mod assistants;
 mod chunks;
 mod doc;
 mod files;
+mod index;
 pub(crate) mod kernel;
 mod lock;
 mod messages;
