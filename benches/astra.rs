@@ -1,7 +1,7 @@
 //! Astra per-request databases against a directly configured Cassandra, measured in one run
 //! on one node: the proxy's `--store` is `cassandra://` on the password-mode test node
 //! (`ASSISTANTS_PROXY_TEST_CASSANDRA_AUTH`, logging in as the `token` role with
-//! `AP_TEST_ASTRA_TOKEN`), and the Astra stand-in (`tests/support/astra`) fronts the same node
+//! `AP_TEST_ASTRA_TOKEN`), and the Astra stand-in (the `fake-astra` crate) fronts the same node
 //! and the same keyspace. Both must be set; the benchmark fails otherwise.
 //!
 //! Measured through HTTP (`GET /v1/assistants/{id}`, one client, sequential):
@@ -19,9 +19,6 @@
 //! times, as a smoke test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-// The fake upstream's unit tests come along with the module; outside the test harness their
-// imports go unused.
-#[allow(unused_imports)]
 #[path = "../tests/support/mod.rs"]
 mod support;
 

@@ -14,7 +14,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 // (tests/support/mod.rs allows dead_code itself; repeating it here is a clippy error.)
-#[allow(unused_imports)]
 #[path = "../tests/support/mod.rs"]
 mod support;
 

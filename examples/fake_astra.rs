@@ -1,4 +1,4 @@
-//! The Astra stand-in (`tests/support/astra`) as a standalone process, for the Python SDK
+//! The Astra stand-in (the `fake-astra` crate) as a standalone process, for the Python SDK
 //! suite: `cargo run --example fake_astra`. Needs `ASSISTANTS_PROXY_TEST_CASSANDRA_AUTH` (the
 //! password-mode Cassandra 5 node the stand-in fronts) and fails without it.
 //!
@@ -7,17 +7,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-// The whole test support module comes along (the stand-in uses its id helpers); its unit
-// tests' imports go unused outside the test harness.
-#[allow(unused_imports)]
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::io::Write;
 
 #[tokio::main]
 async fn main() {
-    let fake = support::astra::FakeAstra::start().await;
+    let fake = fake_astra::FakeAstra::start().await;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "devops {}", fake.devops_url()).expect("stdout");
     stdout.flush().expect("stdout");

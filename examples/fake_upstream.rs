@@ -1,14 +1,12 @@
-//! The fake OpenAI upstream as a standalone process, for shell scripts, the Python SDK tests and
-//! load benchmarks: `cargo run --example fake_upstream -- [--listen 127.0.0.1:0]`.
+//! The fake OpenAI upstream (the `fake-upstream` crate) as a standalone process, for shell
+//! scripts, the Python SDK tests and load benchmarks:
+//! `cargo run --example fake_upstream -- [--listen 127.0.0.1:0]`.
 //!
 //! Prints exactly one line, `listening on http://HOST:PORT`, once bound, then serves until
 //! SIGTERM or SIGINT. The request log is off: nothing outside this process could read it, and
 //! a benchmark would only fill memory with it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-#[path = "../tests/support/fake_upstream.rs"]
-mod fake_upstream;
 
 use std::io::Write;
 use std::net::SocketAddr;

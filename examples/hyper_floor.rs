@@ -1,7 +1,7 @@
 //! The floor of forwarding with hyper: a reverse proxy with nothing but hyper's HTTP/1 server
 //! and client on one single-threaded runtime, plain HTTP upstream, no routing, metrics, logs or
-//! header rewriting. It is a measuring stick for `scripts/bench-proxy.sh`-style comparisons,
-//! not a product (`scripts/bench-cpu-ab.sh` runs it beside the proxy and nginx): what
+//! header rewriting. It is a measuring stick for `scripts/bench-forward.sh` comparisons, not
+//! a product (`scripts/bench-forward.sh cpu` runs it beside the proxy and nginx): what
 //! assistants-proxy spends per request above it is the cost of its own
 //! layers, and what it spends below nginx is out of reach for any hyper-based proxy.
 //!

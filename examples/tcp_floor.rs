@@ -3,7 +3,8 @@
 //! copy bytes, one each way. A request through it costs two socket reads and two writes plus
 //! whatever the machine charges to wake a thread on the proxy's core; with keep-alive HTTP
 //! against a fixed-answer upstream that is the least any forwarding proxy can add, so
-//! `scripts/bench-latency.sh` reports it beside nginx and assistants-proxy. Not a product.
+//! `scripts/bench-forward.sh latency` reports it beside nginx and assistants-proxy. Not a
+//! product.
 //!
 //! usage: tcp_floor LISTEN UPSTREAM_HOST:PORT
 #![allow(clippy::unwrap_used, clippy::expect_used)]

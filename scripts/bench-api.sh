@@ -9,16 +9,17 @@
 # µs per request (utime+stime from /proc/PID/stat), each also as a ratio to pass-through.
 # Median of ROUNDS interleaved rounds, BENCH_SECONDS (default 5) per measurement.
 #
-# usage: scripts/bench-api.sh [ROUNDS]    (env: BENCH_SECONDS, BENCH_CONNS; results also in
-#        bench-results/)
+# usage: scripts/bench-api.sh [ROUNDS]    (env: BENCH_SECONDS, BENCH_CONNS; PROXY_BIN=PATH
+#        measures another build; results also in bench-results/)
 set -euo pipefail
 
 ROUNDS="${1:-3}"
 CONNS="${BENCH_CONNS:-16}"
-NAME=bench-api.sh EXAMPLE=loadgen UP_PORT=19101 SQLITE_PORT=19120 CASS_PORT=19121
-# shellcheck source=bench-common.sh
-. "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
-LOADGEN="$LOAD_BIN"
+NAME=bench-api.sh EXAMPLES="fake_upstream loadgen"
+# shellcheck source=bench-setup.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench-setup.sh"
+api_rig 19101 19120 19121
+LOADGEN="$EXAMPLES_DIR/loadgen"
 # A typical short user turn; the pass-through POST carries exactly these bytes.
 BODY='{"role":"user","content":"A short benchmark message, about the size of a typical chat turn from a user."}'
 json_id() { python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'; }
@@ -79,14 +80,13 @@ for i in $(seq "$ROUNDS"); do
   done
 done
 m() { printf '%s' "${R[$1,$2,$3]}" | median; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b==0) print "-"; else printf "%.2f", a/b }'; }
 
 mkdir -p bench-results
 OUT="bench-results/api-$(date -u +%Y%m%dT%H%M%SZ).md"
 {
   echo "## Assistants API through assistants-proxy vs pass-through (median of $ROUNDS rounds, ${DURATION}s each, $CONNS connections)"
   echo
-  echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; proxy on CPU 1 (1 worker thread), load + fake upstream on CPU 0."
+  echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; proxy ($PROXY_BIN) on CPU 1 (1 worker thread), load + fake upstream on CPU 0."
   echo "Pass-through: the same body POSTed (or a GET) to a forwarded path, answered by the fake upstream's echo route, through the same proxy process."
   echo
   echo "| backend | operation | req/s | p50 / p99 (µs) | proxy CPU µs/req | req/s ÷ pass-through | p50 ÷ pass-through | CPU ÷ pass-through |"

@@ -17,17 +17,18 @@
 # ROUNDS interleaved rounds, BENCH_SECONDS (default 5) per measurement.
 #
 # usage: scripts/bench-runs.sh [ROUNDS]   (env: BENCH_SECONDS, BENCH_CONNS, BENCH_STREAM_CONNS,
-#        BENCH_POLL_US; results also in bench-results/)
+#        BENCH_POLL_US; PROXY_BIN=PATH measures another build; results also in bench-results/)
 set -euo pipefail
 
 ROUNDS="${1:-3}"
 CONNS="${BENCH_CONNS:-8}"
 SCONNS="${BENCH_STREAM_CONNS:-1}"
 POLL_US="${BENCH_POLL_US:-1000}"
-NAME=bench-runs.sh EXAMPLE=runbench UP_PORT=19201 SQLITE_PORT=19220 CASS_PORT=19221
-# shellcheck source=bench-common.sh
-. "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
-RUNBENCH="$LOAD_BIN"
+NAME=bench-runs.sh EXAMPLES="fake_upstream runbench"
+# shellcheck source=bench-setup.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench-setup.sh"
+api_rig 19201 19220 19221
+RUNBENCH="$EXAMPLES_DIR/runbench"
 declare -A ASST
 for b in "${BACKENDS[@]}"; do
   ASST[$b]=$(curl -sf "${AUTH[@]}" -d '{"model":"gpt-4o-bench","instructions":"You are a benchmark."}' \
@@ -64,7 +65,6 @@ for _ in $(seq "$ROUNDS"); do
   done
 done
 m() { printf '%s' "${R[$1,$2]}" | median; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b==0) print "-"; else printf "%.1f", a/b }'; }
 ms() { awk -v u="$1" 'BEGIN{printf "%.2f", u/1000}'; }
 
 mkdir -p bench-results
@@ -72,7 +72,7 @@ OUT="bench-results/runs-$(date -u +%Y%m%dT%H%M%SZ).md"
 {
   echo "## Runs through assistants-proxy, fake upstream answering instantly (median of $ROUNDS rounds, ${DURATION}s each)"
   echo
-  echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; proxy on CPU 1 (1 worker thread), load + fake upstream on CPU 0."
+  echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; proxy ($PROXY_BIN) on CPU 1 (1 worker thread), load + fake upstream on CPU 0."
   echo
   echo "Upstream, direct: non-streamed chat completion, 1 client, p50 / p99 $(ms "$(m chat1 done_p50)") / $(ms "$(m chat1 done_p99)") ms; $CONNS clients $(ms "$(m chat done_p50)") / $(ms "$(m chat done_p99)") ms ($(m chat per_s)/s); streamed, $SCONNS client(s), to the end: $(ms "$(m ttfb done_p50)") / $(ms "$(m ttfb done_p99)") ms."
   echo
@@ -101,7 +101,7 @@ OUT="bench-results/runs-$(date -u +%Y%m%dT%H%M%SZ).md"
   echo "| backend | first event p50 / p99 (ms) | p50 ÷ direct TTFB p50 | p99 ÷ direct TTFB p99 | thread.run.completed p50 / p99 (ms) | streamed runs/s | proxy CPU µs per run (no polls) |"
   echo "|---|---|---|---|---|---|---|"
   for b in "${BACKENDS[@]}"; do
-    echo "| $b | $(ms "$(m "$b,stream" first_p50)") / $(ms "$(m "$b,stream" first_p99)") | $(ratio "$(m "$b,stream" first_p50)" "$(m ttfb first_p50)") | $(ratio "$(m "$b,stream" first_p99)" "$(m ttfb first_p99)") | $(ms "$(m "$b,stream" done_p50)") / $(ms "$(m "$b,stream" done_p99)") | $(m "$b,stream" per_s) | $(m "$b,stream" cpu) |"
+    echo "| $b | $(ms "$(m "$b,stream" first_p50)") / $(ms "$(m "$b,stream" first_p99)") | $(ratio "$(m "$b,stream" first_p50)" "$(m ttfb first_p50)" %.1f) | $(ratio "$(m "$b,stream" first_p99)" "$(m ttfb first_p99)" %.1f) | $(ms "$(m "$b,stream" done_p50)") / $(ms "$(m "$b,stream" done_p99)") | $(m "$b,stream" per_s) | $(m "$b,stream" cpu) |"
   done
   echo
   [ -n "$CASS" ] && echo "Cassandra: node at $CASS (keyspace assistants_bench); its own CPU is not in the proxy CPU column." \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Peak memory of the release proxy while a large file is uploaded to it (and downloaded back).
 #
-# usage: scripts/bench-upload-rss.sh [SIZE_MB]     (default 500)
+# usage: scripts/bench-upload-rss.sh [SIZE_MB]     (default 500; PROXY_BIN=PATH measures another build)
 #
 # For each multipart field order — `purpose` first (the Python SDK) and `file` first (Node's
 # usual `{file, purpose}`, which makes the proxy spill the file to a temporary file until it
@@ -15,38 +15,26 @@
 set -euo pipefail
 
 SIZE_MB="${1:-500}"
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
-BIN="$TARGET/release/assistants-proxy"
 KEY="sk-bench-upload"
-
-(cd "$REPO" && cargo build --release --quiet --bin assistants-proxy)
-
-WORK="$(mktemp -d)"
-PID=""
-cleanup() {
-    if [[ -n "$PID" ]] && kill -0 "$PID" 2>/dev/null; then
-        kill "$PID" 2>/dev/null || true
-        wait "$PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+NAME=bench-upload-rss.sh EXAMPLES=""
+# shellcheck source=bench-setup.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench-setup.sh"
+PROXY_PID=""
 
 echo "generating ${SIZE_MB} MB of random data..."
 head -c "${SIZE_MB}M" /dev/urandom > "$WORK/big.bin"
 SRC_SHA="$(sha256sum "$WORK/big.bin" | cut -d' ' -f1)"
 
-kib() { awk -v k="$1" '/^'"$1"':/ {print $2}' "/proc/$PID/status"; }
+kib() { status_kb "$PROXY_PID" "$1"; }
 
 run_case() {
     local order="$1"
     local port
     port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
     rm -f "$WORK"/store.db*
-    "$BIN" serve --listen "127.0.0.1:$port" --store "sqlite://$WORK/store.db" \
+    "$PROXY_BIN" serve --listen "127.0.0.1:$port" --store "sqlite://$WORK/store.db" \
         --upstream "http://127.0.0.1:9" --log-format json > "$WORK/proxy.log" 2>&1 &
-    PID=$!
+    PROXY_PID=$!; PIDS+=("$PROXY_PID")
     for _ in $(seq 1 100); do
         curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
         sleep 0.1
@@ -84,9 +72,8 @@ print(f"{order:14s} {size} MB upload in {secs:.1f} s ({int(size)/secs:.0f} MB/s)
       f"RSS idle {int(idle)/1024:.1f} MB, peak after upload {int(up)/1024:.1f} MB, "
       f"peak after download {int(down)/1024:.1f} MB (content sha256 matches)")
 EOF
-    kill "$PID"
-    wait "$PID" 2>/dev/null || true
-    PID=""
+    stop_pid "$PROXY_PID"
+    PROXY_PID=""
 }
 
 run_case purpose-first

@@ -40,8 +40,8 @@ stop_cassandra() {
 trap stop_cassandra EXIT
 
 log "lints"
-cargo fmt --check
-cargo clippy --all-targets --locked -- -D warnings
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "starting Cassandra 5 (127.0.0.1:${CASSANDRA_PORT})"
 scripts/cassandra.sh start
@@ -49,12 +49,13 @@ log "starting a password-authenticated Cassandra 5 (127.0.0.1:${CASSANDRA_AUTH_P
 auth_node start
 
 # Two test threads: the machines are 2-core, and the Cassandra node shares them.
-log "Rust tests (unit, proxy, API, runs, store contract) on SQLite and Cassandra"
+log "Rust tests (unit, proxy, API, runs, store contract; the test rigs' own) on SQLite and Cassandra"
 # The Cassandra tests are #[ignore]d so that a plain `cargo test` needs no services;
 # --include-ignored runs them here, where a missing node fails them. (RUST_TEST_THREADS, not
 # --test-threads, and the benches on their own: the Criterion benches, which run once each as
-# smoke tests, refuse libtest's flags.)
-RUST_TEST_THREADS="${TEST_THREADS:-2}" cargo test --locked --lib --bins --tests --examples -- --include-ignored
+# smoke tests, refuse libtest's flags.) --workspace adds the test rigs under crates/ (the fake
+# upstream's self-tests) to the proxy's own targets; the rigs have no benches.
+RUST_TEST_THREADS="${TEST_THREADS:-2}" cargo test --locked --workspace --lib --bins --tests --examples -- --include-ignored
 RUST_TEST_THREADS="${TEST_THREADS:-2}" cargo test --locked --benches
 
 if [ -x scripts/sdk-tests.sh ]; then

@@ -1,4 +1,4 @@
-//! A small load generator for `scripts/bench-proxy.sh` and `scripts/bench-api.sh`, for the
+//! A small load generator for `scripts/bench-forward.sh` and `scripts/bench-api.sh`, for the
 //! measurements wrk cannot make:
 //!
 //! - `closed METHOD URL CONNS SECONDS [BODY]`: closed loop, CONNS keep-alive connections each

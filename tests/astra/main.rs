@@ -1,5 +1,5 @@
 //! Per-request Astra databases (`astra-api-token` / `astra-db-id`) and `--store astra://…`,
-//! end to end against the local Astra stand-in (`tests/support/astra`: fake DevOps API,
+//! end to end against the local Astra stand-in (the `fake-astra` crate: fake DevOps API,
 //! generated bundles, mutual-TLS metadata service and SNI proxy in front of the password-mode
 //! Cassandra 5 node at `ASSISTANTS_PROXY_TEST_CASSANDRA_AUTH`; without it every test fails).
 //!

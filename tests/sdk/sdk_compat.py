@@ -10,7 +10,7 @@ import openai
 SDK_VERSION = openai.__version__
 SDK_MAJOR = int(SDK_VERSION.split(".")[0])
 
-# Models of the fake upstream (tests/support/fake_upstream/openai.rs): the name picks the
+# Models of the fake upstream (crates/fake-upstream/src/openai.rs): the name picks the
 # behaviour. Anything else answers `Echo: <last user text>`.
 MODEL = "gpt-4o-mini"
 TOOL_MODEL = "fake-tool-call"

@@ -1,9 +1,13 @@
-//! Test support shared by the integration tests: the fake OpenAI upstream, a proxy started
-//! in-process on port 0, and small HTTP client helpers.
+//! Test support shared by the integration tests: a proxy started in-process on port 0, and
+//! small HTTP client helpers; the fake OpenAI upstream and the Astra stand-in are the rig crates
+//! (crates/fake-upstream, crates/fake-astra), re-exported here under their old paths.
 #![allow(dead_code)]
 
-pub mod astra;
-pub mod fake_upstream;
+// Each crate that includes this module uses a different part of it.
+#[allow(unused_imports)]
+pub use ::fake_astra as astra;
+#[allow(unused_imports)]
+pub use ::fake_upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +25,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use fake_upstream::FakeUpstream;
+pub use ::fake_upstream::FakeUpstream;
 
 /// A proxy running in this process on 127.0.0.1:0.
 pub struct TestProxy {

@@ -8,11 +8,11 @@
 //! streams, dropped connections) and (d) records what it received so tests can prove the proxy
 //! forwarded bytes, headers and bodies faithfully.
 //!
-//! Layout: this file holds the server, the request log and the proxy-test routes;
-//! `fake_upstream/openai.rs` holds the OpenAI emulation (reply selection, chat completions,
-//! embeddings) and `fake_upstream/tests.rs` the self-tests. The submodules are included with
-//! explicit `#[path]`s so the same files work both as `mod fake_upstream;` from
-//! `tests/support/mod.rs` and via `#[path = "../tests/support/fake_upstream.rs"]` from an example.
+//! Layout: this file holds the server, the request log and the proxy-test routes; `openai.rs`
+//! holds the OpenAI emulation (reply selection, chat completions, embeddings), `files.rs` the
+//! Files API and `tests.rs` the self-tests. It is a crate of its own (a dev-dependency of
+//! assistants-proxy) so the integration tests, the benches and `examples/fake_upstream.rs` share
+//! one copy; it does not depend on the proxy, so its types are never compiled twice.
 //!
 //! Routes (each handler's doc comment below has the details):
 //! - OpenAI: `POST /v1/chat/completions`, `POST /v1/embeddings`, `POST/GET /v1/files` and
@@ -22,21 +22,14 @@
 //! - Proxy tests: `/echo/...`, `/bytes`, `/bytes-sha`, `/sse`, `/slow-head`, `/slow-body`,
 //!   `/trailers`, `/hop`, `/status/{code}`, `/ws`, `/v1/realtime` (WebSocket echo), `/hold`.
 
-// Each test crate that includes this support module uses a different subset of it.
-#![allow(dead_code)]
 // Test support code: a panic here is a test failure with a clear message, which is what we want.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "fake_upstream/files.rs"]
 mod files;
-#[path = "fake_upstream/openai.rs"]
 mod openai;
 #[cfg(test)]
-#[path = "fake_upstream/tests.rs"]
 mod tests;
 
-// Not every crate including this module uses each re-export.
-#[allow(unused_imports)]
 pub use openai::{ScriptedReply, error_body, fake_embedding, select_reply};
 
 use std::collections::VecDeque;
@@ -152,10 +145,7 @@ impl FakeUpstream {
             .expect("fake upstream: invalid certificate PEM");
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
             .expect("fake upstream: invalid private key PEM");
-        // An explicit provider rather than the process default: the proxy's tests may or may not
-        // have installed one, and rustls panics if it has to guess.
-        let provider = assistants_proxy::tls::provider();
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        let mut config = rustls::ServerConfig::builder_with_provider(tls_provider())
             .with_safe_default_protocol_versions()
             .expect("fake upstream: TLS versions")
             .with_no_client_auth()
@@ -839,6 +829,13 @@ impl Paced {
 // ---------------------------------------------------------------------------------------------
 // Small helpers
 // ---------------------------------------------------------------------------------------------
+
+/// The crypto provider of the fake's TLS, named rather than the process default: a test may or
+/// may not have installed one, and rustls panics if it has to guess. aws-lc-rs, the one provider
+/// the proxy compiles (a second, ring, would be built only for this).
+fn tls_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
 
 fn json_response(status: StatusCode, value: &Value) -> Response<FakeBody> {
     Response::builder()

@@ -24,7 +24,9 @@ pub fn server_config(
     cert: &rcgen::Certificate,
     key: &rcgen::KeyPair,
 ) -> TlsAcceptor {
-    let provider = assistants_proxy::tls::provider();
+    // Named rather than the process default (rustls panics if it has to guess); aws-lc-rs, the
+    // one provider the proxy compiles.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.der().clone()).unwrap();
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())

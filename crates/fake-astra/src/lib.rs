@@ -25,6 +25,13 @@
 //!
 //! Needs `ASSISTANTS_PROXY_TEST_CASSANDRA_AUTH` (a node started with `CASSANDRA_AUTH=password`,
 //! superuser cassandra/cassandra); without it the tests fail, never skip.
+//!
+//! A crate of its own (a dev-dependency of assistants-proxy) so `tests/astra`, `benches/astra.rs`
+//! and `examples/fake_astra.rs` (the SDK suite's stand-in process) share one copy; it does not
+//! depend on the proxy.
+
+// Test support code: a panic here is a test failure with a clear message, which is what we want.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod sni;
 
@@ -192,7 +199,7 @@ impl FakeAstra {
 
     /// A new valid token (an account with no databases yet).
     pub fn new_token(&self) -> String {
-        let token = format!("AstraCS:fake:{}", assistants_proxy::ids::new_id(""));
+        let token = format!("AstraCS:fake:{}", random_hex());
         self.shared
             .registry
             .lock()
@@ -342,9 +349,13 @@ impl Shared {
     }
 }
 
+/// 128 random bits in hex: the unguessable part of tokens, download links and ids.
+fn random_hex() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
 fn uuid_like() -> String {
-    let b: [u8; 16] = rand::random();
-    let h = hex::encode(b);
+    let h = random_hex();
     format!(
         "{}-{}-4{}-8{}-{}",
         &h[0..8],
@@ -570,7 +581,7 @@ async fn devops(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<B
             let mut reg = shared.registry.lock().unwrap();
             match reg.databases.get(*id) {
                 Some(db) if db.owner == token && db.status == "ACTIVE" => {
-                    let download = assistants_proxy::ids::new_id("dl");
+                    let download = format!("dl{}", random_hex());
                     let db_id = db.id.clone();
                     reg.downloads.insert(download.clone(), db_id);
                     reply(

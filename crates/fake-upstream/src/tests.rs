@@ -1026,7 +1026,7 @@ async fn tls_serves_h2_and_http11() {
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.cert.der().clone()).unwrap();
-    let provider = assistants_proxy::tls::provider();
+    let provider = tls_provider();
     for alpn in ["h2", "http/1.1"] {
         let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
