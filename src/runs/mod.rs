@@ -2,18 +2,20 @@
 //! that started them), translating the upstream's chat stream into Assistants events,
 //! tools (function calls, file_search), cancellation, expiry and crash recovery.
 //!
-//! - `service`: creating, cancelling, resuming runs (what the HTTP handlers call).
 //! - `engine`: executes one run until it completes or needs tool outputs.
 //! - `prompt`: builds the chat request from the assistant, run and thread.
 //! - `translate`: pure chunk → event translation, unit-tested chunk by chunk.
 //! - `events`: the event type and its SSE encoding.
 //! - `sweeper`: expiry and dead-lease recovery, on every proxy.
+//! - `file_search`: the file_search tool (through `crate::retrieval`).
+//!
+//! Creating, cancelling and resuming runs for the HTTP routes is the API's run service
+//! (`api::runs::service`), which starts this engine; the engine imports nothing of the API.
 
 pub mod engine;
 pub mod events;
 pub mod file_search;
 pub mod prompt;
-pub mod service;
 pub mod state;
 pub mod sweeper;
 pub mod translate;
@@ -23,6 +25,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
+
+use crate::app::AppState;
+use crate::error::Error;
+use crate::model::RunStatus;
 
 pub use crate::clock::Clock;
 
@@ -167,6 +173,13 @@ impl Drop for RegistryGuard<'_> {
             map.remove(&self.run_id);
         }
     }
+}
+
+/// Expires a run that is not executing (and its open steps): what a read past `expires_at`
+/// and the sweeper do.
+pub async fn expire(state: &AppState, r: &engine::RunRef) -> Result<(), Error> {
+    let from = [RunStatus::RequiresAction, RunStatus::Queued];
+    engine::end_unfinished(state, r, &None, &from, RunStatus::Expired, None).await
 }
 
 #[cfg(test)]
