@@ -36,13 +36,14 @@ pub struct AppState {
     /// Cancelled when the grace period ends: long-lived work stops and saves its state.
     pub shutdown: CancellationToken,
     /// Run timestamps and expiry (tests can move it forward).
-    pub clock: crate::runs::Clock,
+    pub clock: Arc<crate::clock::Clock>,
     /// Runs executing in this process (for immediate local cancels).
     pub run_registry: crate::runs::Registry,
     /// This process's identity in run leases.
     pub instance_id: String,
-    /// Vector-store ingestion: concurrency bound and the ingestions this process runs.
-    pub retrieval: crate::retrieval::Retrieval,
+    /// Retrieval's handle (ingestion, search, vector-store rules), sharing this state's
+    /// settings, upstream, clock, tasks and shutdown token.
+    pub retrieval: Arc<crate::retrieval::Retrieval>,
     /// Polls the sockets between requests instead of sleeping (`server.busy_poll_us`).
     pub busy_poll: Option<Arc<crate::busy_poll::BusyPoll>>,
     request_ids: RequestIds,
@@ -79,8 +80,14 @@ impl AppState {
         } else {
             None
         };
-        let retrieval =
-            crate::retrieval::Retrieval::new(config.retrieval.max_concurrent_ingestions);
+        let clock = Arc::new(crate::clock::Clock::default());
+        let retrieval = Arc::new(crate::retrieval::Retrieval::new(
+            config.retrieval.clone(),
+            upstream.clone(),
+            clock.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        ));
         let busy_poll = config
             .busy_poll
             .map(|window| Arc::new(crate::busy_poll::BusyPoll::new(window)));
@@ -95,7 +102,7 @@ impl AppState {
             routes: RouteTable::new(),
             tasks,
             shutdown,
-            clock: crate::runs::Clock::default(),
+            clock,
             run_registry: crate::runs::Registry::default(),
             instance_id: crate::ids::new_id("proxy_"),
             retrieval,

@@ -5,6 +5,8 @@
 //! Module map:
 //! - [`config`]: flags, TOML file, validation.
 //! - [`server`]: listener, connections, graceful shutdown; [`routes`]: the route table.
+//! - [`clock`]: the process clock (timestamps, expiry; tests move it forward).
+//! - [`shutdown`]: the cancellation watch the listener and the HTTP/1 relay ([`h1`]) share.
 //! - [`forward`]: the pass-through forwarder; [`upstream`]: the pooled upstream client.
 //! - [`api`]: local handlers per resource; [`store`]: storage traits and backends.
 //! - [`retrieval`]: vector-store ingestion (extract, chunk, embed) and search.
@@ -16,6 +18,7 @@ pub mod api;
 pub mod app;
 pub mod body;
 pub mod busy_poll;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod forward;
@@ -28,6 +31,7 @@ pub mod routes;
 pub mod runs;
 pub mod secrets;
 pub mod server;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod tenancy;

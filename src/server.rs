@@ -6,9 +6,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Wake, Waker};
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response};
@@ -19,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
@@ -30,6 +29,7 @@ use crate::error::Error;
 use crate::forward::{InFlight, RelayBody};
 use crate::metrics::RouteClass;
 use crate::routes::Resolution;
+use crate::shutdown::CancelWatch;
 
 /// Runs the proxy on `listener` until `shutdown` resolves, then drains gracefully.
 pub async fn run(
@@ -344,97 +344,6 @@ async fn until_cancelled<F: Future>(fut: F, cancel: &CancellationToken) -> Optio
         cancel.poll_cancelled(cx).map(|()| None)
     })
     .await
-}
-
-/// Watches a cancellation token from a future that is polled far more often than the token
-/// changes: every wake-up of a connection's task, several per request.
-///
-/// Why not `select!` on `token.cancelled()`: that polls the token's future on every wake-up,
-/// and each poll takes the token's mutex and checks its notification; with two tokens per
-/// connection that was about 2% of a forwarded request's CPU. Here the token's future gets a
-/// waker of its own, and is polled only after that waker fired; a wake-up for anything else
-/// costs one atomic load.
-pub(crate) struct CancelWatch {
-    /// The token fired and this watch has seen it (it stays so).
-    seen: bool,
-    signal: Arc<WatchSignal>,
-    /// A waker that marks `signal` before it wakes the task.
-    own_waker: Waker,
-    /// The task's waker last handed to `signal` (it rarely changes).
-    task: Option<Waker>,
-    wait: Pin<Box<WaitForCancellationFutureOwned>>,
-}
-
-struct WatchSignal {
-    fired: AtomicBool,
-    task: Mutex<Option<Waker>>,
-}
-
-impl Wake for WatchSignal {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.fired.store(true, Ordering::Release);
-        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(task) = task.as_ref() {
-            task.wake_by_ref();
-        }
-    }
-}
-
-impl CancelWatch {
-    pub(crate) fn new(token: CancellationToken) -> CancelWatch {
-        let signal = Arc::new(WatchSignal {
-            // Set, so the first poll registers with the token.
-            fired: AtomicBool::new(true),
-            task: Mutex::new(None),
-        });
-        CancelWatch {
-            seen: false,
-            own_waker: Waker::from(signal.clone()),
-            signal,
-            task: None,
-            wait: Box::pin(token.cancelled_owned()),
-        }
-    }
-
-    pub(crate) fn poll_cancelled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.seen {
-            return Poll::Ready(());
-        }
-        if !self.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            let waker = cx.waker().clone();
-            *self
-                .signal
-                .task
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(waker.clone());
-            self.task = Some(waker);
-        }
-        if self.check() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    }
-
-    /// Whether the token has fired, without registering the current task: one atomic load
-    /// unless the token's own waker fired since the last look.
-    pub(crate) fn check(&mut self) -> bool {
-        if !self.seen
-            && self.signal.fired.load(Ordering::Relaxed)
-            && self.signal.fired.swap(false, Ordering::Acquire)
-        {
-            self.seen = self
-                .wait
-                .as_mut()
-                .poll(&mut Context::from_waker(&self.own_waker))
-                .is_ready();
-        }
-        self.seen
-    }
 }
 
 /// A response body as the connection's service gives it to hyper.

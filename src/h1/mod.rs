@@ -37,7 +37,7 @@ use crate::error::Error;
 use crate::forward::InFlight;
 use crate::metrics::{Metrics, RouteClass};
 use crate::routes::Resolution;
-use crate::server::CancelWatch;
+use crate::shutdown::CancelWatch;
 use crate::upstream::{Connector, SendError, UpstreamBase};
 use crate::upstream::{classify, head_timeout_error};
 use chunked::ChunkedScanner;

@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::app::AppState;
+use super::Retrieval;
 use crate::body;
 use crate::error::Error;
 use crate::secrets::Scrubber;
@@ -102,7 +102,7 @@ pub fn batches(inputs: &[Input<'_>]) -> Vec<std::ops::Range<usize>> {
 
 /// Embeds every input, in order, batch by batch.
 pub async fn embed_all(
-    state: &AppState,
+    retrieval: &Retrieval,
     headers: &HeaderMap,
     model: &str,
     inputs: &[Input<'_>],
@@ -110,25 +110,25 @@ pub async fn embed_all(
     let mut out = Vec::with_capacity(inputs.len());
     for range in batches(inputs) {
         let texts: Vec<&str> = inputs[range].iter().map(|i| i.text).collect();
-        out.extend(embed_batch(state, headers, model, &texts).await?);
+        out.extend(embed_batch(retrieval, headers, model, &texts).await?);
     }
     Ok(out)
 }
 
 /// One embeddings call (with retries) for at most a batch of texts.
 pub async fn embed_batch(
-    state: &AppState,
+    retrieval: &Retrieval,
     headers: &HeaderMap,
     model: &str,
     texts: &[&str],
 ) -> Result<Vec<Vec<f32>>, EmbedError> {
-    let cfg = &state.config.retrieval;
+    let cfg = &retrieval.config;
     let body = Bytes::from(
         json!({"model": model, "input": texts, "encoding_format": "float"}).to_string(),
     );
     let mut attempt = 1;
     loop {
-        let (err, wait_hint) = match call(state, headers, body.clone()).await {
+        let (err, wait_hint) = match call(retrieval, headers, body.clone()).await {
             Ok(Answer::Vectors(list)) => return vectors(list, texts.len()),
             Ok(Answer::Unusable(message)) => {
                 return Err(EmbedError {
@@ -178,7 +178,7 @@ pub async fn embed_batch(
         tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, error = %err, "retrying embeddings");
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            () = state.shutdown.cancelled() => {
+            () = retrieval.shutdown.cancelled() => {
                 return Err(EmbedError {
                     status: None,
                     message: "The proxy is shutting down.".into(),
@@ -200,8 +200,8 @@ enum Answer {
     Unusable(String),
 }
 
-async fn call(state: &AppState, headers: &HeaderMap, body: Bytes) -> Result<Answer, Error> {
-    let upstream = &state.upstream;
+async fn call(retrieval: &Retrieval, headers: &HeaderMap, body: Bytes) -> Result<Answer, Error> {
+    let upstream = &retrieval.upstream;
     let uri = upstream
         .base()
         .uri_for("/v1/embeddings")

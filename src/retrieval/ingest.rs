@@ -1,4 +1,4 @@
-//! Ingestion of one vector-store file, as tracked background work (`state.tasks`): read the
+//! Ingestion of one vector-store file, as tracked background work (`Retrieval::tasks`): read the
 //! file's content, extract its text, chunk it, embed the chunks, store them with their
 //! vectors, and mark the file `completed` (with `usage_bytes`) or `failed` (with
 //! `last_error`).
@@ -10,7 +10,7 @@
 //! ([`repair`], called wherever vector-store files are read), so nothing stays `in_progress`
 //! forever and the SDKs' pollers always end.
 //!
-//! Shutdown: when the grace period ends (`state.shutdown`), a running ingestion stops and marks
+//! Shutdown: when the grace period ends (`Retrieval::shutdown`), a running ingestion stops and marks
 //! its file `failed` with a `server_error` saying so; if even that write fails, the lease
 //! expires and the next reader does it.
 //!
@@ -27,13 +27,11 @@ use tokio::time::Instant;
 
 use super::chunk::{self, ChunkSpec};
 use super::embed::{self, Input};
-use super::{FileKey, IngestError, Registration, extract};
-use crate::api::files::service as files;
-use crate::app::AppState;
+use super::{FileKey, IngestError, Registration, Retrieval, extract};
 use crate::error::Error;
 use crate::ids::now_secs;
 use crate::model::{Chunk, VectorStoreFile};
-use crate::store::{Order, Store, Tenant, VsFileFilter, VsFilePos, VsFileQuery};
+use crate::store::{Order, Store, Tenant, VsFileFilter, VsFilePos, VsFileQuery, content};
 use crate::tenancy::Caller;
 
 /// How long an ingestion's lease lasts without renewal.
@@ -65,23 +63,21 @@ enum Outcome {
 
 /// Starts ingesting a vector-store file whose row is already stored `in_progress` with a
 /// lease. Returns at once; the work runs as tracked background work.
-pub fn spawn(state: &Arc<AppState>, caller: &Caller, vs_id: &str, file_id: &str) {
-    let reg = state
-        .retrieval
-        .register(FileKey::new(&caller.tenant, vs_id, file_id));
-    let task_state = state.clone();
+pub fn spawn(retrieval: &Arc<Retrieval>, caller: &Caller, vs_id: &str, file_id: &str) {
+    let reg = retrieval.register(FileKey::new(&caller.tenant, vs_id, file_id));
+    let task_retrieval = retrieval.clone();
     // The caller's own store (its Astra database, or the configured one): the task keeps
     // that handle, so its writes land where the request's did.
     let store = caller.store.clone();
     let tenant = caller.tenant.clone();
     let headers = caller.upstream_headers.clone();
-    state.tasks.spawn(async move {
-        run(task_state, store, tenant, headers, reg).await;
+    retrieval.tasks.spawn(async move {
+        run(task_retrieval, store, tenant, headers, reg).await;
     });
 }
 
 async fn run(
-    state: Arc<AppState>,
+    retrieval: Arc<Retrieval>,
     store: Store,
     tenant: Tenant,
     headers: HeaderMap,
@@ -91,29 +87,29 @@ async fn run(
     let key = reg.key.clone();
     let work = async {
         // Queued ingestions wait here; their lease is renewed meanwhile (see `supervise`).
-        let _permit = match state.retrieval.permits.clone().acquire_owned().await {
+        let _permit = match retrieval.permits.clone().acquire_owned().await {
             Ok(p) => p,
             Err(_) => return Outcome::Failed(IngestError::server("ingestion queue closed")),
         };
-        match ingest(&state, store, &tenant, &headers, &key).await {
+        match ingest(&retrieval, store, &tenant, &headers, &key).await {
             Ok(o) => o,
             Err(e) => Outcome::Failed(e),
         }
     };
-    let outcome = supervise(&state, store, &tenant, &reg, work).await;
+    let outcome = supervise(&retrieval, store, &tenant, &reg, work).await;
     tracing::debug!(vector_store_id = %key.vector_store_id, file_id = %key.file_id, ?outcome, "ingestion ended");
-    if state.retrieval.is_current(&reg)
+    if retrieval.is_current(&reg)
         && let Err(e) = finish(store, &tenant, &key, outcome).await
     {
         // The lease runs out and a reader repairs the file.
         tracing::warn!(file_id = %key.file_id, error = %e, "could not record the ingestion result");
     }
-    state.retrieval.unregister(&reg);
+    retrieval.unregister(&reg);
 }
 
 /// Drives the work while renewing the lease; stops on cancellation or shutdown.
 async fn supervise(
-    state: &AppState,
+    retrieval: &Retrieval,
     store: &Store,
     tenant: &Tenant,
     reg: &Registration,
@@ -125,7 +121,7 @@ async fn supervise(
         tokio::select! {
             out = &mut work => return out,
             () = reg.token.cancelled() => return Outcome::Cancelled,
-            () = state.shutdown.cancelled() => return Outcome::Shutdown,
+            () = retrieval.shutdown.cancelled() => return Outcome::Shutdown,
             _ = renew.tick() => {
                 match renew_lease(store, tenant, &reg.key).await {
                     Ok(true) => {}
@@ -156,7 +152,7 @@ async fn renew_lease(store: &Store, tenant: &Tenant, key: &FileKey) -> Result<bo
 
 /// The pipeline proper. `Err` is the file's failure; store errors become `server_error`s.
 async fn ingest(
-    state: &AppState,
+    retrieval: &Retrieval,
     store: &Store,
     tenant: &Tenant,
     headers: &HeaderMap,
@@ -179,16 +175,16 @@ async fn ingest(
     else {
         return Ok(Outcome::Gone);
     };
-    let max = state.config.retrieval.max_ingest_bytes;
+    let max = retrieval.config.max_ingest_bytes;
     if file.bytes > max {
         return Err(IngestError::invalid(format!(
             "The file is {} bytes; vector stores ingest files of at most {max} bytes.",
             file.bytes
         )));
     }
-    let bytes = files::read_all(store, tenant, &file)
+    let bytes = content::read_all(store, tenant, &file)
         .await
-        .map_err(server)?;
+        .map_err(|e| server(e.into()))?;
 
     let spec = ChunkSpec::from_strategy(&vsf.chunking_strategy);
     let filename = file.filename.clone();
@@ -214,7 +210,7 @@ async fn ingest(
         return Ok(Outcome::Gone);
     };
     let model = if vs.embedding_model.is_empty() {
-        state.config.retrieval.embedding_model.clone()
+        retrieval.config.embedding_model.clone()
     } else {
         vs.embedding_model.clone()
     };
@@ -225,7 +221,7 @@ async fn ingest(
             tokens: c.tokens,
         })
         .collect();
-    let vectors = embed::embed_all(state, headers, &model, &inputs)
+    let vectors = embed::embed_all(retrieval, headers, &model, &inputs)
         .await
         .map_err(|e| IngestError::server(e.message))?;
     let dims = vectors.first().map_or(0, Vec::len);
@@ -360,7 +356,7 @@ fn interrupted() -> serde_json::Value {
 /// Marks `f` failed if it is `in_progress` without a live lease (see the module doc).
 /// Returns whether it changed.
 pub async fn repair(
-    state: &AppState,
+    retrieval: &Retrieval,
     store: &Store,
     tenant: &Tenant,
     f: &mut VectorStoreFile,
@@ -368,9 +364,7 @@ pub async fn repair(
     if f.status != "in_progress"
         || f.ingest_lease_until
             .is_some_and(|until| until >= now_secs())
-        || state
-            .retrieval
-            .is_running(&FileKey::new(tenant, &f.vector_store_id, &f.id))
+        || retrieval.is_running(&FileKey::new(tenant, &f.vector_store_id, &f.id))
     {
         return Ok(false);
     }
@@ -386,12 +380,12 @@ pub async fn repair(
 /// Repairs every dead in-progress file of a store; returns how many it repaired. Scans a
 /// store at most once per few seconds (callers only ask when it has files in progress).
 pub async fn repair_store(
-    state: &AppState,
+    retrieval: &Retrieval,
     store: &Store,
     tenant: &Tenant,
     vs_id: &str,
 ) -> Result<usize, Error> {
-    if !state.retrieval.scan_due(tenant, vs_id) {
+    if !retrieval.scan_due(tenant, vs_id) {
         return Ok(0);
     }
     let filter = VsFileFilter {
@@ -406,7 +400,7 @@ pub async fn repair_store(
             .list_vs_files(tenant, vs_id, &filter, &q)
             .await?;
         for mut f in page.items.iter().cloned() {
-            if repair(state, store, tenant, &mut f).await? {
+            if repair(retrieval, store, tenant, &mut f).await? {
                 repaired += 1;
             }
         }

@@ -9,8 +9,13 @@
 //! - [`search`]: query → best-first chunks across vector stores (also the run engine's
 //!   `file_search` tool); [`rewrite`]: a search's `rewrite_query`, by the upstream's chat model.
 //!
-//! [`Retrieval`] is the per-process runtime state the pipeline shares (it lives in
-//! `AppState`, never in a global, so several proxies in one test process stay apart).
+//! - [`stores`]: the vector-store rules the API and the run engine share (derived status and
+//!   counts, expiry, activity).
+//!
+//! [`Retrieval`] is the pipeline's handle: what it uses of the process (settings, the upstream,
+//! the clock, the task tracker and the shutdown token) and the runtime state it shares. It is
+//! built once with `AppState` and held there, never in a global, so several proxies in one test
+//! process stay apart.
 
 pub mod chunk;
 pub mod embed;
@@ -18,6 +23,7 @@ pub mod extract;
 pub mod ingest;
 pub mod rewrite;
 pub mod search;
+pub mod stores;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,8 +33,12 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::clock::Clock;
+use crate::config::RetrievalConfig;
 use crate::store::Tenant;
+use crate::upstream::Upstream;
 
 /// Why a file could not be ingested, in OpenAI's `last_error` terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,8 +108,17 @@ pub struct Registration {
 /// retrieving a large batch every second would otherwise re-read every file each time.
 const REPAIR_SCAN_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The pipeline's per-process state.
+/// The pipeline's handle: what it uses of the process, and its per-process state.
 pub struct Retrieval {
+    pub config: RetrievalConfig,
+    /// Embeddings and query rewrites go through it.
+    pub upstream: Upstream,
+    /// Vector-store expiry and activity (tests can move it forward).
+    pub clock: Arc<Clock>,
+    /// Ingestions run as tracked background work; shutdown waits for them.
+    pub tasks: TaskTracker,
+    /// Cancelled when the grace period ends: ingestions stop and record why.
+    pub shutdown: CancellationToken,
     /// Bounds concurrent ingestions; queued ones wait here (still holding their lease).
     pub permits: Arc<Semaphore>,
     /// Ingestions this process runs (queued or active), by file: the token stops one when
@@ -121,9 +140,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Retrieval {
-    pub fn new(max_concurrent: usize) -> Retrieval {
+    pub fn new(
+        config: RetrievalConfig,
+        upstream: Upstream,
+        clock: Arc<Clock>,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Retrieval {
         Retrieval {
-            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            permits: Arc::new(Semaphore::new(config.max_concurrent_ingestions.max(1))),
+            config,
+            upstream,
+            clock,
+            tasks,
+            shutdown,
             running: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             scanned: Mutex::new(HashMap::new()),

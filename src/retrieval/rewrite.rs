@@ -10,7 +10,7 @@
 
 use serde_json::{Value, json};
 
-use crate::app::AppState;
+use super::Retrieval;
 use crate::error::Error;
 use crate::tenancy::Caller;
 use crate::upstream::chat::{CallError, post_json};
@@ -48,21 +48,21 @@ pub fn rewritten(completion: &Value) -> Option<String> {
 
 /// Rewrites each query (concurrently); fails as a whole if any rewrite fails.
 pub async fn rewrite_all(
-    state: &AppState,
+    retrieval: &Retrieval,
     caller: &Caller,
     queries: &[String],
 ) -> Result<Vec<String>, Error> {
-    let rewrites = queries.iter().map(|q| rewrite(state, caller, q));
+    let rewrites = queries.iter().map(|q| rewrite(retrieval, caller, q));
     futures_util::future::try_join_all(rewrites).await
 }
 
-async fn rewrite(state: &AppState, caller: &Caller, query: &str) -> Result<String, Error> {
+async fn rewrite(retrieval: &Retrieval, caller: &Caller, query: &str) -> Result<String, Error> {
     if query.trim().is_empty() {
         return Ok(query.to_owned());
     }
-    let model = &state.config.retrieval.rewrite_model;
+    let model = &retrieval.config.rewrite_model;
     let answer = post_json(
-        &state.upstream,
+        &retrieval.upstream,
         "/v1/chat/completions",
         &caller.upstream_headers,
         &request(model, query),

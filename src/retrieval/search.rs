@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use crate::app::AppState;
+use super::Retrieval;
 use crate::error::Error;
 use crate::model::{AttributeFilter, Attributes, VectorStore};
 use crate::tenancy::Caller;
@@ -41,7 +41,7 @@ pub struct SearchHit {
 
 /// The best `max_results` chunks for `query` across `vs_ids`, best first.
 pub async fn search(
-    state: &AppState,
+    retrieval: &Retrieval,
     caller: &Caller,
     vs_ids: &[String],
     query: &str,
@@ -50,7 +50,7 @@ pub async fn search(
     filter: Option<&AttributeFilter>,
 ) -> Result<Vec<SearchHit>, Error> {
     search_many(
-        state,
+        retrieval,
         caller,
         vs_ids,
         &[query.to_owned()],
@@ -64,7 +64,7 @@ pub async fn search(
 /// Like [`search`] for several queries at once: each query is embedded and searched, and a
 /// chunk found by more than one keeps its best score.
 pub async fn search_many(
-    state: &AppState,
+    retrieval: &Retrieval,
     caller: &Caller,
     vs_ids: &[String],
     queries: &[String],
@@ -98,14 +98,14 @@ pub async fn search_many(
             continue;
         }
         by_model
-            .entry(model_of(state, &vs))
+            .entry(model_of(retrieval, &vs))
             .or_default()
             .push(vs.id.clone());
     }
     let threshold = ranking.map_or(0.0, |r| r.score_threshold);
     let mut best: HashMap<(String, String, u32), SearchHit> = HashMap::new();
     for (model, ids) in &by_model {
-        let vectors = embed::embed_batch(state, &caller.upstream_headers, model, &queries)
+        let vectors = embed::embed_batch(retrieval, &caller.upstream_headers, model, &queries)
             .await
             .map_err(embed::EmbedError::into_error)?;
         for vector in &vectors {
@@ -169,9 +169,9 @@ pub async fn search_many(
     Ok(hits)
 }
 
-fn model_of(state: &AppState, vs: &VectorStore) -> String {
+fn model_of(retrieval: &Retrieval, vs: &VectorStore) -> String {
     if vs.embedding_model.is_empty() {
-        state.config.retrieval.embedding_model.clone()
+        retrieval.config.embedding_model.clone()
     } else {
         vs.embedding_model.clone()
     }

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::api::vector_stores;
 use crate::app::AppState;
 use crate::error::Error;
 use crate::model::Message;
+use crate::retrieval::stores;
 use crate::store::{Store, Tenant};
 use crate::tenancy::Caller;
 use crate::upstream::chat::post_json;
@@ -167,8 +167,7 @@ pub async fn search(
 /// Records a run's use of a store (its `last_active_at`, which a thread store's expiry
 /// follows). Bookkeeping only: a failed write is logged and the run goes on.
 async fn touch(state: &AppState, caller: &Caller, vs: &crate::model::VectorStore) {
-    let touched =
-        vector_stores::service::touch_loaded(state, &caller.store, &caller.tenant, vs).await;
+    let touched = stores::touch_loaded(&state.retrieval, &caller.store, &caller.tenant, vs).await;
     if let Err(e) = touched {
         tracing::warn!(vector_store_id = %vs.id, error = %e, "could not record the store's activity");
     }
@@ -186,7 +185,7 @@ pub enum ThreadStore {
 }
 
 /// Looks at the thread's vector store (threads hold at most one), recording the run's use of
-/// it. Counts come from the vector-store service, which also settles files whose ingestion
+/// it. Counts come from `retrieval::stores`, which also settles files whose ingestion
 /// died with its proxy, so a run never waits on a file no one is indexing.
 pub async fn thread_store(
     state: &AppState,
@@ -201,13 +200,13 @@ pub async fn thread_store(
         let Some(vs) = store.vector_stores.get_vector_store(tenant, id).await? else {
             continue;
         };
-        if vector_stores::service::is_expired(&vs, state.clock.now()) {
+        if stores::is_expired(&vs, state.clock.now()) {
             return Ok(ThreadStore::Expired(vs.id));
         }
         // A run on the thread uses its store whether or not the model searches it: OpenAI
         // counts a store as active when it was last part of a run.
         touch(state, caller, &vs).await;
-        let vs = vector_stores::service::derive(state, store, tenant, vs).await?;
+        let vs = stores::derive(&state.retrieval, store, tenant, vs).await?;
         if vs.file_counts.in_progress > 0 {
             return Ok(ThreadStore::Indexing);
         }

@@ -2,58 +2,35 @@
 //! that started them), translating the upstream's chat stream into Assistants events,
 //! tools (function calls, file_search), cancellation, expiry and crash recovery.
 //!
-//! - `service`: creating, cancelling, resuming runs (what the HTTP handlers call).
 //! - `engine`: executes one run until it completes or needs tool outputs.
 //! - `prompt`: builds the chat request from the assistant, run and thread.
 //! - `translate`: pure chunk → event translation, unit-tested chunk by chunk.
 //! - `events`: the event type and its SSE encoding.
 //! - `sweeper`: expiry and dead-lease recovery, on every proxy.
+//! - `file_search`: the file_search tool (through `crate::retrieval`).
+//!
+//! Creating, cancelling and resuming runs for the HTTP routes is the API's run service
+//! (`api::runs::service`), which starts this engine; the engine imports nothing of the API.
 
 pub mod engine;
 pub mod events;
 pub mod file_search;
 pub mod prompt;
-pub mod service;
 pub mod state;
 pub mod sweeper;
 pub mod translate;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
-/// Wall-clock seconds for run timestamps, with an offset tests can advance (so expiry can be
-/// tested without waiting ten minutes).
-#[derive(Debug, Default)]
-pub struct Clock {
-    offset_secs: AtomicI64,
-}
+use crate::app::AppState;
+use crate::error::Error;
+use crate::model::RunStatus;
 
-impl Clock {
-    pub fn now(&self) -> i64 {
-        let real = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        real + self.offset_secs.load(Ordering::Relaxed)
-    }
-
-    pub fn now_millis(&self) -> i64 {
-        let real = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        real + self.offset_secs.load(Ordering::Relaxed) * 1000
-    }
-
-    /// Moves this process's notion of time forward (tests).
-    pub fn advance(&self, secs: i64) {
-        self.offset_secs.fetch_add(secs, Ordering::Relaxed);
-    }
-}
+pub use crate::clock::Clock;
 
 /// Why the engine stops driving a run before the run ends by itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,6 +173,13 @@ impl Drop for RegistryGuard<'_> {
             map.remove(&self.run_id);
         }
     }
+}
+
+/// Expires a run that is not executing (and its open steps): what a read past `expires_at`
+/// and the sweeper do.
+pub async fn expire(state: &AppState, r: &engine::RunRef) -> Result<(), Error> {
+    let from = [RunStatus::RequiresAction, RunStatus::Queued];
+    engine::end_unfinished(state, r, &None, &from, RunStatus::Expired, None).await
 }
 
 #[cfg(test)]

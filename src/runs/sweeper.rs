@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{self, Apply, RunRef, transition};
-use super::{Stop, service};
+use super::{Stop, expire};
 use crate::app::AppState;
 use crate::error::Error;
 use crate::model::RunStatus;
@@ -88,7 +88,7 @@ async fn sweep_store(state: &AppState, store: &Store) -> Result<usize, Error> {
             .is_some_and(|at| at * 1000 + lease_ms <= now_ms);
         match rec.run.status {
             RunStatus::RequiresAction if expired => {
-                service::expire(state, &r).await?;
+                expire(state, &r).await?;
                 resolved += 1;
             }
             RunStatus::Cancelling if lease_dead => {

@@ -11,6 +11,7 @@
 //!   ([`VsFilePos`]), which their ids do not encode.
 //! - Run writes are compare-and-set on `RunRecord::version`; at most one active run per thread.
 
+pub mod content;
 pub mod url;
 
 use std::sync::Arc;

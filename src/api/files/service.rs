@@ -1,8 +1,7 @@
-//! File rules: content stored in pieces of at most [`PART_SIZE`], metadata written last (so a
+//! File rules: content stored in pieces (`store::content`), metadata written last (so a
 //! listed file is whole), expiry, the download refusal for private purposes, and deletion,
 //! which also detaches the file from every vector store.
 
-use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body::Frame;
@@ -14,11 +13,8 @@ use crate::error::Error;
 use crate::ids::now_secs;
 use crate::model::FileObject;
 use crate::retrieval::FileKey;
+use crate::store::content::{part_count, read_part};
 use crate::store::{Store, Tenant};
-
-/// Size of a stored content piece: the store contract's upper bound, and the most an upload or
-/// download holds in memory per file at once.
-pub const PART_SIZE: usize = 1024 * 1024;
 
 /// Purposes accepted on upload.
 pub const UPLOAD_PURPOSES: &[&str] = &[
@@ -42,11 +38,6 @@ pub fn not_found(id: &str) -> Error {
         message: format!("No such File object: {id}"),
         param: Some("id".into()),
     }
-}
-
-/// Number of stored pieces of a file of `bytes` bytes.
-pub fn part_count(bytes: u64) -> u32 {
-    u32::try_from(bytes.div_ceil(PART_SIZE as u64)).unwrap_or(u32::MAX)
 }
 
 fn expired(f: &FileObject) -> bool {
@@ -90,25 +81,6 @@ pub async fn delete(
     Ok(deleted)
 }
 
-/// The whole content in memory (ingestion needs it whole: PDF and DOCX are random-access).
-pub async fn read_all(store: &Store, tenant: &Tenant, f: &FileObject) -> Result<Vec<u8>, Error> {
-    let mut out = Vec::with_capacity(usize::try_from(f.bytes).unwrap_or(0));
-    for i in 0..part_count(f.bytes) {
-        out.extend_from_slice(&part(store, tenant, &f.id, i).await?);
-    }
-    Ok(out)
-}
-
-async fn part(store: &Store, tenant: &Tenant, id: &str, index: u32) -> Result<Bytes, Error> {
-    store
-        .files
-        .get_file_part(tenant, id, index)
-        .await?
-        .ok_or_else(|| Error::Store {
-            message: format!("file {id} is missing content piece {index}"),
-        })
-}
-
 /// The raw content as a streamed response: one piece read per frame, so a download holds at
 /// most one piece in memory however large the file.
 pub fn content_response(store: &Store, tenant: &Tenant, f: &FileObject) -> Response<ProxyBody> {
@@ -120,10 +92,10 @@ pub fn content_response(store: &Store, tenant: &Tenant, f: &FileObject) -> Respo
             if i >= parts {
                 return None;
             }
-            let item = part(&store, &tenant, &id, i)
+            let item = read_part(&store, &tenant, &id, i)
                 .await
                 .map(Frame::data)
-                .map_err(|e| -> BoxError { Box::new(e) });
+                .map_err(|e| -> BoxError { Box::new(Error::from(e)) });
             Some((item, i + 1))
         }
     });

@@ -28,13 +28,14 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use super::service::{FORWARDED_PURPOSES, PART_SIZE, UPLOAD_PURPOSES};
+use super::service::{FORWARDED_PURPOSES, UPLOAD_PURPOSES};
 use crate::api::common::{self, check_integer, invalid_value, missing};
 use crate::app::AppState;
 use crate::body::{BoxError, ProxyBody};
 use crate::error::Error;
 use crate::ids::{new_id, now_secs};
 use crate::model::FileObject;
+use crate::store::content::PART_SIZE;
 use crate::store::{Store, Tenant};
 use crate::tenancy::Caller;
 

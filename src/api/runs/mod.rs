@@ -1,6 +1,8 @@
 //! `/v1/threads/{thread_id}/runs…` and `/v1/threads/runs`: create (streamed or not), list,
 //! retrieve, modify, cancel, submit tool outputs, run steps. The rules live in
-//! `crate::runs::service`; these handlers decode, call, and encode (JSON or SSE).
+//! [`service`]; these handlers decode, call, and encode (JSON or SSE).
+
+pub mod service;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,7 +23,6 @@ use crate::error::Error;
 use crate::model::{Run, RunStep};
 use crate::routes::PathParams;
 use crate::runs::events::Event;
-use crate::runs::service;
 
 /// How soon the SDKs' polling helpers should look again (their default is 1–5 s).
 const POLL_AFTER_MS: u32 = 250;

@@ -65,7 +65,7 @@ pub async fn list_in(
     let page = service::list_files(&caller.store, &caller.tenant, vs, &filter, &p.query).await?;
     let mut items = Vec::with_capacity(page.items.len());
     for mut f in page.items {
-        ingest::repair(state, &caller.store, &caller.tenant, &mut f).await?;
+        ingest::repair(&state.retrieval, &caller.store, &caller.tenant, &mut f).await?;
         items.push(f);
     }
     let page = Page {

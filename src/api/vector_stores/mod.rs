@@ -16,7 +16,7 @@ use crate::api::common::{self, ListParams, check_id};
 use crate::app::AppState;
 use crate::body::ProxyBody;
 use crate::error::Error;
-use crate::retrieval::{rewrite, search};
+use crate::retrieval::{rewrite, search, stores};
 use crate::routes::PathParams;
 
 /// Poll interval suggested to the SDKs' `create_and_poll` helpers while files ingest.
@@ -56,7 +56,7 @@ pub async fn list(
         .await?;
     let mut items = Vec::with_capacity(page.items.len());
     for vs in page.items {
-        items.push(service::derive(state, &caller.store, &caller.tenant, vs).await?);
+        items.push(stores::derive(&state.retrieval, &caller.store, &caller.tenant, vs).await?);
     }
     let page = crate::store::Page {
         items,
@@ -114,10 +114,10 @@ pub async fn search(
     let vs = service::load(state, &caller.store, &caller.tenant, &id).await?;
     service::check_not_expired(&vs, state.clock.now())?;
     if s.rewrite_query {
-        s.queries = rewrite::rewrite_all(state, &caller, &s.queries).await?;
+        s.queries = rewrite::rewrite_all(&state.retrieval, &caller, &s.queries).await?;
     }
     let hits = search::search_many(
-        state,
+        &state.retrieval,
         &caller,
         std::slice::from_ref(&vs.id),
         &s.queries,
@@ -126,7 +126,7 @@ pub async fn search(
         s.filters.as_ref(),
     )
     .await?;
-    service::touch(state, &caller.store, &caller.tenant, &vs.id).await?;
+    stores::touch(&state.retrieval, &caller.store, &caller.tenant, &vs.id).await?;
     Ok(common::json_response(
         StatusCode::OK,
         &types::render_search(&s.queries, &hits),

@@ -1,12 +1,8 @@
 //! Vector-store rules shared by every resource that creates or fills stores (assistants' and
 //! threads' `vector_stores` helpers, message attachments) and by the vector-store routes:
-//! ids and timestamps, derived fields (file counts, usage, status), expiry and activity,
-//! file membership with its background ingestion, and file batches.
-//!
-//! Derived fields are computed on read rather than kept on the store row: `file_counts` and
-//! `usage_bytes` from the memberships, `status` from expiry and in-progress files. Readers
-//! also repair memberships whose ingestion died (see `retrieval::ingest`), so a status read
-//! here is never stuck.
+//! ids and timestamps, file membership with its background ingestion, and file batches.
+//! Derived fields (file counts, usage, status), expiry and activity are `retrieval::stores`'s
+//! (the run engine applies them too).
 
 use std::sync::Arc;
 
@@ -20,6 +16,7 @@ use crate::ids::new_id;
 use crate::model::{
     Attributes, ExpiresAfter, FileBatch, FileCounts, Metadata, VectorStore, VectorStoreFile,
 };
+use crate::retrieval::stores::{derive, is_expired, touch};
 use crate::retrieval::{FileKey, ingest};
 use crate::store::{ListQuery, Order, Page, Store, Tenant, VsFileFilter, VsFilePos, VsFileQuery};
 use crate::tenancy::Caller;
@@ -76,11 +73,6 @@ fn no_such_file(id: &str) -> Error {
         message: format!("No such File object: {id}"),
         param: Some("file_id".into()),
     }
-}
-
-/// Whether the store has expired at `now` (the process clock, `AppState::clock`).
-pub fn is_expired(vs: &VectorStore, now: i64) -> bool {
-    vs.expires_at.is_some_and(|at| at <= now)
 }
 
 /// Refuses work on an expired store.
@@ -181,7 +173,7 @@ pub async fn add_file(
         batch_id,
     )
     .await?;
-    touch(state, &caller.store, &caller.tenant, vs_id).await?;
+    touch(&state.retrieval, &caller.store, &caller.tenant, vs_id).await?;
     Ok(f)
 }
 
@@ -220,32 +212,8 @@ async fn attach(
         .vector_stores
         .put_vs_file(&caller.tenant, &f)
         .await?;
-    ingest::spawn(state, caller, vs_id, file_id);
+    ingest::spawn(&state.retrieval, caller, vs_id, file_id);
     Ok(f)
-}
-
-/// Fills in the derived fields of a stored row.
-pub async fn derive(
-    state: &AppState,
-    store: &Store,
-    tenant: &Tenant,
-    mut vs: VectorStore,
-) -> Result<VectorStore, Error> {
-    let vss = &store.vector_stores;
-    let (mut counts, mut usage) = vss.count_vs_files(tenant, &vs.id, None).await?;
-    if counts.in_progress > 0 && ingest::repair_store(state, store, tenant, &vs.id).await? > 0 {
-        (counts, usage) = vss.count_vs_files(tenant, &vs.id, None).await?;
-    }
-    vs.file_counts = counts;
-    vs.usage_bytes = usage;
-    vs.status = if is_expired(&vs, state.clock.now()) {
-        "expired".into()
-    } else if counts.in_progress > 0 {
-        "in_progress".into()
-    } else {
-        "completed".into()
-    };
-    Ok(vs)
 }
 
 /// A store with its derived fields (file counts, usage, status) filled in; 404 if missing.
@@ -258,46 +226,7 @@ pub async fn load(
     let Some(vs) = store.vector_stores.get_vector_store(tenant, id).await? else {
         return Err(not_found(id));
     };
-    derive(state, store, tenant, vs).await
-}
-
-/// Records use of a store: a search, a run that searches it or runs with it as its thread's
-/// store, a file added to it. `last_active_at` moves to now and an expiry anchored on it
-/// (`expires_after`, e.g. a thread's store: 7 days) is counted from there, so a store in use
-/// does not expire under its thread. An expired store stays expired.
-pub async fn touch(
-    state: &AppState,
-    store: &Store,
-    tenant: &Tenant,
-    id: &str,
-) -> Result<(), Error> {
-    let Some(vs) = store.vector_stores.get_vector_store(tenant, id).await? else {
-        return Ok(());
-    };
-    touch_loaded(state, store, tenant, &vs).await
-}
-
-/// [`touch`] of a store the caller has just read.
-pub async fn touch_loaded(
-    state: &AppState,
-    store: &Store,
-    tenant: &Tenant,
-    vs: &VectorStore,
-) -> Result<(), Error> {
-    let now = state.clock.now();
-    // The throttle is the field's own resolution: a store already active this second is not
-    // written again, so one searched by many runs at once costs at most one small write a
-    // second (of the activity alone, never the whole row), while `last_active_at` stays
-    // exact. A coarser step (a minute) would save little more — the expiry it feeds is
-    // counted in days — and would make the value lag behind what OpenAI reports.
-    if vs.last_active_at.is_some_and(|at| at >= now) || is_expired(vs, now) {
-        return Ok(());
-    }
-    store
-        .vector_stores
-        .touch_vector_store(tenant, &vs.id, now)
-        .await?;
-    Ok(())
+    derive(&state.retrieval, store, tenant, vs).await
 }
 
 pub async fn modify(
@@ -325,7 +254,7 @@ pub async fn modify(
         vs.metadata = metadata;
     }
     vss.put_vector_store(tenant, &vs).await?;
-    derive(state, store, tenant, vs).await
+    derive(&state.retrieval, store, tenant, vs).await
 }
 
 /// Deletes a store with its memberships, batches and chunks, stopping its ingestions.
@@ -359,7 +288,7 @@ pub async fn load_file(
     else {
         return Err(file_not_found(vs_id, file_id));
     };
-    ingest::repair(state, store, tenant, &mut f).await?;
+    ingest::repair(&state.retrieval, store, tenant, &mut f).await?;
     Ok(f)
 }
 
@@ -476,7 +405,7 @@ pub async fn create_batch(
             .await?;
         }
     }
-    touch(state, &caller.store, &caller.tenant, vs_id).await?;
+    touch(&state.retrieval, &caller.store, &caller.tenant, vs_id).await?;
     derive_batch(state, &caller.store, &caller.tenant, batch).await
 }
 
@@ -491,7 +420,9 @@ pub async fn derive_batch(
     let vss = &store.vector_stores;
     let vs_id = b.vector_store_id.clone();
     let (mut counts, _) = vss.count_vs_files(tenant, &vs_id, Some(&b.id)).await?;
-    if counts.in_progress > 0 && ingest::repair_store(state, store, tenant, &vs_id).await? > 0 {
+    if counts.in_progress > 0
+        && ingest::repair_store(&state.retrieval, store, tenant, &vs_id).await? > 0
+    {
         (counts, _) = vss.count_vs_files(tenant, &vs_id, Some(&b.id)).await?;
     }
     b.file_counts = counts;

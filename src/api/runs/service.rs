@@ -1,14 +1,12 @@
 //! Run rules behind the HTTP routes: creating a run (effective model, instructions, tools),
 //! the one-active-run-per-thread lock, cancelling, submitting tool outputs, and starting the
-//! engine as tracked background work that outlives the request.
+//! engine (`crate::runs`) as tracked background work that outlives the request.
 
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::engine::{self, Apply, RunRef, Sink, transition};
-use super::events::Event;
 use crate::api::assistants::service as assistants;
 use crate::api::common::{Field, Fields, check_id, invalid_type, missing};
 use crate::api::messages::service as messages;
@@ -19,6 +17,9 @@ use crate::app::AppState;
 use crate::error::Error;
 use crate::ids::new_id;
 use crate::model::{Metadata, Run, RunRecord, RunStatus, Thread};
+use crate::runs::engine::{self, Apply, RunRef, Sink, transition};
+use crate::runs::events::Event;
+use crate::runs::expire;
 use crate::store::CreateRun;
 use crate::tenancy::Caller;
 
@@ -194,12 +195,6 @@ pub async fn expire_if_due(
         .get_run(&caller.tenant, &r.thread_id, &r.run_id)
         .await?
         .ok_or_else(|| not_found(&r.run_id))
-}
-
-/// Expires a run that is not executing (and its open steps).
-pub async fn expire(state: &AppState, r: &RunRef) -> Result<(), Error> {
-    let from = [RunStatus::RequiresAction, RunStatus::Queued];
-    engine::end_unfinished(state, r, &None, &from, RunStatus::Expired, None).await
 }
 
 /// Starts the engine as tracked background work: the run continues if the client leaves.
