@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use super::events::Event;
 use super::file_search::{self, Hit};
 use super::prompt::{self, FileSearchOffer, Limit, PromptInput, RunItem};
+use super::state::{self as machine, Illegal, RunEvent};
 use super::translate::{Finish, Turn, TurnCtx, citations};
 use super::{Stop, StopSignal};
 use crate::app::AppState;
@@ -136,11 +137,12 @@ pub async fn transition_from(
     Err(Error::internal("the run changed too often to update it"))
 }
 
-/// Marks the terminal timestamps and clears what only active runs carry.
-pub fn finish_run(rec: &mut RunRecord, status: RunStatus, now: i64) {
+/// Ends the run on `event` (through the state machine), marks the terminal timestamps and
+/// clears what only active runs carry. Refused, the record is left as it was.
+pub fn finish_run(rec: &mut RunRecord, event: RunEvent, now: i64) -> Result<RunStatus, Illegal> {
     let usage = usage_of(rec);
     let run = &mut rec.run;
-    run.status = status;
+    let status = machine::advance(run, event)?;
     run.required_action = None;
     match status {
         RunStatus::Completed => run.completed_at = Some(now),
@@ -154,6 +156,14 @@ pub fn finish_run(rec: &mut RunRecord, status: RunStatus, now: i64) {
     run.usage = Some(usage);
     rec.lease_owner = None;
     rec.lease_until = None;
+    Ok(status)
+}
+
+/// A transition the caller's own checks let through but the state machine refuses: a bug in
+/// the proxy, not in the request. Logged; the record is left as it is.
+pub fn refused(e: Illegal, run_id: &str) -> Apply {
+    tracing::error!(run_id, error = %e, "internal error: illegal run transition refused");
+    Apply::Skip
 }
 
 /// Usage accumulated over the run's upstream calls (kept in engine state until it is shown).
@@ -275,8 +285,15 @@ pub async fn execute(
                 return Apply::Skip;
             }
             rec.run.last_error = Some(last_error.clone());
-            finish_run(rec, RunStatus::Failed, now);
-            Apply::Write
+            match finish_run(rec, RunEvent::Fail, now) {
+                Ok(_) => Apply::Write,
+                // A cancel asked for ends `cancelled` (the sweeper finishes it once this
+                // engine's lease runs out); a run waiting for outputs has nothing to fail.
+                Err(e) => {
+                    tracing::warn!(run_id = %r.run_id, error = %e, "run left as it is");
+                    Apply::Skip
+                }
+            }
         })
         .await
         {
@@ -314,15 +331,15 @@ async fn drive(
     // Claim: queued → in_progress, with this proxy's lease.
     let lease_ms = state.config.runs.lease.as_millis() as i64;
     let now = state.clock.now();
-    let claimed = transition_from(r, start, Commit::Progress, |rec| match rec.run.status {
-        RunStatus::Queued => {
-            rec.run.status = RunStatus::InProgress;
-            rec.run.started_at.get_or_insert(now);
-            rec.lease_owner = Some(state.instance_id.clone());
-            rec.lease_until = Some(state.clock.now_millis() + lease_ms);
-            Apply::Write
+    let claimed = transition_from(r, start, Commit::Progress, |rec| {
+        // Refused: someone else has taken the run up or ended it.
+        if machine::advance(&mut rec.run, RunEvent::Claim).is_err() {
+            return Apply::Skip;
         }
-        _ => Apply::Skip,
+        rec.run.started_at.get_or_insert(now);
+        rec.lease_owner = Some(state.instance_id.clone());
+        rec.lease_until = Some(state.clock.now_millis() + lease_ms);
+        Apply::Write
     })
     .await?;
     let Some((rec, true)) = claimed else {
@@ -356,12 +373,12 @@ async fn drive(
                 }
             }
             TurnEnd::Answered => {
-                let mut end = Ending::new(RunStatus::Completed, usage);
+                let mut end = Ending::new(RunEvent::Complete, usage);
                 end.closing = closing;
                 return end_run(state, r, known, sink, end).await;
             }
             TurnEnd::Incomplete(reason) => {
-                let mut end = Ending::new(RunStatus::Incomplete, usage);
+                let mut end = Ending::new(RunEvent::Incomplete, usage);
                 end.incomplete = Some(json!({"reason": reason}));
                 end.closing = closing;
                 return end_run(state, r, known, sink, end).await;
@@ -369,19 +386,19 @@ async fn drive(
             TurnEnd::Failed(e) => {
                 let last_error = json!({"code": e.code, "message": e.message});
                 close_open_items(r, "failed", "run_failed", Some(&last_error), now, sink).await?;
-                let mut end = Ending::new(RunStatus::Failed, usage);
+                let mut end = Ending::new(RunEvent::Fail, usage);
                 end.last_error = Some(last_error);
                 return end_run(state, r, known, sink, end).await;
             }
             TurnEnd::Stopped(stop) => return stop_run(state, r, sink, stop).await,
             TurnEnd::NeedsOutputs(calls) => {
                 let written = transition_from(r, Some(known), Commit::Durable, |rec| {
-                    if rec.run.status != RunStatus::InProgress {
+                    // Refused: a cancel, or someone else resolved the run (stop_for).
+                    if machine::advance(&mut rec.run, RunEvent::NeedOutputs).is_err() {
                         return Apply::Skip;
                     }
                     add_usage(rec, usage);
                     rec.state[TOOL_STEP_USAGE] = json!(usage);
-                    rec.run.status = RunStatus::RequiresAction;
                     rec.run.required_action = Some(json!({
                         "type": "submit_tool_outputs",
                         "submit_tool_outputs": {"tool_calls": calls},
@@ -406,7 +423,7 @@ async fn drive(
             }
         }
     }
-    let mut end = Ending::new(RunStatus::Failed, Usage::default());
+    let mut end = Ending::new(RunEvent::Fail, Usage::default());
     end.last_error = Some(
         json!({"code": "server_error", "message": format!("The run stopped after {MAX_TURNS} tool rounds without an answer.")}),
     );
@@ -596,10 +613,10 @@ async fn before_retry(
     })
 }
 
-/// How a run ends: its terminal status, what the last turn used, why, and the completion
+/// How a run ends: the event that ends it, what the last turn used, why, and the completion
 /// events of the final answer (message and step), written beside the run's end.
 struct Ending {
-    status: RunStatus,
+    event: RunEvent,
     usage: Usage,
     last_error: Option<Value>,
     incomplete: Option<Value>,
@@ -607,9 +624,9 @@ struct Ending {
 }
 
 impl Ending {
-    fn new(status: RunStatus, usage: Usage) -> Ending {
+    fn new(event: RunEvent, usage: Usage) -> Ending {
         Ending {
-            status,
+            event,
             usage,
             last_error: None,
             incomplete: None,
@@ -646,8 +663,10 @@ async fn end_run(
         add_usage(rec, end.usage);
         rec.run.last_error = end.last_error.clone();
         rec.run.incomplete_details = end.incomplete.clone();
-        finish_run(rec, end.status, now);
-        Apply::Write
+        match finish_run(rec, end.event, now) {
+            Ok(_) => Apply::Write,
+            Err(e) => refused(e, &r.run_id),
+        }
     });
     let (persisted, written) = tokio::join!(persist(r, &closing), ending);
     persisted?;
@@ -659,7 +678,10 @@ async fn end_run(
         return finalize_cancel(state, r, sink).await;
     }
     if let Some((rec, true)) = written {
-        emit(sink, Event::Run(ended_event(end.status), Box::new(rec.run)));
+        emit(
+            sink,
+            Event::Run(ended_event(rec.run.status), Box::new(rec.run)),
+        );
     }
     Ok(())
 }
@@ -675,29 +697,48 @@ fn ended_event(status: RunStatus) -> &'static str {
     }
 }
 
-/// What the open steps of a run ending unfinished with `status` become, and the
-/// `incomplete_details.reason` of its open message.
-pub fn unfinished_labels(status: RunStatus) -> (&'static str, &'static str) {
-    match status {
-        RunStatus::Cancelled => ("cancelled", "run_cancelled"),
-        RunStatus::Expired => ("expired", "run_expired"),
-        _ => ("failed", "run_failed"),
+/// How a run that will not be finished ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unfinished {
+    Cancelled,
+    Expired,
+    /// Failed by the proxy (shut down, or its executor is gone).
+    Failed,
+}
+
+impl Unfinished {
+    pub fn event(self) -> RunEvent {
+        match self {
+            Unfinished::Cancelled => RunEvent::Cancelled,
+            Unfinished::Expired => RunEvent::Expire,
+            Unfinished::Failed => RunEvent::Fail,
+        }
+    }
+
+    /// What the run's open steps become, and the `incomplete_details.reason` of its open
+    /// message.
+    pub fn labels(self) -> (&'static str, &'static str) {
+        match self {
+            Unfinished::Cancelled => ("cancelled", "run_cancelled"),
+            Unfinished::Expired => ("expired", "run_expired"),
+            Unfinished::Failed => ("failed", "run_failed"),
+        }
     }
 }
 
 /// Ends a run that will not be finished (cancelled, expired, or failed by the proxy): closes
-/// its open message (`incomplete`) and steps, then moves the run to `status` if it is still
-/// in one of `from`.
+/// its open message (`incomplete`) and steps, then ends the run `how` if it is still in one
+/// of `from` (the statuses the caller may end it from: whoever else holds it ends it itself).
 pub async fn end_unfinished(
     state: &AppState,
     r: &RunRef,
     sink: &Option<Sink>,
     from: &[RunStatus],
-    status: RunStatus,
+    how: Unfinished,
     last_error: Option<Value>,
 ) -> Result<(), Error> {
     let now = state.clock.now();
-    let (step_status, reason) = unfinished_labels(status);
+    let (step_status, reason) = how.labels();
     close_open_items(r, step_status, reason, last_error.as_ref(), now, sink).await?;
     let written = transition(r, |rec| {
         if !from.contains(&rec.run.status) {
@@ -706,12 +747,17 @@ pub async fn end_unfinished(
         if last_error.is_some() {
             rec.run.last_error = last_error.clone();
         }
-        finish_run(rec, status, now);
-        Apply::Write
+        match finish_run(rec, how.event(), now) {
+            Ok(_) => Apply::Write,
+            Err(e) => refused(e, &r.run_id),
+        }
     })
     .await?;
     if let Some((rec, true)) = written {
-        emit(sink, Event::Run(ended_event(status), Box::new(rec.run)));
+        emit(
+            sink,
+            Event::Run(ended_event(rec.run.status), Box::new(rec.run)),
+        );
     }
     Ok(())
 }
@@ -727,7 +773,7 @@ pub async fn finalize_cancel(
         RunStatus::InProgress,
         RunStatus::Queued,
     ];
-    end_unfinished(state, r, sink, &from, RunStatus::Cancelled, None).await
+    end_unfinished(state, r, sink, &from, Unfinished::Cancelled, None).await
 }
 
 /// Ends a run the engine was told to stop. A run that is no longer this engine's is left to
@@ -743,7 +789,7 @@ async fn stop_run(
         Stop::Cancel => finalize_cancel(state, r, sink).await,
         Stop::Expire => {
             tracing::info!(run_id = %r.run_id, "run reached its expires_at while executing");
-            end_unfinished(state, r, sink, &active, RunStatus::Expired, None).await
+            end_unfinished(state, r, sink, &active, Unfinished::Expired, None).await
         }
         Stop::Shutdown => {
             tracing::warn!(run_id = %r.run_id, "shutdown grace period over; failing the run");
@@ -751,7 +797,15 @@ async fn stop_run(
                 "code": "server_error",
                 "message": "The proxy shut down before the run finished.",
             });
-            end_unfinished(state, r, sink, &active, RunStatus::Failed, Some(last_error)).await
+            end_unfinished(
+                state,
+                r,
+                sink,
+                &active,
+                Unfinished::Failed,
+                Some(last_error),
+            )
+            .await
         }
         Stop::Lost => {
             tracing::info!(run_id = %r.run_id, "run resolved elsewhere; this engine stops");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::engine::{self, Apply, RunRef, Sink, transition};
+use super::engine::{self, Apply, RunRef, Sink, Unfinished, transition};
 use super::events::Event;
 use crate::api::assistants::service as assistants;
 use crate::api::common::{Field, Fields, check_id, invalid_type, missing};
@@ -19,6 +19,7 @@ use crate::app::AppState;
 use crate::error::Error;
 use crate::ids::new_id;
 use crate::model::{Metadata, Run, RunRecord, RunStatus, Thread};
+use crate::runs::state::{self as machine, RunEvent};
 use crate::store::CreateRun;
 use crate::tenancy::Caller;
 
@@ -199,7 +200,7 @@ pub async fn expire_if_due(
 /// Expires a run that is not executing (and its open steps).
 pub async fn expire(state: &AppState, r: &RunRef) -> Result<(), Error> {
     let from = [RunStatus::RequiresAction, RunStatus::Queued];
-    engine::end_unfinished(state, r, &None, &from, RunStatus::Expired, None).await
+    engine::end_unfinished(state, r, &None, &from, Unfinished::Expired, None).await
 }
 
 /// Starts the engine as tracked background work: the run continues if the client leaves.
@@ -366,7 +367,10 @@ pub async fn cancel(
     run_id: &str,
 ) -> Result<RunRecord, Error> {
     let rec = load(state, caller, thread_id, run_id).await?;
-    if !rec.run.status.is_active() {
+    // A cancel of a run already cancelling answers with the run as it is.
+    if rec.run.status != RunStatus::Cancelling
+        && machine::next(rec.run.status, RunEvent::CancelRequested).is_err()
+    {
         return Err(Error::invalid(
             format!(
                 "Cannot cancel run with status '{}'.",
@@ -381,14 +385,14 @@ pub async fn cancel(
         thread_id: thread_id.to_owned(),
         run_id: run_id.to_owned(),
     };
-    let Some((written, _)) = transition(&r, |rec| match rec.run.status {
-        RunStatus::Queued | RunStatus::InProgress | RunStatus::RequiresAction => {
-            rec.run.status = RunStatus::Cancelling;
-            // `required_action` belongs to `requires_action` alone (spec §5.1).
-            rec.run.required_action = None;
-            Apply::Write
+    let Some((written, _)) = transition(&r, |rec| {
+        // Refused: already cancelling (the answer below), or the run ended meanwhile.
+        if machine::advance(&mut rec.run, RunEvent::CancelRequested).is_err() {
+            return Apply::Skip;
         }
-        _ => Apply::Skip,
+        // `required_action` belongs to `requires_action` alone (spec §5.1).
+        rec.run.required_action = None;
+        Apply::Write
     })
     .await?
     else {
@@ -453,7 +457,7 @@ pub async fn submit_tool_outputs(
     }
 
     let rec = load(state, caller, thread_id, run_id).await?;
-    if rec.run.status != RunStatus::RequiresAction {
+    if machine::next(rec.run.status, RunEvent::OutputsSubmitted).is_err() {
         return Err(Error::invalid(
             format!(
                 "Runs in status \"{}\" do not accept tool outputs.",
@@ -505,7 +509,7 @@ pub async fn submit_tool_outputs(
     let lease_ms = state.config.runs.lease.as_millis() as i64;
     let mut step_usage = None;
     let written = transition(&r, |rec| {
-        if rec.run.status != RunStatus::RequiresAction {
+        if machine::advance(&mut rec.run, RunEvent::OutputsSubmitted).is_err() {
             return Apply::Skip;
         }
         step_usage = rec
@@ -513,7 +517,6 @@ pub async fn submit_tool_outputs(
             .as_object_mut()
             .and_then(|s| s.remove(engine::TOOL_STEP_USAGE))
             .and_then(|u| serde_json::from_value(u).ok());
-        rec.run.status = RunStatus::Queued;
         rec.run.required_action = None;
         rec.lease_owner = Some(state.instance_id.clone());
         rec.lease_until = Some(state.clock.now_millis() + lease_ms);
