@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::events::Event;
+use super::events::{Event, MessageNews};
 use super::file_search::{self, Hit};
 use super::prompt::{self, FileSearchOffer, Limit, PromptInput, RunItem};
 use super::state::{self as machine, Illegal, RunEvent};
@@ -18,7 +18,7 @@ use super::translate::{Finish, Turn, TurnCtx, citations};
 use super::{Stop, StopSignal};
 use crate::app::AppState;
 use crate::error::Error;
-use crate::model::{Message, RunRecord, RunStatus, RunStep, Usage};
+use crate::model::{Message, RunRecord, RunStatus, RunStep, StepStatus, Usage};
 use crate::store::{ListQuery, Order, Store, Tenant};
 use crate::tenancy::Caller;
 use crate::upstream::chat::{CallError, ChatStream};
@@ -192,7 +192,7 @@ fn add_usage(rec: &mut RunRecord, turn: Usage) {
 /// produced (the message becomes `incomplete`).
 pub async fn close_open_items(
     r: &RunRef,
-    step_status: &str,
+    step_status: StepStatus,
     message_reason: &str,
     last_error: Option<&Value>,
     now: i64,
@@ -212,7 +212,7 @@ pub async fn close_open_items(
     for mut s in steps
         .items
         .into_iter()
-        .filter(|s| s.status == "in_progress")
+        .filter(|s| s.status == StepStatus::InProgress)
     {
         if s.kind == "message_creation"
             && let Some(mid) = s.step_details["message_creation"]["message_id"].as_str()
@@ -227,24 +227,20 @@ pub async fn close_open_items(
             m.incomplete_at = Some(now);
             m.incomplete_details = Some(json!({"reason": message_reason}));
             r.store.messages.put_message(&r.tenant, &m).await?;
-            emit(sink, Event::Message("incomplete", Box::new(m)));
+            emit(sink, Event::Message(MessageNews::Incomplete, Box::new(m)));
         }
-        s.status = step_status.to_owned();
+        s.status = step_status;
         match step_status {
-            "failed" => {
+            StepStatus::Failed => {
                 s.failed_at = Some(now);
                 s.last_error = last_error.cloned();
             }
-            "cancelled" => s.cancelled_at = Some(now),
-            _ => s.expired_at = Some(now),
+            StepStatus::Cancelled => s.cancelled_at = Some(now),
+            StepStatus::Expired => s.expired_at = Some(now),
+            StepStatus::InProgress | StepStatus::Completed => {}
         }
         r.store.runs.put_step(&r.tenant, &s).await?;
-        let name = match step_status {
-            "failed" => "failed",
-            "cancelled" => "cancelled",
-            _ => "expired",
-        };
-        emit(sink, Event::Step(name, Box::new(s)));
+        emit(sink, Event::step_now(s));
     }
     Ok(())
 }
@@ -279,7 +275,15 @@ pub async fn execute(
         tracing::error!(run_id = %r.run_id, error = %e, "run failed inside the proxy");
         let now = state.clock.now();
         let last_error = json!({"code": "server_error", "message": format!("The proxy failed while executing the run: {e}")});
-        let _ = close_open_items(&r, "failed", "run_failed", Some(&last_error), now, &sink).await;
+        let _ = close_open_items(
+            &r,
+            StepStatus::Failed,
+            "run_failed",
+            Some(&last_error),
+            now,
+            &sink,
+        )
+        .await;
         if let Ok(Some((rec, true))) = transition(&r, |rec| {
             if !rec.run.status.is_active() {
                 return Apply::Skip;
@@ -297,7 +301,7 @@ pub async fn execute(
         })
         .await
         {
-            emit(&sink, Event::Run("failed", Box::new(rec.run)));
+            emit(&sink, Event::run_now(rec.run));
         }
     }
     emit(&sink, Event::Done);
@@ -350,7 +354,7 @@ async fn drive(
         }
         return Ok(());
     };
-    emit(sink, Event::Run("in_progress", Box::new(rec.run.clone())));
+    emit(sink, Event::run_now(rec.run.clone()));
     tracing::debug!(run_id = %r.run_id, "run claimed");
     let mut held = Held::new(rec);
 
@@ -385,7 +389,15 @@ async fn drive(
             }
             TurnEnd::Failed(e) => {
                 let last_error = json!({"code": e.code, "message": e.message});
-                close_open_items(r, "failed", "run_failed", Some(&last_error), now, sink).await?;
+                close_open_items(
+                    r,
+                    StepStatus::Failed,
+                    "run_failed",
+                    Some(&last_error),
+                    now,
+                    sink,
+                )
+                .await?;
                 let mut end = Ending::new(RunEvent::Fail, usage);
                 end.last_error = Some(last_error);
                 return end_run(state, r, known, sink, end).await;
@@ -410,9 +422,7 @@ async fn drive(
                 })
                 .await?;
                 match written {
-                    Some((rec, true)) => {
-                        emit(sink, Event::Run("requires_action", Box::new(rec.run)))
-                    }
+                    Some((rec, true)) => emit(sink, Event::run_now(rec.run)),
                     Some((rec, false)) => {
                         let stop = stop_for(state, &rec);
                         return stop_run(state, r, sink, stop).await;
@@ -678,23 +688,9 @@ async fn end_run(
         return finalize_cancel(state, r, sink).await;
     }
     if let Some((rec, true)) = written {
-        emit(
-            sink,
-            Event::Run(ended_event(rec.run.status), Box::new(rec.run)),
-        );
+        emit(sink, Event::run_now(rec.run));
     }
     Ok(())
-}
-
-/// The name of the run event that announces a terminal status.
-fn ended_event(status: RunStatus) -> &'static str {
-    match status {
-        RunStatus::Completed => "completed",
-        RunStatus::Incomplete => "incomplete",
-        RunStatus::Expired => "expired",
-        RunStatus::Cancelled => "cancelled",
-        _ => "failed",
-    }
 }
 
 /// How a run that will not be finished ends.
@@ -717,11 +713,11 @@ impl Unfinished {
 
     /// What the run's open steps become, and the `incomplete_details.reason` of its open
     /// message.
-    pub fn labels(self) -> (&'static str, &'static str) {
+    pub fn labels(self) -> (StepStatus, &'static str) {
         match self {
-            Unfinished::Cancelled => ("cancelled", "run_cancelled"),
-            Unfinished::Expired => ("expired", "run_expired"),
-            Unfinished::Failed => ("failed", "run_failed"),
+            Unfinished::Cancelled => (StepStatus::Cancelled, "run_cancelled"),
+            Unfinished::Expired => (StepStatus::Expired, "run_expired"),
+            Unfinished::Failed => (StepStatus::Failed, "run_failed"),
         }
     }
 }
@@ -754,10 +750,7 @@ pub async fn end_unfinished(
     })
     .await?;
     if let Some((rec, true)) = written {
-        emit(
-            sink,
-            Event::Run(ended_event(rec.run.status), Box::new(rec.run)),
-        );
+        emit(sink, Event::run_now(rec.run));
     }
     Ok(())
 }
@@ -1257,11 +1250,11 @@ async fn one_turn(
         .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
         .collect();
     if functions.is_empty() {
-        step.status = "completed".into();
+        step.status = StepStatus::Completed;
         step.completed_at = Some(now);
         step.usage = Some(turn_usage);
         r.store.runs.put_step(&r.tenant, &step).await?;
-        emit(sink, Event::Step("completed", Box::new(step)));
+        emit(sink, Event::step_now(step));
         Ok((TurnEnd::Searched, turn_usage, Vec::new()))
     } else {
         // The step waits for the client's outputs, `in_progress`: its usage is shown once it
@@ -1294,11 +1287,13 @@ async fn persist(r: &RunRef, events: &[Event]) -> Result<(), Error> {
         } else {
             messages.put_message(&r.tenant, m)
         }),
-        Event::Step(_, s) if last_of(&s.id) == Some(i) => Some(if s.status == "in_progress" {
-            steps.put_step_progress(&r.tenant, s)
-        } else {
-            steps.put_step(&r.tenant, s)
-        }),
+        Event::Step(_, s) if last_of(&s.id) == Some(i) => {
+            Some(if s.status == StepStatus::InProgress {
+                steps.put_step_progress(&r.tenant, s)
+            } else {
+                steps.put_step(&r.tenant, s)
+            })
+        }
         _ => None,
     });
     for written in futures_util::future::join_all(writes).await {

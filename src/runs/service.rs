@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::engine::{self, Apply, RunRef, Sink, Unfinished, transition};
-use super::events::Event;
+use super::events::{Event, RunNews};
 use crate::api::assistants::service as assistants;
 use crate::api::common::{Field, Fields, check_id, invalid_type, missing};
 use crate::api::messages::service as messages;
@@ -18,7 +18,7 @@ use crate::api::validate::{self, ApiVersion};
 use crate::app::AppState;
 use crate::error::Error;
 use crate::ids::new_id;
-use crate::model::{Metadata, Run, RunRecord, RunStatus, Thread};
+use crate::model::{Metadata, Run, RunRecord, RunStatus, StepStatus, Thread};
 use crate::runs::state::{self as machine, RunEvent};
 use crate::store::CreateRun;
 use crate::tenancy::Caller;
@@ -340,8 +340,8 @@ pub async fn create(
         CreateRun::Created => {}
         CreateRun::ThreadBusy(active) => return Err(busy(&thread.id, &active)),
     }
-    engine::emit(&tx, Event::Run("created", Box::new(rec.run.clone())));
-    engine::emit(&tx, Event::Run("queued", Box::new(rec.run.clone())));
+    engine::emit(&tx, Event::Run(RunNews::Created, Box::new(rec.run.clone())));
+    engine::emit(&tx, Event::run_now(rec.run.clone()));
     let r = RunRef {
         store: caller.store.clone(),
         tenant: caller.tenant.clone(),
@@ -559,7 +559,7 @@ pub async fn submit_tool_outputs(
     if let Some(mut step) = steps
         .items
         .into_iter()
-        .find(|s| s.kind == "tool_calls" && s.status == "in_progress")
+        .find(|s| s.kind == "tool_calls" && s.status == StepStatus::InProgress)
     {
         if let Some(calls) = step.step_details["tool_calls"].as_array_mut() {
             for c in calls.iter_mut() {
@@ -568,13 +568,13 @@ pub async fn submit_tool_outputs(
                 }
             }
         }
-        step.status = "completed".into();
+        step.status = StepStatus::Completed;
         step.completed_at = Some(now);
         step.usage = step_usage;
         caller.store.runs.put_step(&caller.tenant, &step).await?;
-        engine::emit(&tx, Event::Step("completed", Box::new(step)));
+        engine::emit(&tx, Event::step_now(step));
     }
-    engine::emit(&tx, Event::Run("queued", Box::new(rec.run.clone())));
+    engine::emit(&tx, Event::run_now(rec.run.clone()));
     spawn(state, caller, r, rec.clone(), tx);
     Ok((rec, rx))
 }
