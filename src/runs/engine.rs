@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::engine_state::{self, EngineState};
 use super::events::{Event, MessageNews};
 use super::file_search::{self, Hit};
 use super::prompt::{self, FileSearchOffer, Limit, PromptInput, RunItem};
@@ -33,12 +34,6 @@ pub type Sink = mpsc::UnboundedSender<Event>;
 const MAX_TURNS: usize = 16;
 /// Thread messages considered for a prompt (the newest); truncation then fits them.
 const MAX_PROMPT_MESSAGES: usize = 1000;
-/// Engine state: the usage of the tool_calls step waiting for outputs, shown on the step
-/// when the outputs complete it.
-pub const TOOL_STEP_USAGE: &str = "tool_step_usage";
-/// Engine state: the `reasoning_effort` the run's chat requests carry (the run's own, or its
-/// assistant's; not a field of OpenAI's Run object).
-pub const REASONING_EFFORT: &str = "reasoning_effort";
 /// How often a streamed partial answer is saved, so a crash keeps most of it.
 const PARTIAL_SAVE_EVERY: Duration = Duration::from_secs(1);
 /// The longest a run waits for its thread's vector store to finish indexing (spec §7.2).
@@ -138,11 +133,15 @@ pub async fn transition_from(
 }
 
 /// Ends the run on `event` (through the state machine), marks the terminal timestamps and
-/// clears what only active runs carry. Refused, the record is left as it was.
-pub fn finish_run(rec: &mut RunRecord, event: RunEvent, now: i64) -> Result<RunStatus, Illegal> {
+/// clears what only active runs carry. The callers have checked the run may end so: a refusal
+/// is an internal error, logged, and the record is left as it is.
+pub fn finish_run(rec: &mut RunRecord, event: RunEvent, now: i64) -> Apply {
     let usage = usage_of(rec);
     let run = &mut rec.run;
-    let status = machine::advance(run, event)?;
+    let status = match machine::advance(run, event) {
+        Ok(status) => status,
+        Err(e) => return refused(e, &run.id),
+    };
     run.required_action = None;
     match status {
         RunStatus::Completed => run.completed_at = Some(now),
@@ -156,36 +155,38 @@ pub fn finish_run(rec: &mut RunRecord, event: RunEvent, now: i64) -> Result<RunS
     run.usage = Some(usage);
     rec.lease_owner = None;
     rec.lease_until = None;
-    Ok(status)
+    Apply::Write
 }
 
 /// A transition the caller's own checks let through but the state machine refuses: a bug in
 /// the proxy, not in the request. Logged; the record is left as it is.
-pub fn refused(e: Illegal, run_id: &str) -> Apply {
+fn refused(e: Illegal, run_id: &str) -> Apply {
     tracing::error!(run_id, error = %e, "internal error: illegal run transition refused");
     Apply::Skip
 }
 
 /// Usage accumulated over the run's upstream calls (kept in engine state until it is shown).
+/// An unreadable state counts nothing, logged: the run still ends.
 pub fn usage_of(rec: &RunRecord) -> Usage {
-    let mut u = Usage::default();
-    u.add(
-        rec.state["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
-        rec.state["usage"]["completion_tokens"]
-            .as_u64()
-            .unwrap_or(0),
-    );
-    u
+    match EngineState::of(rec) {
+        Ok(st) => st.usage(),
+        Err(e) => {
+            tracing::error!(run_id = %rec.run.id, error = %e, "internal error");
+            Usage::default()
+        }
+    }
 }
 
-fn add_usage(rec: &mut RunRecord, turn: Usage) {
-    let mut u = usage_of(rec);
-    u.add(turn.prompt_tokens, turn.completion_tokens);
-    if !rec.state.is_object() {
-        rec.state = json!({});
+/// Changes the engine state of `rec`; an unreadable state is an internal error, logged, and
+/// the record is then left as it is (`Skip`).
+fn with_state(rec: &mut RunRecord, f: impl FnOnce(&mut EngineState)) -> Apply {
+    match engine_state::update(rec, f) {
+        Ok(()) => Apply::Write,
+        Err(e) => {
+            tracing::error!(run_id = %rec.run.id, error = %e, "internal error");
+            Apply::Skip
+        }
     }
-    rec.state["usage"] =
-        json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens});
 }
 
 /// Ends the run's open message and steps after a failure, cancel or expiry, keeping what was
@@ -285,19 +286,14 @@ pub async fn execute(
         )
         .await;
         if let Ok(Some((rec, true))) = transition(&r, |rec| {
-            if !rec.run.status.is_active() {
+            // A cancel asked for ends `cancelled` (the sweeper finishes it once this engine's
+            // lease runs out); a run waiting for outputs, or ended, has nothing to fail.
+            if let Err(e) = machine::next(rec.run.status, RunEvent::Fail) {
+                tracing::warn!(run_id = %r.run_id, error = %e, "run left as it is");
                 return Apply::Skip;
             }
             rec.run.last_error = Some(last_error.clone());
-            match finish_run(rec, RunEvent::Fail, now) {
-                Ok(_) => Apply::Write,
-                // A cancel asked for ends `cancelled` (the sweeper finishes it once this
-                // engine's lease runs out); a run waiting for outputs has nothing to fail.
-                Err(e) => {
-                    tracing::warn!(run_id = %r.run_id, error = %e, "run left as it is");
-                    Apply::Skip
-                }
-            }
+            finish_run(rec, RunEvent::Fail, now)
         })
         .await
         {
@@ -409,8 +405,12 @@ async fn drive(
                     if machine::advance(&mut rec.run, RunEvent::NeedOutputs).is_err() {
                         return Apply::Skip;
                     }
-                    add_usage(rec, usage);
-                    rec.state[TOOL_STEP_USAGE] = json!(usage);
+                    if let Apply::Skip = with_state(rec, |st| {
+                        st.add_usage(usage);
+                        st.tool_step_usage = Some(usage);
+                    }) {
+                        return Apply::Skip;
+                    }
                     rec.run.required_action = Some(json!({
                         "type": "submit_tool_outputs",
                         "submit_tool_outputs": {"tool_calls": calls},
@@ -504,8 +504,10 @@ async fn renew(
         {
             return Apply::Skip;
         }
-        if let Some(u) = usage {
-            add_usage(rec, u);
+        if let Some(u) = usage
+            && let Apply::Skip = with_state(rec, |st| st.add_usage(u))
+        {
+            return Apply::Skip;
         }
         rec.lease_until = Some(state.clock.now_millis() + lease_ms);
         Apply::Write
@@ -670,13 +672,12 @@ async fn end_run(
             }
             _ => return Apply::Skip,
         }
-        add_usage(rec, end.usage);
+        if let Apply::Skip = with_state(rec, |st| st.add_usage(end.usage)) {
+            return Apply::Skip;
+        }
         rec.run.last_error = end.last_error.clone();
         rec.run.incomplete_details = end.incomplete.clone();
-        match finish_run(rec, end.event, now) {
-            Ok(_) => Apply::Write,
-            Err(e) => refused(e, &r.run_id),
-        }
+        finish_run(rec, end.event, now)
     });
     let (persisted, written) = tokio::join!(persist(r, &closing), ending);
     persisted?;
@@ -743,10 +744,7 @@ pub async fn end_unfinished(
         if last_error.is_some() {
             rec.run.last_error = last_error.clone();
         }
-        match finish_run(rec, how.event(), now) {
-            Ok(_) => Apply::Write,
-            Err(e) => refused(e, &r.run_id),
-        }
+        finish_run(rec, how.event(), now)
     })
     .await?;
     if let Some((rec, true)) = written {
@@ -827,9 +825,7 @@ async fn file_search_setup(
     if let Some(t) = r.store.threads.get_thread(&r.tenant, &r.thread_id).await? {
         stores.extend(t.tool_resources.vector_store_ids().iter().cloned());
     }
-    if let Some(extra) = rec.state["vector_store_ids"].as_array() {
-        stores.extend(extra.iter().filter_map(|v| v.as_str().map(str::to_owned)));
-    }
+    stores.extend(EngineState::of(rec)?.vector_store_ids);
     stores.sort();
     stores.dedup();
     if stores.is_empty() {
@@ -919,6 +915,7 @@ async fn run_history(r: &RunRef, rec: &RunRecord) -> Result<(Vec<RunStep>, Vec<R
         .list_steps(&r.tenant, &r.thread_id, &r.run_id, &q)
         .await?
         .items;
+    let engine = EngineState::of(rec)?;
     let mut items = Vec::new();
     let mut fs_turn = 0usize;
     for s in &steps {
@@ -962,12 +959,14 @@ async fn run_history(r: &RunRef, rec: &RunRecord) -> Result<(Vec<RunStep>, Vec<R
                     c["function"]["output"].as_str().unwrap_or("").to_owned(),
                 ));
             } else if c["type"] == "file_search" {
-                let name = rec.state["file_search_name"]
-                    .as_str()
-                    .unwrap_or("file_search")
-                    .to_owned();
-                let args = rec.state["file_search_args"][&id]
-                    .as_str()
+                let name = engine
+                    .file_search_name
+                    .clone()
+                    .unwrap_or_else(|| "file_search".to_owned());
+                let args = engine
+                    .file_search_args
+                    .get(&id)
+                    .and_then(Value::as_str)
                     .unwrap_or("{}")
                     .to_owned();
                 let hits: Vec<Hit> = c["file_search"]["results"]
@@ -1023,7 +1022,8 @@ async fn one_turn(
     let messages = prompt_messages(r).await?;
     let (steps, items) = run_history(r, rec).await?;
     let images = images_of(r, &messages).await;
-    let usage = usage_of(rec);
+    let engine = EngineState::of(rec)?;
+    let usage = engine.usage();
     let built = {
         let lookup = |id: &str| images.get(id).cloned();
         prompt::build(&PromptInput {
@@ -1035,7 +1035,7 @@ async fn one_turn(
             prompt_tokens_used: usage.prompt_tokens,
             completion_tokens_used: usage.completion_tokens,
             images: &lookup,
-            reasoning_effort: rec.state[REASONING_EFFORT].as_str(),
+            reasoning_effort: engine.reasoning_effort.as_deref(),
         })
     };
     let nothing = |end| Ok((end, Usage::default(), Vec::new()));
@@ -1222,17 +1222,10 @@ async fn one_turn(
             .map(|(o, _, _)| o.name.clone())
             .unwrap_or_default();
         let written = transition_from(r, Some(held.rec.clone()), Commit::Progress, |rec| {
-            if !rec.state.is_object() {
-                rec.state = json!({});
-            }
-            rec.state["file_search_name"] = json!(name);
-            let mut map = rec.state["file_search_args"]
-                .as_object()
-                .cloned()
-                .unwrap_or_default();
-            map.extend(args_state.clone());
-            rec.state["file_search_args"] = Value::Object(map);
-            Apply::Write
+            with_state(rec, |st| {
+                st.file_search_name = Some(name.clone());
+                st.file_search_args.extend(args_state.clone());
+            })
         })
         .await?;
         if let Some((rec, true)) = written {

@@ -10,6 +10,7 @@
 //! - `sweeper`: expiry and dead-lease recovery, on every proxy.
 
 pub mod engine;
+pub mod engine_state;
 pub mod events;
 pub mod file_search;
 pub mod prompt;

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::engine::{self, Apply, RunRef, Sink, Unfinished, transition};
+use super::engine_state::{self, EngineState};
 use super::events::{Event, RunNews};
 use crate::api::assistants::service as assistants;
 use crate::api::common::{Field, Fields, check_id, invalid_type, missing};
@@ -324,18 +325,21 @@ pub async fn create(
         parallel_tool_calls: opts.parallel_tool_calls.unwrap_or(true),
         response_format: opts.response_format.unwrap_or(assistant.response_format),
     };
-    let rec = RunRecord {
+    let mut rec = RunRecord {
         run,
         version: 1,
         // Held from creation so a proxy dying before its engine starts is noticed too.
         lease_owner: Some(state.instance_id.clone()),
         lease_until: Some(state.clock.now_millis() + state.config.runs.lease.as_millis() as i64),
-        state: json!({
-            "include_content": opts.include_content,
-            "vector_store_ids": opts.tool_resources_stores,
-            engine::REASONING_EFFORT: opts.reasoning_effort.or(assistant.reasoning_effort),
-        }),
+        state: Value::Null,
     };
+    EngineState {
+        include_content: opts.include_content,
+        vector_store_ids: opts.tool_resources_stores,
+        reasoning_effort: opts.reasoning_effort.or(assistant.reasoning_effort),
+        ..EngineState::default()
+    }
+    .put(&mut rec)?;
     match caller.store.runs.create_run(&caller.tenant, &rec).await? {
         CreateRun::Created => {}
         CreateRun::ThreadBusy(active) => return Err(busy(&thread.id, &active)),
@@ -512,11 +516,11 @@ pub async fn submit_tool_outputs(
         if machine::advance(&mut rec.run, RunEvent::OutputsSubmitted).is_err() {
             return Apply::Skip;
         }
-        step_usage = rec
-            .state
-            .as_object_mut()
-            .and_then(|s| s.remove(engine::TOOL_STEP_USAGE))
-            .and_then(|u| serde_json::from_value(u).ok());
+        step_usage =
+            engine_state::update(rec, |st| st.tool_step_usage.take()).unwrap_or_else(|e| {
+                tracing::error!(run_id, error = %e, "internal error");
+                None
+            });
         rec.run.required_action = None;
         rec.lease_owner = Some(state.instance_id.clone());
         rec.lease_until = Some(state.clock.now_millis() + lease_ms);

@@ -172,10 +172,7 @@ async fn take_over(
         if last_error.is_some() {
             rec.run.last_error = last_error.clone();
         }
-        match engine::finish_run(rec, how.event(), now) {
-            Ok(_) => Apply::Write,
-            Err(e) => engine::refused(e, &r.run_id),
-        }
+        engine::finish_run(rec, how.event(), now)
     })
     .await?;
     Ok(())
