@@ -281,6 +281,30 @@ impl RunStatus {
     }
 }
 
+/// Run step statuses, the spec's enum. A stored step with any other status fails to load
+/// (serde) rather than being read as one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    InProgress,
+    Cancelled,
+    Failed,
+    Completed,
+    Expired,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::InProgress => "in_progress",
+            StepStatus::Cancelled => "cancelled",
+            StepStatus::Failed => "failed",
+            StepStatus::Completed => "completed",
+            StepStatus::Expired => "expired",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {
     pub id: String,
@@ -338,7 +362,7 @@ pub struct RunStep {
     pub run_id: String,
     #[serde(rename = "type")]
     pub kind: String,
-    pub status: String,
+    pub status: StepStatus,
     pub step_details: Value,
     pub last_error: Option<Value>,
     pub expired_at: Option<i64>,
@@ -565,6 +589,23 @@ fn compare(actual: Option<&Value>, wanted: &Value) -> Option<std::cmp::Ordering>
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn step_statuses_read_back_as_written_and_unknown_ones_are_refused() {
+        for st in [
+            StepStatus::InProgress,
+            StepStatus::Cancelled,
+            StepStatus::Failed,
+            StepStatus::Completed,
+            StepStatus::Expired,
+        ] {
+            let v = serde_json::to_value(st).unwrap();
+            assert_eq!(v, json!(st.as_str()));
+            assert_eq!(serde_json::from_value::<StepStatus>(v).unwrap(), st);
+        }
+        // Before the enum, a typo here was closed as `expired`.
+        assert!(serde_json::from_value::<StepStatus>(json!("expird")).is_err());
+    }
 
     fn stored_message(role: &str, content: Value) -> String {
         json!({

@@ -10,14 +10,16 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::events::Event;
+use super::engine_state::{self, EngineState};
+use super::events::{Event, MessageNews};
 use super::file_search::{self, Hit};
 use super::prompt::{self, FileSearchOffer, Limit, PromptInput, RunItem};
+use super::state::{self as machine, Illegal, RunEvent};
 use super::translate::{Finish, Turn, TurnCtx, citations};
 use super::{Stop, StopSignal};
 use crate::app::AppState;
 use crate::error::Error;
-use crate::model::{Message, RunRecord, RunStatus, RunStep, Usage};
+use crate::model::{Message, RunRecord, RunStatus, RunStep, StepStatus, Usage};
 use crate::store::{ListQuery, Order, Store, Tenant};
 use crate::tenancy::Caller;
 use crate::upstream::chat::{CallError, ChatStream};
@@ -32,12 +34,6 @@ pub type Sink = mpsc::UnboundedSender<Event>;
 const MAX_TURNS: usize = 16;
 /// Thread messages considered for a prompt (the newest); truncation then fits them.
 const MAX_PROMPT_MESSAGES: usize = 1000;
-/// Engine state: the usage of the tool_calls step waiting for outputs, shown on the step
-/// when the outputs complete it.
-pub const TOOL_STEP_USAGE: &str = "tool_step_usage";
-/// Engine state: the `reasoning_effort` the run's chat requests carry (the run's own, or its
-/// assistant's; not a field of OpenAI's Run object).
-pub const REASONING_EFFORT: &str = "reasoning_effort";
 /// How often a streamed partial answer is saved, so a crash keeps most of it.
 const PARTIAL_SAVE_EVERY: Duration = Duration::from_secs(1);
 /// The longest a run waits for its thread's vector store to finish indexing (spec §7.2).
@@ -136,11 +132,16 @@ pub async fn transition_from(
     Err(Error::internal("the run changed too often to update it"))
 }
 
-/// Marks the terminal timestamps and clears what only active runs carry.
-pub fn finish_run(rec: &mut RunRecord, status: RunStatus, now: i64) {
+/// Ends the run on `event` (through the state machine), marks the terminal timestamps and
+/// clears what only active runs carry. The callers have checked the run may end so: a refusal
+/// is an internal error, logged, and the record is left as it is.
+pub fn finish_run(rec: &mut RunRecord, event: RunEvent, now: i64) -> Apply {
     let usage = usage_of(rec);
     let run = &mut rec.run;
-    run.status = status;
+    let status = match machine::advance(run, event) {
+        Ok(status) => status,
+        Err(e) => return refused(e, &run.id),
+    };
     run.required_action = None;
     match status {
         RunStatus::Completed => run.completed_at = Some(now),
@@ -154,35 +155,45 @@ pub fn finish_run(rec: &mut RunRecord, status: RunStatus, now: i64) {
     run.usage = Some(usage);
     rec.lease_owner = None;
     rec.lease_until = None;
+    Apply::Write
+}
+
+/// A transition the caller's own checks let through but the state machine refuses: a bug in
+/// the proxy, not in the request. Logged; the record is left as it is.
+fn refused(e: Illegal, run_id: &str) -> Apply {
+    tracing::error!(run_id, error = %e, "internal error: illegal run transition refused");
+    Apply::Skip
 }
 
 /// Usage accumulated over the run's upstream calls (kept in engine state until it is shown).
+/// An unreadable state counts nothing, logged: the run still ends.
 pub fn usage_of(rec: &RunRecord) -> Usage {
-    let mut u = Usage::default();
-    u.add(
-        rec.state["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
-        rec.state["usage"]["completion_tokens"]
-            .as_u64()
-            .unwrap_or(0),
-    );
-    u
+    match EngineState::of(rec) {
+        Ok(st) => st.usage(),
+        Err(e) => {
+            tracing::error!(run_id = %rec.run.id, error = %e, "internal error");
+            Usage::default()
+        }
+    }
 }
 
-fn add_usage(rec: &mut RunRecord, turn: Usage) {
-    let mut u = usage_of(rec);
-    u.add(turn.prompt_tokens, turn.completion_tokens);
-    if !rec.state.is_object() {
-        rec.state = json!({});
+/// Changes the engine state of `rec`; an unreadable state is an internal error, logged, and
+/// the record is then left as it is (`Skip`).
+fn with_state(rec: &mut RunRecord, f: impl FnOnce(&mut EngineState)) -> Apply {
+    match engine_state::update(rec, f) {
+        Ok(()) => Apply::Write,
+        Err(e) => {
+            tracing::error!(run_id = %rec.run.id, error = %e, "internal error");
+            Apply::Skip
+        }
     }
-    rec.state["usage"] =
-        json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens});
 }
 
 /// Ends the run's open message and steps after a failure, cancel or expiry, keeping what was
 /// produced (the message becomes `incomplete`).
 pub async fn close_open_items(
     r: &RunRef,
-    step_status: &str,
+    step_status: StepStatus,
     message_reason: &str,
     last_error: Option<&Value>,
     now: i64,
@@ -202,7 +213,7 @@ pub async fn close_open_items(
     for mut s in steps
         .items
         .into_iter()
-        .filter(|s| s.status == "in_progress")
+        .filter(|s| s.status == StepStatus::InProgress)
     {
         if s.kind == "message_creation"
             && let Some(mid) = s.step_details["message_creation"]["message_id"].as_str()
@@ -217,24 +228,20 @@ pub async fn close_open_items(
             m.incomplete_at = Some(now);
             m.incomplete_details = Some(json!({"reason": message_reason}));
             r.store.messages.put_message(&r.tenant, &m).await?;
-            emit(sink, Event::Message("incomplete", Box::new(m)));
+            emit(sink, Event::Message(MessageNews::Incomplete, Box::new(m)));
         }
-        s.status = step_status.to_owned();
+        s.status = step_status;
         match step_status {
-            "failed" => {
+            StepStatus::Failed => {
                 s.failed_at = Some(now);
                 s.last_error = last_error.cloned();
             }
-            "cancelled" => s.cancelled_at = Some(now),
-            _ => s.expired_at = Some(now),
+            StepStatus::Cancelled => s.cancelled_at = Some(now),
+            StepStatus::Expired => s.expired_at = Some(now),
+            StepStatus::InProgress | StepStatus::Completed => {}
         }
         r.store.runs.put_step(&r.tenant, &s).await?;
-        let name = match step_status {
-            "failed" => "failed",
-            "cancelled" => "cancelled",
-            _ => "expired",
-        };
-        emit(sink, Event::Step(name, Box::new(s)));
+        emit(sink, Event::step_now(s));
     }
     Ok(())
 }
@@ -269,18 +276,28 @@ pub async fn execute(
         tracing::error!(run_id = %r.run_id, error = %e, "run failed inside the proxy");
         let now = state.clock.now();
         let last_error = json!({"code": "server_error", "message": format!("The proxy failed while executing the run: {e}")});
-        let _ = close_open_items(&r, "failed", "run_failed", Some(&last_error), now, &sink).await;
+        let _ = close_open_items(
+            &r,
+            StepStatus::Failed,
+            "run_failed",
+            Some(&last_error),
+            now,
+            &sink,
+        )
+        .await;
         if let Ok(Some((rec, true))) = transition(&r, |rec| {
-            if !rec.run.status.is_active() {
+            // A cancel asked for ends `cancelled` (the sweeper finishes it once this engine's
+            // lease runs out); a run waiting for outputs, or ended, has nothing to fail.
+            if let Err(e) = machine::next(rec.run.status, RunEvent::Fail) {
+                tracing::warn!(run_id = %r.run_id, error = %e, "run left as it is");
                 return Apply::Skip;
             }
             rec.run.last_error = Some(last_error.clone());
-            finish_run(rec, RunStatus::Failed, now);
-            Apply::Write
+            finish_run(rec, RunEvent::Fail, now)
         })
         .await
         {
-            emit(&sink, Event::Run("failed", Box::new(rec.run)));
+            emit(&sink, Event::run_now(rec.run));
         }
     }
     emit(&sink, Event::Done);
@@ -314,15 +331,15 @@ async fn drive(
     // Claim: queued → in_progress, with this proxy's lease.
     let lease_ms = state.config.runs.lease.as_millis() as i64;
     let now = state.clock.now();
-    let claimed = transition_from(r, start, Commit::Progress, |rec| match rec.run.status {
-        RunStatus::Queued => {
-            rec.run.status = RunStatus::InProgress;
-            rec.run.started_at.get_or_insert(now);
-            rec.lease_owner = Some(state.instance_id.clone());
-            rec.lease_until = Some(state.clock.now_millis() + lease_ms);
-            Apply::Write
+    let claimed = transition_from(r, start, Commit::Progress, |rec| {
+        // Refused: someone else has taken the run up or ended it.
+        if machine::advance(&mut rec.run, RunEvent::Claim).is_err() {
+            return Apply::Skip;
         }
-        _ => Apply::Skip,
+        rec.run.started_at.get_or_insert(now);
+        rec.lease_owner = Some(state.instance_id.clone());
+        rec.lease_until = Some(state.clock.now_millis() + lease_ms);
+        Apply::Write
     })
     .await?;
     let Some((rec, true)) = claimed else {
@@ -333,7 +350,7 @@ async fn drive(
         }
         return Ok(());
     };
-    emit(sink, Event::Run("in_progress", Box::new(rec.run.clone())));
+    emit(sink, Event::run_now(rec.run.clone()));
     tracing::debug!(run_id = %r.run_id, "run claimed");
     let mut held = Held::new(rec);
 
@@ -356,32 +373,44 @@ async fn drive(
                 }
             }
             TurnEnd::Answered => {
-                let mut end = Ending::new(RunStatus::Completed, usage);
+                let mut end = Ending::new(RunEvent::Complete, usage);
                 end.closing = closing;
                 return end_run(state, r, known, sink, end).await;
             }
             TurnEnd::Incomplete(reason) => {
-                let mut end = Ending::new(RunStatus::Incomplete, usage);
+                let mut end = Ending::new(RunEvent::Incomplete, usage);
                 end.incomplete = Some(json!({"reason": reason}));
                 end.closing = closing;
                 return end_run(state, r, known, sink, end).await;
             }
             TurnEnd::Failed(e) => {
                 let last_error = json!({"code": e.code, "message": e.message});
-                close_open_items(r, "failed", "run_failed", Some(&last_error), now, sink).await?;
-                let mut end = Ending::new(RunStatus::Failed, usage);
+                close_open_items(
+                    r,
+                    StepStatus::Failed,
+                    "run_failed",
+                    Some(&last_error),
+                    now,
+                    sink,
+                )
+                .await?;
+                let mut end = Ending::new(RunEvent::Fail, usage);
                 end.last_error = Some(last_error);
                 return end_run(state, r, known, sink, end).await;
             }
             TurnEnd::Stopped(stop) => return stop_run(state, r, sink, stop).await,
             TurnEnd::NeedsOutputs(calls) => {
                 let written = transition_from(r, Some(known), Commit::Durable, |rec| {
-                    if rec.run.status != RunStatus::InProgress {
+                    // Refused: a cancel, or someone else resolved the run (stop_for).
+                    if machine::advance(&mut rec.run, RunEvent::NeedOutputs).is_err() {
                         return Apply::Skip;
                     }
-                    add_usage(rec, usage);
-                    rec.state[TOOL_STEP_USAGE] = json!(usage);
-                    rec.run.status = RunStatus::RequiresAction;
+                    if let Apply::Skip = with_state(rec, |st| {
+                        st.add_usage(usage);
+                        st.tool_step_usage = Some(usage);
+                    }) {
+                        return Apply::Skip;
+                    }
                     rec.run.required_action = Some(json!({
                         "type": "submit_tool_outputs",
                         "submit_tool_outputs": {"tool_calls": calls},
@@ -393,9 +422,7 @@ async fn drive(
                 })
                 .await?;
                 match written {
-                    Some((rec, true)) => {
-                        emit(sink, Event::Run("requires_action", Box::new(rec.run)))
-                    }
+                    Some((rec, true)) => emit(sink, Event::run_now(rec.run)),
                     Some((rec, false)) => {
                         let stop = stop_for(state, &rec);
                         return stop_run(state, r, sink, stop).await;
@@ -406,7 +433,7 @@ async fn drive(
             }
         }
     }
-    let mut end = Ending::new(RunStatus::Failed, Usage::default());
+    let mut end = Ending::new(RunEvent::Fail, Usage::default());
     end.last_error = Some(
         json!({"code": "server_error", "message": format!("The run stopped after {MAX_TURNS} tool rounds without an answer.")}),
     );
@@ -477,8 +504,10 @@ async fn renew(
         {
             return Apply::Skip;
         }
-        if let Some(u) = usage {
-            add_usage(rec, u);
+        if let Some(u) = usage
+            && let Apply::Skip = with_state(rec, |st| st.add_usage(u))
+        {
+            return Apply::Skip;
         }
         rec.lease_until = Some(state.clock.now_millis() + lease_ms);
         Apply::Write
@@ -596,10 +625,10 @@ async fn before_retry(
     })
 }
 
-/// How a run ends: its terminal status, what the last turn used, why, and the completion
+/// How a run ends: the event that ends it, what the last turn used, why, and the completion
 /// events of the final answer (message and step), written beside the run's end.
 struct Ending {
-    status: RunStatus,
+    event: RunEvent,
     usage: Usage,
     last_error: Option<Value>,
     incomplete: Option<Value>,
@@ -607,9 +636,9 @@ struct Ending {
 }
 
 impl Ending {
-    fn new(status: RunStatus, usage: Usage) -> Ending {
+    fn new(event: RunEvent, usage: Usage) -> Ending {
         Ending {
-            status,
+            event,
             usage,
             last_error: None,
             incomplete: None,
@@ -643,11 +672,12 @@ async fn end_run(
             }
             _ => return Apply::Skip,
         }
-        add_usage(rec, end.usage);
+        if let Apply::Skip = with_state(rec, |st| st.add_usage(end.usage)) {
+            return Apply::Skip;
+        }
         rec.run.last_error = end.last_error.clone();
         rec.run.incomplete_details = end.incomplete.clone();
-        finish_run(rec, end.status, now);
-        Apply::Write
+        finish_run(rec, end.event, now)
     });
     let (persisted, written) = tokio::join!(persist(r, &closing), ending);
     persisted?;
@@ -659,45 +689,53 @@ async fn end_run(
         return finalize_cancel(state, r, sink).await;
     }
     if let Some((rec, true)) = written {
-        emit(sink, Event::Run(ended_event(end.status), Box::new(rec.run)));
+        emit(sink, Event::run_now(rec.run));
     }
     Ok(())
 }
 
-/// The name of the run event that announces a terminal status.
-fn ended_event(status: RunStatus) -> &'static str {
-    match status {
-        RunStatus::Completed => "completed",
-        RunStatus::Incomplete => "incomplete",
-        RunStatus::Expired => "expired",
-        RunStatus::Cancelled => "cancelled",
-        _ => "failed",
-    }
+/// How a run that will not be finished ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unfinished {
+    Cancelled,
+    Expired,
+    /// Failed by the proxy (shut down, or its executor is gone).
+    Failed,
 }
 
-/// What the open steps of a run ending unfinished with `status` become, and the
-/// `incomplete_details.reason` of its open message.
-pub fn unfinished_labels(status: RunStatus) -> (&'static str, &'static str) {
-    match status {
-        RunStatus::Cancelled => ("cancelled", "run_cancelled"),
-        RunStatus::Expired => ("expired", "run_expired"),
-        _ => ("failed", "run_failed"),
+impl Unfinished {
+    pub fn event(self) -> RunEvent {
+        match self {
+            Unfinished::Cancelled => RunEvent::Cancelled,
+            Unfinished::Expired => RunEvent::Expire,
+            Unfinished::Failed => RunEvent::Fail,
+        }
+    }
+
+    /// What the run's open steps become, and the `incomplete_details.reason` of its open
+    /// message.
+    pub fn labels(self) -> (StepStatus, &'static str) {
+        match self {
+            Unfinished::Cancelled => (StepStatus::Cancelled, "run_cancelled"),
+            Unfinished::Expired => (StepStatus::Expired, "run_expired"),
+            Unfinished::Failed => (StepStatus::Failed, "run_failed"),
+        }
     }
 }
 
 /// Ends a run that will not be finished (cancelled, expired, or failed by the proxy): closes
-/// its open message (`incomplete`) and steps, then moves the run to `status` if it is still
-/// in one of `from`.
+/// its open message (`incomplete`) and steps, then ends the run `how` if it is still in one
+/// of `from` (the statuses the caller may end it from: whoever else holds it ends it itself).
 pub async fn end_unfinished(
     state: &AppState,
     r: &RunRef,
     sink: &Option<Sink>,
     from: &[RunStatus],
-    status: RunStatus,
+    how: Unfinished,
     last_error: Option<Value>,
 ) -> Result<(), Error> {
     let now = state.clock.now();
-    let (step_status, reason) = unfinished_labels(status);
+    let (step_status, reason) = how.labels();
     close_open_items(r, step_status, reason, last_error.as_ref(), now, sink).await?;
     let written = transition(r, |rec| {
         if !from.contains(&rec.run.status) {
@@ -706,12 +744,11 @@ pub async fn end_unfinished(
         if last_error.is_some() {
             rec.run.last_error = last_error.clone();
         }
-        finish_run(rec, status, now);
-        Apply::Write
+        finish_run(rec, how.event(), now)
     })
     .await?;
     if let Some((rec, true)) = written {
-        emit(sink, Event::Run(ended_event(status), Box::new(rec.run)));
+        emit(sink, Event::run_now(rec.run));
     }
     Ok(())
 }
@@ -727,7 +764,7 @@ pub async fn finalize_cancel(
         RunStatus::InProgress,
         RunStatus::Queued,
     ];
-    end_unfinished(state, r, sink, &from, RunStatus::Cancelled, None).await
+    end_unfinished(state, r, sink, &from, Unfinished::Cancelled, None).await
 }
 
 /// Ends a run the engine was told to stop. A run that is no longer this engine's is left to
@@ -743,7 +780,7 @@ async fn stop_run(
         Stop::Cancel => finalize_cancel(state, r, sink).await,
         Stop::Expire => {
             tracing::info!(run_id = %r.run_id, "run reached its expires_at while executing");
-            end_unfinished(state, r, sink, &active, RunStatus::Expired, None).await
+            end_unfinished(state, r, sink, &active, Unfinished::Expired, None).await
         }
         Stop::Shutdown => {
             tracing::warn!(run_id = %r.run_id, "shutdown grace period over; failing the run");
@@ -751,7 +788,15 @@ async fn stop_run(
                 "code": "server_error",
                 "message": "The proxy shut down before the run finished.",
             });
-            end_unfinished(state, r, sink, &active, RunStatus::Failed, Some(last_error)).await
+            end_unfinished(
+                state,
+                r,
+                sink,
+                &active,
+                Unfinished::Failed,
+                Some(last_error),
+            )
+            .await
         }
         Stop::Lost => {
             tracing::info!(run_id = %r.run_id, "run resolved elsewhere; this engine stops");
@@ -780,9 +825,7 @@ async fn file_search_setup(
     if let Some(t) = r.store.threads.get_thread(&r.tenant, &r.thread_id).await? {
         stores.extend(t.tool_resources.vector_store_ids().iter().cloned());
     }
-    if let Some(extra) = rec.state["vector_store_ids"].as_array() {
-        stores.extend(extra.iter().filter_map(|v| v.as_str().map(str::to_owned)));
-    }
+    stores.extend(EngineState::of(rec)?.vector_store_ids);
     stores.sort();
     stores.dedup();
     if stores.is_empty() {
@@ -872,6 +915,7 @@ async fn run_history(r: &RunRef, rec: &RunRecord) -> Result<(Vec<RunStep>, Vec<R
         .list_steps(&r.tenant, &r.thread_id, &r.run_id, &q)
         .await?
         .items;
+    let engine = EngineState::of(rec)?;
     let mut items = Vec::new();
     let mut fs_turn = 0usize;
     for s in &steps {
@@ -915,12 +959,14 @@ async fn run_history(r: &RunRef, rec: &RunRecord) -> Result<(Vec<RunStep>, Vec<R
                     c["function"]["output"].as_str().unwrap_or("").to_owned(),
                 ));
             } else if c["type"] == "file_search" {
-                let name = rec.state["file_search_name"]
-                    .as_str()
-                    .unwrap_or("file_search")
-                    .to_owned();
-                let args = rec.state["file_search_args"][&id]
-                    .as_str()
+                let name = engine
+                    .file_search_name
+                    .clone()
+                    .unwrap_or_else(|| "file_search".to_owned());
+                let args = engine
+                    .file_search_args
+                    .get(&id)
+                    .and_then(Value::as_str)
                     .unwrap_or("{}")
                     .to_owned();
                 let hits: Vec<Hit> = c["file_search"]["results"]
@@ -976,7 +1022,8 @@ async fn one_turn(
     let messages = prompt_messages(r).await?;
     let (steps, items) = run_history(r, rec).await?;
     let images = images_of(r, &messages).await;
-    let usage = usage_of(rec);
+    let engine = EngineState::of(rec)?;
+    let usage = engine.usage();
     let built = {
         let lookup = |id: &str| images.get(id).cloned();
         prompt::build(&PromptInput {
@@ -988,7 +1035,7 @@ async fn one_turn(
             prompt_tokens_used: usage.prompt_tokens,
             completion_tokens_used: usage.completion_tokens,
             images: &lookup,
-            reasoning_effort: rec.state[REASONING_EFFORT].as_str(),
+            reasoning_effort: engine.reasoning_effort.as_deref(),
         })
     };
     let nothing = |end| Ok((end, Usage::default(), Vec::new()));
@@ -1175,17 +1222,10 @@ async fn one_turn(
             .map(|(o, _, _)| o.name.clone())
             .unwrap_or_default();
         let written = transition_from(r, Some(held.rec.clone()), Commit::Progress, |rec| {
-            if !rec.state.is_object() {
-                rec.state = json!({});
-            }
-            rec.state["file_search_name"] = json!(name);
-            let mut map = rec.state["file_search_args"]
-                .as_object()
-                .cloned()
-                .unwrap_or_default();
-            map.extend(args_state.clone());
-            rec.state["file_search_args"] = Value::Object(map);
-            Apply::Write
+            with_state(rec, |st| {
+                st.file_search_name = Some(name.clone());
+                st.file_search_args.extend(args_state.clone());
+            })
         })
         .await?;
         if let Some((rec, true)) = written {
@@ -1203,11 +1243,11 @@ async fn one_turn(
         .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
         .collect();
     if functions.is_empty() {
-        step.status = "completed".into();
+        step.status = StepStatus::Completed;
         step.completed_at = Some(now);
         step.usage = Some(turn_usage);
         r.store.runs.put_step(&r.tenant, &step).await?;
-        emit(sink, Event::Step("completed", Box::new(step)));
+        emit(sink, Event::step_now(step));
         Ok((TurnEnd::Searched, turn_usage, Vec::new()))
     } else {
         // The step waits for the client's outputs, `in_progress`: its usage is shown once it
@@ -1240,11 +1280,13 @@ async fn persist(r: &RunRef, events: &[Event]) -> Result<(), Error> {
         } else {
             messages.put_message(&r.tenant, m)
         }),
-        Event::Step(_, s) if last_of(&s.id) == Some(i) => Some(if s.status == "in_progress" {
-            steps.put_step_progress(&r.tenant, s)
-        } else {
-            steps.put_step(&r.tenant, s)
-        }),
+        Event::Step(_, s) if last_of(&s.id) == Some(i) => {
+            Some(if s.status == StepStatus::InProgress {
+                steps.put_step_progress(&r.tenant, s)
+            } else {
+                steps.put_step(&r.tenant, s)
+            })
+        }
         _ => None,
     });
     for written in futures_util::future::join_all(writes).await {

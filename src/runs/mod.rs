@@ -13,6 +13,7 @@
 //! (`api::runs::service`), which starts this engine; the engine imports nothing of the API.
 
 pub mod engine;
+pub mod engine_state;
 pub mod events;
 pub mod file_search;
 pub mod prompt;
@@ -179,7 +180,7 @@ impl Drop for RegistryGuard<'_> {
 /// and the sweeper do.
 pub async fn expire(state: &AppState, r: &engine::RunRef) -> Result<(), Error> {
     let from = [RunStatus::RequiresAction, RunStatus::Queued];
-    engine::end_unfinished(state, r, &None, &from, RunStatus::Expired, None).await
+    engine::end_unfinished(state, r, &None, &from, engine::Unfinished::Expired, None).await
 }
 
 #[cfg(test)]

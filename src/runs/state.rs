@@ -11,7 +11,7 @@
 //!       expire, from queued, in_progress or requires_action ──▶ expired
 //! ```
 
-use crate::model::RunStatus;
+use crate::model::{Run, RunStatus};
 
 /// What happened to a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +65,14 @@ pub fn next(from: RunStatus, event: RunEvent) -> Result<RunStatus, Illegal> {
         (S::Queued | S::InProgress | S::RequiresAction, E::Expire) => S::Expired,
         _ => return Err(Illegal { from, event }),
     };
+    Ok(to)
+}
+
+/// Moves `run` on `event`: the only way a run's status changes once it exists. Refused, the
+/// run is left as it was.
+pub fn advance(run: &mut Run, event: RunEvent) -> Result<RunStatus, Illegal> {
+    let to = next(run.status, event)?;
+    run.status = to;
     Ok(to)
 }
 
@@ -166,6 +174,35 @@ mod tests {
         ] {
             assert!(!next(from, event).unwrap().is_active());
         }
+    }
+
+    #[test]
+    fn advance_moves_the_run_only_when_the_table_allows() {
+        let mut run: Run = serde_json::from_value(serde_json::json!({
+            "id": "run_a", "object": "thread.run", "created_at": 1, "thread_id": "thread_a",
+            "assistant_id": "asst_a", "status": "queued", "required_action": null,
+            "last_error": null, "expires_at": null, "started_at": null, "cancelled_at": null,
+            "failed_at": null, "completed_at": null, "incomplete_details": null,
+            "model": "m", "instructions": "", "tools": [], "metadata": {}, "usage": null,
+            "temperature": null, "top_p": null, "max_prompt_tokens": null,
+            "max_completion_tokens": null, "truncation_strategy": null, "tool_choice": null,
+            "parallel_tool_calls": true, "response_format": null,
+        }))
+        .unwrap();
+        assert_eq!(
+            advance(&mut run, RunEvent::Claim),
+            Ok(RunStatus::InProgress)
+        );
+        assert_eq!(run.status, RunStatus::InProgress);
+        let refused = advance(&mut run, RunEvent::OutputsSubmitted).unwrap_err();
+        assert_eq!(refused.from, RunStatus::InProgress);
+        assert_eq!(run.status, RunStatus::InProgress);
+        assert_eq!(
+            advance(&mut run, RunEvent::Complete),
+            Ok(RunStatus::Completed)
+        );
+        assert!(advance(&mut run, RunEvent::CancelRequested).is_err());
+        assert_eq!(run.status, RunStatus::Completed);
     }
 
     #[test]

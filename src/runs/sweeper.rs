@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{self, Apply, RunRef, transition};
+use super::engine::{self, Apply, RunRef, Unfinished, transition};
 use super::{Stop, expire};
 use crate::app::AppState;
 use crate::error::Error;
@@ -151,17 +151,17 @@ async fn take_over(
     let Some((taken, true)) = taken else {
         return Ok(());
     };
-    let (status, last_error) = match outcome {
-        Abandoned::Expired => (RunStatus::Expired, None),
+    let (how, last_error) = match outcome {
+        Abandoned::Expired => (Unfinished::Expired, None),
         Abandoned::Failed => (
-            RunStatus::Failed,
+            Unfinished::Failed,
             Some(json!({
                 "code": "server_error",
                 "message": "The proxy executing this run stopped before it finished; the run was not completed.",
             })),
         ),
     };
-    let (step_status, reason) = engine::unfinished_labels(status);
+    let (step_status, reason) = how.labels();
     engine::close_open_items(r, step_status, reason, last_error.as_ref(), now, &None).await?;
     transition(r, |rec| {
         if rec.version != taken.version
@@ -172,8 +172,7 @@ async fn take_over(
         if last_error.is_some() {
             rec.run.last_error = last_error.clone();
         }
-        engine::finish_run(rec, status, now);
-        Apply::Write
+        engine::finish_run(rec, how.event(), now)
     })
     .await?;
     Ok(())

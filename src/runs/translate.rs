@@ -7,9 +7,9 @@
 
 use serde_json::{Value, json};
 
-use super::events::Event;
+use super::events::{Event, MessageNews, StepNews};
 use crate::ids::new_id;
-use crate::model::{Message, RunStep, Usage};
+use crate::model::{Message, RunStep, StepStatus, Usage};
 
 /// Identity of the run a turn belongs to.
 #[derive(Debug, Clone)]
@@ -64,7 +64,7 @@ fn step(ctx: &TurnCtx, kind: &str, details: Value) -> RunStep {
         thread_id: ctx.thread_id.clone(),
         run_id: ctx.run_id.clone(),
         kind: kind.into(),
-        status: "in_progress".into(),
+        status: StepStatus::InProgress,
         step_details: details,
         last_error: None,
         expired_at: None,
@@ -159,10 +159,10 @@ impl Turn {
             "message_creation",
             json!({"type": "message_creation", "message_creation": {"message_id": m.id}}),
         );
-        out.push(Event::Step("created", Box::new(s.clone())));
-        out.push(Event::Step("in_progress", Box::new(s.clone())));
-        out.push(Event::Message("created", Box::new(m.clone())));
-        out.push(Event::Message("in_progress", Box::new(m.clone())));
+        out.push(Event::Step(StepNews::Created, Box::new(s.clone())));
+        out.push(Event::step_now(s.clone()));
+        out.push(Event::Message(MessageNews::Created, Box::new(m.clone())));
+        out.push(Event::Message(MessageNews::InProgress, Box::new(m.clone())));
         self.message = Some(m);
         self.message_step = Some(s);
     }
@@ -207,8 +207,8 @@ impl Turn {
                 "tool_calls",
                 json!({"type": "tool_calls", "tool_calls": []}),
             );
-            out.push(Event::Step("created", Box::new(s.clone())));
-            out.push(Event::Step("in_progress", Box::new(s.clone())));
+            out.push(Event::Step(StepNews::Created, Box::new(s.clone())));
+            out.push(Event::step_now(s.clone()));
             self.tool_step = Some(s);
         }
         if self.calls.len() <= index {
@@ -340,20 +340,20 @@ impl Turn {
                     m.status = "incomplete".into();
                     m.incomplete_at = Some(now);
                     m.incomplete_details = Some(json!({"reason": reason}));
-                    out.push(Event::Message("incomplete", Box::new(m.clone())));
+                    out.push(Event::Message(MessageNews::Incomplete, Box::new(m.clone())));
                 }
                 None => {
                     m.status = "completed".into();
                     m.completed_at = Some(now);
-                    out.push(Event::Message("completed", Box::new(m.clone())));
+                    out.push(Event::Message(MessageNews::Completed, Box::new(m.clone())));
                 }
             }
         }
         if let Some(s) = &mut self.message_step {
-            s.status = "completed".into();
+            s.status = StepStatus::Completed;
             s.completed_at = Some(now);
             s.usage = usage;
-            out.push(Event::Step("completed", Box::new(s.clone())));
+            out.push(Event::step_now(s.clone()));
         }
         out
     }
@@ -435,7 +435,7 @@ mod tests {
         json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     }
 
-    fn names(events: &[Event]) -> Vec<String> {
+    fn names(events: &[Event]) -> Vec<&'static str> {
         events.iter().map(Event::name).collect()
     }
 

@@ -117,7 +117,7 @@ pub fn step(thread_id: &str, run_id: &str, id: &str) -> RunStep {
         thread_id: thread_id.to_owned(),
         run_id: run_id.to_owned(),
         kind: "message_creation".into(),
-        status: "completed".into(),
+        status: StepStatus::Completed,
         step_details: json!({"type": "message_creation", "message_creation": {"message_id": "msg_x"}}),
         last_error: None,
         expired_at: None,

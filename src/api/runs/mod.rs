@@ -295,7 +295,7 @@ mod tests {
             thread_id: "thread_1".into(),
             run_id: "run_1".into(),
             kind: details["type"].as_str().unwrap().into(),
-            status: "completed".into(),
+            status: crate::model::StepStatus::Completed,
             step_details: details,
             last_error: None,
             expired_at: None,

@@ -16,10 +16,12 @@ use crate::api::validate::{self, ApiVersion};
 use crate::app::AppState;
 use crate::error::Error;
 use crate::ids::new_id;
-use crate::model::{Metadata, Run, RunRecord, RunStatus, Thread};
+use crate::model::{Metadata, Run, RunRecord, RunStatus, StepStatus, Thread};
 use crate::runs::engine::{self, Apply, RunRef, Sink, transition};
-use crate::runs::events::Event;
+use crate::runs::engine_state::{self, EngineState};
+use crate::runs::events::{Event, RunNews};
 use crate::runs::expire;
+use crate::runs::state::{self as machine, RunEvent};
 use crate::store::CreateRun;
 use crate::tenancy::Caller;
 
@@ -318,24 +320,27 @@ pub async fn create(
         parallel_tool_calls: opts.parallel_tool_calls.unwrap_or(true),
         response_format: opts.response_format.unwrap_or(assistant.response_format),
     };
-    let rec = RunRecord {
+    let mut rec = RunRecord {
         run,
         version: 1,
         // Held from creation so a proxy dying before its engine starts is noticed too.
         lease_owner: Some(state.instance_id.clone()),
         lease_until: Some(state.clock.now_millis() + state.config.runs.lease.as_millis() as i64),
-        state: json!({
-            "include_content": opts.include_content,
-            "vector_store_ids": opts.tool_resources_stores,
-            engine::REASONING_EFFORT: opts.reasoning_effort.or(assistant.reasoning_effort),
-        }),
+        state: Value::Null,
     };
+    EngineState {
+        include_content: opts.include_content,
+        vector_store_ids: opts.tool_resources_stores,
+        reasoning_effort: opts.reasoning_effort.or(assistant.reasoning_effort),
+        ..EngineState::default()
+    }
+    .put(&mut rec)?;
     match caller.store.runs.create_run(&caller.tenant, &rec).await? {
         CreateRun::Created => {}
         CreateRun::ThreadBusy(active) => return Err(busy(&thread.id, &active)),
     }
-    engine::emit(&tx, Event::Run("created", Box::new(rec.run.clone())));
-    engine::emit(&tx, Event::Run("queued", Box::new(rec.run.clone())));
+    engine::emit(&tx, Event::Run(RunNews::Created, Box::new(rec.run.clone())));
+    engine::emit(&tx, Event::run_now(rec.run.clone()));
     let r = RunRef {
         store: caller.store.clone(),
         tenant: caller.tenant.clone(),
@@ -361,7 +366,10 @@ pub async fn cancel(
     run_id: &str,
 ) -> Result<RunRecord, Error> {
     let rec = load(state, caller, thread_id, run_id).await?;
-    if !rec.run.status.is_active() {
+    // A cancel of a run already cancelling answers with the run as it is.
+    if rec.run.status != RunStatus::Cancelling
+        && machine::next(rec.run.status, RunEvent::CancelRequested).is_err()
+    {
         return Err(Error::invalid(
             format!(
                 "Cannot cancel run with status '{}'.",
@@ -376,14 +384,14 @@ pub async fn cancel(
         thread_id: thread_id.to_owned(),
         run_id: run_id.to_owned(),
     };
-    let Some((written, _)) = transition(&r, |rec| match rec.run.status {
-        RunStatus::Queued | RunStatus::InProgress | RunStatus::RequiresAction => {
-            rec.run.status = RunStatus::Cancelling;
-            // `required_action` belongs to `requires_action` alone (spec §5.1).
-            rec.run.required_action = None;
-            Apply::Write
+    let Some((written, _)) = transition(&r, |rec| {
+        // Refused: already cancelling (the answer below), or the run ended meanwhile.
+        if machine::advance(&mut rec.run, RunEvent::CancelRequested).is_err() {
+            return Apply::Skip;
         }
-        _ => Apply::Skip,
+        // `required_action` belongs to `requires_action` alone (spec §5.1).
+        rec.run.required_action = None;
+        Apply::Write
     })
     .await?
     else {
@@ -448,7 +456,7 @@ pub async fn submit_tool_outputs(
     }
 
     let rec = load(state, caller, thread_id, run_id).await?;
-    if rec.run.status != RunStatus::RequiresAction {
+    if machine::next(rec.run.status, RunEvent::OutputsSubmitted).is_err() {
         return Err(Error::invalid(
             format!(
                 "Runs in status \"{}\" do not accept tool outputs.",
@@ -500,15 +508,14 @@ pub async fn submit_tool_outputs(
     let lease_ms = state.config.runs.lease.as_millis() as i64;
     let mut step_usage = None;
     let written = transition(&r, |rec| {
-        if rec.run.status != RunStatus::RequiresAction {
+        if machine::advance(&mut rec.run, RunEvent::OutputsSubmitted).is_err() {
             return Apply::Skip;
         }
-        step_usage = rec
-            .state
-            .as_object_mut()
-            .and_then(|s| s.remove(engine::TOOL_STEP_USAGE))
-            .and_then(|u| serde_json::from_value(u).ok());
-        rec.run.status = RunStatus::Queued;
+        step_usage =
+            engine_state::update(rec, |st| st.tool_step_usage.take()).unwrap_or_else(|e| {
+                tracing::error!(run_id, error = %e, "internal error");
+                None
+            });
         rec.run.required_action = None;
         rec.lease_owner = Some(state.instance_id.clone());
         rec.lease_until = Some(state.clock.now_millis() + lease_ms);
@@ -551,7 +558,7 @@ pub async fn submit_tool_outputs(
     if let Some(mut step) = steps
         .items
         .into_iter()
-        .find(|s| s.kind == "tool_calls" && s.status == "in_progress")
+        .find(|s| s.kind == "tool_calls" && s.status == StepStatus::InProgress)
     {
         if let Some(calls) = step.step_details["tool_calls"].as_array_mut() {
             for c in calls.iter_mut() {
@@ -560,13 +567,13 @@ pub async fn submit_tool_outputs(
                 }
             }
         }
-        step.status = "completed".into();
+        step.status = StepStatus::Completed;
         step.completed_at = Some(now);
         step.usage = step_usage;
         caller.store.runs.put_step(&caller.tenant, &step).await?;
-        engine::emit(&tx, Event::Step("completed", Box::new(step)));
+        engine::emit(&tx, Event::step_now(step));
     }
-    engine::emit(&tx, Event::Run("queued", Box::new(rec.run.clone())));
+    engine::emit(&tx, Event::run_now(rec.run.clone()));
     spawn(state, caller, r, rec.clone(), tx);
     Ok((rec, rx))
 }
