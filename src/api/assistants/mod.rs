@@ -48,6 +48,7 @@ fn param<'a>(params: &'a PathParams, name: &str) -> &'a str {
 pub async fn create(
     state: &Arc<AppState>,
     req: Request<Incoming>,
+    _params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
     let caller = state.caller(req.headers()).await?;
     let fields = common::json_body(req, &state.config).await?;
@@ -62,6 +63,7 @@ pub async fn create(
 pub async fn list(
     state: &Arc<AppState>,
     req: Request<Incoming>,
+    _params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
     let caller = state.caller(req.headers()).await?;
     let p = ListParams::parse(req.uri().query(), 20, 100, true)?;

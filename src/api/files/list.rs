@@ -33,6 +33,7 @@ use crate::app::AppState;
 use crate::body::ProxyBody;
 use crate::error::Error;
 use crate::ids::bound_at;
+use crate::routes::PathParams;
 use crate::store::{ListQuery, Order, Page};
 use crate::tenancy::Caller;
 use crate::upstream::chat::{CallError, get_json};
@@ -145,6 +146,7 @@ impl Cursor {
 pub async fn list(
     state: &Arc<AppState>,
     req: Request<Incoming>,
+    _params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
     let caller = state.caller(req.headers()).await?;
     // `/files` is the odd list: up to 10 000 per page, 10 000 by default, no `before`.

@@ -35,6 +35,7 @@ use crate::body::{BoxError, ProxyBody};
 use crate::error::Error;
 use crate::ids::{new_id, now_secs};
 use crate::model::FileObject;
+use crate::routes::PathParams;
 use crate::store::{Store, Tenant};
 use crate::tenancy::Caller;
 
@@ -241,6 +242,7 @@ async fn drain(
 pub async fn create(
     state: &Arc<AppState>,
     req: Request<Incoming>,
+    _params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
     let caller = state.caller(req.headers()).await?;
     let content_type = req

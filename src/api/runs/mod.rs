@@ -136,6 +136,7 @@ pub async fn create(
 pub async fn create_thread_and_run(
     state: &Arc<AppState>,
     req: Request<Incoming>,
+    _params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
     let caller = state.caller(req.headers()).await?;
     let include = service::include_content(req.uri().query())?;

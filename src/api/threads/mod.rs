@@ -39,6 +39,7 @@ fn thread_id(params: &PathParams) -> Result<&str, Error> {
 pub async fn create(
     state: &Arc<AppState>,
     req: Request<Incoming>,
+    _params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
     let caller = state.caller(req.headers()).await?;
     let fields = common::json_body(req, &state.config).await?;

@@ -35,6 +35,7 @@ fn respond(value: &serde_json::Value) -> Response<ProxyBody> {
 pub async fn create(
     state: &Arc<AppState>,
     req: Request<Incoming>,
+    _params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
     let caller = state.caller(req.headers()).await?;
     let fields = common::json_body(req, &state.config).await?;
@@ -46,6 +47,7 @@ pub async fn create(
 pub async fn list(
     state: &Arc<AppState>,
     req: Request<Incoming>,
+    _params: PathParams,
 ) -> Result<Response<ProxyBody>, Error> {
     let caller = state.caller(req.headers()).await?;
     let p = ListParams::parse(req.uri().query(), 20, 100, true)?;
