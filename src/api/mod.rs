@@ -1,8 +1,10 @@
-//! Local handlers, one module per resource; `dispatch` maps a resolved endpoint to its
-//! handler. Handlers are thin: decode, call the service, encode.
+//! Local handlers, one module per resource; `dispatch` (expanded from the route list in
+//! `routes::endpoints!`) maps a resolved endpoint to its handler. Handlers are thin: they take
+//! a [`ctx::Ctx`], call their service, and render.
 
 pub mod assistants;
 pub mod common;
+pub mod ctx;
 pub mod files;
 pub mod messages;
 pub mod ops;
@@ -20,15 +22,16 @@ use crate::app::AppState;
 use crate::body::ProxyBody;
 use crate::error::Error;
 use crate::routes::{Endpoint, PathParams, endpoints};
+use ctx::Ctx;
 
-/// Calls one endpoint's handler: the proxy's own endpoints take only the state, the rest the
-/// request and its path parameters.
+/// Calls one endpoint's handler: the proxy's own endpoints take only the state, the rest a
+/// [`Ctx`] (which resolves the caller first).
 macro_rules! call_handler {
     (Own, $handler:path, $state:ident, $req:ident, $params:ident) => {
         $handler($state).await
     };
     ($scope:ident, $handler:path, $state:ident, $req:ident, $params:ident) => {
-        $handler($state, $req, $params).await
+        $handler(Ctx::new($state, $req, $params).await?).await
     };
 }
 

@@ -30,12 +30,12 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::service::{FORWARDED_PURPOSES, PART_SIZE, UPLOAD_PURPOSES};
 use crate::api::common::{self, check_integer, invalid_value, missing};
+use crate::api::ctx::{Ctx, Reply};
 use crate::app::AppState;
 use crate::body::{BoxError, ProxyBody};
 use crate::error::Error;
 use crate::ids::{new_id, now_secs};
 use crate::model::FileObject;
-use crate::routes::PathParams;
 use crate::store::{Store, Tenant};
 use crate::tenancy::Caller;
 
@@ -239,12 +239,9 @@ async fn drain(
 }
 
 /// Handles `POST /v1/files`.
-pub async fn create(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    _params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
+pub async fn create(ctx: Ctx<'_>) -> Reply {
+    let state = ctx.state;
+    let (caller, req) = ctx.into_request()?;
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
