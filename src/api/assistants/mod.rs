@@ -9,7 +9,6 @@ use serde_json::{Value, json};
 use crate::api::common;
 use crate::api::ctx::{Ctx, Reply, ok_json};
 use crate::api::validate::{ApiVersion, tools_for};
-use crate::error::Error;
 use crate::model::Assistant;
 
 /// The wire form for the caller's API version.
@@ -44,16 +43,11 @@ pub async fn create(mut ctx: Ctx<'_>) -> Reply {
 
 pub async fn list(ctx: Ctx<'_>) -> Reply {
     let p = ctx.list_params()?;
-    let caller = &ctx.caller;
-    let page = caller
-        .store
-        .assistants
-        .list_assistants(&caller.tenant, &p.query)
-        .await?;
+    let page = service::list(&ctx.caller, &p.query).await?;
     Ok(common::list_response(
         &page,
         |a| &a.id,
-        |a| render(a, caller.version),
+        |a| render(a, ctx.version()),
     ))
 }
 
@@ -73,15 +67,7 @@ pub async fn modify(mut ctx: Ctx<'_>) -> Reply {
 
 pub async fn delete(ctx: Ctx<'_>) -> Reply {
     let id = ctx.id("assistant_id", "asst_")?;
-    let caller = &ctx.caller;
-    if !caller
-        .store
-        .assistants
-        .delete_assistant(&caller.tenant, &id)
-        .await?
-    {
-        return Err(service::not_found(&id));
-    }
+    service::delete(&ctx.caller, &id).await?;
     Ok(common::deleted(&id, "assistant.deleted"))
 }
 
@@ -96,24 +82,7 @@ pub async fn create_file(mut ctx: Ctx<'_>) -> Reply {
     let mut fields = ctx.json().await?;
     let file_id = fields.required_string("file_id", 128)?;
     fields.finish()?;
-    let caller = &ctx.caller;
-    let mut a = service::load(&caller.store, &caller.tenant, &id).await?;
-    service::check_file(&caller.store, &caller.tenant, &file_id).await?;
-    if !a.v1_file_ids.contains(&file_id) {
-        if a.v1_file_ids.len() >= 20 {
-            return Err(common::array_too_long(
-                "file_ids",
-                20,
-                a.v1_file_ids.len() + 1,
-            ));
-        }
-        a.v1_file_ids.push(file_id.clone());
-        caller
-            .store
-            .assistants
-            .put_assistant(&caller.tenant, &a)
-            .await?;
-    }
+    let a = service::add_file(&ctx.caller, &id, &file_id).await?;
     ok_json(&assistant_file(&a, &file_id))
 }
 
@@ -129,32 +98,15 @@ pub async fn list_files(ctx: Ctx<'_>) -> Reply {
     ))
 }
 
-fn file_of<'a>(a: &'a Assistant, file_id: &str) -> Result<&'a String, Error> {
-    a.v1_file_ids.iter().find(|f| *f == file_id).ok_or_else(|| {
-        Error::not_found(format!(
-            "No file found with id '{file_id}' on assistant '{}'.",
-            a.id
-        ))
-    })
-}
-
 pub async fn retrieve_file(ctx: Ctx<'_>) -> Reply {
     let id = ctx.id("assistant_id", "asst_")?;
     let a = service::load(&ctx.caller.store, &ctx.caller.tenant, &id).await?;
-    let f = file_of(&a, ctx.param("file_id"))?;
+    let f = service::file_of(&a, ctx.param("file_id"))?;
     ok_json(&assistant_file(&a, f))
 }
 
 pub async fn delete_file(ctx: Ctx<'_>) -> Reply {
     let id = ctx.id("assistant_id", "asst_")?;
-    let caller = &ctx.caller;
-    let mut a = service::load(&caller.store, &caller.tenant, &id).await?;
-    let file_id = file_of(&a, ctx.param("file_id"))?.clone();
-    a.v1_file_ids.retain(|f| *f != file_id);
-    caller
-        .store
-        .assistants
-        .put_assistant(&caller.tenant, &a)
-        .await?;
+    let file_id = service::remove_file(&ctx.caller, &id, ctx.param("file_id")).await?;
     Ok(common::deleted(&file_id, "assistant.file.deleted"))
 }

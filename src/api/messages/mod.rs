@@ -7,12 +7,12 @@ pub mod types;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::api::common::{self, Field};
+use crate::api::common;
 use crate::api::ctx::{Ctx, Reply, ok_json};
+use crate::api::threads::service as threads;
 use crate::api::validate::ApiVersion;
 use crate::error::Error;
 use crate::model::Message;
-use crate::tenancy::Caller;
 
 /// A message in the caller's API version's wire form, ready to serialize. The current
 /// version is the stored object itself, written out without a `Value` tree in between (a
@@ -53,22 +53,12 @@ fn ids(ctx: &Ctx<'_>) -> Result<(String, String), Error> {
     Ok((thread_id, ctx.id("message_id", "msg_")?))
 }
 
-async fn load(caller: &Caller, thread_id: &str, message_id: &str) -> Result<Message, Error> {
-    service::load_thread(&caller.store, &caller.tenant, thread_id).await?;
-    caller
-        .store
-        .messages
-        .get_message(&caller.tenant, thread_id, message_id)
-        .await?
-        .ok_or_else(|| service::not_found(message_id))
-}
-
 pub async fn create(mut ctx: Ctx<'_>) -> Reply {
     let thread_id = ctx.id("thread_id", "thread_")?;
     let fields = ctx.json().await?;
     let new = types::parse(fields, ctx.version())?;
     let caller = &ctx.caller;
-    let mut thread = service::load_thread(&caller.store, &caller.tenant, &thread_id).await?;
+    let mut thread = threads::load_thread(&caller.store, &caller.tenant, &thread_id).await?;
     let m = service::create(ctx.state, caller, &mut thread, new).await?;
     ok_json(&wire(&m, ctx.version()))
 }
@@ -76,23 +66,17 @@ pub async fn create(mut ctx: Ctx<'_>) -> Reply {
 pub async fn list(ctx: Ctx<'_>) -> Reply {
     let thread_id = ctx.id("thread_id", "thread_")?;
     let p = ctx.list_params()?;
-    let caller = &ctx.caller;
-    service::load_thread(&caller.store, &caller.tenant, &thread_id).await?;
-    let page = caller
-        .store
-        .messages
-        .list_messages(&caller.tenant, &thread_id, p.get("run_id"), &p.query)
-        .await?;
+    let page = service::list(&ctx.caller, &thread_id, p.get("run_id"), &p.query).await?;
     Ok(common::list_response(
         &page,
         |m| &m.id,
-        |m| wire(m, caller.version),
+        |m| wire(m, ctx.version()),
     ))
 }
 
 pub async fn retrieve(ctx: Ctx<'_>) -> Reply {
     let (thread_id, message_id) = ids(&ctx)?;
-    let m = load(&ctx.caller, &thread_id, &message_id).await?;
+    let m = service::load(&ctx.caller, &thread_id, &message_id).await?;
     ok_json(&wire(&m, ctx.version()))
 }
 
@@ -101,33 +85,13 @@ pub async fn modify(mut ctx: Ctx<'_>) -> Reply {
     let mut fields = ctx.json().await?;
     let metadata = fields.metadata()?;
     fields.finish()?;
-    let caller = &ctx.caller;
-    let mut m = load(caller, &thread_id, &message_id).await?;
-    match metadata {
-        Field::Set(md) => m.metadata = md,
-        Field::Null => m.metadata.clear(),
-        Field::Absent => {}
-    }
-    caller
-        .store
-        .messages
-        .put_message(&caller.tenant, &m)
-        .await?;
+    let m = service::modify(&ctx.caller, &thread_id, &message_id, metadata).await?;
     ok_json(&wire(&m, ctx.version()))
 }
 
 pub async fn delete(ctx: Ctx<'_>) -> Reply {
     let (thread_id, message_id) = ids(&ctx)?;
-    let caller = &ctx.caller;
-    service::load_thread(&caller.store, &caller.tenant, &thread_id).await?;
-    if !caller
-        .store
-        .messages
-        .delete_message(&caller.tenant, &thread_id, &message_id)
-        .await?
-    {
-        return Err(service::not_found(&message_id));
-    }
+    service::delete(&ctx.caller, &thread_id, &message_id).await?;
     Ok(common::deleted(&message_id, "thread.message.deleted"))
 }
 
@@ -140,7 +104,7 @@ fn message_file(m: &Message, file_id: &str) -> Value {
 pub async fn list_files(ctx: Ctx<'_>) -> Reply {
     let (thread_id, message_id) = ids(&ctx)?;
     let p = ctx.list_params()?;
-    let m = load(&ctx.caller, &thread_id, &message_id).await?;
+    let m = service::load(&ctx.caller, &thread_id, &message_id).await?;
     let file_ids: Vec<String> = m.attachments.iter().map(|a| a.file_id.clone()).collect();
     let page = common::page_of_ids(&file_ids, &p.query);
     Ok(common::list_response(
@@ -152,7 +116,7 @@ pub async fn list_files(ctx: Ctx<'_>) -> Reply {
 
 pub async fn retrieve_file(ctx: Ctx<'_>) -> Reply {
     let (thread_id, message_id) = ids(&ctx)?;
-    let m = load(&ctx.caller, &thread_id, &message_id).await?;
+    let m = service::load(&ctx.caller, &thread_id, &message_id).await?;
     let file_id = ctx.param("file_id");
     if !m.attachments.iter().any(|a| a.file_id == file_id) {
         return Err(Error::not_found(format!(

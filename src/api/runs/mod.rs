@@ -135,7 +135,7 @@ pub async fn list(ctx: Ctx<'_>) -> Reply {
     let thread_id = ctx.id("thread_id", "thread_")?;
     let p = ctx.list_params()?;
     let caller = &ctx.caller;
-    messages::service::load_thread(&caller.store, &caller.tenant, &thread_id).await?;
+    threads::service::load_thread(&caller.store, &caller.tenant, &thread_id).await?;
     let page = caller
         .store
         .runs

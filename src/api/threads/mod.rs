@@ -32,8 +32,7 @@ pub async fn create(mut ctx: Ctx<'_>) -> Reply {
 
 pub async fn retrieve(ctx: Ctx<'_>) -> Reply {
     let id = ctx.id("thread_id", "thread_")?;
-    let caller = &ctx.caller;
-    let t = crate::api::messages::service::load_thread(&caller.store, &caller.tenant, &id).await?;
+    let t = service::load_thread(&ctx.caller.store, &ctx.caller.tenant, &id).await?;
     ok_json(&render(&t, ctx.version()))
 }
 
@@ -46,14 +45,6 @@ pub async fn modify(mut ctx: Ctx<'_>) -> Reply {
 
 pub async fn delete(ctx: Ctx<'_>) -> Reply {
     let id = ctx.id("thread_id", "thread_")?;
-    let caller = &ctx.caller;
-    if !caller
-        .store
-        .threads
-        .delete_thread(&caller.tenant, &id)
-        .await?
-    {
-        return Err(crate::api::messages::service::thread_not_found(&id));
-    }
+    service::delete(&ctx.caller, &id).await?;
     Ok(common::deleted(&id, "thread.deleted"))
 }
