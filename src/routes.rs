@@ -1,5 +1,9 @@
-//! The route table: (method, path pattern) → local endpoint. This file holds only the mapping;
-//! a path that is not in it is forwarded to the upstream untouched.
+//! The route table: (method, path pattern) → local endpoint. A path that is not in it is
+//! forwarded to the upstream untouched.
+//!
+//! Every endpoint is declared once, in [`endpoints!`]: its variant, method, pattern, handler
+//! and scope. The `Endpoint` enum and the matchit table here, and `api::dispatch`, are all
+//! expanded from that one list, so adding an endpoint is one line plus its handler.
 //!
 //! Patterns use `matchit` syntax (`{param}`) and match the raw, still percent-encoded path.
 
@@ -7,136 +11,153 @@ use http::Method;
 
 use crate::metrics::RouteClass;
 
-/// Every endpoint the proxy answers itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    Healthz,
-    Readyz,
-    Metrics,
-    // Files
-    ListFiles,
-    CreateFile,
-    RetrieveFile,
-    DeleteFile,
-    FileContent,
-    // Assistants (+ v1 assistant files)
-    ListAssistants,
-    CreateAssistant,
-    RetrieveAssistant,
-    ModifyAssistant,
-    DeleteAssistant,
-    ListAssistantFiles,
-    CreateAssistantFile,
-    RetrieveAssistantFile,
-    DeleteAssistantFile,
-    // Threads
-    CreateThread,
-    CreateThreadAndRun,
-    RetrieveThread,
-    ModifyThread,
-    DeleteThread,
-    // Messages (+ v1 message files)
-    ListMessages,
-    CreateMessage,
-    RetrieveMessage,
-    ModifyMessage,
-    DeleteMessage,
-    ListMessageFiles,
-    RetrieveMessageFile,
-    // Runs and steps
-    ListRuns,
-    CreateRun,
-    RetrieveRun,
-    ModifyRun,
-    CancelRun,
-    SubmitToolOutputs,
-    ListRunSteps,
-    RetrieveRunStep,
-    // Vector stores, their files, batches, search
-    ListVectorStores,
-    CreateVectorStore,
-    RetrieveVectorStore,
-    ModifyVectorStore,
-    DeleteVectorStore,
-    SearchVectorStore,
-    ListVectorStoreFiles,
-    CreateVectorStoreFile,
-    RetrieveVectorStoreFile,
-    UpdateVectorStoreFile,
-    DeleteVectorStoreFile,
-    VectorStoreFileContent,
-    CreateFileBatch,
-    RetrieveFileBatch,
-    CancelFileBatch,
-    ListFileBatchFiles,
+/// The one list of endpoints the proxy answers itself, handed to the macro named `$then`
+/// (this file's `route_enum`, `api`'s `dispatch_table`). Each line reads
+/// `Variant: METHOD "pattern" => handler, Scope;` where the handler path is resolved in
+/// `crate::api` (the list only names it, so this module does not depend on `api`).
+macro_rules! endpoints {
+    ($then:ident) => {
+        $then! {
+            // The proxy's own
+            Healthz: GET "/healthz" => ops::healthz, Own;
+            Readyz: GET "/readyz" => ops::readyz, Own;
+            Metrics: GET "/metrics" => ops::metrics, Own;
+            // Files: the upstream serves the same paths for its batch and fine-tuning jobs
+            ListFiles: GET "/v1/files" => files::list, Shared;
+            CreateFile: POST "/v1/files" => files::create, Shared;
+            RetrieveFile: GET "/v1/files/{file_id}" => files::retrieve, Shared;
+            DeleteFile: DELETE "/v1/files/{file_id}" => files::delete, Shared;
+            FileContent: GET "/v1/files/{file_id}/content" => files::content, Shared;
+            // Assistants (+ v1 assistant files)
+            ListAssistants: GET "/v1/assistants" => assistants::list, Beta;
+            CreateAssistant: POST "/v1/assistants" => assistants::create, Beta;
+            RetrieveAssistant: GET "/v1/assistants/{assistant_id}" => assistants::retrieve, Beta;
+            ModifyAssistant: POST "/v1/assistants/{assistant_id}" => assistants::modify, Beta;
+            DeleteAssistant: DELETE "/v1/assistants/{assistant_id}" => assistants::delete, Beta;
+            ListAssistantFiles: GET "/v1/assistants/{assistant_id}/files" => assistants::list_files, Beta;
+            CreateAssistantFile: POST "/v1/assistants/{assistant_id}/files" => assistants::create_file, Beta;
+            RetrieveAssistantFile: GET "/v1/assistants/{assistant_id}/files/{file_id}" => assistants::retrieve_file, Beta;
+            DeleteAssistantFile: DELETE "/v1/assistants/{assistant_id}/files/{file_id}" => assistants::delete_file, Beta;
+            // Threads (+ create-and-run)
+            CreateThread: POST "/v1/threads" => threads::create, Beta;
+            CreateThreadAndRun: POST "/v1/threads/runs" => runs::create_thread_and_run, Beta;
+            RetrieveThread: GET "/v1/threads/{thread_id}" => threads::retrieve, Beta;
+            ModifyThread: POST "/v1/threads/{thread_id}" => threads::modify, Beta;
+            DeleteThread: DELETE "/v1/threads/{thread_id}" => threads::delete, Beta;
+            // Messages (+ v1 message files)
+            ListMessages: GET "/v1/threads/{thread_id}/messages" => messages::list, Beta;
+            CreateMessage: POST "/v1/threads/{thread_id}/messages" => messages::create, Beta;
+            RetrieveMessage: GET "/v1/threads/{thread_id}/messages/{message_id}" => messages::retrieve, Beta;
+            ModifyMessage: POST "/v1/threads/{thread_id}/messages/{message_id}" => messages::modify, Beta;
+            DeleteMessage: DELETE "/v1/threads/{thread_id}/messages/{message_id}" => messages::delete, Beta;
+            ListMessageFiles: GET "/v1/threads/{thread_id}/messages/{message_id}/files" => messages::list_files, Beta;
+            RetrieveMessageFile: GET "/v1/threads/{thread_id}/messages/{message_id}/files/{file_id}" => messages::retrieve_file, Beta;
+            // Runs and steps
+            ListRuns: GET "/v1/threads/{thread_id}/runs" => runs::list, Beta;
+            CreateRun: POST "/v1/threads/{thread_id}/runs" => runs::create, Beta;
+            RetrieveRun: GET "/v1/threads/{thread_id}/runs/{run_id}" => runs::retrieve, Beta;
+            ModifyRun: POST "/v1/threads/{thread_id}/runs/{run_id}" => runs::modify, Beta;
+            CancelRun: POST "/v1/threads/{thread_id}/runs/{run_id}/cancel" => runs::cancel, Beta;
+            SubmitToolOutputs: POST "/v1/threads/{thread_id}/runs/{run_id}/submit_tool_outputs" => runs::submit_tool_outputs, Beta;
+            ListRunSteps: GET "/v1/threads/{thread_id}/runs/{run_id}/steps" => runs::list_steps, Beta;
+            RetrieveRunStep: GET "/v1/threads/{thread_id}/runs/{run_id}/steps/{step_id}" => runs::retrieve_step, Beta;
+            // Vector stores, their files, batches, search
+            ListVectorStores: GET "/v1/vector_stores" => vector_stores::list, Ga;
+            CreateVectorStore: POST "/v1/vector_stores" => vector_stores::create, Ga;
+            RetrieveVectorStore: GET "/v1/vector_stores/{vector_store_id}" => vector_stores::retrieve, Ga;
+            ModifyVectorStore: POST "/v1/vector_stores/{vector_store_id}" => vector_stores::modify, Ga;
+            DeleteVectorStore: DELETE "/v1/vector_stores/{vector_store_id}" => vector_stores::delete, Ga;
+            SearchVectorStore: POST "/v1/vector_stores/{vector_store_id}/search" => vector_stores::search, Ga;
+            ListVectorStoreFiles: GET "/v1/vector_stores/{vector_store_id}/files" => vector_stores::files::list, Ga;
+            CreateVectorStoreFile: POST "/v1/vector_stores/{vector_store_id}/files" => vector_stores::files::create, Ga;
+            RetrieveVectorStoreFile: GET "/v1/vector_stores/{vector_store_id}/files/{file_id}" => vector_stores::files::retrieve, Ga;
+            UpdateVectorStoreFile: POST "/v1/vector_stores/{vector_store_id}/files/{file_id}" => vector_stores::files::update, Ga;
+            DeleteVectorStoreFile: DELETE "/v1/vector_stores/{vector_store_id}/files/{file_id}" => vector_stores::files::delete, Ga;
+            VectorStoreFileContent: GET "/v1/vector_stores/{vector_store_id}/files/{file_id}/content" => vector_stores::files::content, Ga;
+            CreateFileBatch: POST "/v1/vector_stores/{vector_store_id}/file_batches" => vector_stores::batches::create, Ga;
+            RetrieveFileBatch: GET "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}" => vector_stores::batches::retrieve, Ga;
+            CancelFileBatch: POST "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/cancel" => vector_stores::batches::cancel, Ga;
+            ListFileBatchFiles: GET "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/files" => vector_stores::batches::list_files, Ga;
+        }
+    };
 }
+pub(crate) use endpoints;
+
+/// What kind of endpoint a route is: its metrics class, whether the Assistants beta header is
+/// checked, and what happens to a method the table does not list for its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The proxy's own operational endpoints (`/healthz`, `/readyz`, `/metrics`).
+    Own,
+    /// The Assistants beta (assistants, threads and everything under them), whose
+    /// `OpenAI-Beta` header is checked.
+    Beta,
+    /// GA endpoints the proxy alone serves (vector stores).
+    Ga,
+    /// GA paths the upstream serves too (files, for its batch and fine-tuning jobs): a method
+    /// the table does not list is forwarded rather than refused.
+    Shared,
+}
+
+macro_rules! route_enum {
+    ($($name:ident: $method:ident $pattern:literal => $handler:path, $scope:ident;)*) => {
+        /// Every endpoint the proxy answers itself.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Endpoint {
+            $($name,)*
+        }
+
+        impl Endpoint {
+            /// All endpoints, in declaration order.
+            pub const ALL: &[Endpoint] = &[$(Endpoint::$name,)*];
+
+            pub fn method(self) -> Method {
+                match self {
+                    $(Endpoint::$name => Method::$method,)*
+                }
+            }
+
+            pub fn pattern(self) -> &'static str {
+                match self {
+                    $(Endpoint::$name => $pattern,)*
+                }
+            }
+
+            pub fn scope(self) -> Scope {
+                match self {
+                    $(Endpoint::$name => Scope::$scope,)*
+                }
+            }
+
+            /// The handler's path in `crate::api`, as written in the list (for tests and logs).
+            pub fn handler(self) -> &'static str {
+                match self {
+                    $(Endpoint::$name => stringify!($handler),)*
+                }
+            }
+        }
+    };
+}
+endpoints!(route_enum);
 
 impl Endpoint {
     pub fn class(self) -> RouteClass {
-        match self {
-            Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics => RouteClass::Own,
-            _ => RouteClass::Intercepted,
+        match self.scope() {
+            Scope::Own => RouteClass::Own,
+            Scope::Beta | Scope::Ga | Scope::Shared => RouteClass::Intercepted,
         }
     }
 
-    /// Whether the endpoint belongs to the Assistants beta (assistants, threads and everything
-    /// under them), whose `OpenAI-Beta` header is checked. Files and vector stores are GA.
+    /// Whether the endpoint belongs to the Assistants beta, whose `OpenAI-Beta` header is
+    /// checked. Files and vector stores are GA.
     pub fn is_assistants_beta(self) -> bool {
-        use Endpoint as E;
-        match self {
-            E::ListAssistants
-            | E::CreateAssistant
-            | E::RetrieveAssistant
-            | E::ModifyAssistant
-            | E::DeleteAssistant
-            | E::ListAssistantFiles
-            | E::CreateAssistantFile
-            | E::RetrieveAssistantFile
-            | E::DeleteAssistantFile
-            | E::CreateThread
-            | E::CreateThreadAndRun
-            | E::RetrieveThread
-            | E::ModifyThread
-            | E::DeleteThread
-            | E::ListMessages
-            | E::CreateMessage
-            | E::RetrieveMessage
-            | E::ModifyMessage
-            | E::DeleteMessage
-            | E::ListMessageFiles
-            | E::RetrieveMessageFile
-            | E::ListRuns
-            | E::CreateRun
-            | E::RetrieveRun
-            | E::ModifyRun
-            | E::CancelRun
-            | E::SubmitToolOutputs
-            | E::ListRunSteps
-            | E::RetrieveRunStep => true,
-            E::Healthz
-            | E::Readyz
-            | E::Metrics
-            | E::ListFiles
-            | E::CreateFile
-            | E::RetrieveFile
-            | E::DeleteFile
-            | E::FileContent
-            | E::ListVectorStores
-            | E::CreateVectorStore
-            | E::RetrieveVectorStore
-            | E::ModifyVectorStore
-            | E::DeleteVectorStore
-            | E::SearchVectorStore
-            | E::ListVectorStoreFiles
-            | E::CreateVectorStoreFile
-            | E::RetrieveVectorStoreFile
-            | E::UpdateVectorStoreFile
-            | E::DeleteVectorStoreFile
-            | E::VectorStoreFileContent
-            | E::CreateFileBatch
-            | E::RetrieveFileBatch
-            | E::CancelFileBatch
-            | E::ListFileBatchFiles => false,
+        self.scope() == Scope::Beta
+    }
+
+    fn other_methods(self) -> OtherMethods {
+        match self.scope() {
+            Scope::Shared => OtherMethods::Forward,
+            Scope::Own | Scope::Beta | Scope::Ga => OtherMethods::Refuse,
         }
     }
 }
@@ -149,239 +170,6 @@ enum OtherMethods {
     /// The path belongs to the proxy alone: answer OpenAI's "Invalid URL" 404.
     Refuse,
 }
-
-/// (method, pattern, endpoint), grouped by pattern when the table is built.
-const ROUTES: &[(Method, &str, Endpoint)] = &[
-    (Method::GET, "/healthz", Endpoint::Healthz),
-    (Method::GET, "/readyz", Endpoint::Readyz),
-    (Method::GET, "/metrics", Endpoint::Metrics),
-    (Method::GET, "/v1/files", Endpoint::ListFiles),
-    (Method::POST, "/v1/files", Endpoint::CreateFile),
-    (Method::GET, "/v1/files/{file_id}", Endpoint::RetrieveFile),
-    (Method::DELETE, "/v1/files/{file_id}", Endpoint::DeleteFile),
-    (
-        Method::GET,
-        "/v1/files/{file_id}/content",
-        Endpoint::FileContent,
-    ),
-    (Method::GET, "/v1/assistants", Endpoint::ListAssistants),
-    (Method::POST, "/v1/assistants", Endpoint::CreateAssistant),
-    (
-        Method::GET,
-        "/v1/assistants/{assistant_id}",
-        Endpoint::RetrieveAssistant,
-    ),
-    (
-        Method::POST,
-        "/v1/assistants/{assistant_id}",
-        Endpoint::ModifyAssistant,
-    ),
-    (
-        Method::DELETE,
-        "/v1/assistants/{assistant_id}",
-        Endpoint::DeleteAssistant,
-    ),
-    (
-        Method::GET,
-        "/v1/assistants/{assistant_id}/files",
-        Endpoint::ListAssistantFiles,
-    ),
-    (
-        Method::POST,
-        "/v1/assistants/{assistant_id}/files",
-        Endpoint::CreateAssistantFile,
-    ),
-    (
-        Method::GET,
-        "/v1/assistants/{assistant_id}/files/{file_id}",
-        Endpoint::RetrieveAssistantFile,
-    ),
-    (
-        Method::DELETE,
-        "/v1/assistants/{assistant_id}/files/{file_id}",
-        Endpoint::DeleteAssistantFile,
-    ),
-    (Method::POST, "/v1/threads", Endpoint::CreateThread),
-    (
-        Method::POST,
-        "/v1/threads/runs",
-        Endpoint::CreateThreadAndRun,
-    ),
-    (
-        Method::GET,
-        "/v1/threads/{thread_id}",
-        Endpoint::RetrieveThread,
-    ),
-    (
-        Method::POST,
-        "/v1/threads/{thread_id}",
-        Endpoint::ModifyThread,
-    ),
-    (
-        Method::DELETE,
-        "/v1/threads/{thread_id}",
-        Endpoint::DeleteThread,
-    ),
-    (
-        Method::GET,
-        "/v1/threads/{thread_id}/messages",
-        Endpoint::ListMessages,
-    ),
-    (
-        Method::POST,
-        "/v1/threads/{thread_id}/messages",
-        Endpoint::CreateMessage,
-    ),
-    (
-        Method::GET,
-        "/v1/threads/{thread_id}/messages/{message_id}",
-        Endpoint::RetrieveMessage,
-    ),
-    (
-        Method::POST,
-        "/v1/threads/{thread_id}/messages/{message_id}",
-        Endpoint::ModifyMessage,
-    ),
-    (
-        Method::DELETE,
-        "/v1/threads/{thread_id}/messages/{message_id}",
-        Endpoint::DeleteMessage,
-    ),
-    (
-        Method::GET,
-        "/v1/threads/{thread_id}/messages/{message_id}/files",
-        Endpoint::ListMessageFiles,
-    ),
-    (
-        Method::GET,
-        "/v1/threads/{thread_id}/messages/{message_id}/files/{file_id}",
-        Endpoint::RetrieveMessageFile,
-    ),
-    (
-        Method::GET,
-        "/v1/threads/{thread_id}/runs",
-        Endpoint::ListRuns,
-    ),
-    (
-        Method::POST,
-        "/v1/threads/{thread_id}/runs",
-        Endpoint::CreateRun,
-    ),
-    (
-        Method::GET,
-        "/v1/threads/{thread_id}/runs/{run_id}",
-        Endpoint::RetrieveRun,
-    ),
-    (
-        Method::POST,
-        "/v1/threads/{thread_id}/runs/{run_id}",
-        Endpoint::ModifyRun,
-    ),
-    (
-        Method::POST,
-        "/v1/threads/{thread_id}/runs/{run_id}/cancel",
-        Endpoint::CancelRun,
-    ),
-    (
-        Method::POST,
-        "/v1/threads/{thread_id}/runs/{run_id}/submit_tool_outputs",
-        Endpoint::SubmitToolOutputs,
-    ),
-    (
-        Method::GET,
-        "/v1/threads/{thread_id}/runs/{run_id}/steps",
-        Endpoint::ListRunSteps,
-    ),
-    (
-        Method::GET,
-        "/v1/threads/{thread_id}/runs/{run_id}/steps/{step_id}",
-        Endpoint::RetrieveRunStep,
-    ),
-    (Method::GET, "/v1/vector_stores", Endpoint::ListVectorStores),
-    (
-        Method::POST,
-        "/v1/vector_stores",
-        Endpoint::CreateVectorStore,
-    ),
-    (
-        Method::GET,
-        "/v1/vector_stores/{vector_store_id}",
-        Endpoint::RetrieveVectorStore,
-    ),
-    (
-        Method::POST,
-        "/v1/vector_stores/{vector_store_id}",
-        Endpoint::ModifyVectorStore,
-    ),
-    (
-        Method::DELETE,
-        "/v1/vector_stores/{vector_store_id}",
-        Endpoint::DeleteVectorStore,
-    ),
-    (
-        Method::POST,
-        "/v1/vector_stores/{vector_store_id}/search",
-        Endpoint::SearchVectorStore,
-    ),
-    (
-        Method::GET,
-        "/v1/vector_stores/{vector_store_id}/files",
-        Endpoint::ListVectorStoreFiles,
-    ),
-    (
-        Method::POST,
-        "/v1/vector_stores/{vector_store_id}/files",
-        Endpoint::CreateVectorStoreFile,
-    ),
-    (
-        Method::GET,
-        "/v1/vector_stores/{vector_store_id}/files/{file_id}",
-        Endpoint::RetrieveVectorStoreFile,
-    ),
-    (
-        Method::POST,
-        "/v1/vector_stores/{vector_store_id}/files/{file_id}",
-        Endpoint::UpdateVectorStoreFile,
-    ),
-    (
-        Method::DELETE,
-        "/v1/vector_stores/{vector_store_id}/files/{file_id}",
-        Endpoint::DeleteVectorStoreFile,
-    ),
-    (
-        Method::GET,
-        "/v1/vector_stores/{vector_store_id}/files/{file_id}/content",
-        Endpoint::VectorStoreFileContent,
-    ),
-    (
-        Method::POST,
-        "/v1/vector_stores/{vector_store_id}/file_batches",
-        Endpoint::CreateFileBatch,
-    ),
-    (
-        Method::GET,
-        "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}",
-        Endpoint::RetrieveFileBatch,
-    ),
-    (
-        Method::POST,
-        "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/cancel",
-        Endpoint::CancelFileBatch,
-    ),
-    (
-        Method::GET,
-        "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/files",
-        Endpoint::ListFileBatchFiles,
-    ),
-];
-
-/// Patterns whose unlisted methods are forwarded rather than refused: the upstream still
-/// serves files (for its batch and fine-tuning jobs), so the proxy only owns part of them.
-const FORWARD_OTHER_METHODS: &[&str] = &[
-    "/v1/files",
-    "/v1/files/{file_id}",
-    "/v1/files/{file_id}/content",
-];
 
 struct PathRoutes {
     methods: Vec<(Method, Endpoint)>,
@@ -418,19 +206,16 @@ pub struct RouteTable {
 impl RouteTable {
     pub fn new() -> RouteTable {
         let mut grouped: Vec<(&str, PathRoutes)> = Vec::new();
-        for (method, pattern, endpoint) in ROUTES {
-            let other = if FORWARD_OTHER_METHODS.contains(pattern) {
-                OtherMethods::Forward
-            } else {
-                OtherMethods::Refuse
-            };
-            match grouped.iter_mut().find(|(p, _)| p == pattern) {
-                Some((_, routes)) => routes.methods.push((method.clone(), *endpoint)),
+        for &endpoint in Endpoint::ALL {
+            let pattern = endpoint.pattern();
+            match grouped.iter_mut().find(|(p, _)| *p == pattern) {
+                Some((_, routes)) => routes.methods.push((endpoint.method(), endpoint)),
                 None => grouped.push((
                     pattern,
                     PathRoutes {
-                        methods: vec![(method.clone(), *endpoint)],
-                        other,
+                        methods: vec![(endpoint.method(), endpoint)],
+                        // All endpoints of one path share a scope (a unit test checks it).
+                        other: endpoint.other_methods(),
                     },
                 )),
             }
@@ -509,14 +294,115 @@ mod tests {
         }
     }
 
+    /// A concrete path for a pattern: each `{name}` becomes `v_name`.
+    fn sample_path(pattern: &str) -> (String, Vec<&str>) {
+        let mut path = String::new();
+        let mut names = Vec::new();
+        for seg in pattern.split('/').skip(1) {
+            path.push('/');
+            match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) => {
+                    path.push_str(&format!("v_{name}"));
+                    names.push(name);
+                }
+                None => path.push_str(seg),
+            }
+        }
+        (path, names)
+    }
+
     #[test]
-    fn every_route_is_reachable() {
+    fn every_endpoint_resolves_to_itself_with_its_params() {
         let table = RouteTable::new();
-        for (method, pattern, endpoint) in ROUTES {
-            let path = pattern.replace(['{', '}'], "");
-            match table.resolve(method, &path) {
-                Resolution::Local { endpoint: e, .. } => assert_eq!(e, *endpoint, "{pattern}"),
-                _ => panic!("{method} {pattern} does not resolve"),
+        assert_eq!(Endpoint::ALL.len(), 53);
+        for &endpoint in Endpoint::ALL {
+            let (path, names) = sample_path(endpoint.pattern());
+            let mut methods = vec![endpoint.method()];
+            if endpoint.method() == Method::GET {
+                methods.push(Method::HEAD);
+            }
+            for method in methods {
+                match table.resolve(&method, &path) {
+                    Resolution::Local {
+                        endpoint: e,
+                        params,
+                    } => {
+                        assert_eq!(e, endpoint, "{method} {path}");
+                        for name in &names {
+                            assert_eq!(params.get(name), Some(format!("v_{name}").as_str()));
+                        }
+                        assert_eq!(params.0.len(), names.len(), "{path}");
+                    }
+                    _ => panic!("{method} {path} does not resolve"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_two_endpoints_share_a_method_and_path_or_a_handler() {
+        for (i, a) in Endpoint::ALL.iter().enumerate() {
+            for b in &Endpoint::ALL[i + 1..] {
+                assert!(
+                    (a.method(), a.pattern()) != (b.method(), b.pattern()),
+                    "{a:?} and {b:?}"
+                );
+                assert_ne!(a.handler(), b.handler(), "{a:?} and {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn scopes_follow_the_path() {
+        for &e in Endpoint::ALL {
+            let p = e.pattern();
+            let expected = if !p.starts_with("/v1/") {
+                Scope::Own
+            } else if p.starts_with("/v1/assistants") || p.starts_with("/v1/threads") {
+                Scope::Beta
+            } else if p.starts_with("/v1/files") {
+                Scope::Shared
+            } else {
+                Scope::Ga
+            };
+            assert_eq!(e.scope(), expected, "{e:?}");
+            assert_eq!(e.is_assistants_beta(), expected == Scope::Beta);
+            assert_eq!(e.class() == RouteClass::Own, expected == Scope::Own);
+        }
+    }
+
+    #[test]
+    fn each_path_answers_exactly_its_listed_methods() {
+        let table = RouteTable::new();
+        let all = [
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ];
+        for &first in Endpoint::ALL {
+            let (path, _) = sample_path(first.pattern());
+            let same_path: Vec<Endpoint> = Endpoint::ALL
+                .iter()
+                .copied()
+                .filter(|e| e.pattern() == first.pattern())
+                .collect();
+            let scopes: Vec<Scope> = same_path.iter().map(|e| e.scope()).collect();
+            assert!(scopes.iter().all(|s| *s == scopes[0]), "{path}: {scopes:?}");
+            for method in &all {
+                let listed = same_path.iter().find(|e| e.method() == method).or_else(|| {
+                    let get = same_path.iter().find(|e| e.method() == Method::GET);
+                    (method == Method::HEAD).then_some(get).flatten()
+                });
+                match (table.resolve(method, &path), listed) {
+                    (Resolution::Local { endpoint, .. }, Some(l)) => assert_eq!(endpoint, *l),
+                    (Resolution::Forward, None) => assert_eq!(first.scope(), Scope::Shared),
+                    (Resolution::InvalidUrl, None) => assert_ne!(first.scope(), Scope::Shared),
+                    _ => panic!("{method} {path}: expected {listed:?}"),
+                }
             }
         }
     }

@@ -2,14 +2,13 @@
 //! OpenAI's exact error messages, list parameters, the caller's tenant, and response shapes.
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::body::{self, ProxyBody};
-use crate::config::Config;
 use crate::error::Error;
 use crate::model::Metadata;
 use crate::store::{ListQuery, Order, Page};
@@ -18,11 +17,11 @@ use crate::store::{ListQuery, Order, Page};
 /// rest, so the client sees the 413 rather than a reset), and a pause of `idle` between two
 /// pieces with a 408 (the connection is then closed: the rest of the body is not awaited).
 pub async fn read_body(
-    req: Request<Incoming>,
+    body: Incoming,
     limit: u64,
     idle: std::time::Duration,
 ) -> Result<Bytes, Error> {
-    let mut body = body::IdleTimeout::new(req.into_body(), idle);
+    let mut body = body::IdleTimeout::new(body, idle);
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| body_error(e.as_ref()))?;
@@ -71,17 +70,6 @@ pub fn parse_object(bytes: &[u8]) -> Result<Fields, Error> {
             None,
         )),
     }
-}
-
-/// Reads and parses a JSON object body under the configured limit.
-pub async fn json_body(req: Request<Incoming>, config: &Config) -> Result<Fields, Error> {
-    let bytes = read_body(
-        req,
-        config.limits.max_json_body_bytes,
-        config.body_read_timeout,
-    )
-    .await?;
-    parse_object(&bytes)
 }
 
 pub fn type_name(v: &Value) -> &'static str {

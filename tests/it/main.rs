@@ -5,6 +5,7 @@
 mod support;
 
 mod api_core;
+mod assistant_files;
 mod beta_header;
 mod binary;
 mod body_timeout;

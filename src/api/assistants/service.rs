@@ -6,13 +6,13 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::types::AssistantFields;
-use crate::api::common::Field;
+use crate::api::common::{Field, array_too_long};
 use crate::api::vector_stores::service::{self as vector_stores, NewVectorStore};
 use crate::app::AppState;
 use crate::error::Error;
 use crate::ids::{new_id, now_secs};
 use crate::model::{Assistant, FileSearchResources, ToolResources};
-use crate::store::{Store, Tenant};
+use crate::store::{ListQuery, Page, Store, Tenant};
 use crate::tenancy::Caller;
 
 pub fn not_found(id: &str) -> Error {
@@ -25,6 +25,74 @@ pub async fn load(store: &Store, tenant: &Tenant, id: &str) -> Result<Assistant,
         .get_assistant(tenant, id)
         .await?
         .ok_or_else(|| not_found(id))
+}
+
+pub async fn list(caller: &Caller, q: &ListQuery) -> Result<Page<Assistant>, Error> {
+    Ok(caller
+        .store
+        .assistants
+        .list_assistants(&caller.tenant, q)
+        .await?)
+}
+
+pub async fn delete(caller: &Caller, id: &str) -> Result<(), Error> {
+    if !caller
+        .store
+        .assistants
+        .delete_assistant(&caller.tenant, id)
+        .await?
+    {
+        return Err(not_found(id));
+    }
+    Ok(())
+}
+
+/// How many files a v1 assistant may carry (`file_ids`).
+const MAX_V1_FILES: usize = 20;
+
+/// Attaches a file to a v1 assistant (idempotent: a file already there is not added twice).
+pub async fn add_file(caller: &Caller, id: &str, file_id: &str) -> Result<Assistant, Error> {
+    let mut a = load(&caller.store, &caller.tenant, id).await?;
+    check_file(&caller.store, &caller.tenant, file_id).await?;
+    if !a.v1_file_ids.iter().any(|f| f == file_id) {
+        if a.v1_file_ids.len() >= MAX_V1_FILES {
+            return Err(array_too_long(
+                "file_ids",
+                MAX_V1_FILES,
+                a.v1_file_ids.len() + 1,
+            ));
+        }
+        a.v1_file_ids.push(file_id.to_owned());
+        caller
+            .store
+            .assistants
+            .put_assistant(&caller.tenant, &a)
+            .await?;
+    }
+    Ok(a)
+}
+
+/// A v1 assistant's file, or OpenAI's 404 for one it does not carry.
+pub fn file_of<'a>(a: &'a Assistant, file_id: &str) -> Result<&'a String, Error> {
+    a.v1_file_ids.iter().find(|f| *f == file_id).ok_or_else(|| {
+        Error::not_found(format!(
+            "No file found with id '{file_id}' on assistant '{}'.",
+            a.id
+        ))
+    })
+}
+
+/// Detaches a file from a v1 assistant; the id removed.
+pub async fn remove_file(caller: &Caller, id: &str, file_id: &str) -> Result<String, Error> {
+    let mut a = load(&caller.store, &caller.tenant, id).await?;
+    let file_id = file_of(&a, file_id)?.clone();
+    a.v1_file_ids.retain(|f| *f != file_id);
+    caller
+        .store
+        .assistants
+        .put_assistant(&caller.tenant, &a)
+        .await?;
+    Ok(file_id)
 }
 
 /// Checks that every id in `tool_resources` names an object of this tenant.

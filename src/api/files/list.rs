@@ -21,14 +21,13 @@
 //! file API (vLLM, Ollama) and so no files: nothing is marked.
 
 use std::cmp::Ordering;
-use std::sync::Arc;
 
-use http::{HeaderValue, Request, Response};
-use hyper::body::Incoming;
+use http::{HeaderValue, Response};
 use serde_json::Value;
 
 use super::service;
 use crate::api::common::{self, ListParams};
+use crate::api::ctx::{Ctx, Reply};
 use crate::app::AppState;
 use crate::body::ProxyBody;
 use crate::error::Error;
@@ -142,17 +141,14 @@ impl Cursor {
     }
 }
 
-pub async fn list(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
+pub async fn list(ctx: Ctx<'_>) -> Reply {
     // `/files` is the odd list: up to 10 000 per page, 10 000 by default, no `before`.
-    let p = ListParams::parse(req.uri().query(), MAX_PAGE, MAX_PAGE, false)?;
+    let p = ListParams::parse(ctx.query(), MAX_PAGE, MAX_PAGE, false)?;
     let purpose = p.get("purpose").filter(|v| !v.is_empty());
     if purpose.is_some_and(|p| UPSTREAM_PURPOSES.contains(&p)) {
-        return Ok(super::forward(state, req).await);
+        return super::forward_ctx(ctx).await;
     }
+    let (state, caller) = (ctx.state, &ctx.caller);
     if let Some(purpose) = purpose {
         let page = caller
             .store
@@ -169,7 +165,7 @@ pub async fn list(
             |f| serde_json::to_value(f).unwrap_or_default(),
         ));
     }
-    merged(state, &caller, &p.query).await
+    merged(state, caller, &p.query).await
 }
 
 /// Both sides merged (no purpose filter).

@@ -9,30 +9,31 @@ pub mod list;
 pub mod service;
 pub mod upload;
 
-use std::sync::Arc;
-
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::api::common;
+use crate::api::ctx::{Ctx, Reply};
 use crate::app::AppState;
 use crate::body::ProxyBody;
 use crate::error::Error;
-use crate::routes::PathParams;
 use crate::tenancy::Caller;
 
 pub use list::list;
 pub use upload::create;
 
-fn file_id(params: &PathParams) -> String {
-    params.get("file_id").unwrap_or_default().to_owned()
-}
-
 /// Sends a request the proxy does not own to the upstream, untouched.
 async fn forward(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody> {
     let req = req.map(|b| b.map_err(Into::into).boxed_unsync());
     state.forwarder.forward_request(req).await
+}
+
+/// Forwards the context's request as it came.
+async fn forward_ctx(ctx: Ctx<'_>) -> Reply {
+    let state = ctx.state;
+    let (_, req) = ctx.into_request()?;
+    Ok(forward(state, req).await)
 }
 
 /// The local file, or `None` when the request should go upstream (ids this proxy never
@@ -48,42 +49,28 @@ async fn local(
     service::find(state, &caller.store, &caller.tenant, id).await
 }
 
-pub async fn retrieve(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    match local(state, &caller, &file_id(&params)).await? {
+pub async fn retrieve(ctx: Ctx<'_>) -> Reply {
+    match local(ctx.state, &ctx.caller, ctx.param("file_id")).await? {
         Some(f) => common::ok(&f),
-        None => Ok(forward(state, req).await),
+        None => forward_ctx(ctx).await,
     }
 }
 
-pub async fn delete(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let id = file_id(&params);
-    if local(state, &caller, &id).await?.is_some()
-        && service::delete(state, &caller.store, &caller.tenant, &id).await?
+pub async fn delete(ctx: Ctx<'_>) -> Reply {
+    let id = ctx.param("file_id");
+    let caller = &ctx.caller;
+    if local(ctx.state, caller, id).await?.is_some()
+        && service::delete(ctx.state, &caller.store, &caller.tenant, id).await?
     {
         // OpenAI answers `object: "file"` here, not `file.deleted`.
-        return Ok(common::deleted(&id, "file"));
+        return Ok(common::deleted(id, "file"));
     }
-    Ok(forward(state, req).await)
+    forward_ctx(ctx).await
 }
 
-pub async fn content(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let Some(f) = local(state, &caller, &file_id(&params)).await? else {
-        return Ok(forward(state, req).await);
+pub async fn content(ctx: Ctx<'_>) -> Reply {
+    let Some(f) = local(ctx.state, &ctx.caller, ctx.param("file_id")).await? else {
+        return forward_ctx(ctx).await;
     };
     if service::PRIVATE_PURPOSES.contains(&f.purpose.as_str()) {
         return Err(Error::invalid(
@@ -91,5 +78,9 @@ pub async fn content(
             None,
         ));
     }
-    Ok(service::content_response(&caller.store, &caller.tenant, &f))
+    Ok(service::content_response(
+        &ctx.caller.store,
+        &ctx.caller.tenant,
+        &f,
+    ))
 }

@@ -30,6 +30,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::service::{FORWARDED_PURPOSES, UPLOAD_PURPOSES};
 use crate::api::common::{self, check_integer, invalid_value, missing};
+use crate::api::ctx::{Ctx, Reply};
 use crate::app::AppState;
 use crate::body::{BoxError, ProxyBody};
 use crate::error::Error;
@@ -239,11 +240,9 @@ async fn drain(
 }
 
 /// Handles `POST /v1/files`.
-pub async fn create(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
+pub async fn create(ctx: Ctx<'_>) -> Reply {
+    let state = ctx.state;
+    let (caller, req) = ctx.into_request()?;
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)

@@ -4,21 +4,15 @@
 pub mod service;
 pub mod types;
 
-use std::sync::Arc;
-
-use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::api::common::{self, Field, ListParams, check_id};
+use crate::api::common;
+use crate::api::ctx::{Ctx, Reply, ok_json};
+use crate::api::threads::service as threads;
 use crate::api::validate::ApiVersion;
-use crate::app::AppState;
-use crate::body::ProxyBody;
 use crate::error::Error;
 use crate::model::Message;
-use crate::routes::PathParams;
-use crate::tenancy::Caller;
 
 /// A message in the caller's API version's wire form, ready to serialize. The current
 /// version is the stored object itself, written out without a `Value` tree in between (a
@@ -53,128 +47,52 @@ pub fn render(m: &Message, version: ApiVersion) -> Value {
     v
 }
 
-fn ids(params: &PathParams) -> Result<(&str, Option<&str>), Error> {
-    let thread_id = params.get("thread_id").unwrap_or_default();
-    check_id("thread_id", thread_id, "thread_")?;
-    let message_id = params.get("message_id");
-    if let Some(m) = message_id {
-        check_id("message_id", m, "msg_")?;
-    }
-    Ok((thread_id, message_id))
+/// The thread and message ids of a single-message route, checked in path order.
+fn ids(ctx: &Ctx<'_>) -> Result<(String, String), Error> {
+    let thread_id = ctx.id("thread_id", "thread_")?;
+    Ok((thread_id, ctx.id("message_id", "msg_")?))
 }
 
-async fn load(caller: &Caller, thread_id: &str, message_id: &str) -> Result<Message, Error> {
-    service::load_thread(&caller.store, &caller.tenant, thread_id).await?;
-    caller
-        .store
-        .messages
-        .get_message(&caller.tenant, thread_id, message_id)
-        .await?
-        .ok_or_else(|| service::not_found(message_id))
+pub async fn create(mut ctx: Ctx<'_>) -> Reply {
+    let thread_id = ctx.id("thread_id", "thread_")?;
+    let fields = ctx.json().await?;
+    let new = types::parse(fields, ctx.version())?;
+    let caller = &ctx.caller;
+    let mut thread = threads::load_thread(&caller.store, &caller.tenant, &thread_id).await?;
+    let m = service::create(ctx.state, caller, &mut thread, new).await?;
+    ok_json(&wire(&m, ctx.version()))
 }
 
-pub async fn create(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let (thread_id, _) = ids(&params)?;
-    let thread_id = thread_id.to_owned();
-    let fields = common::json_body(req, &state.config).await?;
-    let new = types::parse(fields, caller.version)?;
-    let mut thread = service::load_thread(&caller.store, &caller.tenant, &thread_id).await?;
-    let m = service::create(state, &caller, &mut thread, new).await?;
-    Ok(common::json_response(
-        StatusCode::OK,
-        &wire(&m, caller.version),
-    ))
-}
-
-pub async fn list(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let (thread_id, _) = ids(&params)?;
-    let p = ListParams::parse(req.uri().query(), 20, 100, true)?;
-    service::load_thread(&caller.store, &caller.tenant, thread_id).await?;
-    let page = caller
-        .store
-        .messages
-        .list_messages(&caller.tenant, thread_id, p.get("run_id"), &p.query)
-        .await?;
+pub async fn list(ctx: Ctx<'_>) -> Reply {
+    let thread_id = ctx.id("thread_id", "thread_")?;
+    let p = ctx.list_params()?;
+    let page = service::list(&ctx.caller, &thread_id, p.get("run_id"), &p.query).await?;
     Ok(common::list_response(
         &page,
         |m| &m.id,
-        |m| wire(m, caller.version),
+        |m| wire(m, ctx.version()),
     ))
 }
 
-pub async fn retrieve(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let (thread_id, message_id) = ids(&params)?;
-    let m = load(&caller, thread_id, message_id.unwrap_or_default()).await?;
-    Ok(common::json_response(
-        StatusCode::OK,
-        &wire(&m, caller.version),
-    ))
+pub async fn retrieve(ctx: Ctx<'_>) -> Reply {
+    let (thread_id, message_id) = ids(&ctx)?;
+    let m = service::load(&ctx.caller, &thread_id, &message_id).await?;
+    ok_json(&wire(&m, ctx.version()))
 }
 
-pub async fn modify(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let (thread_id, message_id) = ids(&params)?;
-    let (thread_id, message_id) = (
-        thread_id.to_owned(),
-        message_id.unwrap_or_default().to_owned(),
-    );
-    let mut fields = common::json_body(req, &state.config).await?;
+pub async fn modify(mut ctx: Ctx<'_>) -> Reply {
+    let (thread_id, message_id) = ids(&ctx)?;
+    let mut fields = ctx.json().await?;
     let metadata = fields.metadata()?;
     fields.finish()?;
-    let mut m = load(&caller, &thread_id, &message_id).await?;
-    match metadata {
-        Field::Set(md) => m.metadata = md,
-        Field::Null => m.metadata.clear(),
-        Field::Absent => {}
-    }
-    caller
-        .store
-        .messages
-        .put_message(&caller.tenant, &m)
-        .await?;
-    Ok(common::json_response(
-        StatusCode::OK,
-        &wire(&m, caller.version),
-    ))
+    let m = service::modify(&ctx.caller, &thread_id, &message_id, metadata).await?;
+    ok_json(&wire(&m, ctx.version()))
 }
 
-pub async fn delete(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let (thread_id, message_id) = ids(&params)?;
-    let message_id = message_id.unwrap_or_default();
-    service::load_thread(&caller.store, &caller.tenant, thread_id).await?;
-    if !caller
-        .store
-        .messages
-        .delete_message(&caller.tenant, thread_id, message_id)
-        .await?
-    {
-        return Err(service::not_found(message_id));
-    }
-    Ok(common::deleted(message_id, "thread.message.deleted"))
+pub async fn delete(ctx: Ctx<'_>) -> Reply {
+    let (thread_id, message_id) = ids(&ctx)?;
+    service::delete(&ctx.caller, &thread_id, &message_id).await?;
+    Ok(common::deleted(&message_id, "thread.message.deleted"))
 }
 
 // ---- v1 message files ------------------------------------------------------------------
@@ -183,15 +101,10 @@ fn message_file(m: &Message, file_id: &str) -> Value {
     json!({"id": file_id, "object": "thread.message.file", "created_at": m.created_at, "message_id": m.id})
 }
 
-pub async fn list_files(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let (thread_id, message_id) = ids(&params)?;
-    let p = ListParams::parse(req.uri().query(), 20, 100, true)?;
-    let m = load(&caller, thread_id, message_id.unwrap_or_default()).await?;
+pub async fn list_files(ctx: Ctx<'_>) -> Reply {
+    let (thread_id, message_id) = ids(&ctx)?;
+    let p = ctx.list_params()?;
+    let m = service::load(&ctx.caller, &thread_id, &message_id).await?;
     let file_ids: Vec<String> = m.attachments.iter().map(|a| a.file_id.clone()).collect();
     let page = common::page_of_ids(&file_ids, &p.query);
     Ok(common::list_response(
@@ -201,23 +114,15 @@ pub async fn list_files(
     ))
 }
 
-pub async fn retrieve_file(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let (thread_id, message_id) = ids(&params)?;
-    let m = load(&caller, thread_id, message_id.unwrap_or_default()).await?;
-    let file_id = params.get("file_id").unwrap_or_default();
+pub async fn retrieve_file(ctx: Ctx<'_>) -> Reply {
+    let (thread_id, message_id) = ids(&ctx)?;
+    let m = service::load(&ctx.caller, &thread_id, &message_id).await?;
+    let file_id = ctx.param("file_id");
     if !m.attachments.iter().any(|a| a.file_id == file_id) {
         return Err(Error::not_found(format!(
             "No file found with id '{file_id}' on message '{}'.",
             m.id
         )));
     }
-    Ok(common::json_response(
-        StatusCode::OK,
-        &message_file(&m, file_id),
-    ))
+    ok_json(&message_file(&m, file_id))
 }

@@ -5,29 +5,80 @@
 use std::sync::Arc;
 
 use super::types::NewMessage;
+use crate::api::common::Field;
 use crate::api::files::service as files;
 use crate::api::vector_stores::service::{self as vector_stores, NewVectorStore};
 use crate::app::AppState;
 use crate::error::Error;
 use crate::ids::{new_id, now_secs};
+use crate::model::Metadata;
 use crate::model::{CodeInterpreterResources, ExpiresAfter, FileSearchResources, Message, Thread};
-use crate::store::{Store, Tenant};
+use crate::store::{ListQuery, Page, Store, Tenant};
 use crate::tenancy::Caller;
 
 pub fn not_found(id: &str) -> Error {
     Error::not_found(format!("No message found with id '{id}'."))
 }
 
-pub fn thread_not_found(id: &str) -> Error {
-    Error::not_found(format!("No thread found with id '{id}'."))
+use crate::api::threads::service::load_thread;
+
+/// A message of a thread of this tenant (the thread first: its 404 wins).
+pub async fn load(caller: &Caller, thread_id: &str, message_id: &str) -> Result<Message, Error> {
+    load_thread(&caller.store, &caller.tenant, thread_id).await?;
+    caller
+        .store
+        .messages
+        .get_message(&caller.tenant, thread_id, message_id)
+        .await?
+        .ok_or_else(|| not_found(message_id))
 }
 
-pub async fn load_thread(store: &Store, tenant: &Tenant, id: &str) -> Result<Thread, Error> {
-    store
-        .threads
-        .get_thread(tenant, id)
+pub async fn list(
+    caller: &Caller,
+    thread_id: &str,
+    run_id: Option<&str>,
+    q: &ListQuery,
+) -> Result<Page<Message>, Error> {
+    load_thread(&caller.store, &caller.tenant, thread_id).await?;
+    Ok(caller
+        .store
+        .messages
+        .list_messages(&caller.tenant, thread_id, run_id, q)
+        .await?)
+}
+
+/// Modify changes only `metadata`: absent keeps it, null clears it, a value replaces it.
+pub async fn modify(
+    caller: &Caller,
+    thread_id: &str,
+    message_id: &str,
+    metadata: Field<Metadata>,
+) -> Result<Message, Error> {
+    let mut m = load(caller, thread_id, message_id).await?;
+    match metadata {
+        Field::Set(md) => m.metadata = md,
+        Field::Null => m.metadata.clear(),
+        Field::Absent => {}
+    }
+    caller
+        .store
+        .messages
+        .put_message(&caller.tenant, &m)
+        .await?;
+    Ok(m)
+}
+
+pub async fn delete(caller: &Caller, thread_id: &str, message_id: &str) -> Result<(), Error> {
+    load_thread(&caller.store, &caller.tenant, thread_id).await?;
+    if !caller
+        .store
+        .messages
+        .delete_message(&caller.tenant, thread_id, message_id)
         .await?
-        .ok_or_else(|| thread_not_found(id))
+    {
+        return Err(not_found(message_id));
+    }
+    Ok(())
 }
 
 /// Refuses new messages while a run is active on the thread.

@@ -5,23 +5,21 @@
 pub mod service;
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::api::common::{self, ListParams, check_id};
+use crate::api::common;
+use crate::api::ctx::{Ctx, Reply, ok_json};
 use crate::api::validate::{ApiVersion, tools_for};
 use crate::api::{messages, threads};
-use crate::app::AppState;
 use crate::body::ProxyBody;
 use crate::error::Error;
 use crate::model::{Run, RunStep};
-use crate::routes::PathParams;
 use crate::runs::events::Event;
 
 /// How soon the SDKs' polling helpers should look again (their default is 1–5 s).
@@ -106,59 +104,39 @@ fn run_response(run: &Run, version: ApiVersion) -> Response<ProxyBody> {
     )
 }
 
-fn ids(params: &PathParams) -> Result<(String, String), Error> {
-    let thread_id = params.get("thread_id").unwrap_or_default();
-    check_id("thread_id", thread_id, "thread_")?;
-    let run_id = params.get("run_id").unwrap_or_default();
-    if params.get("run_id").is_some() {
-        check_id("run_id", run_id, "run_")?;
-    }
-    Ok((thread_id.to_owned(), run_id.to_owned()))
+/// The thread and run ids of a single-run route, checked in path order.
+fn ids(ctx: &Ctx<'_>) -> Result<(String, String), Error> {
+    let thread_id = ctx.id("thread_id", "thread_")?;
+    Ok((thread_id, ctx.id("run_id", "run_")?))
 }
 
-pub async fn create(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let (thread_id, _) = ids(&params)?;
-    let include = service::include_content(req.uri().query())?;
-    let fields = common::json_body(req, &state.config).await?;
-    let mut opts = service::parse(fields, caller.version, false)?;
+pub async fn create(mut ctx: Ctx<'_>) -> Reply {
+    let thread_id = ctx.id("thread_id", "thread_")?;
+    start(&mut ctx, Some(&thread_id)).await
+}
+
+pub async fn create_thread_and_run(mut ctx: Ctx<'_>) -> Reply {
+    start(&mut ctx, None).await
+}
+
+/// Creates a run on `thread_id`, or on a new thread from the body when `None`.
+async fn start(ctx: &mut Ctx<'_>, thread_id: Option<&str>) -> Reply {
+    let include = service::include_content(ctx.query())?;
+    let fields = ctx.json().await?;
+    let mut opts = service::parse(fields, ctx.version(), thread_id.is_none())?;
     opts.include_content = include;
-    let (rec, rx) = service::create(state, &caller, Some(&thread_id), opts).await?;
+    let (rec, rx) = service::create(ctx.state, &ctx.caller, thread_id, opts).await?;
     Ok(match rx {
-        Some(rx) => sse(rx, caller.version, include),
-        None => run_response(&rec.run, caller.version),
+        Some(rx) => sse(rx, ctx.version(), include),
+        None => run_response(&rec.run, ctx.version()),
     })
 }
 
-pub async fn create_thread_and_run(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let include = service::include_content(req.uri().query())?;
-    let fields = common::json_body(req, &state.config).await?;
-    let mut opts = service::parse(fields, caller.version, true)?;
-    opts.include_content = include;
-    let (rec, rx) = service::create(state, &caller, None, opts).await?;
-    Ok(match rx {
-        Some(rx) => sse(rx, caller.version, include),
-        None => run_response(&rec.run, caller.version),
-    })
-}
-
-pub async fn list(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let (thread_id, _) = ids(&params)?;
-    let p = ListParams::parse(req.uri().query(), 20, 100, true)?;
-    messages::service::load_thread(&caller.store, &caller.tenant, &thread_id).await?;
+pub async fn list(ctx: Ctx<'_>) -> Reply {
+    let thread_id = ctx.id("thread_id", "thread_")?;
+    let p = ctx.list_params()?;
+    let caller = &ctx.caller;
+    threads::service::load_thread(&caller.store, &caller.tenant, &thread_id).await?;
     let page = caller
         .store
         .runs
@@ -166,7 +144,7 @@ pub async fn list(
         .await?;
     let mut items = Vec::with_capacity(page.items.len());
     for rec in page.items {
-        items.push(service::expire_if_due(state, &caller, rec).await?);
+        items.push(service::expire_if_due(ctx.state, caller, rec).await?);
     }
     let page = crate::store::Page {
         items,
@@ -179,74 +157,44 @@ pub async fn list(
     ))
 }
 
-pub async fn retrieve(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let (thread_id, run_id) = ids(&params)?;
-    let rec = service::load(state, &caller, &thread_id, &run_id).await?;
-    Ok(run_response(&rec.run, caller.version))
+pub async fn retrieve(ctx: Ctx<'_>) -> Reply {
+    let (thread_id, run_id) = ids(&ctx)?;
+    let rec = service::load(ctx.state, &ctx.caller, &thread_id, &run_id).await?;
+    Ok(run_response(&rec.run, ctx.version()))
 }
 
-pub async fn modify(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let (thread_id, run_id) = ids(&params)?;
-    let fields = common::json_body(req, &state.config).await?;
-    let rec = service::modify(state, &caller, &thread_id, &run_id, fields).await?;
-    Ok(run_response(&rec.run, caller.version))
+pub async fn modify(mut ctx: Ctx<'_>) -> Reply {
+    let (thread_id, run_id) = ids(&ctx)?;
+    let fields = ctx.json().await?;
+    let rec = service::modify(ctx.state, &ctx.caller, &thread_id, &run_id, fields).await?;
+    Ok(run_response(&rec.run, ctx.version()))
 }
 
-pub async fn cancel(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let (thread_id, run_id) = ids(&params)?;
+pub async fn cancel(mut ctx: Ctx<'_>) -> Reply {
+    let (thread_id, run_id) = ids(&ctx)?;
     // The body is ignored (the spec defines none), but must not be unreadable garbage.
-    let limits = &state.config.limits;
-    common::read_body(
-        req,
-        limits.max_json_body_bytes,
-        state.config.body_read_timeout,
-    )
-    .await?;
-    let rec = service::cancel(state, &caller, &thread_id, &run_id).await?;
-    Ok(run_response(&rec.run, caller.version))
+    ctx.body().await?;
+    let rec = service::cancel(ctx.state, &ctx.caller, &thread_id, &run_id).await?;
+    Ok(run_response(&rec.run, ctx.version()))
 }
 
-pub async fn submit_tool_outputs(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let (thread_id, run_id) = ids(&params)?;
-    let fields = common::json_body(req, &state.config).await?;
+pub async fn submit_tool_outputs(mut ctx: Ctx<'_>) -> Reply {
+    let (thread_id, run_id) = ids(&ctx)?;
+    let fields = ctx.json().await?;
     let (rec, rx) =
-        service::submit_tool_outputs(state, &caller, &thread_id, &run_id, fields).await?;
+        service::submit_tool_outputs(ctx.state, &ctx.caller, &thread_id, &run_id, fields).await?;
     Ok(match rx {
-        Some(rx) => sse(rx, caller.version, false),
-        None => run_response(&rec.run, caller.version),
+        Some(rx) => sse(rx, ctx.version(), false),
+        None => run_response(&rec.run, ctx.version()),
     })
 }
 
-pub async fn list_steps(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let (thread_id, run_id) = ids(&params)?;
-    let include = service::include_content(req.uri().query())?;
-    let p = ListParams::parse(req.uri().query(), 20, 100, true)?;
-    service::load(state, &caller, &thread_id, &run_id).await?;
+pub async fn list_steps(ctx: Ctx<'_>) -> Reply {
+    let (thread_id, run_id) = ids(&ctx)?;
+    let include = service::include_content(ctx.query())?;
+    let p = ctx.list_params()?;
+    let caller = &ctx.caller;
+    service::load(ctx.state, caller, &thread_id, &run_id).await?;
     let page = caller
         .store
         .runs
@@ -259,27 +207,19 @@ pub async fn list_steps(
     ))
 }
 
-pub async fn retrieve_step(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let (thread_id, run_id) = ids(&params)?;
-    let step_id = params.get("step_id").unwrap_or_default();
-    check_id("step_id", step_id, "step_")?;
-    let include = service::include_content(req.uri().query())?;
-    service::load(state, &caller, &thread_id, &run_id).await?;
+pub async fn retrieve_step(ctx: Ctx<'_>) -> Reply {
+    let (thread_id, run_id) = ids(&ctx)?;
+    let step_id = ctx.id("step_id", "step_")?;
+    let include = service::include_content(ctx.query())?;
+    let caller = &ctx.caller;
+    service::load(ctx.state, caller, &thread_id, &run_id).await?;
     let step = caller
         .store
         .runs
-        .get_step(&caller.tenant, &thread_id, &run_id, step_id)
+        .get_step(&caller.tenant, &thread_id, &run_id, &step_id)
         .await?
         .ok_or_else(|| Error::not_found(format!("No run step found with id '{step_id}'.")))?;
-    Ok(common::json_response(
-        StatusCode::OK,
-        &render_step(&step, include),
-    ))
+    ok_json(&render_step(&step, include))
 }
 
 #[cfg(test)]

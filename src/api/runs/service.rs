@@ -159,7 +159,7 @@ pub async fn load(
     thread_id: &str,
     run_id: &str,
 ) -> Result<RunRecord, Error> {
-    messages::load_thread(&caller.store, &caller.tenant, thread_id).await?;
+    threads::load_thread(&caller.store, &caller.tenant, thread_id).await?;
     let rec = caller
         .store
         .runs
@@ -230,7 +230,7 @@ pub async fn create(
         Some(id) => {
             let (a, t) = tokio::join!(
                 assistants::load(&caller.store, &caller.tenant, &opts.assistant_id),
-                messages::load_thread(&caller.store, &caller.tenant, id)
+                threads::load_thread(&caller.store, &caller.tenant, id)
             );
             (a?, Some(t?))
         }

@@ -3,19 +3,12 @@
 
 pub mod service;
 
-use std::sync::Arc;
-
-use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use crate::api::common::{self, check_id};
+use crate::api::common;
+use crate::api::ctx::{Ctx, Reply, ok_json};
 use crate::api::validate::ApiVersion;
-use crate::app::AppState;
-use crate::body::ProxyBody;
-use crate::error::Error;
 use crate::model::Thread;
-use crate::routes::PathParams;
 
 pub fn render(t: &Thread, version: ApiVersion) -> Value {
     let mut v = json!({
@@ -30,69 +23,28 @@ pub fn render(t: &Thread, version: ApiVersion) -> Value {
     v
 }
 
-fn thread_id(params: &PathParams) -> Result<&str, Error> {
-    let id = params.get("thread_id").unwrap_or_default();
-    check_id("thread_id", id, "thread_")?;
-    Ok(id)
+pub async fn create(mut ctx: Ctx<'_>) -> Reply {
+    let fields = ctx.json().await?;
+    let new = service::parse_create(fields, ctx.version(), "")?;
+    let (thread, _) = service::create(ctx.state, &ctx.caller, new).await?;
+    ok_json(&render(&thread, ctx.version()))
 }
 
-pub async fn create(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let fields = common::json_body(req, &state.config).await?;
-    let new = service::parse_create(fields, caller.version, "")?;
-    let (thread, _) = service::create(state, &caller, new).await?;
-    Ok(common::json_response(
-        StatusCode::OK,
-        &render(&thread, caller.version),
-    ))
+pub async fn retrieve(ctx: Ctx<'_>) -> Reply {
+    let id = ctx.id("thread_id", "thread_")?;
+    let t = service::load_thread(&ctx.caller.store, &ctx.caller.tenant, &id).await?;
+    ok_json(&render(&t, ctx.version()))
 }
 
-pub async fn retrieve(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let id = thread_id(&params)?;
-    let t = crate::api::messages::service::load_thread(&caller.store, &caller.tenant, id).await?;
-    Ok(common::json_response(
-        StatusCode::OK,
-        &render(&t, caller.version),
-    ))
+pub async fn modify(mut ctx: Ctx<'_>) -> Reply {
+    let id = ctx.id("thread_id", "thread_")?;
+    let fields = ctx.json().await?;
+    let t = service::modify(&ctx.caller, &id, fields).await?;
+    ok_json(&render(&t, ctx.version()))
 }
 
-pub async fn modify(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let id = thread_id(&params)?.to_owned();
-    let fields = common::json_body(req, &state.config).await?;
-    let t = service::modify(&caller, &id, fields).await?;
-    Ok(common::json_response(
-        StatusCode::OK,
-        &render(&t, caller.version),
-    ))
-}
-
-pub async fn delete(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let id = thread_id(&params)?;
-    if !caller
-        .store
-        .threads
-        .delete_thread(&caller.tenant, id)
-        .await?
-    {
-        return Err(crate::api::messages::service::thread_not_found(id));
-    }
-    Ok(common::deleted(id, "thread.deleted"))
+pub async fn delete(ctx: Ctx<'_>) -> Reply {
+    let id = ctx.id("thread_id", "thread_")?;
+    service::delete(&ctx.caller, &id).await?;
+    Ok(common::deleted(&id, "thread.deleted"))
 }

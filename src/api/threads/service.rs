@@ -13,6 +13,7 @@ use crate::app::AppState;
 use crate::error::Error;
 use crate::ids::{new_id, now_secs};
 use crate::model::{ExpiresAfter, Message, Metadata, Thread, ToolResources};
+use crate::store::{Store, Tenant};
 use crate::tenancy::Caller;
 
 /// Initial messages of one create request (the spec sets no limit; this bounds the work).
@@ -27,6 +28,30 @@ pub struct NewThread {
     /// Where the body sits in the request (`thread.` inside create-thread-and-run), for the
     /// errors found after parsing.
     pub param_prefix: String,
+}
+
+pub fn not_found(id: &str) -> Error {
+    Error::not_found(format!("No thread found with id '{id}'."))
+}
+
+pub async fn load_thread(store: &Store, tenant: &Tenant, id: &str) -> Result<Thread, Error> {
+    store
+        .threads
+        .get_thread(tenant, id)
+        .await?
+        .ok_or_else(|| not_found(id))
+}
+
+pub async fn delete(caller: &Caller, id: &str) -> Result<(), Error> {
+    if !caller
+        .store
+        .threads
+        .delete_thread(&caller.tenant, id)
+        .await?
+    {
+        return Err(not_found(id));
+    }
+    Ok(())
 }
 
 /// Parses a CreateThread body; `prefix` names its position inside another body (`thread.`).
@@ -120,7 +145,7 @@ pub async fn modify(caller: &Caller, id: &str, mut f: Fields) -> Result<Thread, 
     };
     let metadata = f.metadata()?;
     f.finish()?;
-    let mut t = messages::load_thread(&caller.store, &caller.tenant, id).await?;
+    let mut t = load_thread(&caller.store, &caller.tenant, id).await?;
     match tool_resources {
         Field::Set(tr) => {
             check_resources(&caller.store, &caller.tenant, &tr).await?;

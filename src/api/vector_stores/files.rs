@@ -1,41 +1,30 @@
 //! `/v1/vector_stores/{vector_store_id}/files`: add, list, retrieve, update attributes,
 //! remove, and read back the parsed content.
 
-use std::sync::Arc;
-
-use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use serde_json::{Value, json};
 
 use super::{respond, service, types, vs_id};
-use crate::api::common::{self, ListParams, check_id};
-use crate::app::AppState;
-use crate::body::ProxyBody;
+use crate::api::common;
+use crate::api::ctx::{Ctx, Reply, ok_json};
 use crate::error::Error;
 use crate::retrieval::ingest;
-use crate::routes::PathParams;
 use crate::store::{Page, VsFileFilter};
 
-fn file_id(params: &PathParams) -> Result<String, Error> {
-    let id = params.get("file_id").unwrap_or_default();
-    check_id("file_id", id, "file-")?;
-    Ok(id.to_owned())
+/// The path's file id, checked.
+fn file_id(ctx: &Ctx<'_>) -> Result<String, Error> {
+    ctx.id("file_id", "file-")
 }
 
-pub async fn create(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let vs = vs_id(&params)?;
-    let fields = common::json_body(req, &state.config).await?;
+pub async fn create(mut ctx: Ctx<'_>) -> Reply {
+    let vs = vs_id(&ctx)?;
+    let fields = ctx.json().await?;
     let new = types::parse_add_file(fields)?;
+    let (state, caller) = (ctx.state, &ctx.caller);
     let store = service::load(state, &caller.store, &caller.tenant, &vs).await?;
     service::check_not_expired(&store, state.clock.now())?;
     let f = service::add_file(
         state,
-        &caller,
+        caller,
         &vs,
         &new.file_id,
         new.chunking_strategy,
@@ -43,19 +32,14 @@ pub async fn create(
         None,
     )
     .await?;
-    Ok(respond(&types::render_file(&f)))
+    respond(&types::render_file(&f))
 }
 
 /// Lists a store's files (or a batch's, with `batch_id`), repairing dead ingestions first.
-pub async fn list_in(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    vs: &str,
-    batch_id: Option<String>,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let p = ListParams::parse(req.uri().query(), 20, 100, true)?;
+pub async fn list_in(ctx: Ctx<'_>, vs: &str, batch_id: Option<String>) -> Reply {
+    let p = ctx.list_params()?;
     let status = types::status_filter(&p)?;
+    let (state, caller) = (ctx.state, &ctx.caller);
     // 404 for a missing store (or batch), not an empty list.
     service::load(state, &caller.store, &caller.tenant, vs).await?;
     if let Some(b) = &batch_id {
@@ -75,52 +59,36 @@ pub async fn list_in(
     Ok(common::list_response(&page, |f| &f.id, types::render_file))
 }
 
-pub async fn list(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let vs = vs_id(&params)?;
-    list_in(state, req, &vs, None).await
+pub async fn list(ctx: Ctx<'_>) -> Reply {
+    let vs = vs_id(&ctx)?;
+    list_in(ctx, &vs, None).await
 }
 
-pub async fn retrieve(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let vs = vs_id(&params)?;
-    let id = file_id(&params)?;
+pub async fn retrieve(ctx: Ctx<'_>) -> Reply {
+    let vs = vs_id(&ctx)?;
+    let id = file_id(&ctx)?;
+    let (state, caller) = (ctx.state, &ctx.caller);
     service::load(state, &caller.store, &caller.tenant, &vs).await?;
     let f = service::load_file(state, &caller.store, &caller.tenant, &vs, &id).await?;
-    Ok(respond(&types::render_file(&f)))
+    respond(&types::render_file(&f))
 }
 
-pub async fn update(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let vs = vs_id(&params)?;
-    let id = file_id(&params)?;
-    let fields = common::json_body(req, &state.config).await?;
+pub async fn update(mut ctx: Ctx<'_>) -> Reply {
+    let vs = vs_id(&ctx)?;
+    let id = file_id(&ctx)?;
+    let fields = ctx.json().await?;
     let attributes = types::parse_update_file(fields)?;
+    let (state, caller) = (ctx.state, &ctx.caller);
     service::load(state, &caller.store, &caller.tenant, &vs).await?;
     let f =
         service::set_attributes(state, &caller.store, &caller.tenant, &vs, &id, attributes).await?;
-    Ok(respond(&types::render_file(&f)))
+    respond(&types::render_file(&f))
 }
 
-pub async fn delete(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let vs = vs_id(&params)?;
-    let id = file_id(&params)?;
+pub async fn delete(ctx: Ctx<'_>) -> Reply {
+    let vs = vs_id(&ctx)?;
+    let id = file_id(&ctx)?;
+    let (state, caller) = (ctx.state, &ctx.caller);
     service::load(state, &caller.store, &caller.tenant, &vs).await?;
     if !service::remove_file(state, &caller.store, &caller.tenant, &vs, &id).await? {
         return Err(service::file_not_found(&vs, &id));
@@ -128,14 +96,10 @@ pub async fn delete(
     Ok(common::deleted(&id, "vector_store.file.deleted"))
 }
 
-pub async fn content(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let vs = vs_id(&params)?;
-    let id = file_id(&params)?;
+pub async fn content(ctx: Ctx<'_>) -> Reply {
+    let vs = vs_id(&ctx)?;
+    let id = file_id(&ctx)?;
+    let (state, caller) = (ctx.state, &ctx.caller);
     service::load(state, &caller.store, &caller.tenant, &vs).await?;
     service::load_file(state, &caller.store, &caller.tenant, &vs, &id).await?;
     let chunks = caller
@@ -147,13 +111,10 @@ pub async fn content(
         .iter()
         .map(|c| json!({"type": "text", "text": c.text}))
         .collect();
-    Ok(common::json_response(
-        StatusCode::OK,
-        &json!({
-            "object": "vector_store.file_content.page",
-            "data": data,
-            "has_more": false,
-            "next_page": null,
-        }),
-    ))
+    ok_json(&json!({
+        "object": "vector_store.file_content.page",
+        "data": data,
+        "has_more": false,
+        "next_page": null,
+    }))
 }

@@ -7,48 +7,38 @@ pub mod files;
 pub mod service;
 pub mod types;
 
-use std::sync::Arc;
+use http::StatusCode;
 
-use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
-
-use crate::api::common::{self, ListParams, check_id};
-use crate::app::AppState;
-use crate::body::ProxyBody;
+use crate::api::common;
+use crate::api::ctx::{Ctx, Reply, ok_json};
 use crate::error::Error;
 use crate::retrieval::{rewrite, search, stores};
-use crate::routes::PathParams;
 
 /// Poll interval suggested to the SDKs' `create_and_poll` helpers while files ingest.
 const POLL_HINT_MS: u32 = 500;
 
-fn vs_id(params: &PathParams) -> Result<String, Error> {
-    let id = params.get("vector_store_id").unwrap_or_default();
-    check_id("vector_store_id", id, "vs_")?;
-    Ok(id.to_owned())
+fn respond(value: &serde_json::Value) -> Reply {
+    Ok(common::with_poll_hint(
+        common::json_response(StatusCode::OK, value),
+        POLL_HINT_MS,
+    ))
 }
 
-fn respond(value: &serde_json::Value) -> Response<ProxyBody> {
-    common::with_poll_hint(common::json_response(StatusCode::OK, value), POLL_HINT_MS)
+/// The path's vector store id, checked.
+fn vs_id(ctx: &Ctx<'_>) -> Result<String, Error> {
+    ctx.id("vector_store_id", "vs_")
 }
 
-pub async fn create(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let fields = common::json_body(req, &state.config).await?;
+pub async fn create(mut ctx: Ctx<'_>) -> Reply {
+    let fields = ctx.json().await?;
     let new = types::parse_create(fields)?;
-    let vs = service::create(state, &caller, new).await?;
-    Ok(respond(&types::render_store(&vs)))
+    let vs = service::create(ctx.state, &ctx.caller, new).await?;
+    respond(&types::render_store(&vs))
 }
 
-pub async fn list(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let p = ListParams::parse(req.uri().query(), 20, 100, true)?;
+pub async fn list(ctx: Ctx<'_>) -> Reply {
+    let p = ctx.list_params()?;
+    let (state, caller) = (ctx.state, &ctx.caller);
     let page = caller
         .store
         .vector_stores
@@ -65,60 +55,42 @@ pub async fn list(
     Ok(common::list_response(&page, |v| &v.id, types::render_store))
 }
 
-pub async fn retrieve(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let id = vs_id(&params)?;
-    let vs = service::load(state, &caller.store, &caller.tenant, &id).await?;
-    Ok(respond(&types::render_store(&vs)))
+pub async fn retrieve(ctx: Ctx<'_>) -> Reply {
+    let id = vs_id(&ctx)?;
+    let vs = service::load(ctx.state, &ctx.caller.store, &ctx.caller.tenant, &id).await?;
+    respond(&types::render_store(&vs))
 }
 
-pub async fn modify(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let id = vs_id(&params)?;
-    let fields = common::json_body(req, &state.config).await?;
+pub async fn modify(mut ctx: Ctx<'_>) -> Reply {
+    let id = vs_id(&ctx)?;
+    let fields = ctx.json().await?;
     let changes = types::parse_modify(fields)?;
-    let vs = service::modify(state, &caller.store, &caller.tenant, &id, changes).await?;
-    Ok(respond(&types::render_store(&vs)))
+    let caller = &ctx.caller;
+    let vs = service::modify(ctx.state, &caller.store, &caller.tenant, &id, changes).await?;
+    respond(&types::render_store(&vs))
 }
 
-pub async fn delete(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let id = vs_id(&params)?;
-    if !service::delete(state, &caller.store, &caller.tenant, &id).await? {
+pub async fn delete(ctx: Ctx<'_>) -> Reply {
+    let id = vs_id(&ctx)?;
+    if !service::delete(ctx.state, &ctx.caller.store, &ctx.caller.tenant, &id).await? {
         return Err(service::not_found(&id));
     }
     Ok(common::deleted(&id, "vector_store.deleted"))
 }
 
-pub async fn search(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    params: PathParams,
-) -> Result<Response<ProxyBody>, Error> {
-    let caller = state.caller(req.headers()).await?;
-    let id = vs_id(&params)?;
-    let fields = common::json_body(req, &state.config).await?;
+pub async fn search(mut ctx: Ctx<'_>) -> Reply {
+    let id = vs_id(&ctx)?;
+    let fields = ctx.json().await?;
     let mut s = types::parse_search(fields)?;
+    let (state, caller) = (ctx.state, &ctx.caller);
     let vs = service::load(state, &caller.store, &caller.tenant, &id).await?;
     service::check_not_expired(&vs, state.clock.now())?;
     if s.rewrite_query {
-        s.queries = rewrite::rewrite_all(&state.retrieval, &caller, &s.queries).await?;
+        s.queries = rewrite::rewrite_all(&state.retrieval, caller, &s.queries).await?;
     }
     let hits = search::search_many(
         &state.retrieval,
-        &caller,
+        caller,
         std::slice::from_ref(&vs.id),
         &s.queries,
         s.max_num_results,
@@ -127,8 +99,5 @@ pub async fn search(
     )
     .await?;
     stores::touch(&state.retrieval, &caller.store, &caller.tenant, &vs.id).await?;
-    Ok(common::json_response(
-        StatusCode::OK,
-        &types::render_search(&s.queries, &hits),
-    ))
+    ok_json(&types::render_search(&s.queries, &hits))
 }
