@@ -2,17 +2,20 @@
 //! stateful Assistants surface (assistants, threads, messages, runs, vector stores, files)
 //! from a database the operator owns, and forwards everything else byte for byte.
 //!
-//! Module map:
-//! - [`config`]: flags, TOML file, validation.
-//! - [`server`]: listener, connections, graceful shutdown; [`routes`]: the route table.
-//! - [`clock`]: the process clock (timestamps, expiry; tests move it forward).
-//! - [`shutdown`]: the cancellation watch the listener and the HTTP/1 relay ([`h1`]) share.
-//! - [`forward`]: the pass-through forwarder; [`upstream`]: the pooled upstream client.
-//! - [`api`]: local handlers per resource; [`store`]: storage traits and backends.
+//! Module map, top layer first (docs/ARCHITECTURE.md explains it; tests/layers.rs checks
+//! that imports only point down):
+//! - [`server`], [`h1`]: listener, connections, TLS, the HTTP/1 relay, shutdown order.
+//! - [`api`]: handlers, services and request types per resource; `dispatch`.
+//! - [`app`]: the shared state (`AppState`) and start-up.
+//! - [`runs`]: the run engine, its state machine, the sweeper.
 //! - [`retrieval`]: vector-store ingestion (extract, chunk, embed) and search.
-//! - [`error`]: the one error type; [`metrics`]: Prometheus series; [`body`]: body types.
-//! - [`secrets`]: scrubbing credentials out of upstream text the proxy keeps or returns.
-//! - [`tls`]: the crypto provider, trust anchors, client and server configurations.
+//! - [`forward`]: the pass-through forwarder; [`tenancy`]: who a request acts for.
+//! - [`upstream`]: the pooled upstream client; [`telemetry`]: logging.
+//! - [`config`]: flags, TOML file, validation; [`error`]: the one error type.
+//! - [`store`]: storage traits and backends (SQLite, Cassandra, Astra).
+//! - Foundation: [`model`] (the API's objects), [`ids`], [`body`], [`metrics`], [`tls`],
+//!   [`secrets`] (credentials out of kept text), [`clock`], [`routes`] (the route table),
+//!   [`shutdown`] (the cancellation watch), [`busy_poll`].
 
 pub mod api;
 pub mod app;
