@@ -97,21 +97,9 @@ mod tests {
     use serde_json::json;
 
     fn record(state: Value) -> RunRecord {
-        serde_json::from_value(json!({
-            "run": {
-                "id": "run_a", "object": "thread.run", "created_at": 1, "thread_id": "thread_a",
-                "assistant_id": "asst_a", "status": "in_progress", "required_action": null,
-                "last_error": null, "expires_at": null, "started_at": null,
-                "cancelled_at": null, "failed_at": null, "completed_at": null,
-                "incomplete_details": null, "model": "m", "instructions": "", "tools": [],
-                "metadata": {}, "usage": null, "temperature": null, "top_p": null,
-                "max_prompt_tokens": null, "max_completion_tokens": null,
-                "truncation_strategy": null, "tool_choice": null,
-                "parallel_tool_calls": true, "response_format": null,
-            },
-            "version": 3, "lease_owner": null, "lease_until": null, "state": state,
-        }))
-        .unwrap()
+        let mut rec = crate::runs::fixtures::record(state);
+        rec.run.status = crate::model::RunStatus::InProgress;
+        rec
     }
 
     /// A state as the engine wrote it before it had a type: every key it used.

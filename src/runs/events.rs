@@ -115,24 +115,9 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::RunRecord;
 
     fn run(status: RunStatus) -> Run {
-        let mut rec: RunRecord = serde_json::from_value(serde_json::json!({
-            "run": {
-                "id": "run_a", "object": "thread.run", "created_at": 1, "thread_id": "thread_a",
-                "assistant_id": "asst_a", "status": "queued", "required_action": null,
-                "last_error": null, "expires_at": null, "started_at": null,
-                "cancelled_at": null, "failed_at": null, "completed_at": null,
-                "incomplete_details": null, "model": "m", "instructions": "", "tools": [],
-                "metadata": {}, "usage": null, "temperature": null, "top_p": null,
-                "max_prompt_tokens": null, "max_completion_tokens": null,
-                "truncation_strategy": null, "tool_choice": null,
-                "parallel_tool_calls": true, "response_format": null,
-            },
-            "version": 1, "lease_owner": null, "lease_until": null,
-        }))
-        .unwrap();
+        let mut rec = crate::runs::fixtures::record(serde_json::Value::Null);
         rec.run.status = status;
         rec.run
     }

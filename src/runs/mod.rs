@@ -16,6 +16,8 @@ pub mod engine;
 pub mod engine_state;
 pub mod events;
 pub mod file_search;
+#[cfg(test)]
+mod fixtures;
 pub mod prompt;
 pub mod state;
 pub mod sweeper;

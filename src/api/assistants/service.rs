@@ -19,6 +19,16 @@ pub fn not_found(id: &str) -> Error {
     Error::not_found(format!("No assistant found with id '{id}'."))
 }
 
+/// Writes the assistant as it now is (every change is a whole-document write).
+async fn save(caller: &Caller, a: &Assistant) -> Result<(), Error> {
+    caller
+        .store
+        .assistants
+        .put_assistant(&caller.tenant, a)
+        .await?;
+    Ok(())
+}
+
 pub async fn load(store: &Store, tenant: &Tenant, id: &str) -> Result<Assistant, Error> {
     store
         .assistants
@@ -63,11 +73,7 @@ pub async fn add_file(caller: &Caller, id: &str, file_id: &str) -> Result<Assist
             ));
         }
         a.v1_file_ids.push(file_id.to_owned());
-        caller
-            .store
-            .assistants
-            .put_assistant(&caller.tenant, &a)
-            .await?;
+        save(caller, &a).await?;
     }
     Ok(a)
 }
@@ -87,11 +93,7 @@ pub async fn remove_file(caller: &Caller, id: &str, file_id: &str) -> Result<Str
     let mut a = load(&caller.store, &caller.tenant, id).await?;
     let file_id = file_of(&a, file_id)?.clone();
     a.v1_file_ids.retain(|f| *f != file_id);
-    caller
-        .store
-        .assistants
-        .put_assistant(&caller.tenant, &a)
-        .await?;
+    save(caller, &a).await?;
     Ok(file_id)
 }
 
@@ -197,11 +199,7 @@ pub async fn create(
         v1_file_ids,
         reasoning_effort: f.reasoning_effort.into_option(),
     };
-    caller
-        .store
-        .assistants
-        .put_assistant(&caller.tenant, &a)
-        .await?;
+    save(caller, &a).await?;
     Ok(a)
 }
 
@@ -250,10 +248,6 @@ pub async fn modify(caller: &Caller, id: &str, f: AssistantFields) -> Result<Ass
         }
         a.v1_file_ids = ids;
     }
-    caller
-        .store
-        .assistants
-        .put_assistant(&caller.tenant, &a)
-        .await?;
+    save(caller, &a).await?;
     Ok(a)
 }
