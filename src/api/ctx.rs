@@ -10,7 +10,8 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 
-use crate::api::common::{self, Fields, ListParams};
+use crate::api::common::{self, ListParams};
+use crate::api::fields::Fields;
 use crate::api::validate::ApiVersion;
 use crate::app::AppState;
 use crate::body::ProxyBody;

@@ -5,6 +5,7 @@
 pub mod assistants;
 pub mod common;
 pub mod ctx;
+pub mod fields;
 pub mod files;
 pub mod messages;
 pub mod ops;

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::common::{Field, Fields, array_too_long, invalid_type, invalid_value, missing};
+use super::fields::{Field, Fields, array_too_long, invalid_type, invalid_value, missing};
 use crate::error::Error;
 use crate::model::{CodeInterpreterResources, FileSearchResources, ToolResources};
 

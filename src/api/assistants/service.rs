@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::types::AssistantFields;
-use crate::api::common::{Field, array_too_long};
+use crate::api::fields::{Field, array_too_long};
 use crate::api::vector_stores::service::{self as vector_stores, NewVectorStore};
 use crate::app::AppState;
 use crate::error::Error;

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::api::common::{Field, Fields, missing};
+use crate::api::fields::{Field, Fields, missing};
 use crate::api::validate::{self, ApiVersion, VectorStoreHelper};
 use crate::error::Error;
 use crate::model::{Metadata, ToolResources};

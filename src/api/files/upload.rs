@@ -29,8 +29,9 @@ use hyper::body::Incoming;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::service::{FORWARDED_PURPOSES, UPLOAD_PURPOSES};
-use crate::api::common::{self, check_integer, invalid_value, missing};
+use crate::api::common::{self};
 use crate::api::ctx::{Ctx, Reply};
+use crate::api::fields::{check_integer, invalid_value, missing};
 use crate::app::AppState;
 use crate::body::{BoxError, ProxyBody};
 use crate::error::Error;
@@ -217,7 +218,11 @@ async fn field_text(
     {
         buf.extend_from_slice(&chunk);
         if buf.len() > MAX_TEXT_FIELD {
-            return Err(common::string_too_long(name, MAX_TEXT_FIELD, buf.len()));
+            return Err(crate::api::fields::string_too_long(
+                name,
+                MAX_TEXT_FIELD,
+                buf.len(),
+            ));
         }
     }
     String::from_utf8(buf)

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::types::NewMessage;
-use crate::api::common::Field;
+use crate::api::fields::Field;
 use crate::api::files::service as files;
 use crate::api::vector_stores::service::{self as vector_stores, NewVectorStore};
 use crate::app::AppState;

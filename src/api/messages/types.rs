@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::api::common::{
+use crate::api::fields::{
     Field, Fields, empty_array, empty_string, invalid_type, missing, string_too_long,
 };
 use crate::api::validate::ApiVersion;

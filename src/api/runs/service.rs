@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::api::assistants::service as assistants;
-use crate::api::common::{Field, Fields, check_id, invalid_type, missing};
+use crate::api::common::check_id;
+use crate::api::fields::{Field, Fields, invalid_type, missing};
 use crate::api::messages::service as messages;
 use crate::api::messages::types::{self as message_types, NewMessage};
 use crate::api::threads::service::{self as threads, NewThread};
@@ -137,7 +138,7 @@ pub fn include_content(query: Option<&str>) -> Result<bool, Error> {
     for (k, v) in crate::api::common::query_pairs(query) {
         if k == "include[]" || k == "include" {
             if v != INCLUDE_CONTENT {
-                return Err(crate::api::common::invalid_value(
+                return Err(crate::api::fields::invalid_value(
                     "include[]",
                     &v,
                     &[INCLUDE_CONTENT],

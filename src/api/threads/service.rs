@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::api::assistants::service::{apply_helper, check_resources};
-use crate::api::common::{Field, Fields};
+use crate::api::fields::{Field, Fields};
 use crate::api::messages::service as messages;
 use crate::api::messages::types::{self as message_types, NewMessage};
 use crate::api::validate::{self, ApiVersion, VectorStoreHelper};

@@ -5,8 +5,9 @@
 use serde_json::{Map, Value, json};
 
 use super::service::{NewVectorStore, NewVsFile, StoreChanges};
-use crate::api::common::{
-    Field, Fields, ListParams, empty_array, invalid_type, invalid_value, missing, string_too_long,
+use crate::api::common::ListParams;
+use crate::api::fields::{
+    Field, Fields, empty_array, invalid_type, invalid_value, missing, string_too_long,
 };
 use crate::api::validate::chunking_strategy;
 use crate::error::Error;
