@@ -9,6 +9,7 @@ mod history;
 mod lease;
 mod record;
 mod retry;
+mod tools;
 mod turn;
 
 use std::sync::Arc;

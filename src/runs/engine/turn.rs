@@ -1,23 +1,21 @@
 //! One model turn: builds the prompt, calls the model (retrying failures before any output),
 //! streams and translates the answer, persists what it produced, and runs file_search calls.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::history::{file_search_setup, images_of, prompt_messages, run_history};
 use super::lease::{Held, renew, renew_if_due};
-use super::record::{Commit, transition_from, with_state};
 use super::retry::{Retry, before_retry};
+use super::tools::tool_calls;
 use super::{RunRef, Sink, TurnEnd, emit};
 use crate::app::AppState;
 use crate::error::Error;
 use crate::model::{Message, RunRecord, RunStep, StepStatus, Usage};
 use crate::runs::engine_state::EngineState;
 use crate::runs::events::Event;
-use crate::runs::file_search;
 use crate::runs::prompt::{self, FileSearchOffer, Limit, Prompt, PromptInput};
 use crate::runs::translate::{Finish, ToolCall, Turn, TurnCtx, citations};
 use crate::runs::{Stop, StopSignal};
@@ -28,12 +26,12 @@ use crate::upstream::chat::{CallError, ChatStream};
 const PARTIAL_SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// What a turn works with besides the run record it holds.
-struct Env<'a> {
-    state: &'a Arc<AppState>,
-    caller: &'a Caller,
-    r: &'a RunRef,
-    sink: &'a Option<Sink>,
-    signal: &'a StopSignal,
+pub(super) struct Env<'a> {
+    pub(super) state: &'a Arc<AppState>,
+    pub(super) caller: &'a Caller,
+    pub(super) r: &'a RunRef,
+    pub(super) sink: &'a Option<Sink>,
+    pub(super) signal: &'a StopSignal,
 }
 
 /// How a turn ended, what its upstream call used, and the closing events of its answer.
@@ -45,14 +43,14 @@ fn nothing(end: TurnEnd) -> Result<TurnOut, Error> {
 }
 
 /// The run's file_search offer, the stores it searches, and their ranking options.
-type Offer = (FileSearchOffer, Vec<String>, Value);
+pub(super) type Offer = (FileSearchOffer, Vec<String>, Value);
 
 /// What a turn's prompt was built from, and the prompt.
-struct Prepared {
-    fs: Option<Offer>,
-    messages: Vec<Message>,
-    steps: Vec<RunStep>,
-    prompt: Prompt,
+pub(super) struct Prepared {
+    pub(super) fs: Option<Offer>,
+    pub(super) messages: Vec<Message>,
+    pub(super) steps: Vec<RunStep>,
+    pub(super) prompt: Prompt,
 }
 
 /// One model turn, what its upstream call used (not yet recorded: the caller adds it in the
@@ -333,105 +331,6 @@ fn answer_end(finish: Option<&Finish>) -> TurnEnd {
     }
 }
 
-/// The model called tools: runs file_search now; client functions wait for outputs.
-async fn tool_calls(
-    env: &Env<'_>,
-    held: &mut Held,
-    prep: &Prepared,
-    turn: &Turn,
-    calls: &[ToolCall],
-    usage: Usage,
-    now: i64,
-) -> Result<TurnEnd, Error> {
-    let results = match run_searches(env, held, prep, calls).await? {
-        Ok(results) => results,
-        Err(end) => return Ok(end),
-    };
-    let Some(mut step) =
-        turn.tool_step_with_calls(&|c| results.get(&c.id).cloned().unwrap_or(json!({})))
-    else {
-        return Ok(TurnEnd::Answered);
-    };
-    let (r, runs) = (env.r, &env.r.store.runs);
-    let functions = function_calls(calls);
-    if functions.is_empty() {
-        step.status = StepStatus::Completed;
-        step.completed_at = Some(now);
-        step.usage = Some(usage);
-        runs.put_step(&r.tenant, &step).await?;
-        emit(env.sink, Event::step_now(step));
-        Ok(TurnEnd::Searched)
-    } else {
-        // The step waits for the client's outputs, `in_progress`: its usage is shown once it
-        // completes (OpenAI's steps carry none before), so the run keeps it until then.
-        runs.put_step(&r.tenant, &step).await?;
-        Ok(TurnEnd::NeedsOutputs(functions))
-    }
-}
-
-/// The client functions among the turn's tool calls, as `required_action` lists them.
-fn function_calls(calls: &[ToolCall]) -> Vec<Value> {
-    calls
-        .iter()
-        .filter(|c| !c.file_search)
-        .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
-        .collect()
-}
-
-/// Runs the turn's file_search calls; their step details by call id, or how the turn ends
-/// instead (stopped, or a search failed). The calls' arguments are recorded in the run's
-/// engine state, for the prompts of later turns.
-async fn run_searches(
-    env: &Env<'_>,
-    held: &mut Held,
-    prep: &Prepared,
-    calls: &[ToolCall],
-) -> Result<Result<HashMap<String, Value>, TurnEnd>, Error> {
-    let (offer_stores, ranking) = match &prep.fs {
-        Some((_, stores, opts)) => (stores.clone(), opts.clone()),
-        None => (Vec::new(), Value::Null),
-    };
-    let mut results = HashMap::new();
-    let mut args_state = serde_json::Map::new();
-    for c in calls.iter().filter(|c| c.file_search) {
-        let query = file_search::query_of(&c.arguments, &prep.messages);
-        let hits = tokio::select! {
-            hits = file_search::search(env.state, env.caller, &offer_stores, &query, &ranking) => hits,
-            () = env.signal.stopped() => {
-                let stop = env.signal.reason().unwrap_or(Stop::Cancel);
-                return Ok(Err(TurnEnd::Stopped(stop)));
-            }
-        };
-        let hits = match hits {
-            Ok(h) => h,
-            Err(e) => {
-                let e = CallError::server(format!("file_search failed: {e}"));
-                return Ok(Err(TurnEnd::Failed(e)));
-            }
-        };
-        results.insert(c.id.clone(), file_search::step_details(&ranking, &hits));
-        args_state.insert(c.id.clone(), json!(c.arguments));
-    }
-    if !args_state.is_empty() {
-        let name = prep
-            .fs
-            .as_ref()
-            .map(|(o, _, _)| o.name.clone())
-            .unwrap_or_default();
-        let written = transition_from(env.r, Some(held.rec.clone()), Commit::Progress, |rec| {
-            with_state(rec, |st| {
-                st.file_search_name = Some(name.clone());
-                st.file_search_args.extend(args_state.clone());
-            })
-        })
-        .await?;
-        if let Some((rec, true)) = written {
-            held.rec = rec;
-        }
-    }
-    Ok(Ok(results))
-}
-
 /// Persists the objects that a batch of creation/completion events carry (a step and its
 /// message, typically), all at once: on SQLite they share one commit, on Cassandra the writes
 /// overlap instead of queueing behind each other. The events are only sent afterwards, so a
@@ -568,22 +467,5 @@ mod tests {
             limit_reason(Limit::MaxCompletionTokens),
             "max_completion_tokens"
         );
-    }
-
-    #[test]
-    fn only_client_functions_are_required_actions() {
-        let calls = [
-            call("c1", "file_search", r#"{"query":"q"}"#, true),
-            call("c2", "get_weather", r#"{"city":"Oslo"}"#, false),
-        ];
-        assert_eq!(
-            function_calls(&calls),
-            vec![json!({
-                "id": "c2",
-                "type": "function",
-                "function": {"name": "get_weather", "arguments": r#"{"city":"Oslo"}"#},
-            })]
-        );
-        assert!(function_calls(&calls[..1]).is_empty());
     }
 }
