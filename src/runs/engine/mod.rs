@@ -275,3 +275,19 @@ fn test_record(status: &str) -> RunRecord {
     let rec = json!({"run": run, "version": 3, "lease_owner": "me", "lease_until": 9, "state": {}});
     serde_json::from_value(rec).unwrap()
 }
+
+/// A tool call the model made, for the unit tests of the engine's pure steps.
+#[cfg(test)]
+fn test_call(
+    id: &str,
+    name: &str,
+    arguments: &str,
+    file_search: bool,
+) -> crate::runs::translate::ToolCall {
+    crate::runs::translate::ToolCall {
+        id: id.into(),
+        name: name.into(),
+        arguments: arguments.into(),
+        file_search,
+    }
+}

@@ -119,15 +119,7 @@ async fn run_searches(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn call(id: &str, name: &str, arguments: &str, file_search: bool) -> ToolCall {
-        ToolCall {
-            id: id.into(),
-            name: name.into(),
-            arguments: arguments.into(),
-            file_search,
-        }
-    }
+    use crate::runs::engine::test_call as call;
 
     #[test]
     fn only_client_functions_are_required_actions() {

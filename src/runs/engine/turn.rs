@@ -404,15 +404,7 @@ fn citation_annotations(steps: &[RunStep], rec: &RunRecord, text: &str) -> Vec<V
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn call(id: &str, name: &str, arguments: &str, file_search: bool) -> ToolCall {
-        ToolCall {
-            id: id.into(),
-            name: name.into(),
-            arguments: arguments.into(),
-            file_search,
-        }
-    }
+    use crate::runs::engine::test_call as call;
 
     #[test]
     fn an_unreported_usage_counts_the_answer_and_the_call_arguments() {
