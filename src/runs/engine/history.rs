@@ -1,0 +1,299 @@
+//! What a turn's prompt is built from: the thread's messages, this run's steps so far, the
+//! file_search offer and the images the messages show.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::RunRef;
+use crate::error::Error;
+use crate::model::{Message, RunRecord, RunStep};
+use crate::runs::engine_state::EngineState;
+use crate::runs::file_search::{self, Hit};
+use crate::runs::prompt::{FileSearchOffer, RunItem};
+use crate::store::{ListQuery, Order};
+
+/// Thread messages considered for a prompt (the newest); truncation then fits them.
+const MAX_PROMPT_MESSAGES: usize = 1000;
+
+/// The run's file_search offer and the stores it searches (assistant's and thread's).
+pub(super) async fn file_search_setup(
+    r: &RunRef,
+    rec: &RunRecord,
+) -> Result<Option<(FileSearchOffer, Vec<String>, Value)>, Error> {
+    let Some(tool) = rec.run.tools.iter().find(|t| t["type"] == "file_search") else {
+        return Ok(None);
+    };
+    let mut stores: Vec<String> = Vec::new();
+    if let Some(a) = r
+        .store
+        .assistants
+        .get_assistant(&r.tenant, &rec.run.assistant_id)
+        .await?
+    {
+        stores.extend(a.tool_resources.vector_store_ids().iter().cloned());
+    }
+    if let Some(t) = r.store.threads.get_thread(&r.tenant, &r.thread_id).await? {
+        stores.extend(t.tool_resources.vector_store_ids().iter().cloned());
+    }
+    stores.extend(EngineState::of(rec)?.vector_store_ids);
+    stores.sort();
+    stores.dedup();
+    if stores.is_empty() {
+        return Ok(None);
+    }
+    let clashes = rec
+        .run
+        .tools
+        .iter()
+        .any(|t| t["type"] == "function" && t["function"]["name"] == "file_search");
+    let name = if clashes {
+        "proxy_file_search"
+    } else {
+        "file_search"
+    };
+    Ok(Some((
+        FileSearchOffer { name: name.into() },
+        stores,
+        tool.get("file_search").cloned().unwrap_or(Value::Null),
+    )))
+}
+
+/// The thread's messages for the prompt, without those this run created: its opening
+/// message, then (oldest first) at most the newest `MAX_PROMPT_MESSAGES`, which is as far as
+/// a prompt looks back (the memory one run holds however long its thread). Truncation then
+/// fits them (`prompt::build`: the opening is kept and the middle dropped first).
+pub(super) async fn prompt_messages(r: &RunRef) -> Result<Vec<Message>, Error> {
+    let not_this_run = |m: &Message| m.run_id.as_deref() != Some(r.run_id.as_str());
+    let mut out = Vec::new();
+    let mut q = ListQuery {
+        limit: 100,
+        order: Order::Desc,
+        after: None,
+        before: None,
+    };
+    let reached_start = loop {
+        let page = r
+            .store
+            .messages
+            .list_messages(&r.tenant, &r.thread_id, None, &q)
+            .await?;
+        let last = page.items.last().map(|m| m.id.clone());
+        out.extend(page.items.into_iter().filter(not_this_run));
+        if !page.has_more {
+            break true;
+        }
+        if out.len() >= MAX_PROMPT_MESSAGES {
+            break false;
+        }
+        q.after = last;
+    };
+    out.truncate(MAX_PROMPT_MESSAGES);
+    out.reverse();
+    if !reached_start || out.len() == MAX_PROMPT_MESSAGES {
+        // The window does not reach back to the start: read the opening on its own.
+        let first = ListQuery {
+            limit: 2,
+            order: Order::Asc,
+            after: None,
+            before: None,
+        };
+        let page = r
+            .store
+            .messages
+            .list_messages(&r.tenant, &r.thread_id, None, &first)
+            .await?;
+        if let Some(opening) = page.items.into_iter().find(not_this_run)
+            && out.first().is_none_or(|m| m.id != opening.id)
+        {
+            out.insert(0, opening);
+        }
+    }
+    Ok(out)
+}
+
+/// This run's steps in order, and the prompt history they imply.
+pub(super) async fn run_history(
+    r: &RunRef,
+    rec: &RunRecord,
+) -> Result<(Vec<RunStep>, Vec<RunItem>), Error> {
+    let q = ListQuery {
+        limit: 100,
+        order: Order::Asc,
+        after: None,
+        before: None,
+    };
+    let steps = r
+        .store
+        .runs
+        .list_steps(&r.tenant, &r.thread_id, &r.run_id, &q)
+        .await?
+        .items;
+    let engine = EngineState::of(rec)?;
+    let mut items = Vec::new();
+    let mut fs_turn = 0usize;
+    for s in &steps {
+        if s.kind == "message_creation" {
+            if let Some(mid) = s.step_details["message_creation"]["message_id"].as_str()
+                && let Some(m) = r
+                    .store
+                    .messages
+                    .get_message(&r.tenant, &r.thread_id, mid)
+                    .await?
+            {
+                let text = m.content.texts(false);
+                if !text.is_empty() {
+                    items.push(RunItem::Assistant(text.join("\n")));
+                }
+            }
+            continue;
+        }
+        if let Some(item) = tool_calls_item(&s.step_details, &engine, &mut fs_turn) {
+            items.push(item);
+        }
+    }
+    Ok((steps, items))
+}
+
+/// Loads `image_file` parts of the prompt's messages as data URLs (vision), best effort.
+pub(super) async fn images_of(r: &RunRef, messages: &[Message]) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for m in messages {
+        for p in &m.content.parts() {
+            if let Some(id) = p["image_file"]["file_id"].as_str() {
+                if out.contains_key(id) {
+                    continue;
+                }
+                if let Some(url) = file_search::data_url(&r.store, &r.tenant, id).await {
+                    out.insert(id.to_owned(), url);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The prompt history of one tool-call step (`details`: its `step_details`): each call with
+/// its output, file_search results rendered as the model was shown them. `fs_turn` counts
+/// the run's searches so far (citation markers name the search by it).
+fn tool_calls_item(details: &Value, engine: &EngineState, fs_turn: &mut usize) -> Option<RunItem> {
+    let mut calls = Vec::new();
+    let mut outputs = Vec::new();
+    for c in details["tool_calls"].as_array().into_iter().flatten() {
+        let id = c["id"].as_str().unwrap_or_default().to_owned();
+        if c["type"] == "function" {
+            calls.push((
+                id.clone(),
+                c["function"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                c["function"]["arguments"]
+                    .as_str()
+                    .unwrap_or("{}")
+                    .to_owned(),
+            ));
+            outputs.push((
+                id,
+                c["function"]["output"].as_str().unwrap_or("").to_owned(),
+            ));
+        } else if c["type"] == "file_search" {
+            let name = engine
+                .file_search_name
+                .clone()
+                .unwrap_or_else(|| "file_search".to_owned());
+            let args = engine
+                .file_search_args
+                .get(&id)
+                .and_then(Value::as_str)
+                .unwrap_or("{}")
+                .to_owned();
+            let hits: Vec<Hit> = c["file_search"]["results"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(Hit::from_result)
+                .collect();
+            calls.push((id.clone(), name, args));
+            outputs.push((id, file_search::render_for_model(*fs_turn, &hits)));
+            *fs_turn += 1;
+        }
+    }
+    (!calls.is_empty()).then_some(RunItem::ToolCalls { calls, outputs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_function_step_becomes_its_calls_and_outputs() {
+        let details = json!({"tool_calls": [
+            {"id": "c1", "type": "function",
+             "function": {"name": "f", "arguments": "{\"a\":1}", "output": "42"}},
+            {"id": "c2", "type": "function", "function": {"name": "g", "output": null}},
+        ]});
+        let mut fs_turn = 0;
+        let item = tool_calls_item(&details, &EngineState::default(), &mut fs_turn);
+        assert_eq!(
+            item,
+            Some(RunItem::ToolCalls {
+                calls: vec![
+                    ("c1".into(), "f".into(), "{\"a\":1}".into()),
+                    ("c2".into(), "g".into(), "{}".into()),
+                ],
+                outputs: vec![("c1".into(), "42".into()), ("c2".into(), String::new())],
+            })
+        );
+        assert_eq!(fs_turn, 0);
+    }
+
+    #[test]
+    fn a_search_step_is_shown_as_the_model_saw_it_and_counted() {
+        let mut engine = EngineState {
+            file_search_name: Some("proxy_file_search".into()),
+            ..EngineState::default()
+        };
+        engine
+            .file_search_args
+            .insert("c1".into(), json!("{\"query\":\"q\"}"));
+        let hit = json!({"file_id": "file_a", "file_name": "a.txt", "score": 0.5,
+                         "content": [{"type": "text", "text": "a passage"}]});
+        let details = json!({"tool_calls": [
+            {"id": "c1", "type": "file_search", "file_search": {"results": [hit.clone()]}},
+            {"id": "c2", "type": "file_search", "file_search": {}},
+        ]});
+        let mut fs_turn = 3;
+        let Some(RunItem::ToolCalls { calls, outputs }) =
+            tool_calls_item(&details, &engine, &mut fs_turn)
+        else {
+            panic!("no item");
+        };
+        assert_eq!(
+            calls,
+            vec![
+                (
+                    "c1".into(),
+                    "proxy_file_search".into(),
+                    "{\"query\":\"q\"}".into()
+                ),
+                ("c2".into(), "proxy_file_search".into(), "{}".into()),
+            ]
+        );
+        let first = file_search::render_for_model(3, &[Hit::from_result(&hit)]);
+        assert!(first.contains("【3:0†a.txt】"), "{first}");
+        let second = file_search::render_for_model(4, &[]);
+        assert_eq!(outputs, vec![("c1".into(), first), ("c2".into(), second)]);
+        assert_eq!(fs_turn, 5);
+    }
+
+    #[test]
+    fn a_step_without_calls_adds_nothing() {
+        let mut fs_turn = 0;
+        let engine = EngineState::default();
+        assert_eq!(tool_calls_item(&json!({}), &engine, &mut fs_turn), None);
+        let other = json!({"tool_calls": [{"id": "c1", "type": "code_interpreter"}]});
+        assert_eq!(tool_calls_item(&other, &engine, &mut fs_turn), None);
+    }
+}

@@ -1,0 +1,140 @@
+//! The tool calls of a turn: file_search runs here, in the proxy; client functions become the
+//! run's `required_action`.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use super::lease::Held;
+use super::record::{Commit, transition_from, with_state};
+use super::turn::{Env, Prepared};
+use super::{TurnEnd, emit};
+use crate::error::Error;
+use crate::model::{StepStatus, Usage};
+use crate::runs::Stop;
+use crate::runs::events::Event;
+use crate::runs::file_search;
+use crate::runs::translate::{ToolCall, Turn};
+use crate::upstream::chat::CallError;
+
+/// The model called tools: runs file_search now; client functions wait for outputs.
+pub(super) async fn tool_calls(
+    env: &Env<'_>,
+    held: &mut Held,
+    prep: &Prepared,
+    turn: &Turn,
+    calls: &[ToolCall],
+    usage: Usage,
+    now: i64,
+) -> Result<TurnEnd, Error> {
+    let results = match run_searches(env, held, prep, calls).await? {
+        Ok(results) => results,
+        Err(end) => return Ok(end),
+    };
+    let Some(mut step) =
+        turn.tool_step_with_calls(&|c| results.get(&c.id).cloned().unwrap_or(json!({})))
+    else {
+        return Ok(TurnEnd::Answered);
+    };
+    let (r, runs) = (env.r, &env.r.store.runs);
+    let functions = function_calls(calls);
+    if functions.is_empty() {
+        step.status = StepStatus::Completed;
+        step.completed_at = Some(now);
+        step.usage = Some(usage);
+        runs.put_step(&r.tenant, &step).await?;
+        emit(env.sink, Event::step_now(step));
+        Ok(TurnEnd::Searched)
+    } else {
+        // The step waits for the client's outputs, `in_progress`: its usage is shown once it
+        // completes (OpenAI's steps carry none before), so the run keeps it until then.
+        runs.put_step(&r.tenant, &step).await?;
+        Ok(TurnEnd::NeedsOutputs(functions))
+    }
+}
+
+/// The client functions among the turn's tool calls, as `required_action` lists them.
+fn function_calls(calls: &[ToolCall]) -> Vec<Value> {
+    calls
+        .iter()
+        .filter(|c| !c.file_search)
+        .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+        .collect()
+}
+
+/// Runs the turn's file_search calls; their step details by call id, or how the turn ends
+/// instead (stopped, or a search failed). The calls' arguments are recorded in the run's
+/// engine state, for the prompts of later turns.
+async fn run_searches(
+    env: &Env<'_>,
+    held: &mut Held,
+    prep: &Prepared,
+    calls: &[ToolCall],
+) -> Result<Result<HashMap<String, Value>, TurnEnd>, Error> {
+    let (offer_stores, ranking) = match &prep.fs {
+        Some((_, stores, opts)) => (stores.clone(), opts.clone()),
+        None => (Vec::new(), Value::Null),
+    };
+    let mut results = HashMap::new();
+    let mut args_state = serde_json::Map::new();
+    for c in calls.iter().filter(|c| c.file_search) {
+        let query = file_search::query_of(&c.arguments, &prep.messages);
+        let hits = tokio::select! {
+            hits = file_search::search(env.state, env.caller, &offer_stores, &query, &ranking) => hits,
+            () = env.signal.stopped() => {
+                let stop = env.signal.reason().unwrap_or(Stop::Cancel);
+                return Ok(Err(TurnEnd::Stopped(stop)));
+            }
+        };
+        let hits = match hits {
+            Ok(h) => h,
+            Err(e) => {
+                let e = CallError::server(format!("file_search failed: {e}"));
+                return Ok(Err(TurnEnd::Failed(e)));
+            }
+        };
+        results.insert(c.id.clone(), file_search::step_details(&ranking, &hits));
+        args_state.insert(c.id.clone(), json!(c.arguments));
+    }
+    if !args_state.is_empty() {
+        let name = prep
+            .fs
+            .as_ref()
+            .map(|(o, _, _)| o.name.clone())
+            .unwrap_or_default();
+        let written = transition_from(env.r, Some(held.rec.clone()), Commit::Progress, |rec| {
+            with_state(rec, |st| {
+                st.file_search_name = Some(name.clone());
+                st.file_search_args.extend(args_state.clone());
+            })
+        })
+        .await?;
+        if let Some((rec, true)) = written {
+            held.rec = rec;
+        }
+    }
+    Ok(Ok(results))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runs::engine::test_call as call;
+
+    #[test]
+    fn only_client_functions_are_required_actions() {
+        let calls = [
+            call("c1", "file_search", r#"{"query":"q"}"#, true),
+            call("c2", "get_weather", r#"{"city":"Oslo"}"#, false),
+        ];
+        assert_eq!(
+            function_calls(&calls),
+            vec![json!({
+                "id": "c2",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": r#"{"city":"Oslo"}"#},
+            })]
+        );
+        assert!(function_calls(&calls[..1]).is_empty());
+    }
+}
