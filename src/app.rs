@@ -37,10 +37,9 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Run timestamps and expiry (tests can move it forward).
     pub clock: Arc<crate::clock::Clock>,
-    /// Runs executing in this process (for immediate local cancels).
-    pub run_registry: crate::runs::Registry,
-    /// This process's identity in run leases.
-    pub instance_id: String,
+    /// The run engine's handle (its settings, the runs executing here, this process's name
+    /// in run leases), sharing this state's upstream, retrieval, clock and shutdown token.
+    pub runs: Arc<crate::runs::Runs>,
     /// Retrieval's handle (ingestion, search, vector-store rules), sharing this state's
     /// settings, upstream, clock, tasks and shutdown token.
     pub retrieval: Arc<crate::retrieval::Retrieval>,
@@ -88,6 +87,17 @@ impl AppState {
             tasks.clone(),
             shutdown.clone(),
         ));
+        let runs = Arc::new(crate::runs::Runs {
+            config: config.runs.clone(),
+            upstream: upstream.clone(),
+            retrieval: retrieval.clone(),
+            clock: clock.clone(),
+            registry: crate::runs::Registry::default(),
+            instance_id: crate::ids::new_id("proxy_"),
+            shutdown: shutdown.clone(),
+            store: store.clone(),
+            astra: astra.clone(),
+        });
         let busy_poll = config
             .busy_poll
             .map(|window| Arc::new(crate::busy_poll::BusyPoll::new(window)));
@@ -103,8 +113,7 @@ impl AppState {
             tasks,
             shutdown,
             clock,
-            run_registry: crate::runs::Registry::default(),
-            instance_id: crate::ids::new_id("proxy_"),
+            runs,
             retrieval,
             busy_poll,
             request_ids: RequestIds::new(),

@@ -81,7 +81,10 @@ pub async fn serve(
     // periodic work (`daemons`) stops at once.
     let draining = CancellationToken::new();
     let daemons = TaskTracker::new();
-    daemons.spawn(crate::runs::sweeper::run(state.clone(), draining.clone()));
+    daemons.spawn(crate::runs::sweeper::run(
+        state.runs.clone(),
+        draining.clone(),
+    ));
     if let Some(sessions) = &state.astra {
         daemons.spawn(sessions.clone().sweep(draining.clone()));
     }

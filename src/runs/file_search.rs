@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::app::AppState;
 use crate::error::Error;
 use crate::model::Message;
 use crate::retrieval::stores;
+use crate::runs::Runs;
 use crate::store::{Store, Tenant};
 use crate::tenancy::Caller;
 use crate::upstream::chat::post_json;
@@ -70,7 +70,7 @@ pub fn query_of(arguments: &str, messages: &[Message]) -> String {
 /// Searches `stores` for `query` under the tool's options (`max_num_results`,
 /// `ranking_options.score_threshold`).
 pub async fn search(
-    state: &AppState,
+    state: &Runs,
     caller: &Caller,
     stores: &[String],
     query: &str,
@@ -166,7 +166,7 @@ pub async fn search(
 
 /// Records a run's use of a store (its `last_active_at`, which a thread store's expiry
 /// follows). Bookkeeping only: a failed write is logged and the run goes on.
-async fn touch(state: &AppState, caller: &Caller, vs: &crate::model::VectorStore) {
+async fn touch(state: &Runs, caller: &Caller, vs: &crate::model::VectorStore) {
     let touched = stores::touch_loaded(&state.retrieval, &caller.store, &caller.tenant, vs).await;
     if let Err(e) = touched {
         tracing::warn!(vector_store_id = %vs.id, error = %e, "could not record the store's activity");
@@ -188,7 +188,7 @@ pub enum ThreadStore {
 /// it. Counts come from `retrieval::stores`, which also settles files whose ingestion
 /// died with its proxy, so a run never waits on a file no one is indexing.
 pub async fn thread_store(
-    state: &AppState,
+    state: &Runs,
     caller: &Caller,
     thread_id: &str,
 ) -> Result<ThreadStore, Error> {

@@ -29,11 +29,35 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
+use crate::config::RunsConfig;
 use crate::error::Error;
 use crate::model::RunStatus;
+use crate::retrieval::Retrieval;
+use crate::store::Store;
+use crate::store::astra::AstraSessions;
+use crate::upstream::Upstream;
 
 pub use crate::clock::Clock;
+
+/// What the run engine and the sweeper work with: built once at start-up (`AppState` holds
+/// it), so the engine sees its own settings and services rather than the whole application.
+/// The store a run lives in is its caller's (`Caller::store`), not one of these.
+pub struct Runs {
+    pub config: RunsConfig,
+    pub upstream: Upstream,
+    pub retrieval: Arc<Retrieval>,
+    pub clock: Arc<Clock>,
+    /// Runs executing in this process.
+    pub registry: Registry,
+    /// This process's name in run leases.
+    pub instance_id: String,
+    /// Cancelled when the proxy's grace period is over: engines stop and save their state.
+    pub shutdown: CancellationToken,
+    /// The stores the sweeper visits: the configured one, and the per-request Astra
+    /// databases opened so far.
+    pub store: Store,
+    pub astra: Option<Arc<AstraSessions>>,
+}
 
 /// Why the engine stops driving a run before the run ends by itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,7 +204,7 @@ impl Drop for RegistryGuard<'_> {
 
 /// Expires a run that is not executing (and its open steps): what a read past `expires_at`
 /// and the sweeper do.
-pub async fn expire(state: &AppState, r: &engine::RunRef) -> Result<(), Error> {
+pub async fn expire(state: &Runs, r: &engine::RunRef) -> Result<(), Error> {
     let from = [RunStatus::RequiresAction, RunStatus::Queued];
     engine::end_unfinished(state, r, &None, &from, engine::Unfinished::Expired, None).await
 }

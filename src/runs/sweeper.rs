@@ -12,14 +12,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{self, Apply, RunRef, Unfinished, transition};
 use super::{Stop, expire};
-use crate::app::AppState;
 use crate::error::Error;
 use crate::model::RunStatus;
+use crate::runs::Runs;
 use crate::store::Store;
 
 /// Sweeps until `stop` (the start of shutdown: a proxy on its way out takes no runs over).
-pub async fn run(state: Arc<AppState>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(state.config.runs.sweep_interval);
+pub async fn run(state: Arc<Runs>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(state.config.sweep_interval);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -37,7 +37,7 @@ pub async fn run(state: Arc<AppState>, stop: CancellationToken) {
 /// One pass over the configured store and every open Astra session (a database nobody
 /// has used since its session closed is swept when it is next opened); returns how many
 /// runs it resolved. One store failing does not keep the others from being swept.
-pub async fn sweep_once(state: &AppState) -> Result<usize, Error> {
+pub async fn sweep_once(state: &Runs) -> Result<usize, Error> {
     let mut stores = vec![state.store.clone()];
     if let Some(sessions) = &state.astra {
         stores.extend(sessions.open_stores());
@@ -58,17 +58,17 @@ pub async fn sweep_once(state: &AppState) -> Result<usize, Error> {
     }
 }
 
-async fn sweep_store(state: &AppState, store: &Store) -> Result<usize, Error> {
+async fn sweep_store(state: &Runs, store: &Store) -> Result<usize, Error> {
     let now = state.clock.now();
     let now_ms = state.clock.now_millis();
     let mut resolved = 0;
-    let lease_ms = state.config.runs.lease.as_millis() as i64;
+    let lease_ms = state.config.lease.as_millis() as i64;
     for (tenant, rec) in store.runs.list_active_runs().await? {
         let expired = rec.run.expires_at.is_some_and(|at| at <= now);
-        if state.run_registry.is_running(&rec.run.id) {
+        if state.registry.is_running(&rec.run.id) {
             // The engine ends it itself (it stops renewing at `expires_at`); this reaches it
             // at once even while it waits on the upstream.
-            if expired && state.run_registry.stop(&rec.run.id, Stop::Expire) {
+            if expired && state.registry.stop(&rec.run.id, Stop::Expire) {
                 resolved += 1;
             }
             continue;
@@ -128,14 +128,14 @@ enum Abandoned {
 /// sweeper that dies between the steps leaves a lease that runs out, and the next sweep
 /// repeats them (closing is idempotent).
 async fn take_over(
-    state: &AppState,
+    state: &Runs,
     r: &RunRef,
     seen_version: u64,
     outcome: Abandoned,
 ) -> Result<(), Error> {
     let now = state.clock.now();
     let now_ms = state.clock.now_millis();
-    let lease_ms = state.config.runs.lease.as_millis() as i64;
+    let lease_ms = state.config.lease.as_millis() as i64;
     let taken = transition(r, |rec| {
         // Only if nothing changed since we judged it (a renewal would bump the version).
         if rec.version != seen_version

@@ -258,7 +258,7 @@ both_backends!(
                     .await
                     .unwrap()
             );
-            assistants_proxy::runs::sweeper::sweep_once(&proxy.state)
+            assistants_proxy::runs::sweeper::sweep_once(&proxy.state.runs)
                 .await
                 .unwrap();
             let (_, r) = api.get(&format!("/v1/threads/{tid}/runs/{rid}")).await;

@@ -181,7 +181,7 @@ pub async fn expire_if_due(
         rec.run.status,
         RunStatus::RequiresAction | RunStatus::Queued
     ) && rec.run.expires_at.is_some_and(|at| at <= now)
-        && !state.run_registry.is_running(&rec.run.id);
+        && !state.runs.registry.is_running(&rec.run.id);
     if !due {
         return Ok(rec);
     }
@@ -191,7 +191,7 @@ pub async fn expire_if_due(
         thread_id: rec.run.thread_id.clone(),
         run_id: rec.run.id.clone(),
     };
-    expire(state, &r).await?;
+    expire(&state.runs, &r).await?;
     caller
         .store
         .runs
@@ -209,11 +209,11 @@ pub fn spawn(
     start: RunRecord,
     sink: Option<Sink>,
 ) {
-    let task_state = state.clone();
+    let runs = state.runs.clone();
     let caller = caller.clone();
     state
         .tasks
-        .spawn(async move { engine::execute(task_state, caller, r, Some(start), sink).await });
+        .spawn(async move { engine::execute(runs, caller, r, Some(start), sink).await });
 }
 
 /// Creates a run on an existing thread, or a new thread and a run on it. Returns the run and,
@@ -325,7 +325,7 @@ pub async fn create(
         run,
         version: 1,
         // Held from creation so a proxy dying before its engine starts is noticed too.
-        lease_owner: Some(state.instance_id.clone()),
+        lease_owner: Some(state.runs.instance_id.clone()),
         lease_until: Some(state.clock.now_millis() + state.config.runs.lease.as_millis() as i64),
         state: Value::Null,
     };
@@ -413,9 +413,9 @@ pub async fn cancel(
     let lease_live = written
         .lease_until
         .is_some_and(|until| until > state.clock.now_millis())
-        && written.lease_owner.as_deref() != Some(state.instance_id.as_str());
-    if !state.run_registry.cancel(run_id) && !lease_live {
-        engine::finalize_cancel(state, &r, &None).await?;
+        && written.lease_owner.as_deref() != Some(state.runs.instance_id.as_str());
+    if !state.runs.registry.cancel(run_id) && !lease_live {
+        engine::finalize_cancel(&state.runs, &r, &None).await?;
     }
     Ok(written)
 }
@@ -518,7 +518,7 @@ pub async fn submit_tool_outputs(
                 None
             });
         rec.run.required_action = None;
-        rec.lease_owner = Some(state.instance_id.clone());
+        rec.lease_owner = Some(state.runs.instance_id.clone());
         rec.lease_until = Some(state.clock.now_millis() + lease_ms);
         Apply::Write
     })

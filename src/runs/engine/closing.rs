@@ -6,9 +6,9 @@ use serde_json::{Value, json};
 use super::record::{Apply, Commit, finish_run, transition, transition_from, with_state};
 use super::turn::persist;
 use super::{RunRef, Sink, emit};
-use crate::app::AppState;
 use crate::error::Error;
 use crate::model::{RunRecord, RunStatus, StepStatus, Usage};
+use crate::runs::Runs;
 use crate::runs::Stop;
 use crate::runs::events::{Event, MessageNews};
 use crate::runs::state::RunEvent;
@@ -96,7 +96,7 @@ impl Ending {
 /// Ends the run with a terminal status (unless a cancel won the race), adding the last turn's
 /// usage in the same write.
 pub(super) async fn end_run(
-    state: &AppState,
+    state: &Runs,
     r: &RunRef,
     known: RunRecord,
     sink: &Option<Sink>,
@@ -173,7 +173,7 @@ impl Unfinished {
 /// its open message (`incomplete`) and steps, then ends the run `how` if it is still in one
 /// of `from` (the statuses the caller may end it from: whoever else holds it ends it itself).
 pub async fn end_unfinished(
-    state: &AppState,
+    state: &Runs,
     r: &RunRef,
     sink: &Option<Sink>,
     from: &[RunStatus],
@@ -200,11 +200,7 @@ pub async fn end_unfinished(
 }
 
 /// cancelling → cancelled, closing the run's open message and steps.
-pub async fn finalize_cancel(
-    state: &AppState,
-    r: &RunRef,
-    sink: &Option<Sink>,
-) -> Result<(), Error> {
+pub async fn finalize_cancel(state: &Runs, r: &RunRef, sink: &Option<Sink>) -> Result<(), Error> {
     let from = [
         RunStatus::Cancelling,
         RunStatus::InProgress,
@@ -216,7 +212,7 @@ pub async fn finalize_cancel(
 /// Ends a run the engine was told to stop. A run that is no longer this engine's is left to
 /// whoever has it.
 pub(super) async fn stop_run(
-    state: &AppState,
+    state: &Runs,
     r: &RunRef,
     sink: &Option<Sink>,
     stop: Stop,

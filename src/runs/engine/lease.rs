@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use super::record::{Apply, Commit, transition_from, with_state};
 use super::{RunRef, TurnEnd};
-use crate::app::AppState;
 use crate::error::Error;
 use crate::model::{RunRecord, RunStatus, Usage};
+use crate::runs::Runs;
 use crate::runs::file_search;
 use crate::runs::{Stop, StopSignal};
 use crate::tenancy::Caller;
@@ -39,7 +39,7 @@ impl Held {
 /// ingested by another proxy sharing the database. Returns how the run ends instead, if it
 /// does: the store expired, or the run was stopped meanwhile.
 pub(super) async fn await_thread_store(
-    state: &AppState,
+    state: &Runs,
     caller: &Caller,
     r: &RunRef,
     held: &mut Held,
@@ -82,12 +82,12 @@ pub(super) async fn await_thread_store(
 /// reached its `expires_at` (a lease is never extended past it, so a run that cannot finish
 /// cannot hold its thread for ever), or it is no longer this engine's.
 pub(super) async fn renew(
-    state: &AppState,
+    state: &Runs,
     r: &RunRef,
     held: &mut Held,
     usage: Option<Usage>,
 ) -> Result<Option<Stop>, Error> {
-    let lease_ms = state.config.runs.lease.as_millis() as i64;
+    let lease_ms = state.config.lease.as_millis() as i64;
     let owner = state.instance_id.clone();
     let now = state.clock.now();
     let out = transition_from(r, Some(held.rec.clone()), Commit::Progress, |rec| {
@@ -118,7 +118,7 @@ pub(super) async fn renew(
 }
 
 /// Why the engine must stop, judged from a record it may no longer write to.
-pub(super) fn stop_for(state: &AppState, rec: &RunRecord) -> Stop {
+pub(super) fn stop_for(state: &Runs, rec: &RunRecord) -> Stop {
     stop_reason(rec, &state.instance_id, state.clock.now())
 }
 
@@ -136,11 +136,11 @@ fn stop_reason(rec: &RunRecord, instance_id: &str, now: i64) -> Stop {
 
 /// Renews the lease if a third of it has gone since the last renewal; otherwise as [`renew`].
 pub(super) async fn renew_if_due(
-    state: &AppState,
+    state: &Runs,
     r: &RunRef,
     held: &mut Held,
 ) -> Result<Option<Stop>, Error> {
-    if held.renewed.elapsed() < state.config.runs.lease / 3 {
+    if held.renewed.elapsed() < state.config.lease / 3 {
         return Ok(None);
     }
     renew(state, r, held, None).await
@@ -149,7 +149,7 @@ pub(super) async fn renew_if_due(
 /// Sleeps for `wait` (a retry's back-off, a store's indexing), renewing the lease as it goes;
 /// returns early if the run must stop.
 pub(super) async fn wait_renewing(
-    state: &AppState,
+    state: &Runs,
     r: &RunRef,
     held: &mut Held,
     signal: &StopSignal,
@@ -165,7 +165,7 @@ pub(super) async fn wait_renewing(
             return Ok(None);
         }
         tokio::select! {
-            () = tokio::time::sleep(left.min(state.config.runs.lease / 3)) => {}
+            () = tokio::time::sleep(left.min(state.config.lease / 3)) => {}
             () = signal.stopped() => return Ok(signal.reason()),
         }
     }

@@ -24,9 +24,9 @@ use self::turn::one_turn;
 use super::events::Event;
 use super::state::{self as machine, RunEvent};
 use super::{Stop, StopSignal};
-use crate::app::AppState;
 use crate::error::Error;
 use crate::model::{RunRecord, RunStatus, StepStatus, Usage};
+use crate::runs::Runs;
 use crate::store::{Store, Tenant};
 use crate::tenancy::Caller;
 use crate::upstream::chat::CallError;
@@ -79,13 +79,13 @@ pub(super) enum TurnEnd {
 /// Runs the engine for one run, until it completes, fails, is cancelled, or needs outputs.
 /// `start` is the record as the caller just wrote it (queued), which saves the claim a read.
 pub async fn execute(
-    state: Arc<AppState>,
+    state: Arc<Runs>,
     caller: Caller,
     r: RunRef,
     start: Option<RunRecord>,
     sink: Option<Sink>,
 ) {
-    let (signal, _guard) = state.run_registry.enter(&r.run_id, &state.shutdown);
+    let (signal, _guard) = state.registry.enter(&r.run_id, &state.shutdown);
     if let Err(e) = drive(&state, &caller, &r, start, &sink, &signal).await {
         tracing::error!(run_id = %r.run_id, error = %e, "run failed inside the proxy");
         let now = state.clock.now();
@@ -118,7 +118,7 @@ pub async fn execute(
 }
 
 async fn drive(
-    state: &Arc<AppState>,
+    state: &Arc<Runs>,
     caller: &Caller,
     r: &RunRef,
     start: Option<RunRecord>,
@@ -189,12 +189,12 @@ async fn drive(
 /// Claims the run: queued → in_progress, with this proxy's lease. None if someone else has
 /// taken it up or ended it (a cancel that came first is finished here).
 async fn claim(
-    state: &AppState,
+    state: &Runs,
     r: &RunRef,
     start: Option<RunRecord>,
     sink: &Option<Sink>,
 ) -> Result<Option<Held>, Error> {
-    let lease_ms = state.config.runs.lease.as_millis() as i64;
+    let lease_ms = state.config.lease.as_millis() as i64;
     let now = state.clock.now();
     let claimed = transition_from(r, start, Commit::Progress, |rec| {
         // Refused: someone else has taken the run up or ended it.
@@ -222,7 +222,7 @@ async fn claim(
 
 /// requires_action: the run waits for the client's outputs of `calls`, holding no lease.
 async fn await_outputs(
-    state: &AppState,
+    state: &Runs,
     r: &RunRef,
     known: RunRecord,
     sink: &Option<Sink>,

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use super::RunRef;
 use super::lease::{Held, wait_renewing};
-use crate::app::AppState;
 use crate::config::RunsConfig;
 use crate::error::Error;
+use crate::runs::Runs;
 use crate::runs::{Stop, StopSignal};
 use crate::upstream::chat::CallError;
 
@@ -50,7 +50,7 @@ pub(super) fn retry_wait(
 }
 
 pub(super) async fn before_retry(
-    state: &AppState,
+    state: &Runs,
     r: &RunRef,
     held: &mut Held,
     signal: &StopSignal,
@@ -59,7 +59,7 @@ pub(super) async fn before_retry(
 ) -> Result<Retry, Error> {
     let now_ms = state.clock.now_millis();
     let expires_at = held.rec.run.expires_at;
-    let Some(wait) = retry_wait(&state.config.runs, &e, attempt, now_ms, expires_at) else {
+    let Some(wait) = retry_wait(&state.config, &e, attempt, now_ms, expires_at) else {
         if attempt > 1 {
             e.message = format!("{} (gave up after {attempt} attempts)", e.message);
         }

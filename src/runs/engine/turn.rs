@@ -11,9 +11,9 @@ use super::lease::{Held, renew, renew_if_due};
 use super::retry::{Retry, before_retry};
 use super::tools::tool_calls;
 use super::{RunRef, Sink, TurnEnd, emit};
-use crate::app::AppState;
 use crate::error::Error;
 use crate::model::{Message, RunRecord, RunStep, StepStatus, Usage};
+use crate::runs::Runs;
 use crate::runs::engine_state::EngineState;
 use crate::runs::events::Event;
 use crate::runs::prompt::{self, FileSearchOffer, Limit, Prompt, PromptInput};
@@ -27,7 +27,7 @@ const PARTIAL_SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// What a turn works with besides the run record it holds.
 pub(super) struct Env<'a> {
-    pub(super) state: &'a Arc<AppState>,
+    pub(super) state: &'a Arc<Runs>,
     pub(super) caller: &'a Caller,
     pub(super) r: &'a RunRef,
     pub(super) sink: &'a Option<Sink>,
@@ -58,7 +58,7 @@ pub(super) struct Prepared {
 /// persisted nor sent (end_run does both). None means the run was cancelled while the turn
 /// was running.
 pub(super) async fn one_turn(
-    state: &Arc<AppState>,
+    state: &Arc<Runs>,
     caller: &Caller,
     r: &RunRef,
     held: &mut Held,
@@ -123,7 +123,7 @@ pub(super) async fn one_turn(
 /// Loads what the prompt is built from and builds it; a token limit the run has reached
 /// instead.
 async fn prepare(
-    state: &AppState,
+    state: &Runs,
     r: &RunRef,
     rec: &RunRecord,
 ) -> Result<Result<Prepared, Limit>, Error> {
@@ -139,7 +139,7 @@ async fn prepare(
         thread_messages: &messages,
         run_items: &items,
         file_search: fs.as_ref().map(|(o, _, _)| o),
-        default_context: state.config.runs.default_context_tokens,
+        default_context: state.config.default_context_tokens,
         prompt_tokens_used: usage.prompt_tokens,
         completion_tokens_used: usage.completion_tokens,
         images: &lookup,
@@ -231,7 +231,7 @@ async fn stream_answer(
     // The first renewal is a third of a lease away. (Not `interval` plus awaiting its
     // immediate first tick: a timer only fires on the time driver's next millisecond, so
     // that "immediate" tick cost every turn up to 1 ms.)
-    let every = env.state.config.runs.lease / 3;
+    let every = env.state.config.lease / 3;
     let mut renew_tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     let mut last_save = tokio::time::Instant::now();
     loop {
