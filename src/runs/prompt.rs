@@ -2,6 +2,8 @@
 //! messages under the truncation strategy, this run's own history (tool calls and their
 //! results), tools, tool choice, response format and limits. Pure: the engine loads
 //! everything it needs first.
+//!
+//! About 360 lines of rules; the rest are tests (truncation cases), kept beside them.
 
 use serde_json::{Map, Value, json};
 

@@ -4,6 +4,8 @@
 //! The SDKs deep-merge deltas (strings concatenate, numbers add, arrays merge by `index`), so
 //! every fragment is sent once, ids and names only in a call's first delta, and the first
 //! text delta of a part carries `annotations: []`.
+//!
+//! About 420 lines of rules; the rest are chunk-by-chunk tests, kept beside them.
 
 use serde_json::{Value, json};
 

@@ -15,6 +15,9 @@
 //! 2. Replay the recorded bytes followed by the rest of the connection's body: to the
 //!    forwarder as the request body (exactly the bytes the client sent), or into a fresh
 //!    parser that stores the file.
+//!
+//! One file on purpose: the two-phase read above is one state machine (about 580 lines; the
+//! rest is its tests, kept beside it).
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -1,6 +1,9 @@
 //! Run rules behind the HTTP routes: creating a run (effective model, instructions, tools),
 //! the one-active-run-per-thread lock, cancelling, submitting tool outputs, and starting the
 //! engine (`crate::runs`) as tracked background work that outlives the request.
+//!
+//! One file on purpose: every rule of a run's life that the API enforces (create, the thread
+//! lock, cancel, tool outputs) in one place, read top to bottom; the engine is `crate::runs`.
 
 use std::sync::Arc;
 

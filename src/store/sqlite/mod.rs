@@ -22,6 +22,9 @@
 //!   runtime: short reads go to a pool of reader threads that stay busy under load instead of
 //!   being woken per job (`readers.rs`); long ones (searches, scans) run on `spawn_blocking`
 //!   with connections of their own, so they never hold up a short read.
+//!
+//! About 610 lines of code plus tests: opening, the writer thread's group commit and the
+//! connection model are one design, kept in one file.
 
 mod assistants;
 mod chunks;
