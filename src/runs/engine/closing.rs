@@ -12,7 +12,6 @@ use crate::runs::Runs;
 use crate::runs::Stop;
 use crate::runs::events::{Event, MessageNews};
 use crate::runs::state::RunEvent;
-use crate::store::{ListQuery, Order};
 
 /// Ends the run's open message and steps after a failure, cancel or expiry, keeping what was
 /// produced (the message becomes `incomplete`).
@@ -24,19 +23,8 @@ pub async fn close_open_items(
     now: i64,
     sink: &Option<Sink>,
 ) -> Result<(), Error> {
-    let q = ListQuery {
-        limit: 100,
-        order: Order::Asc,
-        after: None,
-        before: None,
-    };
-    let steps = r
-        .store
-        .runs
-        .list_steps(&r.tenant, &r.thread_id, &r.run_id, &q)
-        .await?;
+    let steps = super::history::run_steps(r).await?;
     for mut s in steps
-        .items
         .into_iter()
         .filter(|s| s.status == StepStatus::InProgress)
     {

@@ -112,23 +112,27 @@ pub(super) async fn prompt_messages(r: &RunRef) -> Result<Vec<Message>, Error> {
     Ok(out)
 }
 
-/// This run's steps in order, and the prompt history they imply.
-pub(super) async fn run_history(
-    r: &RunRef,
-    rec: &RunRecord,
-) -> Result<(Vec<RunStep>, Vec<RunItem>), Error> {
+/// This run's steps in creation order (the first page of 100, as the engine always read them).
+pub(super) async fn run_steps(r: &RunRef) -> Result<Vec<RunStep>, Error> {
     let q = ListQuery {
         limit: 100,
         order: Order::Asc,
         after: None,
         before: None,
     };
-    let steps = r
-        .store
+    Ok(r.store
         .runs
         .list_steps(&r.tenant, &r.thread_id, &r.run_id, &q)
         .await?
-        .items;
+        .items)
+}
+
+/// This run's steps in order, and the prompt history they imply.
+pub(super) async fn run_history(
+    r: &RunRef,
+    rec: &RunRecord,
+) -> Result<(Vec<RunStep>, Vec<RunItem>), Error> {
+    let steps = run_steps(r).await?;
     let engine = EngineState::of(rec)?;
     let mut items = Vec::new();
     let mut fs_turn = 0usize;
