@@ -8,7 +8,8 @@
 //! - [`api`]: handlers, services and request types per resource; `dispatch`.
 //! - [`app`]: the shared state (`AppState`) and start-up.
 //! - [`runs`]: the run engine, its state machine, the sweeper.
-//! - [`retrieval`]: vector-store ingestion (extract, chunk, embed) and search.
+//! - [`retrieval`]: vector-store ingestion (extract, chunk, embed) and search;
+//!   [`interpreter`]: code_interpreter's executors and per-thread sessions.
 //! - [`forward`]: the pass-through forwarder; [`tenancy`]: who a request acts for.
 //! - [`upstream`]: the pooled upstream client; [`telemetry`]: logging.
 //! - [`config`]: flags, TOML file, validation; [`error`]: the one error type.
@@ -27,6 +28,7 @@ pub mod error;
 pub mod forward;
 pub mod h1;
 pub mod ids;
+pub mod interpreter;
 pub mod metrics;
 pub mod model;
 pub mod retrieval;

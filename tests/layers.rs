@@ -31,7 +31,7 @@ const LAYERS: &[&[&str]] = &[
     &["config", "error"],
     &["telemetry", "upstream"],
     &["forward", "tenancy"],
-    &["retrieval"],
+    &["retrieval", "interpreter"],
     &["runs"],
     &["app"],
     // The API: its services, then its handlers (one layer here).

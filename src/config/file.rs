@@ -27,6 +27,8 @@ pub struct FileConfig {
     pub retrieval: FileRetrieval,
     #[serde(default)]
     pub astra: FileAstra,
+    #[serde(default)]
+    pub code_interpreter: super::FileInterpreter,
 }
 
 #[derive(Debug, Default, Deserialize)]

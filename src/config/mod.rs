@@ -7,6 +7,7 @@
 
 mod file;
 mod flags;
+mod interpreter;
 #[cfg(test)]
 mod tests;
 
@@ -19,6 +20,7 @@ use serde::Deserialize;
 pub use crate::store::astra::{AstraConfig, DEFAULT_ASTRA_DEVOPS};
 pub use file::*;
 pub use flags::*;
+pub use interpreter::*;
 
 /// Default listen address: loopback, so a sidecar is not exposed by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -77,6 +79,7 @@ pub struct Config {
     pub busy_poll: Option<Duration>,
     pub runs: RunsConfig,
     pub astra: AstraConfig,
+    pub code_interpreter: InterpreterConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -352,9 +355,14 @@ impl Config {
         }
 
         let astra = resolve_astra(file.astra)?;
+        let code_interpreter = resolve_interpreter(
+            file.code_interpreter,
+            std::env::var_os("ASSISTANTS_PROXY_PYTHON").map(PathBuf::from),
+        )?;
 
         Ok(Config {
             astra,
+            code_interpreter,
             runs,
             listen,
             log_format: args
