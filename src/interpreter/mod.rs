@@ -3,6 +3,7 @@
 //! The run engine (`runs`) turns executions into run steps; nothing here knows of runs.
 
 pub mod executor;
+pub mod local;
 pub mod sessions;
 
 pub use executor::{
