@@ -3,6 +3,7 @@
 //! The run engine (`runs`) turns executions into run steps; nothing here knows of runs.
 
 pub mod executor;
+pub mod jupyter;
 
 pub use executor::{
     ExecError, ExecLimits, Execution, Executor, InputFile, Output, OutputFile, Session,
