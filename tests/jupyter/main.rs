@@ -451,3 +451,24 @@ async fn the_token_is_required() {
     .unwrap();
     assert!(e.contains("ASSISTANTS_PROXY_TEST_NO_SUCH_VARIABLE"), "{e}");
 }
+
+#[tokio::test]
+async fn a_kernel_that_dies_is_lost() {
+    let (j, _root) = executor(limits()).await;
+    let mut s = j.open_session().await.unwrap();
+    let kernel = s.kernel_id().to_owned();
+    // What the CPU limit or the kernel's OOM killer would do.
+    let r = s
+        .execute("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+        .await;
+    let Err(ExecError::Lost(why)) = r else {
+        panic!("{r:?}")
+    };
+    assert!(why.contains("died"), "{why}");
+    // The gateway's restarted, empty kernel is not left behind.
+    assert_eq!(
+        gateway_call("GET", &format!("/api/kernels/{kernel}")).await,
+        404
+    );
+    Box::new(s).close().await;
+}
