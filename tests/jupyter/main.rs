@@ -298,6 +298,7 @@ async fn a_timeout_interrupts_the_cell_and_keeps_the_session() {
             && l.contains("TimeoutError"),
         "{l}"
     );
+    // A cell that failed gets no listing with its reply: the separate listing cell runs.
     assert_eq!(
         x.files.len(),
         1,

@@ -10,22 +10,36 @@ use bytes::Bytes;
 use super::{JupyterSession, python};
 use crate::interpreter::executor::{ExecError, InputFile, OutputFile};
 
+/// path → (size, mtime ns).
+pub(super) type Listing = HashMap<String, (u64, i64)>;
+
+fn parse_listing(json: &str) -> Option<Listing> {
+    let entries: Vec<(String, u64, i64)> = serde_json::from_str(json).ok()?;
+    Some(entries.into_iter().map(|(n, s, m)| (n, (s, m))).collect())
+}
+
 impl JupyterSession {
     /// The data directory now: path → (size, mtime ns).
-    pub(super) async fn list(&mut self) -> Result<HashMap<String, (u64, i64)>, ExecError> {
+    pub(super) async fn list(&mut self) -> Result<Listing, ExecError> {
         let col = self.hidden(&python::listing(&self.data_dir)).await?;
         let Some(json) = col.hidden.first() else {
             // A user who replaced IPython's display or removed the directory: no files.
             tracing::warn!(kernel = %self.kernel, error = ?col.error_text, "the data directory listing answered nothing");
             return Ok(HashMap::new());
         };
-        let entries: Vec<(String, u64, i64)> = serde_json::from_str(json).unwrap_or_default();
-        Ok(entries.into_iter().map(|(n, s, m)| (n, (s, m))).collect())
+        Ok(parse_listing(json).unwrap_or_default())
     }
 
     /// Files created or changed since the last listing, read back when not too big.
-    pub(super) async fn changed_files(&mut self) -> Result<Vec<OutputFile>, ExecError> {
-        let now = self.list().await?;
+    /// `listed`: the listing that came with the cell's reply, if it could be made there.
+    pub(super) async fn changed_files(
+        &mut self,
+        listed: Option<String>,
+    ) -> Result<Vec<OutputFile>, ExecError> {
+        let now = match listed.as_deref().and_then(parse_listing) {
+            Some(now) => now,
+            None => self.list().await?,
+        };
         let mut changed: Vec<(&String, u64)> = now
             .iter()
             .filter(|(name, v)| self.known.get(*name) != Some(v))

@@ -24,9 +24,11 @@
 //! a quota on `data_root`).
 //!
 //! Files go in and out through the kernel (KG has no contents API): input files as base64
-//! in execute requests, output files by a hidden listing cell after each cell that compares
-//! the data directory (name, size, mtime) with the previous listing and reads changed files
-//! back. A cell past `limits.timeout` is interrupted (REST); if the kernel does not come back
+//! in execute requests, output files by listing the data directory (name, size, mtime)
+//! after each cell, comparing with the previous listing and reading changed files back in
+//! a hidden cell. The listing rides on the cell's own request as a `user_expression` (each
+//! request costs ~50 ms on KG 3.0.1 whatever it does); a cell that failed gets none, and a
+//! hidden listing cell follows it instead. A cell past `limits.timeout` is interrupted (REST); if the kernel does not come back
 //! within `INTERRUPT_GRACE` it is deleted and the session lost.
 
 mod files;
@@ -60,6 +62,9 @@ const HIDDEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// With no message at all for this long, ask the gateway whether the kernel still exists
 /// (a kernel deleted behind our back does not always close the channels).
 const PROBE_AFTER: Duration = Duration::from_secs(3);
+
+/// The name of the user expression that lists the data directory after a user's cell.
+const LISTING: &str = "__ap_listing";
 
 /// Kernels on a Jupyter gateway (see the module header for what isolates them).
 pub struct Jupyter {
@@ -336,8 +341,19 @@ impl JupyterSession {
         timeout: Duration,
     ) -> Result<(Collector, bool), ExecError> {
         let msg_id = crate::ids::new_body();
-        self.send(execute_request(&msg_id, &self.session, code, user))
-            .await?;
+        let listing = user.then(|| python::listing_expr(&self.data_dir));
+        let expressions: Vec<(&str, &str)> = listing
+            .as_deref()
+            .map(|l| vec![(LISTING, l)])
+            .unwrap_or_default();
+        self.send(execute_request(
+            &msg_id,
+            &self.session,
+            code,
+            user,
+            &expressions,
+        ))
+        .await?;
         let mut col = Collector::new(cap);
         let timed_out = match self
             .wait(&msg_id, &mut col, Instant::now() + timeout)
@@ -399,8 +415,9 @@ impl JupyterSession {
                 timeout.as_secs_f32()
             ));
         }
+        let listed = col.expression(LISTING).and_then(python::listing_from_repr);
         let (outputs, error) = col.finish();
-        let files = self.changed_files().await?;
+        let files = self.changed_files(listed).await?;
         Ok(Execution {
             outputs,
             files,
@@ -524,6 +541,7 @@ impl Closing {
                 &self.session,
                 &python::cleanup(&self.data_dir),
                 false,
+                &[],
             );
             if ws.send(Message::text(req)).await.is_ok() {
                 let mut col = Collector::new(0);
