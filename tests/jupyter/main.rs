@@ -425,7 +425,7 @@ async fn the_token_is_required() {
     let root = tempfile::tempdir().unwrap();
     let url = address();
     // No token, then a wrong one (an environment variable that holds something else).
-    for token_env in [None, Some("HOME")] {
+    for token_env in [None, Some("PATH")] {
         let j = Jupyter::new(
             config(&url, token_env, root.path()),
             limits(),
