@@ -69,6 +69,9 @@ pub struct Interpreter {
     /// Why code cannot run here, when the start-up check said so.
     unavailable: Mutex<Option<String>>,
     sessions: Mutex<HashMap<Key, Entry>>,
+    /// Threads whose session this process closed for idleness or room, with when: their
+    /// next session is a reset the model must hear of. Bounded (oldest forgotten first).
+    gone: Mutex<HashMap<Key, Instant>>,
     /// Closing sessions outside a request (eviction, abandoned executions): shutdown waits.
     tasks: TaskTracker,
 }
@@ -93,6 +96,7 @@ impl Interpreter {
             executor,
             unavailable: Mutex::new(unavailable),
             sessions: Mutex::new(HashMap::new()),
+            gone: Mutex::new(HashMap::new()),
             tasks,
         }
     }
@@ -239,10 +243,14 @@ impl Interpreter {
                     let Some(k) = idle else { break };
                     if let Some(e) = map.remove(&k) {
                         tracing::info!(thread_id = %k.1, "closing the least recently used interpreter session (max_sessions)");
-                        evicted.push(e.slot);
+                        evicted.push((k, e.slot));
                     }
                 }
-                let slot: Arc<tokio::sync::Mutex<Slot>> = Arc::default();
+                let slot = Slot {
+                    had_session: self.forget_gone(key),
+                    ..Slot::default()
+                };
+                let slot = Arc::new(tokio::sync::Mutex::new(slot));
                 map.insert(
                     key.clone(),
                     Entry {
@@ -253,10 +261,29 @@ impl Interpreter {
                 slot
             }
         };
-        for s in evicted {
+        for (k, s) in evicted {
+            self.mark_gone(k);
             self.close_later(s);
         }
         slot
+    }
+
+    /// Remembers that `key`'s session was closed behind its thread's back.
+    fn mark_gone(&self, key: Key) {
+        if let Ok(mut gone) = self.gone.lock() {
+            let cap = self.config.max_sessions.saturating_mul(16).max(1024);
+            if gone.len() >= cap
+                && let Some(oldest) = gone.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone())
+            {
+                gone.remove(&oldest);
+            }
+            gone.insert(key, Instant::now());
+        }
+    }
+
+    /// Whether `key`'s last session was closed behind its thread's back (and forgets it).
+    fn forget_gone(&self, key: &Key) -> bool {
+        self.gone.lock().is_ok_and(|mut g| g.remove(key).is_some())
     }
 
     fn touch(&self, key: &Key) {
@@ -306,21 +333,21 @@ impl Interpreter {
     /// Closes the sessions idle longer than `idle_timeout`.
     pub fn close_idle(&self) {
         let idle = self.config.idle_timeout;
-        let expired: Vec<Arc<tokio::sync::Mutex<Slot>>> = match self.sessions.lock() {
+        let expired: Vec<(Key, Arc<tokio::sync::Mutex<Slot>>)> = match self.sessions.lock() {
             Ok(mut map) => {
                 let keys: Vec<Key> = map
                     .iter()
                     .filter(|(_, e)| e.last_used.elapsed() >= idle && e.slot.try_lock().is_ok())
                     .map(|(k, _)| k.clone())
                     .collect();
-                keys.iter()
-                    .filter_map(|k| map.remove(k))
-                    .map(|e| e.slot)
+                keys.into_iter()
+                    .filter_map(|k| map.remove(&k).map(|e| (k, e.slot)))
                     .collect()
             }
             Err(_) => Vec::new(),
         };
-        for s in expired {
+        for (k, s) in expired {
+            self.mark_gone(k);
             self.close_later(s);
         }
     }
@@ -600,14 +627,15 @@ mod tests {
         run(&i, "a", "2", false).await;
         run(&i, "c", "1", false).await;
         assert_eq!(i.len(), 2);
-        // b was the least recently used: a kept its session, b gets a new one.
+        // b was the least recently used: a kept its session; b's next one is a reset.
         run(&i, "a", "3", false).await;
         assert_eq!(exec.opened.load(Ordering::SeqCst), 3);
+        assert!(run(&i, "b", "2", false).await.reset);
         i.close_all().await;
         assert!(i.is_empty());
         tasks.close();
         tasks.wait().await;
-        assert_eq!(exec.closed.load(Ordering::SeqCst), 3);
+        assert_eq!(exec.closed.load(Ordering::SeqCst), 4);
 
         let (i, exec, tasks) = interpreter(8);
         let mut cfg = i.config().clone();
@@ -621,6 +649,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         i.close_idle();
         assert!(i.is_empty());
+        // The thread's next session, in a later run, is a reset the model hears of.
+        assert!(run(&i, "a", "2", false).await.reset);
+        assert!(!run(&i, "a", "3", false).await.reset);
+        i.close_all().await;
         tasks.close();
         tasks.wait().await;
         assert_eq!(exec.closed.load(Ordering::SeqCst), 1);
