@@ -251,3 +251,26 @@ async fn allow_unsandboxed_runs_the_driver_directly_with_its_rlimits() {
     assert_eq!(e.files.len(), 1);
     s.close().await;
 }
+
+#[tokio::test]
+async fn a_driver_that_dies_or_breaks_the_protocol_loses_the_session() {
+    let ex = local();
+    for (code, expect) in [
+        ("import os\nos.kill(os.getpid(), 9)", "ended"),
+        ("import os\nos._exit(3)", "ended"),
+        // The cell reaches the driver's own protocol fd and writes garbage to it.
+        (
+            "import __main__, os\nos.write(__main__.PROTO_OUT, b'\\xff\\xff\\xff\\xffgarbage')\nimport time\ntime.sleep(1)",
+            "protocol error",
+        ),
+    ] {
+        let mut s = open(&ex).await;
+        match s.execute(code).await {
+            Err(ExecError::Lost(why)) => assert!(why.contains(expect), "{code}: {why}"),
+            other => panic!("{code}: {other:?}"),
+        }
+        assert!(matches!(s.execute("1").await, Err(ExecError::Lost(_))));
+        s.close().await;
+    }
+    another_session_works(&ex).await;
+}
