@@ -46,9 +46,17 @@ DRIVER_PID = os.getpid()
 
 def _forked():
     # A process forked by the cell must never speak the protocol (if it falls back into
-    # the driver's loop, it leaves at the pid check below).
-    os.close(PROTO_IN)
-    os.close(PROTO_OUT)
+    # the driver's loop, it leaves at the pid check below), and yields the CPU to the
+    # driver, which must still get to report a timeout while a fork bomb spins.
+    try:
+        os.nice(19)
+    except OSError:
+        pass
+    for fd in (PROTO_IN, PROTO_OUT):
+        try:
+            os.close(fd)
+        except OSError:
+            pass  # a grandchild: its parent closed them already
 
 
 os.register_at_fork(after_in_child=_forked)
@@ -144,8 +152,43 @@ class ExecutionTimeout(BaseException):
     """Raised in the cell by SIGALRM; a BaseException so `except Exception` does not eat it."""
 
 
+# Whether a cell is running: the timer only interrupts user code, never the driver.
+RUNNING = [False]
+
+
 def on_alarm(signum, frame):
+    if not RUNNING[0]:
+        return
+    # The cell's processes go first: a fork bomb's spinners would otherwise starve this
+    # process of the CPU it needs to report back before the watchdog's grace runs out.
+    if REAP:
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except OSError:
+            pass
     raise ExecutionTimeout()
+
+
+def _unraisable(u, default=sys.unraisablehook):
+    # A timeout swallowed by an os.fork() hook is retried by the repeating timer: no noise.
+    if not isinstance(u.exc_value, ExecutionTimeout):
+        default(u)
+
+
+sys.unraisablehook = _unraisable
+
+
+def start_timer():
+    # Again each time: a cell may have replaced the handler. The timer repeats: Python
+    # swallows an exception raised while an os.fork() hook runs, so one shot can be lost.
+    signal.signal(signal.SIGALRM, on_alarm)
+    RUNNING[0] = True
+    signal.setitimer(signal.ITIMER_REAL, TIMEOUT, 0.2)
+
+
+def stop_timer():
+    RUNNING[0] = False
+    signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def snapshot():
@@ -223,14 +266,14 @@ def run_cell(code, n, ns):
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
             last = ast.Expression(tree.body.pop().value)
-        # Again each time: a cell may have replaced the handler.
-        signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, TIMEOUT)
+        code_obj = compile(tree, name, "exec")
+        last_obj = compile(last, name, "eval") if last is not None else None
+        start_timer()
         try:
-            exec(compile(tree, name, "exec"), ns)
-            value = eval(compile(last, name, "eval"), ns) if last is not None else None
+            exec(code_obj, ns)
+            value = eval(last_obj, ns) if last_obj is not None else None
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            stop_timer()
         if value is not None:
             ns["_"] = value
             return repr(value), None
@@ -240,6 +283,7 @@ def run_cell(code, n, ns):
 
         return None, "".join(traceback.format_exception_only(type(e), e))
     except BaseException as e:  # noqa: B036 - the cell's SystemExit/timeout are its output
+        stop_timer()  # again: an alarm may have cut the first call short
         return None, format_tb(e)
 
 
@@ -332,7 +376,6 @@ def main():
     os.chdir(DATA)
     plt = preload()
     set_limits()
-    signal.signal(signal.SIGALRM, on_alarm)
     cap = Capture()
     cap.take()
     ns = {"__name__": "__main__", "__builtins__": __builtins__}
@@ -357,7 +400,12 @@ def main():
                 send({"op": "fail", "reason": "%s: %s" % (type(e).__name__, e)})
         elif op == "exec":
             n += 1
-            value, tb = run_cell(head["code"], n, ns)
+            try:
+                value, tb = run_cell(head["code"], n, ns)
+            except ExecutionTimeout:
+                # An alarm landed between the cell's end and stop_timer: still a timeout.
+                stop_timer()
+                value, tb = None, format_tb(ExecutionTimeout())
             if os.getpid() != DRIVER_PID:
                 os._exit(0)
             images = figures(plt)

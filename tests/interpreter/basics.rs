@@ -251,3 +251,87 @@ async fn allow_unsandboxed_runs_the_driver_directly_with_its_rlimits() {
     assert_eq!(e.files.len(), 1);
     s.close().await;
 }
+
+#[tokio::test]
+async fn a_driver_that_dies_or_breaks_the_protocol_loses_the_session() {
+    let ex = local();
+    for (code, expect) in [
+        ("import os\nos.kill(os.getpid(), 9)", "SIGKILL"),
+        ("import os\nos._exit(3)", "ended (exit status 3)"),
+        // The cell reaches the driver's own protocol fd and writes garbage to it.
+        (
+            "import __main__, os\nos.write(__main__.PROTO_OUT, b'\\xff\\xff\\xff\\xffgarbage')\nimport time\ntime.sleep(1)",
+            "protocol error",
+        ),
+    ] {
+        let mut s = open(&ex).await;
+        match s.execute(code).await {
+            Err(ExecError::Lost(why)) => assert!(why.contains(expect), "{code}: {why}"),
+            other => panic!("{code}: {other:?}"),
+        }
+        assert!(matches!(s.execute("1").await, Err(ExecError::Lost(_))));
+        s.close().await;
+    }
+    another_session_works(&ex).await;
+}
+
+/// Host pids of processes whose command line is exactly `args`.
+fn processes_running(args: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = args.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            (std::fs::read(e.path().join("cmdline")).ok()? == want).then_some(pid)
+        })
+        .collect()
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not happen within 10 s");
+}
+
+#[tokio::test]
+async fn a_dropped_execution_or_session_leaves_no_process_behind() {
+    let ex = local();
+    for close in [true, false] {
+        // A marker process only this session runs.
+        let marker = format!("{}.{}", 4000 + std::process::id() % 1000, close as u8);
+        let args = ["sleep", marker.as_str()];
+        let mut s = open(&ex).await;
+        let code = format!(
+            "import subprocess, time\nsubprocess.Popen(['sleep', '{marker}'])\ntime.sleep(30)"
+        );
+        {
+            let exec = s.execute(&code);
+            tokio::pin!(exec);
+            let mut seen = false;
+            for _ in 0..200 {
+                tokio::select! {
+                    r = &mut exec => panic!("the cell ended: {r:?}"),
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+                if !processes_running(&args).is_empty() {
+                    seen = true;
+                    break;
+                }
+            }
+            assert!(seen, "the cell's process never started");
+            // The execution's future is dropped here, mid-cell.
+        }
+        if close {
+            s.close().await;
+        } else {
+            drop(s);
+        }
+        wait_for("the sandbox's end", || processes_running(&args).is_empty()).await;
+    }
+    another_session_works(&ex).await;
+}

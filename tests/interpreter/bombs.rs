@@ -43,25 +43,39 @@ async fn a_fork_bomb_stays_within_the_process_limit() {
         .await;
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
-    match e {
-        Ok(e) => assert!(e.error && logs(&e).ends_with(TIMED_OUT), "{}", logs(&e)),
-        Err(ExecError::Lost(why)) => assert!(why.contains("killed"), "{why}"),
+    // Either the driver reports the timeout, or (starved of CPU on a loaded host) the
+    // watchdog kills the sandbox.
+    let survived = match e {
+        Ok(e) => {
+            assert!(e.error && logs(&e).ends_with(TIMED_OUT), "{}", logs(&e));
+            true
+        }
+        Err(ExecError::Lost(why)) => {
+            assert!(
+                why.contains("time limit") && why.contains("killed"),
+                "{why}"
+            );
+            false
+        }
         Err(other) => panic!("{other}"),
-    }
+    };
     let peak = peak.load(Ordering::Relaxed);
-    // Other tests' sessions run as the same uid at the same time: a few each.
+    // Other tests' sessions in this binary run at the same time: a few processes each.
     let bound = before + limits().max_processes as usize + 24;
     assert!(
         peak <= bound,
-        "peak {peak} processes of uid 65534 (before {before}, bound {bound})"
+        "peak {peak} processes under this test binary (before {before}, bound {bound})"
     );
-    // The bomb's processes did not outlive the cell: the session can fork again.
-    if let Ok(e) = s
-        .execute("import subprocess\nsubprocess.run(['true']).returncode")
-        .await
-    {
+    if survived {
+        // The bomb's processes did not outlive the cell: the session can fork again.
+        let e = run(
+            &mut s,
+            "import subprocess\nsubprocess.run(['true']).returncode",
+        )
+        .await;
         assert_eq!(logs(&e), "0\n");
     }
+    eprintln!("fork bomb: survived {survived}, peak {peak} processes (before {before})");
     s.close().await;
     another_session_works(&ex).await;
 }

@@ -81,24 +81,41 @@ pub async fn another_session_works(ex: &Local) {
     s.close().await;
 }
 
-/// Processes on the host running as the sandbox's uid (every session's, these tests run
-/// several at once).
+/// Processes on the host descending from this test binary (every sandbox it started and
+/// whatever ran inside them; other users' sandboxes on the host are not counted).
 pub fn sandbox_processes() -> usize {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0;
     };
-    dir.filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .filter(|e| {
-            std::fs::read_to_string(e.path().join("status")).is_ok_and(|s| {
-                s.lines()
-                    .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("65534"))
-            })
+    let mut parent = std::collections::HashMap::new();
+    for e in dir.filter_map(|e| e.ok()) {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // `pid (comm) state ppid …`: comm may hold spaces, so split after the last ')'.
+        if let Ok(stat) = std::fs::read_to_string(e.path().join("stat"))
+            && let Some((_, rest)) = stat.rsplit_once(')')
+            && let Some(ppid) = rest
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok())
+        {
+            parent.insert(pid, ppid);
+        }
+    }
+    let me = std::process::id();
+    parent
+        .keys()
+        .filter(|&&pid| {
+            let mut p = pid;
+            for _ in 0..64 {
+                match parent.get(&p) {
+                    Some(&pp) if pp == me => return true,
+                    Some(&pp) if pp > 1 => p = pp,
+                    _ => return false,
+                }
+            }
+            false
         })
         .count()
 }

@@ -124,10 +124,7 @@ impl Local {
         match s.receive().await {
             Ok((r, _)) if r.op == "ready" => Ok(s),
             Ok((r, _)) => Err(format!("protocol error: {:?} before ready", r.op)),
-            Err(e) => {
-                s.kill().await;
-                Err(s.why_dead(&e))
-            }
+            Err(e) => Err(s.bury(&e).await),
         }
     }
 }
@@ -269,8 +266,7 @@ impl LocalSession {
                 Ok(reply)
             }
             Err(e) => {
-                self.kill().await;
-                let why = self.why_dead(&e);
+                let why = self.bury(&e).await;
                 self.lost = Some(why.clone());
                 Err(ExecError::Lost(why))
             }
@@ -282,17 +278,16 @@ impl LocalSession {
         let _ = tokio::time::timeout(CLOSE_WAIT, self.child.wait()).await;
     }
 
-    /// The reason given for a dead session: what went wrong, how the process ended, and
-    /// what it said on its own stderr.
-    fn why_dead(&mut self, what: &str) -> String {
-        let status = match self.child.try_wait() {
-            Ok(Some(s)) => match std::os::unix::process::ExitStatusExt::signal(&s) {
-                Some(9) => " (killed: out of memory, CPU time limit or the watchdog)".to_string(),
-                Some(sig) => format!(" (killed by signal {sig})"),
-                None => format!(" (exit status {})", s.code().unwrap_or(-1)),
-            },
+    /// The reason given for a dead session: what went wrong, how the process ended (when
+    /// it ended by itself), and what it said on its own stderr. Kills it afterwards.
+    async fn bury(&mut self, what: &str) -> String {
+        // A moment for a dying driver's exit to be seen before it is killed.
+        let ended = tokio::time::timeout(Duration::from_millis(200), self.child.wait()).await;
+        let status = match ended {
+            Ok(Ok(s)) => exit_reason(&s),
             _ => String::new(),
         };
+        self.kill().await;
         let tail = self
             .stderr_tail
             .lock()
@@ -306,6 +301,19 @@ impl LocalSession {
                 sandbox::explain(&tail, what)
             )
         }
+    }
+}
+
+/// How a sandbox ended, in words. bwrap passes a killed interpreter on as 128 + signal.
+fn exit_reason(s: &std::process::ExitStatus) -> String {
+    let signal = std::os::unix::process::ExitStatusExt::signal(s)
+        .or_else(|| s.code().filter(|c| *c > 128).map(|c| c - 128));
+    match (signal, s.code()) {
+        (Some(9), _) => " (killed by SIGKILL: out of memory?)".into(),
+        (Some(24), _) => " (killed by SIGXCPU: the session used up its CPU seconds)".into(),
+        (Some(sig), _) => format!(" (killed by signal {sig})"),
+        (None, Some(code)) => format!(" (exit status {code})"),
+        (None, None) => String::new(),
     }
 }
 
@@ -353,8 +361,7 @@ impl Session for LocalSession {
         match to_execution(reply, blobs, self.limits.output_bytes) {
             Ok(e) => Ok(e),
             Err(e) => {
-                self.kill().await;
-                let why = self.why_dead(&e);
+                let why = self.bury(&e).await;
                 self.lost = Some(why.clone());
                 Err(ExecError::Lost(why))
             }
@@ -466,6 +473,16 @@ mod tests {
         for bad in ["../x", "/x", "a//b", "a/./b", "a/../b", ""] {
             assert!(!valid_relative(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn an_exit_is_told_in_words_with_bwraps_128_plus_signal() {
+        use std::os::unix::process::ExitStatusExt;
+        let st = std::process::ExitStatus::from_raw;
+        assert!(exit_reason(&st(137 << 8)).contains("SIGKILL"));
+        assert!(exit_reason(&st(9)).contains("SIGKILL"));
+        assert!(exit_reason(&st(152 << 8)).contains("CPU seconds"));
+        assert_eq!(exit_reason(&st(3 << 8)), " (exit status 3)");
     }
 
     #[test]
