@@ -32,8 +32,9 @@ pub struct ExecLimits {
     pub output_bytes: usize,
     /// Size of `/mnt/data` (and, separately, of `/tmp`): writes past it fail with ENOSPC.
     pub disk_bytes: u64,
-    /// Largest single file a cell may write (RLIMIT_FSIZE) and the largest output file
-    /// read back; bigger ones are reported with `bytes: None`.
+    /// Largest output file read back (and turned into a File); bigger ones are reported
+    /// with `bytes: None` and the logs say so. (A cell may write files up to `disk_bytes`:
+    /// that is the local sandbox's RLIMIT_FSIZE.)
     pub file_bytes: u64,
 }
 

@@ -655,7 +655,7 @@ mod tests {
         i.close_all().await;
         tasks.close();
         tasks.wait().await;
-        assert_eq!(exec.closed.load(Ordering::SeqCst), 1);
+        assert_eq!(exec.closed.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
