@@ -517,6 +517,15 @@ each_executor!(
         assert_eq!(s, 200, "{c}");
         let done = wait_run(&api, &tid, rid).await;
         assert_eq!(done["status"], "cancelled", "{done}");
+        // The cancelled step still shows the call that was running.
+        let calls = code_calls(&api, &tid, rid).await;
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert!(
+            calls[0]["code_interpreter"]["input"]
+                .as_str()
+                .unwrap()
+                .contains("time.sleep(2.5)")
+        );
         // The thread is usable again at once; its interrupted session was replaced.
         api.ok(
             &format!("/v1/threads/{tid}/messages"),

@@ -13,6 +13,7 @@ use super::{TurnEnd, emit};
 use crate::error::Error;
 use crate::model::{StepStatus, Usage};
 use crate::runs::Stop;
+use crate::runs::code_args::CodeArgs;
 use crate::runs::events::Event;
 use crate::runs::file_search;
 use crate::runs::translate::{ToolCall, ToolKind, Turn};
@@ -151,10 +152,29 @@ async fn run_codes(
     let mut told = serde_json::Map::new();
     let mut files = serde_json::Map::new();
     let mut outcome = Ok(());
+    // The step shows its calls while they run (and keeps them if the run is stopped
+    // meanwhile): each code call with its input, outputs filled in as calls finish.
+    let show = |results: &HashMap<String, Value>| {
+        turn.tool_step_with_calls(&|c| {
+            results.get(&c.id).cloned().unwrap_or_else(|| match c.kind {
+                ToolKind::CodeInterpreter => {
+                    json!({"input": CodeArgs::finish(&c.arguments), "outputs": []})
+                }
+                _ => json!({}),
+            })
+        })
+    };
+    let (r, runs) = (env.r, &env.r.store.runs);
+    if let Some(s) = show(results) {
+        runs.put_step_progress(&r.tenant, &s).await?;
+    }
     for c in code_calls {
         match run_code(env, &step.id, offer, c, had_state, max.saturating_sub(used)).await? {
             Ok(done) => {
                 results.insert(c.id.clone(), done.details);
+                if let Some(s) = show(results) {
+                    runs.put_step_progress(&r.tenant, &s).await?;
+                }
                 told.insert(c.id.clone(), json!(done.told));
                 for (path, id) in done.files {
                     files.insert(path, json!(id));
