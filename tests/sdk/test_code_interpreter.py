@@ -21,10 +21,9 @@ import pytest
 from openai import AssistantEventHandler
 
 from conftest import REPO, client_factory, interpreter_python, new_key
-from sdk_compat import MODEL, POLL_MS, assistants, threads, wait_until
+from sdk_compat import (CI_MODEL, CI_PARALLEL_MODEL, MODEL, POLL_MS, assistants, threads,
+                        wait_until)
 
-CI_MODEL = "fake-code-interpreter"
-CI_PARALLEL_MODEL = "fake-code-interpreter-parallel"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SANDBOX_LINK = re.compile(r"sandbox:[^\s()\[\]<>\"']+")
 

@@ -39,7 +39,8 @@ let doneCall = null;
 let text = '';
 const stream = client.beta.threads.runs
   .stream(thread.id, { assistant_id: assistant.id })
-  .on('event', (e) => events.push(e))
+  // A copy: the SDK accumulates later deltas into the first delta's objects.
+  .on('event', (e) => events.push(structuredClone(e)))
   .on('toolCallCreated', (call) => {
     assert.equal(call.type, 'code_interpreter');
     created += 1;
