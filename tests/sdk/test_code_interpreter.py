@@ -25,7 +25,14 @@ from sdk_compat import (CI_MODEL, CI_PARALLEL_MODEL, MODEL, POLL_MS, assistants,
                         wait_until)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-SANDBOX_LINK = re.compile(r"sandbox:[^\s()\[\]<>\"']+")
+
+
+def links_to(text: str, name: str) -> list[tuple[int, str]]:
+    """(character offset, link) of each `sandbox:<data dir>/<name>` in `text`. The data
+    directory is whatever the tool result showed (/mnt/data locally, the session's directory on
+    the gateway); a sentence's full stop after the name is not part of the link."""
+    pattern = r"sandbox:/[^\s()\[\]<>\"'`]*?/" + re.escape(name) + r"(?![\w/-]|\.\w)"
+    return [(m.start(), m.group()) for m in re.finditer(pattern, text)]
 
 
 @dataclass
@@ -250,7 +257,7 @@ def test_written_files_become_downloadable_assistants_output_files(ci):
         assert download(client, f.id) == want, name
         # The model was told each file's id and sandbox link (the fake echoes its tool result).
         assert f.id in r.text, r.text
-        assert any(link.endswith("/" + name) for link in SANDBOX_LINK.findall(r.text)), r.text
+        assert links_to(r.text, name), r.text
 
     # A later call that changes one file: a new File for it, none for the untouched one.
     r2 = run_code(client, ci.code('open({D} + "/sub/table.csv", "a").write("3,4\\n")'),
@@ -288,20 +295,21 @@ def test_sandbox_links_get_file_path_annotations_with_exact_offsets(ci):
                    'print("written: résumé ✓ 🐍")')
     r = run_code(client, code)
     text = r.message.content[-1].text
-    links = [(m.start(), m.group()) for m in SANDBOX_LINK.finditer(text.value)]
-    assert {link.rsplit("/", 1)[-1] for _, link in links} == {"report.txt", "summary.csv"}, \
-        text.value
-    if ci.executor == "local":
-        assert {link for _, link in links} == {"sandbox:/mnt/data/report.txt",
-                                               "sandbox:/mnt/data/data/summary.csv"}
-    anns = sorted(text.annotations, key=lambda a: a.start_index)
-    assert [a.type for a in anns] == ["file_path"] * len(links), anns
     files = output_files(client)
-    for (start, link), ann in zip(sorted(links), anns):
+    links = []  # (offset, link, file name)
+    for name in ("report.txt", "data/summary.csv"):
+        found = links_to(text.value, name)
+        assert found, (name, text.value)
+        links += [(start, link, name) for start, link in found]
+    if ci.executor == "local":
+        assert {link for _, link, _ in links} == {"sandbox:/mnt/data/report.txt",
+                                                  "sandbox:/mnt/data/data/summary.csv"}
+    anns = sorted(text.annotations, key=lambda a: a.start_index)
+    assert [a.type for a in anns] == ["file_path"] * len(links), (anns, text.value)
+    for (start, link, name), ann in zip(sorted(links), anns):
         assert ann.text == link
         assert (ann.start_index, ann.end_index) == (start, start + len(link))
         assert text.value[ann.start_index:ann.end_index] == link
-        name = "report.txt" if link.endswith("report.txt") else "data/summary.csv"
         assert ann.file_path.file_id == files[name].id
     assert download(client, files["report.txt"].id) == "résumé ✓ 🐍".encode()
 
