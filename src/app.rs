@@ -87,7 +87,14 @@ impl AppState {
             tasks.clone(),
             shutdown.clone(),
         ));
+        let interpreter = Arc::new(crate::interpreter::Interpreter::new(
+            config.code_interpreter.clone(),
+            crate::interpreter::executor_for(&config.code_interpreter),
+            tasks.clone(),
+        ));
+        interpreter.check().await;
         let runs = Arc::new(crate::runs::Runs {
+            interpreter,
             config: config.runs.clone(),
             upstream: upstream.clone(),
             retrieval: retrieval.clone(),

@@ -91,6 +91,7 @@ pub async fn serve(
     if let Some(sessions) = &state.astra {
         daemons.spawn(sessions.clone().sweep(draining.clone()));
     }
+    daemons.spawn(state.runs.interpreter.clone().reap(draining.clone()));
     if let Some(poll) = state.busy_poll.clone() {
         let stop = draining.clone();
         daemons.spawn(async move { poll.run(stop).await });
@@ -170,6 +171,8 @@ pub async fn serve(
     let cleanup = state.config.shutdown_cleanup;
     let closed = async {
         tokio::join!(connections.wait(), state.tasks.wait());
+        // Runs have stopped: their interpreter sessions (sandboxes, kernels) go.
+        state.runs.interpreter.close_all().await;
         // Nothing can be sending upstream any more.
         state.upstream.client().close().await;
         if let Some(relay) = &shared.relay {

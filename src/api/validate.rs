@@ -123,7 +123,27 @@ pub fn tools(
         f.finish()?;
         out.push(tool);
     }
+    refuse_code_interpreter_function(&out, param)?;
     Ok(out)
+}
+
+/// With the code_interpreter tool on, the model is offered it as a function named
+/// `code_interpreter`: a client function of that name could not be told apart, so it is
+/// refused here rather than silently shadowed.
+fn refuse_code_interpreter_function(tools: &[Value], param: &str) -> Result<(), Error> {
+    let has_tool = tools.iter().any(|t| t["type"] == "code_interpreter");
+    let clash = tools.iter().position(|t| {
+        t["type"] == "function" && t["function"]["name"] == crate::runs::code_interpreter::TOOL_NAME
+    });
+    match clash {
+        Some(i) if has_tool => Err(Error::invalid(
+            format!(
+                "Invalid '{param}[{i}].function.name': 'code_interpreter' is the name of the code_interpreter tool; give the function another name or remove the code_interpreter tool."
+            ),
+            Some(&format!("{param}[{i}].function.name")),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Renders stored tools for a v1 caller (`file_search` shows as `retrieval`).

@@ -35,8 +35,24 @@ pub struct EngineState {
     /// The arguments of each file_search call, by call id (the step shows results only).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub file_search_args: Map<String, Value>,
+    /// What the model was told each code_interpreter call gave, by call id (the step
+    /// shows logs and images; the model also saw the files' links).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub code_outputs: Map<String, Value>,
+    /// The files this run's code wrote, by sandbox path (`/mnt/data/out.csv`) → file id:
+    /// `sandbox:` links in the answer become `file_path` annotations.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub code_files: Map<String, Value>,
+    /// Bytes of files this run's code has turned into Files so far (capped by
+    /// `code_interpreter.max_run_output_mb`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub code_output_bytes: u64,
     #[serde(flatten)]
     pub other: Map<String, Value>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Tokens used so far (stored without a total).

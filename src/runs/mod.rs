@@ -12,6 +12,8 @@
 //! Creating, cancelling and resuming runs for the HTTP routes is the API's run service
 //! (`api::runs::service`), which starts this engine; the engine imports nothing of the API.
 
+pub mod code_args;
+pub mod code_interpreter;
 pub mod engine;
 pub mod engine_state;
 pub mod events;
@@ -31,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::RunsConfig;
 use crate::error::Error;
+use crate::interpreter::Interpreter;
 use crate::model::RunStatus;
 use crate::retrieval::Retrieval;
 use crate::store::Store;
@@ -57,6 +60,8 @@ pub struct Runs {
     /// databases opened so far.
     pub store: Store,
     pub astra: Option<Arc<AstraSessions>>,
+    /// code_interpreter's sessions and executor.
+    pub interpreter: Arc<Interpreter>,
 }
 
 /// Why the engine stops driving a run before the run ends by itself.

@@ -7,6 +7,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::code_interpreter::{CodeOffer, TOOL_NAME as CODE_TOOL};
 use crate::model::{Message, Run};
 
 /// Tokens a chat message costs beyond its text (role and framing).
@@ -85,6 +86,7 @@ pub struct PromptInput<'a> {
     pub thread_messages: &'a [Message],
     pub run_items: &'a [RunItem],
     pub file_search: Option<&'a FileSearchOffer>,
+    pub code_interpreter: Option<&'a CodeOffer>,
     /// Context window assumed for unknown models.
     pub default_context: u64,
     /// Prompt tokens already spent by earlier turns of this run (for `max_prompt_tokens`).
@@ -171,9 +173,12 @@ fn tokens_of(message: &Value) -> u64 {
 }
 
 /// The tools the model is offered: the run's function tools, plus file_search when the
-/// assistant or thread has a vector store. code_interpreter is accepted but not offered until
-/// a sandbox exists.
-pub fn offered_tools(run: &Run, file_search: Option<&FileSearchOffer>) -> Vec<Value> {
+/// assistant or thread has a vector store, plus code_interpreter when the run has it.
+pub fn offered_tools(
+    run: &Run,
+    file_search: Option<&FileSearchOffer>,
+    code: Option<&CodeOffer>,
+) -> Vec<Value> {
     let mut out = Vec::new();
     for t in &run.tools {
         if t["type"] == "function" {
@@ -186,15 +191,25 @@ pub fn offered_tools(run: &Run, file_search: Option<&FileSearchOffer>) -> Vec<Va
     if let Some(fs) = file_search {
         out.push(fs.definition());
     }
+    if let Some(ci) = code {
+        out.push(ci.definition());
+    }
     out
 }
 
-fn tool_choice(run: &Run, file_search: Option<&FileSearchOffer>) -> Option<Value> {
+fn tool_choice(
+    run: &Run,
+    file_search: Option<&FileSearchOffer>,
+    code: Option<&CodeOffer>,
+) -> Option<Value> {
     match &run.tool_choice {
         Value::Object(o) => match o.get("type").and_then(Value::as_str) {
             Some("function") => Some(run.tool_choice.clone()),
             Some("file_search") => {
                 file_search.map(|fs| json!({"type": "function", "function": {"name": fs.name}}))
+            }
+            Some("code_interpreter") => {
+                code.map(|_| json!({"type": "function", "function": {"name": CODE_TOOL}}))
             }
             _ => Some(json!("auto")),
         },
@@ -305,7 +320,7 @@ pub fn build(input: &PromptInput<'_>) -> Result<Prompt, Limit> {
             }
         }
     }
-    let tools = offered_tools(run, input.file_search);
+    let tools = offered_tools(run, input.file_search, input.code_interpreter);
     let fixed: u64 = head.iter().chain(tail.iter()).map(tokens_of).sum::<u64>()
         + tools
             .iter()
@@ -343,7 +358,7 @@ pub fn build(input: &PromptInput<'_>) -> Result<Prompt, Limit> {
         body["max_completion_tokens"] = json!(c);
     }
     if !tools.is_empty() {
-        if let Some(tc) = tool_choice(run, input.file_search) {
+        if let Some(tc) = tool_choice(run, input.file_search, input.code_interpreter) {
             body["tool_choice"] = tc;
         }
         body["tools"] = Value::Array(tools);
@@ -433,6 +448,7 @@ mod tests {
             thread_messages: msgs,
             run_items: items,
             file_search: fs,
+            code_interpreter: None,
             default_context: 128_000,
             prompt_tokens_used: 0,
             completion_tokens_used: 0,
@@ -636,5 +652,32 @@ mod tests {
         assert_eq!(p.body["response_format"], json!({"type": "json_object"}));
         assert_eq!(context_window("gpt-4.1-mini", 1), 1_047_576);
         assert_eq!(context_window("llama3", 32_000), 32_000);
+    }
+
+    #[test]
+    fn code_interpreter_is_offered_as_a_function_and_can_be_forced() {
+        let mut r = run();
+        r.tools = vec![json!({"type": "code_interpreter"})];
+        r.tool_choice = json!({"type": "code_interpreter"});
+        let ci = CodeOffer {
+            files: Vec::new(),
+            data_dir: "/mnt/data".into(),
+        };
+        let msgs = vec![msg("user", "x")];
+        let mut inp = input(&r, &msgs, &[], None);
+        inp.code_interpreter = Some(&ci);
+        let p = build(&inp).unwrap();
+        assert_eq!(p.body["tools"][0]["function"]["name"], "code_interpreter");
+        assert_eq!(
+            p.body["tool_choice"],
+            json!({"type": "function", "function": {"name": "code_interpreter"}})
+        );
+        // Without the offer (the tool is not on the run), forcing it is not sent.
+        let p = build(&input(&r, &msgs, &[], None)).unwrap();
+        assert!(
+            p.body
+                .get("tools")
+                .is_none_or(|t| t.as_array().is_none_or(Vec::is_empty))
+        );
     }
 }

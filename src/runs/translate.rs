@@ -9,6 +9,7 @@
 
 use serde_json::{Value, json};
 
+use super::code_args::CodeArgs;
 use super::events::{Event, MessageNews, StepNews};
 use crate::ids::new_id;
 use crate::model::{Message, RunStep, StepStatus, Usage};
@@ -22,6 +23,22 @@ pub struct TurnCtx {
     pub now: i64,
     /// The function name under which file_search is offered to the model, if it is.
     pub file_search_name: Option<String>,
+    /// The function name under which code_interpreter is offered to the model, if it is.
+    pub code_interpreter_name: Option<String>,
+    /// Figures this run's code showed and no message has shown yet: the turn's message
+    /// starts with them (`image_file` parts before the text, as OpenAI placed them).
+    pub images: Vec<String>,
+}
+
+/// Which tool a call is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolKind {
+    /// A client function: the run waits for its output.
+    Function,
+    /// file_search, run by the proxy.
+    FileSearch,
+    /// code_interpreter, run by the proxy in its sandbox.
+    CodeInterpreter,
 }
 
 /// A tool call the model made this turn.
@@ -30,8 +47,9 @@ pub struct ToolCall {
     pub id: String,
     pub name: String,
     pub arguments: String,
-    /// Offered as the proxy-executed file_search tool rather than a client function.
-    pub file_search: bool,
+    pub kind: ToolKind,
+    /// Its position in the turn's calls (the `index` of its step deltas).
+    pub index: usize,
 }
 
 /// How the model ended the turn.
@@ -49,10 +67,13 @@ pub struct Turn {
     ctx: TurnCtx,
     message: Option<Message>,
     message_step: Option<RunStep>,
-    /// Content parts in order of first appearance: ("text" | "refusal", accumulated text).
+    /// Content parts in order of first appearance: ("text" | "refusal", accumulated text),
+    /// after the turn's figures ("image_file", file id).
     parts: Vec<(&'static str, String)>,
     tool_step: Option<RunStep>,
     calls: Vec<Option<ToolCall>>,
+    /// The code of each code_interpreter call, decoded as its arguments stream (by index).
+    code: Vec<Option<CodeArgs>>,
     finish: Option<Finish>,
     usage: Option<Usage>,
 }
@@ -87,6 +108,7 @@ impl Turn {
             parts: Vec::new(),
             tool_step: None,
             calls: Vec::new(),
+            code: Vec::new(),
             finish: None,
             usage: None,
         }
@@ -131,6 +153,7 @@ impl Turn {
             .iter()
             .map(|(kind, text)| match *kind {
                 "refusal" => json!({"type": "refusal", "refusal": text}),
+                "image_file" => json!({"type": "image_file", "image_file": {"file_id": text}}),
                 _ => json!({"type": "text", "text": {"value": text, "annotations": []}}),
             })
             .collect()
@@ -165,8 +188,22 @@ impl Turn {
         out.push(Event::step_now(s.clone()));
         out.push(Event::Message(MessageNews::Created, Box::new(m.clone())));
         out.push(Event::Message(MessageNews::InProgress, Box::new(m.clone())));
+        let id = m.id.clone();
         self.message = Some(m);
         self.message_step = Some(s);
+        if !self.ctx.images.is_empty() {
+            let mut parts = Vec::new();
+            for (index, file_id) in self.ctx.images.iter().enumerate() {
+                parts.push(json!({"index": index, "type": "image_file",
+                                  "image_file": {"file_id": file_id}}));
+                self.parts.push(("image_file", file_id.clone()));
+            }
+            out.push(Event::MessageDelta(json!({
+                "id": id,
+                "object": "thread.message.delta",
+                "delta": {"content": parts},
+            })));
+        }
     }
 
     fn part_delta(&mut self, kind: &'static str, fragment: &str, out: &mut Vec<Event>) {
@@ -215,6 +252,7 @@ impl Turn {
         }
         if self.calls.len() <= index {
             self.calls.resize(index + 1, None);
+            self.code.resize(index + 1, None);
         }
         let step_id = self
             .tool_step
@@ -236,27 +274,62 @@ impl Turn {
                     .as_str()
                     .map(str::to_owned)
                     .unwrap_or_else(|| new_id("call_"));
-                let file_search = self.ctx.file_search_name.as_deref() == Some(name.as_str());
-                // A call's identity is announced once; argument fragments follow.
-                let header = if file_search {
-                    json!({"index": index, "id": id, "type": "file_search", "file_search": {}})
+                let kind = if self.ctx.file_search_name.as_deref() == Some(name.as_str()) {
+                    ToolKind::FileSearch
+                } else if self.ctx.code_interpreter_name.as_deref() == Some(name.as_str()) {
+                    ToolKind::CodeInterpreter
                 } else {
-                    json!({"index": index, "id": id, "type": "function",
-                           "function": {"name": name, "arguments": fragment, "output": null}})
+                    ToolKind::Function
+                };
+                // A call's identity is announced once; argument fragments follow.
+                let header = match kind {
+                    ToolKind::FileSearch => {
+                        json!({"index": index, "id": id, "type": "file_search", "file_search": {}})
+                    }
+                    ToolKind::CodeInterpreter => {
+                        let mut decoder = CodeArgs::new();
+                        let input = decoder.push(fragment);
+                        self.code[index] = Some(decoder);
+                        json!({"index": index, "id": id, "type": "code_interpreter",
+                               "code_interpreter": {"input": input, "outputs": []}})
+                    }
+                    ToolKind::Function => {
+                        json!({"index": index, "id": id, "type": "function",
+                               "function": {"name": name, "arguments": fragment, "output": null}})
+                    }
                 };
                 out.push(delta_for(header));
                 self.calls[index] = Some(ToolCall {
                     id,
                     name,
                     arguments: fragment.to_owned(),
-                    file_search,
+                    kind,
+                    index,
                 });
             }
             Some(existing) => {
                 existing.arguments.push_str(fragment);
-                if !existing.file_search && !fragment.is_empty() {
-                    out.push(delta_for(json!({"index": index, "type": "function",
-                                               "function": {"arguments": fragment}})));
+                if fragment.is_empty() {
+                    return;
+                }
+                match existing.kind {
+                    ToolKind::Function => {
+                        out.push(delta_for(json!({"index": index, "type": "function",
+                                                   "function": {"arguments": fragment}})));
+                    }
+                    ToolKind::CodeInterpreter => {
+                        let input = self.code[index]
+                            .as_mut()
+                            .map(|d| d.push(fragment))
+                            .unwrap_or_default();
+                        if !input.is_empty() {
+                            out.push(delta_for(
+                                json!({"index": index, "type": "code_interpreter",
+                                                       "code_interpreter": {"input": input}}),
+                            ));
+                        }
+                    }
+                    ToolKind::FileSearch => {}
                 }
             }
         }
@@ -360,22 +433,22 @@ impl Turn {
         out
     }
 
-    /// The tool_calls step as the model left it (function outputs still null).
-    pub fn tool_step_with_calls(
-        &self,
-        file_search_details: &dyn Fn(&ToolCall) -> Value,
-    ) -> Option<RunStep> {
+    /// The tool_calls step as the model left it (function outputs still null); `details`
+    /// gives the body of each proxy-run call (`file_search`, `code_interpreter`).
+    pub fn tool_step_with_calls(&self, details: &dyn Fn(&ToolCall) -> Value) -> Option<RunStep> {
         let mut s = self.tool_step.clone()?;
         let calls: Vec<Value> = self
             .tool_calls()
             .iter()
-            .map(|c| {
-                if c.file_search {
-                    json!({"id": c.id, "type": "file_search", "file_search": file_search_details(c)})
-                } else {
-                    json!({"id": c.id, "type": "function",
-                           "function": {"name": c.name, "arguments": c.arguments, "output": null}})
+            .map(|c| match c.kind {
+                ToolKind::FileSearch => {
+                    json!({"id": c.id, "type": "file_search", "file_search": details(c)})
                 }
+                ToolKind::CodeInterpreter => {
+                    json!({"id": c.id, "type": "code_interpreter", "code_interpreter": details(c)})
+                }
+                ToolKind::Function => json!({"id": c.id, "type": "function",
+                           "function": {"name": c.name, "arguments": c.arguments, "output": null}}),
             })
             .collect();
         s.step_details = json!({"type": "tool_calls", "tool_calls": calls});
@@ -430,6 +503,8 @@ mod tests {
             assistant_id: "asst_1".into(),
             now: 1_700_000_000,
             file_search_name: Some("file_search".into()),
+            code_interpreter_name: Some("code_interpreter".into()),
+            images: Vec::new(),
         }
     }
 
@@ -568,7 +643,7 @@ mod tests {
             ))
             .is_empty()
         );
-        assert!(t.tool_calls()[0].file_search);
+        assert_eq!(t.tool_calls()[0].kind, ToolKind::FileSearch);
         assert_eq!(t.tool_calls()[0].arguments, "{\"query\":\"x\"}");
     }
 
@@ -620,5 +695,78 @@ mod tests {
             panic!()
         };
         assert_eq!(m.incomplete_details, Some(json!({"reason": "max_tokens"})));
+    }
+
+    #[test]
+    fn code_interpreter_input_streams_decoded_in_several_deltas() {
+        let mut turn = Turn::new(ctx());
+        let code = "import math\nprint(\"x\", math.pi)\n";
+        let args = json!({ "code": code }).to_string();
+        let mut events = Vec::new();
+        let pieces: Vec<String> = args
+            .chars()
+            .collect::<Vec<_>>()
+            .chunks(7)
+            .map(|c| c.iter().collect())
+            .collect();
+        for (i, p) in pieces.iter().enumerate() {
+            let call = if i == 0 {
+                json!({"index": 0, "id": "call_c", "type": "function",
+                       "function": {"name": "code_interpreter", "arguments": p}})
+            } else {
+                json!({"index": 0, "function": {"arguments": p}})
+            };
+            events.extend(turn.push(&chunk(json!({"tool_calls": [call]}), None)));
+        }
+        let deltas: Vec<&Value> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::StepDelta(d) => Some(&d["delta"]["step_details"]["tool_calls"][0]),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deltas[0]["type"], "code_interpreter");
+        assert_eq!(deltas[0]["id"], "call_c");
+        assert_eq!(deltas[0]["code_interpreter"]["outputs"], json!([]));
+        let input: String = deltas
+            .iter()
+            .map(|d| d["code_interpreter"]["input"].as_str().unwrap())
+            .collect();
+        assert_eq!(input, code);
+        assert!(deltas.len() > 3, "{deltas:?}");
+        assert!(deltas[1..].iter().all(|d| d.get("id").is_none()));
+        let calls = turn.tool_calls();
+        assert_eq!(calls[0].kind, ToolKind::CodeInterpreter);
+        assert_eq!(calls[0].arguments, args);
+        let step = turn
+            .tool_step_with_calls(&|_| json!({"input": code, "outputs": []}))
+            .unwrap();
+        assert_eq!(
+            step.step_details["tool_calls"][0],
+            json!({"id": "call_c", "type": "code_interpreter",
+                   "code_interpreter": {"input": code, "outputs": []}})
+        );
+    }
+
+    #[test]
+    fn the_runs_figures_open_the_message_before_its_text() {
+        let mut c = ctx();
+        c.images = vec!["file-img1".into(), "file-img2".into()];
+        let mut turn = Turn::new(c);
+        let events = turn.push(&chunk(json!({"content": "Here"}), None));
+        let deltas: Vec<&Value> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::MessageDelta(d) => Some(&d["delta"]["content"]),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deltas[0][1]["image_file"]["file_id"], "file-img2");
+        assert_eq!(deltas[1][0]["index"], 2);
+        assert_eq!(deltas[1][0]["text"]["value"], "Here");
+        let content = turn.content();
+        assert_eq!(content[0]["type"], "image_file");
+        assert_eq!(content[2]["text"]["value"], "Here");
+        assert_eq!(turn.text(), "Here");
     }
 }

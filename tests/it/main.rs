@@ -9,6 +9,7 @@ mod assistant_files;
 mod beta_header;
 mod binary;
 mod body_timeout;
+mod code_interpreter;
 mod files;
 mod files_list;
 mod fixtures;

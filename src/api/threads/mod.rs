@@ -45,6 +45,6 @@ pub async fn modify(mut ctx: Ctx<'_>) -> Reply {
 
 pub async fn delete(ctx: Ctx<'_>) -> Reply {
     let id = ctx.id("thread_id", "thread_")?;
-    service::delete(&ctx.caller, &id).await?;
+    service::delete(ctx.state, &ctx.caller, &id).await?;
     Ok(common::deleted(&id, "thread.deleted"))
 }

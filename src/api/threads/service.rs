@@ -42,7 +42,7 @@ pub async fn load_thread(store: &Store, tenant: &Tenant, id: &str) -> Result<Thr
         .ok_or_else(|| not_found(id))
 }
 
-pub async fn delete(caller: &Caller, id: &str) -> Result<(), Error> {
+pub async fn delete(state: &AppState, caller: &Caller, id: &str) -> Result<(), Error> {
     if !caller
         .store
         .threads
@@ -51,6 +51,9 @@ pub async fn delete(caller: &Caller, id: &str) -> Result<(), Error> {
     {
         return Err(not_found(id));
     }
+    // The thread's interpreter session (variables, files) goes with it.
+    let key = (caller.tenant.as_str().to_owned(), id.to_owned());
+    state.runs.interpreter.close(&key).await;
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::RunRef;
 use crate::error::Error;
 use crate::model::{Message, RunRecord, RunStep};
+use crate::runs::code_interpreter::{self, CodeOffer};
 use crate::runs::engine_state::EngineState;
 use crate::runs::file_search::{self, Hit};
 use crate::runs::prompt::{FileSearchOffer, RunItem};
@@ -57,6 +58,49 @@ pub(super) async fn file_search_setup(
         stores,
         tool.get("file_search").cloned().unwrap_or(Value::Null),
     )))
+}
+
+/// The run's code_interpreter offer, if it has the tool: the assistant's and the thread's
+/// code_interpreter files (message attachments join the thread's), with the names they get
+/// in the data directory (`data_dir`).
+pub(super) async fn code_setup(
+    r: &RunRef,
+    rec: &RunRecord,
+    data_dir: String,
+) -> Result<Option<CodeOffer>, Error> {
+    if !rec
+        .run
+        .tools
+        .iter()
+        .any(|t| t["type"] == "code_interpreter")
+    {
+        return Ok(None);
+    }
+    let mut ids: Vec<String> = Vec::new();
+    if let Some(a) = r
+        .store
+        .assistants
+        .get_assistant(&r.tenant, &rec.run.assistant_id)
+        .await?
+    {
+        ids.extend(a.tool_resources.code_interpreter_file_ids().iter().cloned());
+    }
+    if let Some(t) = r.store.threads.get_thread(&r.tenant, &r.thread_id).await? {
+        ids.extend(t.tool_resources.code_interpreter_file_ids().iter().cloned());
+    }
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|id| seen.insert(id.clone()));
+    let mut files = Vec::new();
+    for id in ids {
+        // A file deleted since it was attached is left out, not an error.
+        if let Some(f) = r.store.files.get_file(&r.tenant, &id).await? {
+            files.push((id, f.filename));
+        }
+    }
+    Ok(Some(CodeOffer {
+        files: code_interpreter::staged_names(&files),
+        data_dir,
+    }))
 }
 
 /// The thread's messages for the prompt, without those this run created: its opening
@@ -127,16 +171,20 @@ pub(super) async fn run_steps(r: &RunRef) -> Result<Vec<RunStep>, Error> {
         .items)
 }
 
-/// This run's steps in order, and the prompt history they imply.
+/// This run's steps in order, the prompt history they imply, and the figures its code
+/// showed that none of its messages shows yet (the next message starts with them).
 pub(super) async fn run_history(
     r: &RunRef,
     rec: &RunRecord,
-) -> Result<(Vec<RunStep>, Vec<RunItem>), Error> {
+) -> Result<(Vec<RunStep>, Vec<RunItem>, Vec<String>), Error> {
     let steps = run_steps(r).await?;
     let engine = EngineState::of(rec)?;
     let mut items = Vec::new();
     let mut fs_turn = 0usize;
+    let mut figures: Vec<String> = Vec::new();
+    let mut shown: Vec<String> = Vec::new();
     for s in &steps {
+        figures.extend(figures_of(&s.step_details));
         if s.kind == "message_creation" {
             if let Some(mid) = s.step_details["message_creation"]["message_id"].as_str()
                 && let Some(m) = r
@@ -145,6 +193,12 @@ pub(super) async fn run_history(
                     .get_message(&r.tenant, &r.thread_id, mid)
                     .await?
             {
+                shown.extend(
+                    m.content
+                        .parts()
+                        .iter()
+                        .filter_map(|p| p["image_file"]["file_id"].as_str().map(str::to_owned)),
+                );
                 let text = m.content.texts(false);
                 if !text.is_empty() {
                     items.push(RunItem::Assistant(text.join("\n")));
@@ -156,7 +210,25 @@ pub(super) async fn run_history(
             items.push(item);
         }
     }
-    Ok((steps, items))
+    figures.retain(|id| !shown.contains(id));
+    Ok((steps, items, figures))
+}
+
+/// The figures (image outputs) of a tool_calls step's code_interpreter calls, in order.
+fn figures_of(details: &Value) -> Vec<String> {
+    details["tool_calls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["type"] == "code_interpreter")
+        .flat_map(|c| {
+            c["code_interpreter"]["outputs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+        })
+        .filter_map(|o| o["image"]["file_id"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// Loads `image_file` parts of the prompt's messages as data URLs (vision), best effort.
@@ -221,6 +293,22 @@ fn tool_calls_item(details: &Value, engine: &EngineState, fs_turn: &mut usize) -
             calls.push((id.clone(), name, args));
             outputs.push((id, file_search::render_for_model(*fs_turn, &hits)));
             *fs_turn += 1;
+        } else if c["type"] == "code_interpreter" {
+            let input = c["code_interpreter"]["input"].as_str().unwrap_or_default();
+            let told = match engine.code_outputs.get(&id).and_then(Value::as_str) {
+                Some(t) => t.to_owned(),
+                // Recorded before the state kept it: the logs the step shows.
+                None => c["code_interpreter"]["outputs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|o| o["logs"].as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            };
+            let args = serde_json::json!({ "code": input }).to_string();
+            calls.push((id.clone(), code_interpreter::TOOL_NAME.to_owned(), args));
+            outputs.push((id, told));
         }
     }
     (!calls.is_empty()).then_some(RunItem::ToolCalls { calls, outputs })
@@ -297,7 +385,43 @@ mod tests {
         let mut fs_turn = 0;
         let engine = EngineState::default();
         assert_eq!(tool_calls_item(&json!({}), &engine, &mut fs_turn), None);
-        let other = json!({"tool_calls": [{"id": "c1", "type": "code_interpreter"}]});
+        let other = json!({"tool_calls": [{"id": "c1", "type": "web_search"}]});
         assert_eq!(tool_calls_item(&other, &engine, &mut fs_turn), None);
+    }
+
+    #[test]
+    fn a_code_step_becomes_the_call_and_what_the_model_was_told() {
+        let mut fs_turn = 0;
+        let mut engine = EngineState::default();
+        let details = json!({"tool_calls": [
+            {"id": "c1", "type": "code_interpreter",
+             "code_interpreter": {"input": "print(1)", "outputs": [{"type": "logs", "logs": "1\n"}]}},
+            {"id": "c2", "type": "code_interpreter",
+             "code_interpreter": {"input": "x", "outputs": [{"type": "logs", "logs": "2"}]}},
+        ]});
+        engine.code_outputs.insert(
+            "c1".into(),
+            json!("1\n[file saved: sandbox:/mnt/data/a (file-a)]"),
+        );
+        let Some(RunItem::ToolCalls { calls, outputs }) =
+            tool_calls_item(&details, &engine, &mut fs_turn)
+        else {
+            panic!("no item")
+        };
+        assert_eq!(
+            calls[0],
+            (
+                "c1".into(),
+                "code_interpreter".into(),
+                r#"{"code":"print(1)"}"#.into()
+            )
+        );
+        assert_eq!(
+            outputs[0].1,
+            "1\n[file saved: sandbox:/mnt/data/a (file-a)]"
+        );
+        // Recorded before the state kept what the model was told: the logs.
+        assert_eq!(outputs[1].1, "2");
+        assert_eq!(fs_turn, 0);
     }
 }

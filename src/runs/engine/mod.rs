@@ -5,6 +5,7 @@
 //! client that disconnects, or a proxy that dies, loses nothing that was acknowledged.
 
 mod closing;
+mod code;
 mod history;
 mod lease;
 mod record;
@@ -288,6 +289,11 @@ fn test_call(
         id: id.into(),
         name: name.into(),
         arguments: arguments.into(),
-        file_search,
+        kind: if file_search {
+            crate::runs::translate::ToolKind::FileSearch
+        } else {
+            crate::runs::translate::ToolKind::Function
+        },
+        index: 0,
     }
 }

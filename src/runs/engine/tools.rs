@@ -1,10 +1,11 @@
-//! The tool calls of a turn: file_search runs here, in the proxy; client functions become the
-//! run's `required_action`.
+//! The tool calls of a turn: file_search and code_interpreter run here, in the proxy;
+//! client functions become the run's `required_action`.
 
 use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
+use super::code::run_code;
 use super::lease::Held;
 use super::record::{Commit, transition_from, with_state};
 use super::turn::{Env, Prepared};
@@ -14,10 +15,11 @@ use crate::model::{StepStatus, Usage};
 use crate::runs::Stop;
 use crate::runs::events::Event;
 use crate::runs::file_search;
-use crate::runs::translate::{ToolCall, Turn};
+use crate::runs::translate::{ToolCall, ToolKind, Turn};
 use crate::upstream::chat::CallError;
 
-/// The model called tools: runs file_search now; client functions wait for outputs.
+/// The model called tools: runs file_search and code_interpreter now; client functions
+/// wait for outputs.
 pub(super) async fn tool_calls(
     env: &Env<'_>,
     held: &mut Held,
@@ -27,10 +29,13 @@ pub(super) async fn tool_calls(
     usage: Usage,
     now: i64,
 ) -> Result<TurnEnd, Error> {
-    let results = match run_searches(env, held, prep, calls).await? {
+    let mut results = match run_searches(env, held, prep, calls).await? {
         Ok(results) => results,
         Err(end) => return Ok(end),
     };
+    if let Err(end) = run_codes(env, held, prep, turn, calls, &mut results).await? {
+        return Ok(end);
+    }
     let Some(mut step) =
         turn.tool_step_with_calls(&|c| results.get(&c.id).cloned().unwrap_or(json!({})))
     else {
@@ -57,7 +62,7 @@ pub(super) async fn tool_calls(
 fn function_calls(calls: &[ToolCall]) -> Vec<Value> {
     calls
         .iter()
-        .filter(|c| !c.file_search)
+        .filter(|c| c.kind == ToolKind::Function)
         .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
         .collect()
 }
@@ -77,7 +82,7 @@ async fn run_searches(
     };
     let mut results = HashMap::new();
     let mut args_state = serde_json::Map::new();
-    for c in calls.iter().filter(|c| c.file_search) {
+    for c in calls.iter().filter(|c| c.kind == ToolKind::FileSearch) {
         let query = file_search::query_of(&c.arguments, &prep.messages);
         let hits = tokio::select! {
             hits = file_search::search(env.state, env.caller, &offer_stores, &query, &ranking) => hits,
@@ -114,6 +119,69 @@ async fn run_searches(
         }
     }
     Ok(Ok(results))
+}
+
+/// Runs the turn's code_interpreter calls one after another (a session runs one cell at a
+/// time; parallel calls share the thread's state, in the order the model gave them), adding
+/// each call's step details to `results` by call id. What the model was told and the files
+/// written are recorded in the run's engine state, for later turns' prompts and the
+/// answer's `file_path` annotations.
+async fn run_codes(
+    env: &Env<'_>,
+    held: &mut Held,
+    prep: &Prepared,
+    turn: &Turn,
+    calls: &[ToolCall],
+    results: &mut HashMap<String, Value>,
+) -> Result<Result<(), TurnEnd>, Error> {
+    let code_calls: Vec<&ToolCall> = calls
+        .iter()
+        .filter(|c| c.kind == ToolKind::CodeInterpreter)
+        .collect();
+    let (Some(offer), Some(step)) = (&prep.code, turn.tool_step()) else {
+        return Ok(Ok(()));
+    };
+    if code_calls.is_empty() {
+        return Ok(Ok(()));
+    }
+    let engine = crate::runs::engine_state::EngineState::of(&held.rec)?;
+    let mut had_state = !engine.code_outputs.is_empty();
+    let max = env.state.interpreter.config().max_run_output_bytes;
+    let mut used = engine.code_output_bytes;
+    let mut told = serde_json::Map::new();
+    let mut files = serde_json::Map::new();
+    let mut outcome = Ok(());
+    for c in code_calls {
+        match run_code(env, &step.id, offer, c, had_state, max.saturating_sub(used)).await? {
+            Ok(done) => {
+                results.insert(c.id.clone(), done.details);
+                told.insert(c.id.clone(), json!(done.told));
+                for (path, id) in done.files {
+                    files.insert(path, json!(id));
+                }
+                used += done.bytes;
+                had_state = true;
+            }
+            Err(end) => {
+                outcome = Err(end);
+                break;
+            }
+        }
+    }
+    if !told.is_empty() {
+        let written = transition_from(env.r, Some(held.rec.clone()), Commit::Progress, |rec| {
+            with_state(rec, |st| {
+                st.code_outputs.extend(told.clone());
+                st.code_files.extend(files.clone());
+                st.code_output_bytes = used;
+            })
+        })
+        .await?;
+        if let Some((rec, true)) = written {
+            held.rec = rec;
+        }
+    }
+    Ok(outcome)
 }
 
 #[cfg(test)]

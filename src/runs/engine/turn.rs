@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::history::{file_search_setup, images_of, prompt_messages, run_history};
+use super::history::{code_setup, file_search_setup, images_of, prompt_messages, run_history};
 use super::lease::{Held, renew, renew_if_due};
 use super::retry::{Retry, before_retry};
 use super::tools::tool_calls;
@@ -14,6 +14,7 @@ use super::{RunRef, Sink, TurnEnd, emit};
 use crate::error::Error;
 use crate::model::{Message, RunRecord, RunStep, StepStatus, Usage};
 use crate::runs::Runs;
+use crate::runs::code_interpreter::{CodeOffer, TOOL_NAME as CODE_TOOL, file_path_annotations};
 use crate::runs::engine_state::EngineState;
 use crate::runs::events::Event;
 use crate::runs::prompt::{self, FileSearchOffer, Limit, Prompt, PromptInput};
@@ -48,6 +49,9 @@ pub(super) type Offer = (FileSearchOffer, Vec<String>, Value);
 /// What a turn's prompt was built from, and the prompt.
 pub(super) struct Prepared {
     pub(super) fs: Option<Offer>,
+    pub(super) code: Option<CodeOffer>,
+    /// Figures of this run's code not yet shown in a message.
+    pub(super) figures: Vec<String>,
     pub(super) messages: Vec<Message>,
     pub(super) steps: Vec<RunStep>,
     pub(super) prompt: Prompt,
@@ -89,6 +93,8 @@ pub(super) async fn one_turn(
         assistant_id: rec.run.assistant_id.clone(),
         now: state.clock.now(),
         file_search_name: prep.fs.as_ref().map(|(o, _, _)| o.name.clone()),
+        code_interpreter_name: prep.code.as_ref().map(|_| CODE_TOOL.to_owned()),
+        images: prep.figures.clone(),
     };
     let (mut turn, failure) = match call_model(&env, held, &prep.prompt.body, ctx).await? {
         Called::Done(turn, failure) => (*turn, failure),
@@ -128,8 +134,9 @@ async fn prepare(
     rec: &RunRecord,
 ) -> Result<Result<Prepared, Limit>, Error> {
     let fs = file_search_setup(r, rec).await?;
+    let code = code_setup(r, rec, state.interpreter.data_dir_hint()).await?;
     let messages = prompt_messages(r).await?;
-    let (steps, items) = run_history(r, rec).await?;
+    let (steps, items, figures) = run_history(r, rec).await?;
     let images = images_of(r, &messages).await;
     let engine = EngineState::of(rec)?;
     let usage = engine.usage();
@@ -139,6 +146,7 @@ async fn prepare(
         thread_messages: &messages,
         run_items: &items,
         file_search: fs.as_ref().map(|(o, _, _)| o),
+        code_interpreter: code.as_ref(),
         default_context: state.config.default_context_tokens,
         prompt_tokens_used: usage.prompt_tokens,
         completion_tokens_used: usage.completion_tokens,
@@ -147,6 +155,8 @@ async fn prepare(
     });
     Ok(built.map(|prompt| Prepared {
         fs,
+        code,
+        figures,
         messages,
         steps,
         prompt,
@@ -379,10 +389,26 @@ async fn save_partial(r: &RunRef, turn: &Turn) -> Result<(), Error> {
     Ok(())
 }
 
-/// Citations in the final answer, resolved against this run's file_search results
-/// (marker `【t:i†…】` = result i of the run's t-th search).
+/// Annotations of the final answer: citations resolved against this run's file_search
+/// results (marker `【t:i†…】` = result i of the run's t-th search), and `sandbox:` links to
+/// files this run's code wrote; in text order.
 fn citation_annotations(steps: &[RunStep], rec: &RunRecord, text: &str) -> Vec<Value> {
-    let _ = rec;
+    let mut anns = search_citations(steps, text);
+    if let Ok(engine) = EngineState::of(rec)
+        && !engine.code_files.is_empty()
+    {
+        let files: std::collections::HashMap<String, String> = engine
+            .code_files
+            .iter()
+            .filter_map(|(path, id)| Some((path.clone(), id.as_str()?.to_owned())))
+            .collect();
+        anns.extend(file_path_annotations(text, &files));
+        anns.sort_by_key(|a| a["start_index"].as_u64());
+    }
+    anns
+}
+
+fn search_citations(steps: &[RunStep], text: &str) -> Vec<Value> {
     let searches: Vec<&Value> = steps
         .iter()
         .flat_map(|s| {

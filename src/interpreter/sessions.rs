@@ -1,0 +1,424 @@
+//! The interpreter sessions this process holds: one per thread (tenant and thread id),
+//! reused by later calls and runs on that thread so variables survive, closed after an
+//! idle period, on thread delete, when the cap needs room (least recently used idle one
+//! first) and at shutdown. A session that was lost or abandoned mid-execution is replaced
+//! by a fresh one, and the caller is told state was reset.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::OwnedMutexGuard;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::executor::{ExecError, Execution, Executor, InputFile, Session};
+use crate::config::InterpreterConfig;
+
+/// A thread's session key: (tenant, thread id).
+pub type Key = (String, String);
+
+/// A file the code should find in its data directory: the stored file's id and the name it
+/// gets there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    pub file_id: String,
+    pub name: String,
+}
+
+/// Loads a stored file's bytes (the engine's store access, given to `execute`).
+pub type Loader<'a> =
+    &'a (dyn Fn(String) -> Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send>> + Sync);
+
+/// What one execution came to, for the run engine.
+#[derive(Debug)]
+pub struct Cell {
+    pub result: Result<Execution, ExecError>,
+    /// The session is not the one the thread had before (it expired, was lost, or this
+    /// process never had one while `had_state` said the thread did): variables and files
+    /// from earlier calls are gone.
+    pub reset: bool,
+    /// Where the code saw its files.
+    pub data_dir: String,
+}
+
+#[derive(Default)]
+struct Slot {
+    session: Option<Box<dyn Session>>,
+    /// Files already in the session's data directory, by file id.
+    staged: HashMap<String, String>,
+    /// This slot has had a session (a later fresh one is a reset).
+    had_session: bool,
+    /// An execution started and was never seen to end (its future was dropped: a cancel):
+    /// the session's state is unknown, so it is replaced.
+    busy: bool,
+}
+
+struct Entry {
+    slot: Arc<tokio::sync::Mutex<Slot>>,
+    last_used: Instant,
+}
+
+/// The sessions of this process and the executor that opens them.
+pub struct Interpreter {
+    config: InterpreterConfig,
+    executor: Option<Arc<dyn Executor>>,
+    /// Why code cannot run here, when the start-up check said so.
+    unavailable: Mutex<Option<String>>,
+    sessions: Mutex<HashMap<Key, Entry>>,
+    /// Closing sessions outside a request (eviction, abandoned executions): shutdown waits.
+    tasks: TaskTracker,
+}
+
+impl Interpreter {
+    /// `executor` is None when code_interpreter is off.
+    pub fn new(
+        config: InterpreterConfig,
+        executor: Option<Arc<dyn Executor>>,
+        tasks: TaskTracker,
+    ) -> Interpreter {
+        Interpreter {
+            config,
+            executor,
+            unavailable: Mutex::new(None),
+            sessions: Mutex::new(HashMap::new()),
+            tasks,
+        }
+    }
+
+    pub fn config(&self) -> &InterpreterConfig {
+        &self.config
+    }
+
+    /// Checks the executor once (start-up) and says what it found in the log.
+    pub async fn check(&self) {
+        let Some(exec) = &self.executor else {
+            tracing::info!("code_interpreter is off: calls answer an error in their output");
+            return;
+        };
+        match exec.check().await {
+            Ok(()) => {
+                tracing::info!(executor = exec.name(), "code_interpreter ready");
+                self.set_unavailable(None);
+            }
+            Err(why) => {
+                tracing::warn!(executor = exec.name(), reason = %why,
+                    "code_interpreter cannot run code here: calls answer this error in their output");
+                self.set_unavailable(Some(why));
+            }
+        }
+    }
+
+    fn set_unavailable(&self, why: Option<String>) {
+        if let Ok(mut u) = self.unavailable.lock() {
+            *u = why;
+        }
+    }
+
+    /// The directory the model is told its files are in.
+    pub fn data_dir_hint(&self) -> String {
+        match &self.config.executor {
+            crate::config::ExecutorChoice::Jupyter(j) => format!("{}/<session>", j.data_root),
+            _ => "/mnt/data".into(),
+        }
+    }
+
+    /// Runs `code` in the thread's session (opened, or reopened, as needed), first placing
+    /// `files` not yet in it. `had_state`: the thread used the interpreter before (in this
+    /// run), so a fresh session is reported as a reset.
+    pub async fn execute(
+        &self,
+        key: &Key,
+        files: &[Staged],
+        load: Loader<'_>,
+        code: &str,
+        had_state: bool,
+    ) -> Cell {
+        let unavailable = |why: String| Cell {
+            result: Err(ExecError::Unavailable(why)),
+            reset: false,
+            data_dir: self.data_dir_hint(),
+        };
+        let Some(exec) = self.executor.clone() else {
+            return unavailable("code_interpreter is turned off on this proxy".into());
+        };
+        let recheck = self.unavailable.lock().ok().and_then(|u| u.clone());
+        if recheck.is_some() {
+            // The host could not sandbox at start-up; it may since have been fixed.
+            self.check().await;
+            if let Some(why) = self.unavailable.lock().ok().and_then(|u| u.clone()) {
+                return unavailable(why);
+            }
+        }
+        let slot = self.slot(key);
+        let mut guard = Busy::lock(slot, self.tasks.clone()).await;
+        let mut reset = false;
+        if guard.slot().busy {
+            // The last execution was abandoned: its session may still be running it.
+            guard.discard();
+        }
+        if guard.slot().session.is_none() {
+            reset = guard.slot().had_session || had_state;
+            match self.open(&exec).await {
+                Ok(s) => {
+                    let slot = guard.slot();
+                    slot.session = Some(s);
+                    slot.had_session = true;
+                    slot.staged.clear();
+                }
+                Err(e) => {
+                    return Cell {
+                        result: Err(e),
+                        reset,
+                        data_dir: self.data_dir_hint(),
+                    };
+                }
+            }
+        }
+        let result = guard.run(files, load, code).await;
+        let data_dir = guard
+            .slot()
+            .session
+            .as_ref()
+            .map_or_else(|| self.data_dir_hint(), |s| s.data_dir().to_owned());
+        if matches!(result, Err(ExecError::Lost(_))) {
+            guard.discard();
+        }
+        self.touch(key);
+        Cell {
+            result,
+            reset,
+            data_dir,
+        }
+    }
+
+    async fn open(&self, exec: &Arc<dyn Executor>) -> Result<Box<dyn Session>, ExecError> {
+        // The executor bounds its own start; this is the backstop.
+        let limit = self.config.start_timeout + Duration::from_secs(5);
+        match tokio::time::timeout(limit, exec.open()).await {
+            Ok(r) => r,
+            Err(_) => Err(ExecError::Unavailable(format!(
+                "starting an interpreter took longer than {} s",
+                limit.as_secs()
+            ))),
+        }
+    }
+
+    /// The thread's slot, made if new; makes room under the cap first.
+    fn slot(&self, key: &Key) -> Arc<tokio::sync::Mutex<Slot>> {
+        let mut evicted = Vec::new();
+        let slot = {
+            let Ok(mut map) = self.sessions.lock() else {
+                return Arc::default();
+            };
+            if let Some(e) = map.get_mut(key) {
+                e.last_used = Instant::now();
+                e.slot.clone()
+            } else {
+                while map.len() >= self.config.max_sessions {
+                    // The least recently used session not in use goes.
+                    let idle = map
+                        .iter()
+                        .filter(|(_, e)| e.slot.try_lock().is_ok())
+                        .min_by_key(|(_, e)| e.last_used)
+                        .map(|(k, _)| k.clone());
+                    let Some(k) = idle else { break };
+                    if let Some(e) = map.remove(&k) {
+                        tracing::info!(thread_id = %k.1, "closing the least recently used interpreter session (max_sessions)");
+                        evicted.push(e.slot);
+                    }
+                }
+                let slot: Arc<tokio::sync::Mutex<Slot>> = Arc::default();
+                map.insert(
+                    key.clone(),
+                    Entry {
+                        slot: slot.clone(),
+                        last_used: Instant::now(),
+                    },
+                );
+                slot
+            }
+        };
+        for s in evicted {
+            self.close_later(s);
+        }
+        slot
+    }
+
+    fn touch(&self, key: &Key) {
+        if let Ok(mut map) = self.sessions.lock()
+            && let Some(e) = map.get_mut(key)
+        {
+            e.last_used = Instant::now();
+        }
+    }
+
+    /// Closes a slot's session in the background (tracked: shutdown waits).
+    fn close_later(&self, slot: Arc<tokio::sync::Mutex<Slot>>) {
+        self.tasks.spawn(async move {
+            let session = slot.lock().await.session.take();
+            if let Some(s) = session {
+                s.close().await;
+            }
+        });
+    }
+
+    /// Closes the thread's session (thread deleted). Waits for an execution in progress
+    /// no longer than the execution timeout; past that the close happens in the background.
+    pub async fn close(&self, key: &Key) {
+        let removed = self.sessions.lock().ok().and_then(|mut m| m.remove(key));
+        if let Some(e) = removed {
+            let wait = self.config.limits.timeout + Duration::from_secs(5);
+            match tokio::time::timeout(wait, e.slot.clone().lock_owned()).await {
+                Ok(mut slot) => {
+                    if let Some(s) = slot.session.take() {
+                        s.close().await;
+                    }
+                }
+                Err(_) => self.close_later(e.slot),
+            }
+        }
+    }
+
+    /// Sessions held now.
+    pub fn len(&self) -> usize {
+        self.sessions.lock().map_or(0, |m| m.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Closes the sessions idle longer than `idle_timeout`.
+    pub fn close_idle(&self) {
+        let idle = self.config.idle_timeout;
+        let expired: Vec<Arc<tokio::sync::Mutex<Slot>>> = match self.sessions.lock() {
+            Ok(mut map) => {
+                let keys: Vec<Key> = map
+                    .iter()
+                    .filter(|(_, e)| e.last_used.elapsed() >= idle && e.slot.try_lock().is_ok())
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                keys.iter()
+                    .filter_map(|k| map.remove(k))
+                    .map(|e| e.slot)
+                    .collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        for s in expired {
+            self.close_later(s);
+        }
+    }
+
+    /// Closes idle sessions every so often until `stop` fires (a daemon of the server).
+    pub async fn reap(self: Arc<Self>, stop: CancellationToken) {
+        let every =
+            (self.config.idle_timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(every) => self.close_idle(),
+            }
+        }
+    }
+
+    /// Closes every session (shutdown, after runs have stopped).
+    pub async fn close_all(&self) {
+        let all: Vec<Entry> = match self.sessions.lock() {
+            Ok(mut map) => map.drain().map(|(_, e)| e).collect(),
+            Err(_) => Vec::new(),
+        };
+        let closes = all.into_iter().map(|e| async move {
+            if let Ok(mut slot) = e.slot.try_lock_owned()
+                && let Some(s) = slot.session.take()
+            {
+                s.close().await;
+            }
+        });
+        futures_util::future::join_all(closes).await;
+    }
+}
+
+/// A locked slot, marked busy while an execution runs: if the execution's future is
+/// dropped (a cancel), the guard's drop closes the session at once, so the abandoned code
+/// stops now rather than when the thread is next used.
+struct Busy {
+    guard: OwnedMutexGuard<Slot>,
+    tasks: TaskTracker,
+}
+
+impl Busy {
+    async fn lock(slot: Arc<tokio::sync::Mutex<Slot>>, tasks: TaskTracker) -> Busy {
+        Busy {
+            guard: slot.lock_owned().await,
+            tasks,
+        }
+    }
+
+    fn slot(&mut self) -> &mut Slot {
+        &mut self.guard
+    }
+
+    /// Closes the session (its state is not to be trusted) in the background.
+    fn discard(&mut self) {
+        let slot = &mut *self.guard;
+        slot.busy = false;
+        slot.staged.clear();
+        if let Some(s) = slot.session.take() {
+            self.tasks.spawn(s.close());
+        }
+    }
+
+    async fn run(
+        &mut self,
+        files: &[Staged],
+        load: Loader<'_>,
+        code: &str,
+    ) -> Result<Execution, ExecError> {
+        self.guard.busy = true;
+        let mut missing = Vec::new();
+        for f in files {
+            if self.guard.staged.contains_key(&f.file_id) {
+                continue;
+            }
+            match load(f.file_id.clone()).await {
+                Ok(bytes) => missing.push((
+                    f.file_id.clone(),
+                    InputFile {
+                        name: f.name.clone(),
+                        bytes,
+                    },
+                )),
+                Err(e) => {
+                    tracing::warn!(file_id = %f.file_id, error = %e, "a code_interpreter file could not be loaded");
+                }
+            }
+        }
+        let slot = &mut *self.guard;
+        let Some(session) = slot.session.as_mut() else {
+            return Err(ExecError::Lost("no session".into()));
+        };
+        if !missing.is_empty() {
+            let inputs: Vec<InputFile> = missing.iter().map(|(_, f)| f.clone()).collect();
+            session.put_files(&inputs).await?;
+            for (id, f) in missing {
+                slot.staged.insert(id, f.name);
+            }
+        }
+        let result = session.execute(code).await;
+        slot.busy = false;
+        result
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if self.guard.busy {
+            self.discard();
+        }
+    }
+}

@@ -1,0 +1,503 @@
+//! code_interpreter through HTTP on both backends, with the real local sandbox
+//! (bubblewrap + the Python environment of scripts/interpreter-env.sh): logs, state kept
+//! across calls and runs, files in and out, figures, `file_path` annotations, tracebacks,
+//! streamed input, cancel, timeouts, tenant isolation, an executor that is off.
+
+use std::time::{Duration, Instant};
+
+use http::Method;
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::fixtures::upload;
+use crate::runs::{sse_events, wait_run};
+use crate::support::fake_upstream::ScriptedReply;
+use crate::support::{Api, FakeUpstream, assert_error, setup};
+
+/// Limits small enough for a 2-core test machine; the executor is the default (`local`).
+const CONFIG: &str = "[code_interpreter]\ntimeout_seconds = 20\nmemory_mb = 1024\n";
+
+/// The sandbox's Python must exist: the tests fail (never skip) and say how to make it.
+fn python_ready() {
+    let python = std::env::var("ASSISTANTS_PROXY_PYTHON")
+        .unwrap_or_else(|_| assistants_proxy::config::DEFAULT_INTERPRETER_PYTHON.to_owned());
+    assert!(
+        std::path::Path::new(&python).exists(),
+        "code_interpreter tests need the sandbox's Python at {python}: run scripts/interpreter-env.sh (or set ASSISTANTS_PROXY_PYTHON)"
+    );
+}
+
+fn code(src: &str) -> ScriptedReply {
+    ScriptedReply::tool_call("code_interpreter", json!({ "code": src }).to_string())
+}
+
+async fn assistant(api: &Api, extra: Value) -> String {
+    let mut body = json!({"model": "gpt-4o", "tools": [{"type": "code_interpreter"}]});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    api.ok("/v1/assistants", body).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn run_on(api: &Api, thread: &str, aid: &str) -> Value {
+    let run = api
+        .ok(
+            &format!("/v1/threads/{thread}/runs"),
+            json!({"assistant_id": aid}),
+        )
+        .await;
+    wait_run(api, thread, run["id"].as_str().unwrap()).await
+}
+
+async fn new_thread(api: &Api, text: &str) -> String {
+    api.ok(
+        "/v1/threads",
+        json!({"messages": [{"role": "user", "content": text}]}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The code_interpreter calls of a run's steps, in order.
+async fn code_calls(api: &Api, thread: &str, run: &str) -> Vec<Value> {
+    let (s, steps) = api
+        .get(&format!("/v1/threads/{thread}/runs/{run}/steps?order=asc"))
+        .await;
+    assert_eq!(s, 200, "{steps}");
+    steps["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| {
+            s["step_details"]["tool_calls"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|c| c["type"] == "code_interpreter")
+        .collect()
+}
+
+fn logs_of(call: &Value) -> String {
+    call["code_interpreter"]["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["logs"].as_str())
+        .collect()
+}
+
+/// What the model was told by the tool messages of its last request.
+fn tool_messages(up: &FakeUpstream) -> Vec<String> {
+    let req = up.chat_requests().pop().unwrap();
+    req["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+async fn last_message(api: &Api, thread: &str) -> Value {
+    let (_, list) = api
+        .get(&format!("/v1/threads/{thread}/messages?limit=1"))
+        .await;
+    list["data"][0].clone()
+}
+
+both_backends!(
+    computes_and_keeps_state_across_calls_and_runs,
+    |backend| async move {
+        python_ready();
+        let (up, proxy, api) = setup(backend, CONFIG).await;
+        let aid = assistant(&api, json!({})).await;
+        let tid = new_thread(&api, "compute").await;
+        up.push_chat_script(code("x = 6 * 7\nprint('x is', x)"));
+        up.push_chat_script(code("x + 1"));
+        up.push_chat_script(ScriptedReply::text("Done."));
+        let run = run_on(&api, &tid, &aid).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        let calls = code_calls(&api, &tid, run["id"].as_str().unwrap()).await;
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert_eq!(
+            calls[0]["code_interpreter"]["input"],
+            "x = 6 * 7\nprint('x is', x)"
+        );
+        assert_eq!(logs_of(&calls[0]).trim(), "x is 42");
+        // The last expression's value is shown, notebook-style, and x survived the first call.
+        assert_eq!(logs_of(&calls[1]).trim(), "43");
+        assert!(calls[0]["id"].as_str().unwrap().starts_with("call"));
+        // The model saw the result as the tool message.
+        assert_eq!(tool_messages(&up).last().unwrap().trim(), "43");
+        let offered = &up.chat_requests()[0]["tools"][0]["function"];
+        assert_eq!(offered["name"], "code_interpreter");
+        assert_eq!(offered["parameters"]["required"], json!(["code"]));
+
+        // A second run on the same thread: the same session, x is still there.
+        api.ok(
+            &format!("/v1/threads/{tid}/messages"),
+            json!({"role": "user", "content": "again"}),
+        )
+        .await;
+        up.push_chat_script(code("print(x * 2)"));
+        up.push_chat_script(ScriptedReply::text("Again done."));
+        let run2 = run_on(&api, &tid, &aid).await;
+        assert_eq!(run2["status"], "completed", "{run2}");
+        let calls = code_calls(&api, &tid, run2["id"].as_str().unwrap()).await;
+        assert_eq!(logs_of(&calls[0]).trim(), "84");
+
+        // An exception is output, not a failure: the traceback is in the logs and the run goes on.
+        api.ok(
+            &format!("/v1/threads/{tid}/messages"),
+            json!({"role": "user", "content": "fail"}),
+        )
+        .await;
+        up.push_chat_script(code("def f():\n    return 1 / 0\nf()"));
+        up.push_chat_script(ScriptedReply::text("It failed."));
+        let run3 = run_on(&api, &tid, &aid).await;
+        assert_eq!(run3["status"], "completed", "{run3}");
+        let logs = logs_of(&code_calls(&api, &tid, run3["id"].as_str().unwrap()).await[0]);
+        assert!(logs.contains("Traceback"), "{logs}");
+        assert!(logs.contains("ZeroDivisionError"), "{logs}");
+        assert!(!logs.contains('\u{1b}'), "no ANSI colour codes: {logs:?}");
+        proxy.shutdown().await;
+    }
+);
+
+both_backends!(
+    files_in_and_out_with_annotations_and_isolation,
+    |backend| async move {
+        python_ready();
+        let (up, proxy, api) = setup(backend, CONFIG).await;
+        let csv = b"city,sales\nOslo,3\nLima,4\n";
+        let file = upload(&api, "sales.csv", "assistants", csv).await;
+        let fid = file["id"].as_str().unwrap();
+        let aid = assistant(
+            &api,
+            json!({"tool_resources": {"code_interpreter": {"file_ids": [fid]}}}),
+        )
+        .await;
+        let tid = new_thread(&api, "total sales").await;
+        let written: String = (0..50).map(|i| format!("{i},{}\n", i * i)).collect();
+        up.push_chat_script(code(&format!(
+        "import pandas as pd\ndf = pd.read_csv('/mnt/data/sales.csv')\nprint(df['sales'].sum())\nopen('/mnt/data/squares.csv', 'w').write({written:?})"
+    )));
+        up.push_chat_script(ScriptedReply::Custom(std::sync::Arc::new(|req: &Value| {
+            // The model links the file it was told about.
+            let told = req["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .rev()
+                .find(|m| m["role"] == "tool")
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            let link = told
+                .split_whitespace()
+                .find(|w| w.starts_with("sandbox:"))
+                .unwrap_or("sandbox:missing")
+                .to_owned();
+            ScriptedReply::text(format!("Total is 7. Download: [squares]({link})."))
+        })));
+        let run = run_on(&api, &tid, &aid).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        let calls = code_calls(&api, &tid, run["id"].as_str().unwrap()).await;
+        assert!(
+            logs_of(&calls[0]).starts_with('7'),
+            "{}",
+            logs_of(&calls[0])
+        );
+        // The model was told the file's path and id.
+        let desc = up.chat_requests()[0]["tools"][0]["function"]["description"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            desc.contains(&format!("/mnt/data/sales.csv ({fid})")),
+            "{desc}"
+        );
+
+        // The written file is a File of purpose assistants_output, byte for byte.
+        let msg = last_message(&api, &tid).await;
+        let text = &msg["content"][0]["text"];
+        let value = text["value"].as_str().unwrap();
+        let ann = &text["annotations"][0];
+        assert_eq!(ann["type"], "file_path", "{msg}");
+        assert_eq!(ann["text"], "sandbox:/mnt/data/squares.csv");
+        let (s, e) = (
+            ann["start_index"].as_u64().unwrap() as usize,
+            ann["end_index"].as_u64().unwrap() as usize,
+        );
+        let chars: Vec<char> = value.chars().collect();
+        assert_eq!(
+            chars[s..e].iter().collect::<String>(),
+            "sandbox:/mnt/data/squares.csv"
+        );
+        let out_id = ann["file_path"]["file_id"].as_str().unwrap().to_owned();
+        let (status, meta) = api.get(&format!("/v1/files/{out_id}")).await;
+        assert_eq!(status, 200, "{meta}");
+        assert_eq!(meta["purpose"], "assistants_output");
+        assert_eq!(meta["filename"], "squares.csv");
+        assert_eq!(meta["bytes"], written.len());
+        let (status, _, body) = api
+            .raw(
+                Method::GET,
+                &format!("/v1/files/{out_id}/content"),
+                None,
+                Default::default(),
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(&body[..], written.as_bytes());
+        let (_, listed) = api.get("/v1/files?purpose=assistants_output").await;
+        assert!(
+            listed["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["id"] == out_id.as_str())
+        );
+        // Another tenant sees none of it.
+        let other = api.other_tenant();
+        let got = other.get(&format!("/v1/files/{out_id}")).await;
+        assert_error(&got, 404, None, None);
+        let (s, _, _) = other
+            .raw(
+                Method::GET,
+                &format!("/v1/files/{out_id}/content"),
+                None,
+                Default::default(),
+            )
+            .await;
+        assert_eq!(s, 404);
+        proxy.shutdown().await;
+    }
+);
+
+both_backends!(
+    figures_become_image_outputs_and_message_parts,
+    |backend| async move {
+        python_ready();
+        let (up, proxy, api) = setup(backend, CONFIG).await;
+        let aid = assistant(&api, json!({})).await;
+        let tid = new_thread(&api, "plot").await;
+        up.push_chat_script(code(
+        "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.title('squares')\nplt.show()",
+    ));
+        up.push_chat_script(ScriptedReply::text("Here is the plot."));
+        let run = run_on(&api, &tid, &aid).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        let calls = code_calls(&api, &tid, run["id"].as_str().unwrap()).await;
+        let outputs = calls[0]["code_interpreter"]["outputs"].as_array().unwrap();
+        let image = outputs
+            .iter()
+            .find(|o| o["type"] == "image")
+            .unwrap_or_else(|| panic!("no image output: {outputs:?}"));
+        let img_id = image["image"]["file_id"].as_str().unwrap();
+        let (_, _, png) = api
+            .raw(
+                Method::GET,
+                &format!("/v1/files/{img_id}/content"),
+                None,
+                Default::default(),
+            )
+            .await;
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        // The answer shows the figure first, then its text.
+        let msg = last_message(&api, &tid).await;
+        assert_eq!(msg["content"][0]["type"], "image_file", "{msg}");
+        assert_eq!(msg["content"][0]["image_file"]["file_id"], img_id);
+        assert_eq!(msg["content"][1]["text"]["value"], "Here is the plot.");
+        proxy.shutdown().await;
+    }
+);
+
+both_backends!(streams_input_deltas_then_outputs, |backend| async move {
+    python_ready();
+    let (up, proxy, api) = setup(backend, CONFIG).await;
+    let aid = assistant(&api, json!({})).await;
+    let tid = new_thread(&api, "stream").await;
+    let src = "total = 0\nfor i in range(10):\n    total += i\nprint(\"total:\", total)";
+    up.push_chat_script(code(src));
+    up.push_chat_script(ScriptedReply::text("The total is 45."));
+    let (s, _, body) = api
+        .raw(
+            Method::POST,
+            &format!("/v1/threads/{tid}/runs"),
+            Some("application/json"),
+            json!({"assistant_id": aid, "stream": true})
+                .to_string()
+                .into(),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let events = sse_events(&body);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    let pos = |name: &str| names.iter().position(|n| *n == name).unwrap();
+    let deltas: Vec<&Value> = events
+        .iter()
+        .filter(|(n, _)| n == "thread.run.step.delta")
+        .map(|(_, d)| &d["delta"]["step_details"]["tool_calls"][0])
+        .collect();
+    let input: String = deltas
+        .iter()
+        .filter_map(|d| d["code_interpreter"]["input"].as_str())
+        .collect();
+    assert_eq!(input, src);
+    let input_deltas = deltas
+        .iter()
+        .filter(|d| {
+            d["code_interpreter"]["input"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty())
+        })
+        .count();
+    assert!(
+        input_deltas >= 2,
+        "input arrives in several deltas: {deltas:?}"
+    );
+    let logs: String = deltas
+        .iter()
+        .flat_map(|d| {
+            d["code_interpreter"]["outputs"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|o| o["logs"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(logs.trim(), "total: 45");
+    // Output deltas come after every input delta, then the step completes.
+    let last_input = events
+        .iter()
+        .rposition(|(n, d)| {
+            n == "thread.run.step.delta"
+                && d["delta"]["step_details"]["tool_calls"][0]["code_interpreter"]["input"]
+                    .is_string()
+        })
+        .unwrap();
+    let first_output = events
+        .iter()
+        .position(|(n, d)| {
+            n == "thread.run.step.delta"
+                && d["delta"]["step_details"]["tool_calls"][0]["code_interpreter"]["outputs"][0]
+                    .is_object()
+        })
+        .unwrap();
+    assert!(last_input < first_output);
+    let tool_done = events
+        .iter()
+        .position(|(n, d)| n == "thread.run.step.completed" && d["type"] == "tool_calls")
+        .unwrap();
+    assert!(first_output < tool_done);
+    assert!(tool_done < pos("thread.message.created"));
+    assert!(pos("thread.message.completed") < pos("thread.run.completed"));
+    proxy.shutdown().await;
+});
+
+both_backends!(
+    cancel_stops_the_execution_and_timeouts_are_reported,
+    |backend| async move {
+        python_ready();
+        let (up, proxy, api) = setup(backend, "[code_interpreter]\ntimeout_seconds = 3\n").await;
+        let aid = assistant(&api, json!({})).await;
+        let tid = new_thread(&api, "slow").await;
+        // Past the per-execution timeout: the cell is interrupted, the run goes on.
+        up.push_chat_script(code("import time\ntime.sleep(30)"));
+        up.push_chat_script(ScriptedReply::text("Too slow."));
+        let started = Instant::now();
+        let run = run_on(&api, &tid, &aid).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        assert!(started.elapsed() < Duration::from_secs(25));
+        let logs = logs_of(&code_calls(&api, &tid, run["id"].as_str().unwrap()).await[0]);
+        assert!(
+            logs.to_lowercase().contains("timeout") || logs.to_lowercase().contains("timed out"),
+            "{logs}"
+        );
+
+        // A cancel during an execution stops it: the run ends cancelled well before the code would.
+        let tid = new_thread(&api, "cancel me").await;
+        up.push_chat_script(code(
+            "import time\nopen('/mnt/data/started', 'w').write('1')\ntime.sleep(2.5)",
+        ));
+        let run = api
+            .ok(
+                &format!("/v1/threads/{tid}/runs"),
+                json!({"assistant_id": aid}),
+            )
+            .await;
+        let rid = run["id"].as_str().unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (s, c) = api
+            .post(&format!("/v1/threads/{tid}/runs/{rid}/cancel"), json!({}))
+            .await;
+        assert_eq!(s, 200, "{c}");
+        let done = wait_run(&api, &tid, rid).await;
+        assert_eq!(done["status"], "cancelled", "{done}");
+        // The thread is usable again at once; its interrupted session was replaced.
+        api.ok(
+            &format!("/v1/threads/{tid}/messages"),
+            json!({"role": "user", "content": "again"}),
+        )
+        .await;
+        up.push_chat_script(code("print('fresh')"));
+        up.push_chat_script(ScriptedReply::text("ok"));
+        let run = run_on(&api, &tid, &aid).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        let logs = logs_of(&code_calls(&api, &tid, run["id"].as_str().unwrap()).await[0]);
+        assert!(logs.contains("fresh"), "{logs}");
+        proxy.shutdown().await;
+    }
+);
+
+both_backends!(
+    a_function_named_like_the_tool_is_refused,
+    |backend| async move {
+        let (_up, proxy, api) = setup(backend, CONFIG).await;
+        let got = api
+            .post(
+                "/v1/assistants",
+                json!({"model": "gpt-4o", "tools": [
+                    {"type": "code_interpreter"},
+                    {"type": "function", "function": {"name": "code_interpreter"}},
+                ]}),
+            )
+            .await;
+        assert_error(&got, 400, None, Some("tools[1].function.name"));
+        // Without the tool the name is the client's own business.
+        let (s, _) = api
+            .post(
+                "/v1/assistants",
+                json!({"model": "gpt-4o", "tools": [
+                    {"type": "function", "function": {"name": "code_interpreter"}},
+                ]}),
+            )
+            .await;
+        assert_eq!(s, 200);
+        proxy.shutdown().await;
+    }
+);
+
+both_backends!(
+    an_executor_that_is_off_answers_an_error_output,
+    |backend| async move {
+        let (up, proxy, api) = setup(backend, "[code_interpreter]\nexecutor = \"off\"\n").await;
+        let aid = assistant(&api, json!({})).await;
+        let tid = new_thread(&api, "x").await;
+        up.push_chat_script(code("print(1)"));
+        up.push_chat_script(ScriptedReply::text("No sandbox."));
+        let run = run_on(&api, &tid, &aid).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        let logs = logs_of(&code_calls(&api, &tid, run["id"].as_str().unwrap()).await[0]);
+        assert!(logs.contains("code interpreter unavailable"), "{logs}");
+        assert!(tool_messages(&up)[0].contains("unavailable"));
+        proxy.shutdown().await;
+    }
+);
