@@ -3,6 +3,8 @@
 //! The run engine (`runs`) turns executions into run steps; nothing here knows of runs.
 
 pub mod executor;
+pub mod jupyter;
+pub mod local;
 pub mod sessions;
 
 pub use executor::{
@@ -14,10 +16,19 @@ use std::sync::Arc;
 
 use crate::config::{ExecutorChoice, InterpreterConfig};
 
-/// The executor the configuration chose, or None when code_interpreter is off.
+/// The executor the configuration chose, or None when code_interpreter is off (or its
+/// settings cannot make one: said in the log, and calls answer the error).
 pub fn executor_for(config: &InterpreterConfig) -> Option<Arc<dyn Executor>> {
+    let (limits, start) = (config.limits.clone(), config.start_timeout);
     match &config.executor {
         ExecutorChoice::Off => None,
-        ExecutorChoice::Local(_) | ExecutorChoice::Jupyter(_) => None,
+        ExecutorChoice::Local(l) => Some(Arc::new(local::Local::new(l.clone(), limits, start))),
+        ExecutorChoice::Jupyter(j) => match jupyter::Jupyter::new(j.clone(), limits, start) {
+            Ok(exec) => Some(Arc::new(exec)),
+            Err(why) => {
+                tracing::error!(reason = %why, "the jupyter executor cannot be set up; code_interpreter calls will answer an error");
+                None
+            }
+        },
     }
 }

@@ -422,3 +422,200 @@ impl Drop for Busy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::config::ExecutorChoice;
+    use crate::interpreter::Output;
+
+    /// Counts opens and closes; a cell `sleep` never ends, `lose` loses the session, any
+    /// other cell echoes itself with the files the session holds.
+    #[derive(Default)]
+    struct Counting {
+        opened: AtomicUsize,
+        closed: Arc<AtomicUsize>,
+    }
+
+    struct CountingSession {
+        closed: Arc<AtomicUsize>,
+        files: Vec<String>,
+    }
+
+    #[async_trait]
+    impl Executor for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        async fn check(&self) -> Result<(), String> {
+            Ok(())
+        }
+        async fn open(&self) -> Result<Box<dyn Session>, ExecError> {
+            self.opened.fetch_add(1, Ordering::SeqCst);
+            Ok(Box::new(CountingSession {
+                closed: self.closed.clone(),
+                files: Vec::new(),
+            }))
+        }
+    }
+
+    #[async_trait]
+    impl Session for CountingSession {
+        fn data_dir(&self) -> &str {
+            "/mnt/data"
+        }
+        async fn put_files(&mut self, files: &[InputFile]) -> Result<(), ExecError> {
+            self.files.extend(files.iter().map(|f| f.name.clone()));
+            Ok(())
+        }
+        async fn execute(&mut self, code: &str) -> Result<Execution, ExecError> {
+            match code {
+                "sleep" => std::future::pending().await,
+                "lose" => Err(ExecError::Lost("killed".into())),
+                _ => Ok(Execution {
+                    outputs: vec![Output::Logs(format!("{code} {:?}", self.files))],
+                    ..Execution::default()
+                }),
+            }
+        }
+        async fn close(self: Box<Self>) {
+            self.closed.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn interpreter(max_sessions: usize) -> (Arc<Interpreter>, Arc<Counting>, TaskTracker) {
+        let exec = Arc::new(Counting::default());
+        let tasks = TaskTracker::new();
+        let config = InterpreterConfig {
+            executor: ExecutorChoice::Off,
+            max_sessions,
+            ..InterpreterConfig::default()
+        };
+        let i = Interpreter::new(
+            config,
+            Some(exec.clone() as Arc<dyn Executor>),
+            tasks.clone(),
+        );
+        (Arc::new(i), exec, tasks)
+    }
+
+    fn key(t: &str) -> Key {
+        ("tenant".into(), t.into())
+    }
+
+    fn no_load(id: String) -> Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send>> {
+        Box::pin(async move { Ok(Bytes::from(id)) })
+    }
+
+    async fn run(i: &Interpreter, t: &str, code: &str, had_state: bool) -> Cell {
+        let files = [Staged {
+            file_id: "file-1".into(),
+            name: "a.csv".into(),
+        }];
+        i.execute(&key(t), &files, &no_load, code, had_state).await
+    }
+
+    fn logs(c: &Cell) -> String {
+        match &c.result {
+            Ok(e) => match &e.outputs[0] {
+                Output::Logs(l) => l.clone(),
+                Output::Image(_) => String::new(),
+            },
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_thread_keeps_its_session_and_files_are_placed_once() {
+        let (i, exec, _) = interpreter(8);
+        let a = run(&i, "t1", "one", false).await;
+        let b = run(&i, "t1", "two", true).await;
+        assert_eq!(logs(&a), "one [\"a.csv\"]");
+        assert_eq!(logs(&b), "two [\"a.csv\"]");
+        assert!(!a.reset && !b.reset);
+        assert_eq!(exec.opened.load(Ordering::SeqCst), 1);
+        // Another thread gets its own session.
+        run(&i, "t2", "x", false).await;
+        assert_eq!(exec.opened.load(Ordering::SeqCst), 2);
+        assert_eq!(i.len(), 2);
+        // A fresh session on a thread that used one in this run is a reset.
+        i.close(&key("t1")).await;
+        assert_eq!(exec.closed.load(Ordering::SeqCst), 1);
+        assert!(run(&i, "t1", "again", true).await.reset);
+    }
+
+    #[tokio::test]
+    async fn a_lost_session_is_replaced_and_reported_as_reset() {
+        let (i, exec, tasks) = interpreter(8);
+        run(&i, "t", "one", false).await;
+        let lost = run(&i, "t", "lose", true).await;
+        assert!(matches!(lost.result, Err(ExecError::Lost(_))));
+        let next = run(&i, "t", "two", true).await;
+        assert!(next.reset);
+        assert_eq!(logs(&next), "two [\"a.csv\"]", "files are placed again");
+        assert_eq!(exec.opened.load(Ordering::SeqCst), 2);
+        tasks.close();
+        tasks.wait().await;
+        assert_eq!(exec.closed.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_execution_closes_its_session_at_once() {
+        let (i, exec, tasks) = interpreter(8);
+        let cut =
+            tokio::time::timeout(Duration::from_millis(50), run(&i, "t", "sleep", false)).await;
+        assert!(cut.is_err());
+        tasks.close();
+        tasks.wait().await;
+        assert_eq!(
+            exec.closed.load(Ordering::SeqCst),
+            1,
+            "closed on drop, not later"
+        );
+        let next = run(&i, "t", "after", true).await;
+        assert!(next.reset);
+        assert_eq!(exec.opened.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn the_cap_evicts_the_least_recently_used_and_idle_ones_expire() {
+        let (i, exec, tasks) = interpreter(2);
+        run(&i, "a", "1", false).await;
+        run(&i, "b", "1", false).await;
+        run(&i, "a", "2", false).await;
+        run(&i, "c", "1", false).await;
+        assert_eq!(i.len(), 2);
+        // b was the least recently used: a kept its session, b gets a new one.
+        run(&i, "a", "3", false).await;
+        assert_eq!(exec.opened.load(Ordering::SeqCst), 3);
+        i.close_all().await;
+        assert!(i.is_empty());
+        tasks.close();
+        tasks.wait().await;
+        assert_eq!(exec.closed.load(Ordering::SeqCst), 3);
+
+        let (i, exec, tasks) = interpreter(8);
+        let mut cfg = i.config().clone();
+        cfg.idle_timeout = Duration::from_millis(1);
+        let i = Interpreter::new(cfg, Some(exec.clone() as Arc<dyn Executor>), tasks.clone());
+        run(&i, "a", "1", false).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        i.close_idle();
+        assert!(i.is_empty());
+        tasks.close();
+        tasks.wait().await;
+        assert_eq!(exec.closed.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn no_executor_answers_unavailable() {
+        let i = Interpreter::new(InterpreterConfig::default(), None, TaskTracker::new());
+        let c = run(&i, "t", "print(1)", false).await;
+        assert!(matches!(c.result, Err(ExecError::Unavailable(_))));
+        assert_eq!(c.data_dir, "/mnt/data");
+    }
+}

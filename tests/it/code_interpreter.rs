@@ -1,7 +1,11 @@
-//! code_interpreter through HTTP on both backends, with the real local sandbox
-//! (bubblewrap + the Python environment of scripts/interpreter-env.sh): logs, state kept
-//! across calls and runs, files in and out, figures, `file_path` annotations, tracebacks,
-//! streamed input, cancel, timeouts, tenant isolation, an executor that is off.
+//! code_interpreter through HTTP on both backends and with both executors: the real local
+//! sandbox (bubblewrap + the Python environment of scripts/interpreter-env.sh) and a real
+//! Jupyter Kernel Gateway (scripts/kernel-gateway.sh): logs, state kept across calls and
+//! runs, files in and out, figures, `file_path` annotations, tracebacks, streamed input,
+//! cancel, timeouts, tenant isolation, an executor that is off.
+//!
+//! The code uses paths relative to the data directory (both executors start there), and
+//! expects `sandbox:` links under the directory the model is told.
 
 use std::time::{Duration, Instant};
 
@@ -12,19 +16,91 @@ use crate::both_backends;
 use crate::fixtures::upload;
 use crate::runs::{sse_events, wait_run};
 use crate::support::fake_upstream::ScriptedReply;
-use crate::support::{Api, FakeUpstream, assert_error, setup};
+use crate::support::{Api, Backend, FakeUpstream, assert_error, setup};
 
-/// Limits small enough for a 2-core test machine; the executor is the default (`local`).
-const CONFIG: &str = "[code_interpreter]\ntimeout_seconds = 20\nmemory_mb = 1024\n";
+/// Settings for the tests that need no executor.
+const CONFIG: &str = "[code_interpreter]\ntimeout_seconds = 20\n";
 
-/// The sandbox's Python must exist: the tests fail (never skip) and say how to make it.
-fn python_ready() {
-    let python = std::env::var("ASSISTANTS_PROXY_PYTHON")
-        .unwrap_or_else(|_| assistants_proxy::config::DEFAULT_INTERPRETER_PYTHON.to_owned());
-    assert!(
-        std::path::Path::new(&python).exists(),
-        "code_interpreter tests need the sandbox's Python at {python}: run scripts/interpreter-env.sh (or set ASSISTANTS_PROXY_PYTHON)"
-    );
+/// Which executor a test runs against.
+#[derive(Clone, Copy, Debug)]
+pub enum Exec {
+    Local,
+    Jupyter,
+}
+
+impl Exec {
+    /// The `[code_interpreter]` settings for this executor, with `extra` lines; checks that
+    /// what the executor needs is there (the tests fail, never skip, and say how to get it).
+    fn config(self, extra: &str) -> String {
+        match self {
+            Exec::Local => {
+                let python = std::env::var("ASSISTANTS_PROXY_PYTHON").unwrap_or_else(|_| {
+                    assistants_proxy::config::DEFAULT_INTERPRETER_PYTHON.to_owned()
+                });
+                assert!(
+                    std::path::Path::new(&python).exists(),
+                    "code_interpreter tests need the sandbox's Python at {python}: run scripts/interpreter-env.sh (or set ASSISTANTS_PROXY_PYTHON)"
+                );
+                format!("[code_interpreter]\nmemory_mb = 1024\n{extra}\n")
+            }
+            Exec::Jupyter => {
+                let url = std::env::var("ASSISTANTS_PROXY_TEST_JUPYTER").unwrap_or_else(|_| {
+                    panic!("jupyter executor tests need a Kernel Gateway: scripts/kernel-gateway.sh start, then export ASSISTANTS_PROXY_TEST_JUPYTER and KG_TOKEN as it prints")
+                });
+                assert!(
+                    std::env::var("KG_TOKEN").is_ok(),
+                    "KG_TOKEN (the gateway's token) is not set: see scripts/kernel-gateway.sh"
+                );
+                format!(
+                    "[code_interpreter]\nexecutor = \"jupyter\"\n{extra}\n[code_interpreter.jupyter]\nurl = \"{url}\"\ntoken_env = \"KG_TOKEN\"\ndata_root = \"/tmp/assistants-proxy-test-kernels\"\n"
+                )
+            }
+        }
+    }
+}
+
+/// Runs a test body for each executor on each backend: `name::local_sqlite`, … Ignored in a
+/// plain `cargo test` (they need the sandbox's Python, a gateway, a Cassandra node);
+/// scripts/test.sh provides all three and runs them with `--include-ignored`.
+macro_rules! each_executor {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = "needs the sandbox's Python (scripts/interpreter-env.sh): cargo test -- --include-ignored"]
+            async fn local_sqlite() {
+                ($body)(Backend::Sqlite, Exec::Local).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = "needs the sandbox's Python and Cassandra: scripts/test.sh runs it"]
+            async fn local_cassandra() {
+                ($body)(Backend::Cassandra, Exec::Local).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = "needs a Kernel Gateway (scripts/kernel-gateway.sh): scripts/test.sh runs it"]
+            async fn jupyter_sqlite() {
+                ($body)(Backend::Sqlite, Exec::Jupyter).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = "needs a Kernel Gateway and Cassandra: scripts/test.sh runs it"]
+            async fn jupyter_cassandra() {
+                ($body)(Backend::Cassandra, Exec::Jupyter).await;
+            }
+        }
+    };
+}
+
+/// The `sandbox:` path of a file the model was told about in `told` (a tool message).
+fn sandbox_link(told: &str, name: &str) -> String {
+    told.split_whitespace()
+        .find(|w| w.starts_with("sandbox:") && w.ends_with(&format!("/{name}")))
+        .unwrap_or_else(|| panic!("no sandbox link to {name} in {told:?}"))
+        .to_owned()
 }
 
 fn code(src: &str) -> ScriptedReply {
@@ -111,11 +187,10 @@ async fn last_message(api: &Api, thread: &str) -> Value {
     list["data"][0].clone()
 }
 
-both_backends!(
+each_executor!(
     computes_and_keeps_state_across_calls_and_runs,
-    |backend| async move {
-        python_ready();
-        let (up, proxy, api) = setup(backend, CONFIG).await;
+    |backend, exec: Exec| async move {
+        let (up, proxy, api) = setup(backend, &exec.config("")).await;
         let aid = assistant(&api, json!({})).await;
         let tid = new_thread(&api, "compute").await;
         up.push_chat_script(code("x = 6 * 7\nprint('x is', x)"));
@@ -170,11 +245,10 @@ both_backends!(
     }
 );
 
-both_backends!(
+each_executor!(
     files_in_and_out_with_annotations_and_isolation,
-    |backend| async move {
-        python_ready();
-        let (up, proxy, api) = setup(backend, CONFIG).await;
+    |backend, exec: Exec| async move {
+        let (up, proxy, api) = setup(backend, &exec.config("")).await;
         let csv = b"city,sales\nOslo,3\nLima,4\n";
         let file = upload(&api, "sales.csv", "assistants", csv).await;
         let fid = file["id"].as_str().unwrap();
@@ -186,7 +260,7 @@ both_backends!(
         let tid = new_thread(&api, "total sales").await;
         let written: String = (0..50).map(|i| format!("{i},{}\n", i * i)).collect();
         up.push_chat_script(code(&format!(
-        "import pandas as pd\ndf = pd.read_csv('/mnt/data/sales.csv')\nprint(df['sales'].sum())\nopen('/mnt/data/squares.csv', 'w').write({written:?})"
+        "import pandas as pd\ndf = pd.read_csv('sales.csv')\nprint(df['sales'].sum())\nopen('squares.csv', 'w').write({written:?})"
     )));
         up.push_chat_script(ScriptedReply::Custom(std::sync::Arc::new(|req: &Value| {
             // The model links the file it was told about.
@@ -219,10 +293,15 @@ both_backends!(
             .as_str()
             .unwrap()
             .to_owned();
-        assert!(
-            desc.contains(&format!("/mnt/data/sales.csv ({fid})")),
-            "{desc}"
-        );
+        assert!(desc.contains(&format!("/sales.csv ({fid})")), "{desc}");
+        let link = sandbox_link(&tool_messages(&up)[0], "squares.csv");
+        if matches!(exec, Exec::Local) {
+            assert_eq!(link, "sandbox:/mnt/data/squares.csv");
+            assert!(
+                desc.contains(&format!("/mnt/data/sales.csv ({fid})")),
+                "{desc}"
+            );
+        }
 
         // The written file is a File of purpose assistants_output, byte for byte.
         let msg = last_message(&api, &tid).await;
@@ -230,16 +309,13 @@ both_backends!(
         let value = text["value"].as_str().unwrap();
         let ann = &text["annotations"][0];
         assert_eq!(ann["type"], "file_path", "{msg}");
-        assert_eq!(ann["text"], "sandbox:/mnt/data/squares.csv");
+        assert_eq!(ann["text"], link.as_str());
         let (s, e) = (
             ann["start_index"].as_u64().unwrap() as usize,
             ann["end_index"].as_u64().unwrap() as usize,
         );
         let chars: Vec<char> = value.chars().collect();
-        assert_eq!(
-            chars[s..e].iter().collect::<String>(),
-            "sandbox:/mnt/data/squares.csv"
-        );
+        assert_eq!(chars[s..e].iter().collect::<String>(), link);
         let out_id = ann["file_path"]["file_id"].as_str().unwrap().to_owned();
         let (status, meta) = api.get(&format!("/v1/files/{out_id}")).await;
         assert_eq!(status, 200, "{meta}");
@@ -281,11 +357,10 @@ both_backends!(
     }
 );
 
-both_backends!(
+each_executor!(
     figures_become_image_outputs_and_message_parts,
-    |backend| async move {
-        python_ready();
-        let (up, proxy, api) = setup(backend, CONFIG).await;
+    |backend, exec: Exec| async move {
+        let (up, proxy, api) = setup(backend, &exec.config("")).await;
         let aid = assistant(&api, json!({})).await;
         let tid = new_thread(&api, "plot").await;
         up.push_chat_script(code(
@@ -319,94 +394,95 @@ both_backends!(
     }
 );
 
-both_backends!(streams_input_deltas_then_outputs, |backend| async move {
-    python_ready();
-    let (up, proxy, api) = setup(backend, CONFIG).await;
-    let aid = assistant(&api, json!({})).await;
-    let tid = new_thread(&api, "stream").await;
-    let src = "total = 0\nfor i in range(10):\n    total += i\nprint(\"total:\", total)";
-    up.push_chat_script(code(src));
-    up.push_chat_script(ScriptedReply::text("The total is 45."));
-    let (s, _, body) = api
-        .raw(
-            Method::POST,
-            &format!("/v1/threads/{tid}/runs"),
-            Some("application/json"),
-            json!({"assistant_id": aid, "stream": true})
-                .to_string()
-                .into(),
-        )
-        .await;
-    assert_eq!(s, 200);
-    let events = sse_events(&body);
-    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
-    let pos = |name: &str| names.iter().position(|n| *n == name).unwrap();
-    let deltas: Vec<&Value> = events
-        .iter()
-        .filter(|(n, _)| n == "thread.run.step.delta")
-        .map(|(_, d)| &d["delta"]["step_details"]["tool_calls"][0])
-        .collect();
-    let input: String = deltas
-        .iter()
-        .filter_map(|d| d["code_interpreter"]["input"].as_str())
-        .collect();
-    assert_eq!(input, src);
-    let input_deltas = deltas
-        .iter()
-        .filter(|d| {
-            d["code_interpreter"]["input"]
-                .as_str()
-                .is_some_and(|s| !s.is_empty())
-        })
-        .count();
-    assert!(
-        input_deltas >= 2,
-        "input arrives in several deltas: {deltas:?}"
-    );
-    let logs: String = deltas
-        .iter()
-        .flat_map(|d| {
-            d["code_interpreter"]["outputs"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .filter_map(|o| o["logs"].as_str().map(str::to_owned))
-        .collect();
-    assert_eq!(logs.trim(), "total: 45");
-    // Output deltas come after every input delta, then the step completes.
-    let last_input = events
-        .iter()
-        .rposition(|(n, d)| {
-            n == "thread.run.step.delta"
-                && d["delta"]["step_details"]["tool_calls"][0]["code_interpreter"]["input"]
-                    .is_string()
-        })
-        .unwrap();
-    let first_output = events
-        .iter()
-        .position(|(n, d)| {
-            n == "thread.run.step.delta"
-                && d["delta"]["step_details"]["tool_calls"][0]["code_interpreter"]["outputs"][0]
-                    .is_object()
-        })
-        .unwrap();
-    assert!(last_input < first_output);
-    let tool_done = events
-        .iter()
-        .position(|(n, d)| n == "thread.run.step.completed" && d["type"] == "tool_calls")
-        .unwrap();
-    assert!(first_output < tool_done);
-    assert!(tool_done < pos("thread.message.created"));
-    assert!(pos("thread.message.completed") < pos("thread.run.completed"));
-    proxy.shutdown().await;
-});
+each_executor!(
+    streams_input_deltas_then_outputs,
+    |backend, exec: Exec| async move {
+        let (up, proxy, api) = setup(backend, &exec.config("")).await;
+        let aid = assistant(&api, json!({})).await;
+        let tid = new_thread(&api, "stream").await;
+        let src = "total = 0\nfor i in range(10):\n    total += i\nprint(\"total:\", total)";
+        up.push_chat_script(code(src));
+        up.push_chat_script(ScriptedReply::text("The total is 45."));
+        let (s, _, body) = api
+            .raw(
+                Method::POST,
+                &format!("/v1/threads/{tid}/runs"),
+                Some("application/json"),
+                json!({"assistant_id": aid, "stream": true})
+                    .to_string()
+                    .into(),
+            )
+            .await;
+        assert_eq!(s, 200);
+        let events = sse_events(&body);
+        let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+        let pos = |name: &str| names.iter().position(|n| *n == name).unwrap();
+        let deltas: Vec<&Value> = events
+            .iter()
+            .filter(|(n, _)| n == "thread.run.step.delta")
+            .map(|(_, d)| &d["delta"]["step_details"]["tool_calls"][0])
+            .collect();
+        let input: String = deltas
+            .iter()
+            .filter_map(|d| d["code_interpreter"]["input"].as_str())
+            .collect();
+        assert_eq!(input, src);
+        let input_deltas = deltas
+            .iter()
+            .filter(|d| {
+                d["code_interpreter"]["input"]
+                    .as_str()
+                    .is_some_and(|s| !s.is_empty())
+            })
+            .count();
+        assert!(
+            input_deltas >= 2,
+            "input arrives in several deltas: {deltas:?}"
+        );
+        let logs: String = deltas
+            .iter()
+            .flat_map(|d| {
+                d["code_interpreter"]["outputs"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|o| o["logs"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(logs.trim(), "total: 45");
+        // Output deltas come after every input delta, then the step completes.
+        let last_input = events
+            .iter()
+            .rposition(|(n, d)| {
+                n == "thread.run.step.delta"
+                    && d["delta"]["step_details"]["tool_calls"][0]["code_interpreter"]["input"]
+                        .is_string()
+            })
+            .unwrap();
+        let first_output = events
+            .iter()
+            .position(|(n, d)| {
+                n == "thread.run.step.delta"
+                    && d["delta"]["step_details"]["tool_calls"][0]["code_interpreter"]["outputs"][0]
+                        .is_object()
+            })
+            .unwrap();
+        assert!(last_input < first_output);
+        let tool_done = events
+            .iter()
+            .position(|(n, d)| n == "thread.run.step.completed" && d["type"] == "tool_calls")
+            .unwrap();
+        assert!(first_output < tool_done);
+        assert!(tool_done < pos("thread.message.created"));
+        assert!(pos("thread.message.completed") < pos("thread.run.completed"));
+        proxy.shutdown().await;
+    }
+);
 
-both_backends!(
+each_executor!(
     cancel_stops_the_execution_and_timeouts_are_reported,
-    |backend| async move {
-        python_ready();
-        let (up, proxy, api) = setup(backend, "[code_interpreter]\ntimeout_seconds = 3\n").await;
+    |backend, exec: Exec| async move {
+        let (up, proxy, api) = setup(backend, &exec.config("timeout_seconds = 3")).await;
         let aid = assistant(&api, json!({})).await;
         let tid = new_thread(&api, "slow").await;
         // Past the per-execution timeout: the cell is interrupted, the run goes on.
@@ -425,7 +501,7 @@ both_backends!(
         // A cancel during an execution stops it: the run ends cancelled well before the code would.
         let tid = new_thread(&api, "cancel me").await;
         up.push_chat_script(code(
-            "import time\nopen('/mnt/data/started', 'w').write('1')\ntime.sleep(2.5)",
+            "import time\nopen('started', 'w').write('1')\ntime.sleep(2.5)",
         ));
         let run = api
             .ok(
