@@ -486,30 +486,34 @@ def test_cancel_stops_a_running_execution(ci):
     code = 'import time\nprint("sleeping", flush=True)\ntime.sleep(30)\nprint("woke up")'
     a = ci_assistant(client)
     t = threads(client).create(messages=[{"role": "user", "content": fenced(code)}])
-    run = threads(client).runs.create(thread_id=t.id, assistant_id=a.id)
-
-    def executing():
-        steps = threads(client).runs.steps.list(run.id, thread_id=t.id).data
-        calls = [c for s in steps if s.type == "tool_calls" and s.status == "in_progress"
-                 for c in s.step_details.tool_calls]
-        return calls and calls[0].code_interpreter.input == code
-
-    wait_until(executing, timeout=60)
-    time.sleep(1.0)  # well inside the sleep
-    started = time.monotonic()
-    cancelled = threads(client).runs.cancel(run.id, thread_id=t.id)
-    assert cancelled.status in ("cancelling", "cancelled")
-
-    def ended():
-        r = threads(client).runs.retrieve(run.id, thread_id=t.id)
-        return r if r.status not in ("queued", "in_progress", "cancelling") else None
-
-    final = wait_until(ended, timeout=25)
-    # Ended long before the 30 s sleep could: the execution was stopped, not waited out.
-    assert final.status == "cancelled" and time.monotonic() - started < 25
-    [step] = threads(client).runs.steps.list(run.id, thread_id=t.id).data
+    events, typed, run_id, cancel_sent = [], "", None, None
+    with threads(client).runs.stream(thread_id=t.id, assistant_id=a.id) as stream:
+        for event in stream:
+            events.append(event.event)
+            if event.event == "thread.run.created":
+                run_id = event.data.id
+            if event.event != "thread.run.step.delta" or cancel_sent is not None:
+                continue
+            for tc in event.data.delta.step_details.tool_calls or []:
+                typed += (tc.code_interpreter and tc.code_interpreter.input) or ""
+            if typed == code:
+                # All the code is in, so it runs next: cancel well inside its 30 s sleep.
+                time.sleep(3.0)
+                cancel_sent = time.monotonic()
+                cancelled = threads(client).runs.cancel(run_id, thread_id=t.id)
+                assert cancelled.status in ("cancelling", "cancelled")
+    assert cancel_sent is not None, events
+    # Ended long before the sleep could: the execution was stopped, not waited out.
+    assert events[-1] == "thread.run.cancelled", events[-6:]
+    assert time.monotonic() - cancel_sent < 25
+    final = threads(client).runs.retrieve(run_id, thread_id=t.id)
+    assert final.status == "cancelled" and final.cancelled_at is not None
+    [step] = threads(client).runs.steps.list(run_id, thread_id=t.id).data
     assert step.type == "tool_calls" and step.status == "cancelled"
-    assert "woke up" not in logs(step.step_details.tool_calls[0])
+    # The step still says which code was stopped.
+    [call] = step.step_details.tool_calls
+    assert call.code_interpreter.input == code
+    assert "woke up" not in logs(call)
 
     # The thread's interpreter is usable again at once.
     r = run_code(client, 'print("next")', assistant=a, thread_id=t.id)
