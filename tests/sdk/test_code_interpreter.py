@@ -508,16 +508,22 @@ def test_cancel_stops_a_running_execution(ci):
     assert time.monotonic() - cancel_sent < 25
     final = threads(client).runs.retrieve(run_id, thread_id=t.id)
     assert final.status == "cancelled" and final.cancelled_at is not None
+    assert events.index("thread.run.step.cancelled") < len(events) - 1, events[-6:]
     [step] = threads(client).runs.steps.list(run_id, thread_id=t.id).data
     assert step.type == "tool_calls" and step.status == "cancelled"
-    # The step still says which code was stopped.
+    assert step.cancelled_at is not None
+
+    # The thread's interpreter is usable again at once (a new session when cancel closed the
+    # old one: the proxy then says so before the output).
+    r = run_code(client, 'print("next")', assistant=a, thread_id=t.id)
+    assert logs(r.calls[0]).strip().splitlines()[-1] == "next"
+    assert "woke up" not in logs(r.calls[0])
+
+    # The cancelled step still says which code was stopped (the stream showed it).
+    assert len(step.step_details.tool_calls) == 1, f"the cancelled step lost its call: {step}"
     [call] = step.step_details.tool_calls
     assert call.code_interpreter.input == code
     assert "woke up" not in logs(call)
-
-    # The thread's interpreter is usable again at once.
-    r = run_code(client, 'print("next")', assistant=a, thread_id=t.id)
-    assert logs(r.calls[0]).strip() == "next"
 
 
 # --- the Node SDK -------------------------------------------------------------------------------
