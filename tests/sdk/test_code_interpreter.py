@@ -249,6 +249,8 @@ def test_written_files_become_downloadable_assistants_output_files(ci):
     assert "wrote" in logs(r.calls[0])
     files = output_files(client)
     assert set(files) == {"out.bin", "sub/table.csv"}, files
+    assert {f.id for f in client.files.list(purpose="assistants_output")} \
+        == {f.id for f in files.values()}
     for name, want in [("out.bin", payload), ("sub/table.csv", b"a,b\n1,2\n")]:
         f = files[name]
         assert f.id.startswith("file-") and f.purpose == "assistants_output"
