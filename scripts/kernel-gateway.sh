@@ -33,6 +33,7 @@ VENV="$DIR/venv"
 PIDFILE="$DIR/kg.pid"
 LOG="$DIR/kg.log"
 TOKEN_FILE="$DIR/token"
+ROOT_FILE="$DIR/root"
 PORT="${KG_PORT:-8899}"
 MAX_KERNELS="${KG_MAX_KERNELS:-16}"
 START_TIMEOUT="${KG_START_TIMEOUT:-60}"
@@ -114,6 +115,7 @@ start() {
   (umask 077 && printf '%s' "$token" >"$TOKEN_FILE")
   local root
   root="$(mktemp -d "${TMPDIR:-/tmp}/kernel-gateway-root.XXXXXX")"
+  printf '%s' "$root" >"$ROOT_FILE"
   # KG_AUTH_TOKEN is KernelGatewayApp.auth_token read from the environment: the same
   # setting as --KernelGatewayApp.auth_token, kept off the command line that ps shows.
   # OPENBLAS_NUM_THREADS=1: kernels run under RLIMIT_AS, and one OpenBLAS arena per core
@@ -151,9 +153,18 @@ start() {
   fi
 }
 
+# The kernels' temporary root dir of the last start (sessions' files live under it).
+remove_root() {
+  local root
+  root="$(cat "$ROOT_FILE" 2>/dev/null || true)"
+  [[ "$root" == */kernel-gateway-root.* && -d "$root" ]] && rm -rf -- "$root"
+  rm -f "$ROOT_FILE"
+}
+
 stop() {
   if ! pid_alive; then
     rm -f "$PIDFILE"
+    remove_root
     echo "kernel-gateway.sh: not running"
     return 0
   fi
@@ -171,6 +182,7 @@ stop() {
     waited=$((waited + 1))
   done
   rm -f "$PIDFILE"
+  remove_root
   echo "kernel-gateway.sh: stopped (pid $pid)"
 }
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it (the README's test command):
-#   lints → a real Cassandra 5 node → Rust unit, integration and store-contract tests on
-#   SQLite and Cassandra → the official OpenAI Python SDKs against the running proxy.
+#   lints → a real Cassandra 5 node, the code_interpreter sandbox's Python environment and a
+#   Jupyter Kernel Gateway → Rust unit, integration and store-contract tests on SQLite and
+#   Cassandra, each code_interpreter test on both executors → the official OpenAI Python
+#   SDKs (and the Node SDK) against the running proxy.
 # Everything the tests need is installed or started here; anything missing fails the run
 # (a green run that skipped the database or SDK tests would be a lie).
 set -euo pipefail
@@ -12,7 +14,7 @@ cd "$ROOT"
 log() { printf '\n== %s\n' "$*" >&2; }
 die() { echo "test.sh: ERROR: $*" >&2; exit 1; }
 
-for tool in cargo java mvn python3; do
+for tool in cargo java mvn python3 node npm; do
   command -v "$tool" >/dev/null 2>&1 || die "'$tool' is required and not on PATH"
 done
 
@@ -33,15 +35,28 @@ auth_node() {
     CASSANDRA_HEAP=512M CASSANDRA_DIRECT_MEMORY=256M scripts/cassandra.sh "$@"
 }
 
-stop_cassandra() {
+stop_services() {
   scripts/cassandra.sh stop >/dev/null 2>&1 || true
   auth_node stop >/dev/null 2>&1 || true
+  scripts/kernel-gateway.sh stop >/dev/null 2>&1 || true
 }
-trap stop_cassandra EXIT
+trap stop_services EXIT
 
 log "lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# code_interpreter: bubblewrap and the sandbox's Python (numpy, pandas, matplotlib) for the
+# local executor, a Kernel Gateway for the jupyter executor. Both fail the run when they
+# cannot be had.
+log "code_interpreter: the sandbox's Python environment (scripts/interpreter-env.sh)"
+export ASSISTANTS_PROXY_PYTHON="${ASSISTANTS_PROXY_PYTHON:-/opt/assistants-proxy/python/bin/python3}"
+scripts/interpreter-env.sh "$(dirname "$(dirname "$ASSISTANTS_PROXY_PYTHON")")"
+log "code_interpreter: a Jupyter Kernel Gateway (scripts/kernel-gateway.sh)"
+export KG_PORT="${KG_PORT:-8899}"
+export KG_TOKEN="${KG_TOKEN:-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
+export ASSISTANTS_PROXY_TEST_JUPYTER="http://127.0.0.1:${KG_PORT}"
+scripts/kernel-gateway.sh start
 
 log "starting Cassandra 5 (127.0.0.1:${CASSANDRA_PORT})"
 scripts/cassandra.sh start

@@ -92,7 +92,10 @@ impl AppState {
             crate::interpreter::executor_for(&config.code_interpreter),
             tasks.clone(),
         ));
-        interpreter.check().await;
+        // Checking the executor starts a sandbox or asks the gateway: in the background, so
+        // start-up does not wait on it; the log says what it found.
+        let checking = interpreter.clone();
+        tasks.spawn(async move { checking.check().await });
         let runs = Arc::new(crate::runs::Runs {
             interpreter,
             config: config.runs.clone(),

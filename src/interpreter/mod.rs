@@ -16,19 +16,15 @@ use std::sync::Arc;
 
 use crate::config::{ExecutorChoice, InterpreterConfig};
 
-/// The executor the configuration chose, or None when code_interpreter is off (or its
-/// settings cannot make one: said in the log, and calls answer the error).
-pub fn executor_for(config: &InterpreterConfig) -> Option<Arc<dyn Executor>> {
+/// The executor the configuration chose: None when code_interpreter is off, `Err` when its
+/// settings cannot make one (the proxy still starts; calls answer that error).
+pub fn executor_for(config: &InterpreterConfig) -> Result<Option<Arc<dyn Executor>>, String> {
     let (limits, start) = (config.limits.clone(), config.start_timeout);
-    match &config.executor {
+    Ok(match &config.executor {
         ExecutorChoice::Off => None,
         ExecutorChoice::Local(l) => Some(Arc::new(local::Local::new(l.clone(), limits, start))),
-        ExecutorChoice::Jupyter(j) => match jupyter::Jupyter::new(j.clone(), limits, start) {
-            Ok(exec) => Some(Arc::new(exec)),
-            Err(why) => {
-                tracing::error!(reason = %why, "the jupyter executor cannot be set up; code_interpreter calls will answer an error");
-                None
-            }
-        },
-    }
+        ExecutorChoice::Jupyter(j) => {
+            Some(Arc::new(jupyter::Jupyter::new(j.clone(), limits, start)?))
+        }
+    })
 }

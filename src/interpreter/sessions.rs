@@ -74,16 +74,24 @@ pub struct Interpreter {
 }
 
 impl Interpreter {
-    /// `executor` is None when code_interpreter is off.
+    /// `executor` is None when code_interpreter is off, `Err` when the configured one could
+    /// not be set up (said in the log here; calls answer the reason).
     pub fn new(
         config: InterpreterConfig,
-        executor: Option<Arc<dyn Executor>>,
+        executor: Result<Option<Arc<dyn Executor>>, String>,
         tasks: TaskTracker,
     ) -> Interpreter {
+        let (executor, unavailable) = match executor {
+            Ok(e) => (e, None),
+            Err(why) => {
+                tracing::error!(reason = %why, "code_interpreter's executor cannot be set up: calls answer this error in their output");
+                (None, Some(why))
+            }
+        };
         Interpreter {
             config,
             executor,
-            unavailable: Mutex::new(None),
+            unavailable: Mutex::new(unavailable),
             sessions: Mutex::new(HashMap::new()),
             tasks,
         }
@@ -143,7 +151,10 @@ impl Interpreter {
             data_dir: self.data_dir_hint(),
         };
         let Some(exec) = self.executor.clone() else {
-            return unavailable("code_interpreter is turned off on this proxy".into());
+            let why = self.unavailable.lock().ok().and_then(|u| u.clone());
+            return unavailable(
+                why.unwrap_or_else(|| "code_interpreter is turned off on this proxy".into()),
+            );
         };
         let recheck = self.unavailable.lock().ok().and_then(|u| u.clone());
         if recheck.is_some() {
@@ -497,7 +508,7 @@ mod tests {
         };
         let i = Interpreter::new(
             config,
-            Some(exec.clone() as Arc<dyn Executor>),
+            Ok(Some(exec.clone() as Arc<dyn Executor>)),
             tasks.clone(),
         );
         (Arc::new(i), exec, tasks)
@@ -601,7 +612,11 @@ mod tests {
         let (i, exec, tasks) = interpreter(8);
         let mut cfg = i.config().clone();
         cfg.idle_timeout = Duration::from_millis(1);
-        let i = Interpreter::new(cfg, Some(exec.clone() as Arc<dyn Executor>), tasks.clone());
+        let i = Interpreter::new(
+            cfg,
+            Ok(Some(exec.clone() as Arc<dyn Executor>)),
+            tasks.clone(),
+        );
         run(&i, "a", "1", false).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         i.close_idle();
@@ -613,7 +628,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_executor_answers_unavailable() {
-        let i = Interpreter::new(InterpreterConfig::default(), None, TaskTracker::new());
+        let i = Interpreter::new(InterpreterConfig::default(), Ok(None), TaskTracker::new());
         let c = run(&i, "t", "print(1)", false).await;
         assert!(matches!(c.result, Err(ExecError::Unavailable(_))));
         assert_eq!(c.data_dir, "/mnt/data");

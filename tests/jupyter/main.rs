@@ -298,6 +298,7 @@ async fn a_timeout_interrupts_the_cell_and_keeps_the_session() {
             && l.contains("TimeoutError"),
         "{l}"
     );
+    // A cell that failed gets no listing with its reply: the separate listing cell runs.
     assert_eq!(
         x.files.len(),
         1,
@@ -424,7 +425,7 @@ async fn the_token_is_required() {
     let root = tempfile::tempdir().unwrap();
     let url = address();
     // No token, then a wrong one (an environment variable that holds something else).
-    for token_env in [None, Some("HOME")] {
+    for token_env in [None, Some("PATH")] {
         let j = Jupyter::new(
             config(&url, token_env, root.path()),
             limits(),
@@ -450,4 +451,25 @@ async fn the_token_is_required() {
     .err()
     .unwrap();
     assert!(e.contains("ASSISTANTS_PROXY_TEST_NO_SUCH_VARIABLE"), "{e}");
+}
+
+#[tokio::test]
+async fn a_kernel_that_dies_is_lost() {
+    let (j, _root) = executor(limits()).await;
+    let mut s = j.open_session().await.unwrap();
+    let kernel = s.kernel_id().to_owned();
+    // What the CPU limit or the kernel's OOM killer would do.
+    let r = s
+        .execute("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+        .await;
+    let Err(ExecError::Lost(why)) = r else {
+        panic!("{r:?}")
+    };
+    assert!(why.contains("died"), "{why}");
+    // The gateway's restarted, empty kernel is not left behind.
+    assert_eq!(
+        gateway_call("GET", &format!("/api/kernels/{kernel}")).await,
+        404
+    );
+    Box::new(s).close().await;
 }

@@ -29,6 +29,10 @@ const QUOTED: usize = 200;
 /// stream chunks, so frames stay small; this only bounds a misbehaving server.
 const MAX_WS_MESSAGE: usize = 64 << 20;
 
+/// A failed delete is tried again this many times, this long apart.
+const DELETE_RETRIES: u32 = 6;
+const DELETE_RETRY_AFTER: Duration = Duration::from_millis(500);
+
 /// Byte stream under the WebSocket: plain TCP or rustls.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -230,14 +234,23 @@ impl Gateway {
             .map(|_| ())
     }
 
-    /// `DELETE /api/kernels/{id}`; a kernel already gone counts as deleted.
+    /// `DELETE /api/kernels/{id}`; a kernel already gone counts as deleted. Tried again
+    /// after a 5xx: jupyter_server answers 500 to a delete while it restarts a kernel that
+    /// died, which is just when we delete one.
     pub async fn delete_kernel(&self, id: &str) -> Result<(), CallError> {
-        match self
-            .call(Method::DELETE, &format!("/api/kernels/{id}"), None)
-            .await
-        {
-            Ok(_) | Err(CallError::NotFound) => Ok(()),
-            Err(e) => Err(e),
+        let mut attempt = 0;
+        loop {
+            match self
+                .call(Method::DELETE, &format!("/api/kernels/{id}"), None)
+                .await
+            {
+                Ok(_) | Err(CallError::NotFound) => return Ok(()),
+                Err(CallError::Status(_)) if attempt < DELETE_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(DELETE_RETRY_AFTER).await;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 

@@ -43,7 +43,15 @@ struct Request<'a> {
 /// stay out of the history, so `In`/`Out` and the execution count are the user's alone.
 /// `stop_on_error` is off: with it, ipykernel aborts requests that arrive shortly after a
 /// failed cell, and our listing cell follows every cell at once.
-pub fn execute_request(msg_id: &str, session: &str, code: &str, user: bool) -> String {
+/// `expressions` are evaluated after the code when it succeeds (`user_expressions`); their
+/// values come back in the `execute_reply`.
+pub fn execute_request(
+    msg_id: &str,
+    session: &str,
+    code: &str,
+    user: bool,
+    expressions: &[(&str, &str)],
+) -> String {
     let req = Request {
         header: Header {
             msg_id,
@@ -59,7 +67,10 @@ pub fn execute_request(msg_id: &str, session: &str, code: &str, user: bool) -> S
             code,
             silent: false,
             store_history: user,
-            user_expressions: Default::default(),
+            user_expressions: expressions
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+                .collect(),
             allow_stdin: false,
             stop_on_error: false,
         },
@@ -110,6 +121,10 @@ impl Incoming {
     }
 }
 
+/// Figures kept per execution (a loop that shows one per iteration would otherwise hold
+/// them all in memory and turn each into a File).
+pub const MAX_IMAGES: usize = 32;
+
 /// What one cell gave, as it arrives.
 #[derive(Default)]
 pub struct Collector {
@@ -117,6 +132,8 @@ pub struct Collector {
     cap: usize,
     kept: usize,
     dropped: usize,
+    images: usize,
+    images_dropped: usize,
     logs: String,
     pub outputs: Vec<Output>,
     pub error: bool,
@@ -128,6 +145,8 @@ pub struct Collector {
     pub error_text: Option<String>,
     /// Results of our hidden cells (`python::HIDDEN_MIME`), in order.
     pub hidden: Vec<String>,
+    /// The `execute_reply`'s `user_expressions` (name → `{status, data}`).
+    pub expressions: Option<Value>,
     /// A message of this request arrived (the kernel is alive and has the request).
     pub started: bool,
 }
@@ -184,6 +203,7 @@ impl Collector {
             }
             "execute_reply" => {
                 self.reply = true;
+                self.expressions = msg.content.get("user_expressions").cloned();
                 if msg.str_field("status") != "ok" {
                     self.error = true;
                 }
@@ -205,10 +225,15 @@ impl Collector {
             .and_then(|d| d.get("image/png"))
             .and_then(Value::as_str);
         if let Some(png) = png {
+            if self.images >= MAX_IMAGES {
+                self.images_dropped += 1;
+                return;
+            }
             let clean: String = png.chars().filter(|c| !c.is_ascii_whitespace()).collect();
             if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(clean) {
                 self.flush();
                 self.outputs.push(Output::Image(Bytes::from(bytes)));
+                self.images += 1;
                 return;
             }
         }
@@ -264,8 +289,24 @@ impl Collector {
         self.logs.push_str(text);
     }
 
+    /// The `text/plain` of a user expression that evaluated.
+    pub fn expression(&self, name: &str) -> Option<&str> {
+        let e = self.expressions.as_ref()?.get(name)?;
+        if e.get("status").and_then(Value::as_str) != Some("ok") {
+            return None;
+        }
+        e.get("data")?.get("text/plain")?.as_str()
+    }
+
     /// The outputs in order, the note about dropped logs last.
     pub fn finish(mut self) -> (Vec<Output>, bool) {
+        if self.images_dropped > 0 {
+            let note = format!(
+                "[{} more figures were not kept (limit {MAX_IMAGES} per execution)]",
+                self.images_dropped
+            );
+            self.note(&note);
+        }
         if self.dropped > 0 {
             let note = format!(
                 "[output truncated: {} more bytes were dropped (limit {} bytes)]",
@@ -395,6 +436,23 @@ mod tests {
     }
 
     #[test]
+    fn figures_past_the_limit_are_counted_not_kept() {
+        let mut c = Collector::new(100);
+        let png = base64::engine::general_purpose::STANDARD.encode(b"\x89PNG");
+        for _ in 0..MAX_IMAGES + 3 {
+            c.take(&msg(json!({"header": {"msg_type": "display_data"}, "parent_header": {"msg_id": "m"}, "content": {"data": {"image/png": png}}})), "m");
+        }
+        let (outputs, _) = c.finish();
+        assert_eq!(outputs.len(), MAX_IMAGES + 1);
+        assert_eq!(
+            outputs[MAX_IMAGES],
+            Output::Logs(format!(
+                "[3 more figures were not kept (limit {MAX_IMAGES} per execution)]"
+            ))
+        );
+    }
+
+    #[test]
     fn errors_and_deaths_are_flagged() {
         let mut c = Collector::new(0);
         let p = json!({"msg_id": "m"});
@@ -407,10 +465,18 @@ mod tests {
 
     #[test]
     fn requests_carry_the_code_and_a_date() {
-        let r: Value = serde_json::from_str(&execute_request("m", "s", "print(1)", false)).unwrap();
+        let r: Value = serde_json::from_str(&execute_request(
+            "m",
+            "s",
+            "print(1)",
+            false,
+            &[("l", "1 + 1")],
+        ))
+        .unwrap();
         assert_eq!(r["content"]["code"], "print(1)");
         assert_eq!(r["content"]["store_history"], false);
         assert_eq!(r["channel"], "shell");
+        assert_eq!(r["content"]["user_expressions"]["l"], "1 + 1");
         let date = r["header"]["date"].as_str().unwrap();
         assert!(
             date.len() == 27 && date.ends_with('Z') && date.starts_with("20"),

@@ -24,11 +24,14 @@
 //! a quota on `data_root`).
 //!
 //! Files go in and out through the kernel (KG has no contents API): input files as base64
-//! in execute requests, output files by a hidden listing cell after each cell that compares
-//! the data directory (name, size, mtime) with the previous listing and reads changed files
-//! back. A cell past `limits.timeout` is interrupted (REST); if the kernel does not come back
+//! in execute requests, output files by listing the data directory (name, size, mtime)
+//! after each cell, comparing with the previous listing and reading changed files back in
+//! a hidden cell. The listing rides on the cell's own request as a `user_expression` (each
+//! request costs ~50 ms on KG 3.0.1 whatever it does); a cell that failed gets none, and a
+//! hidden listing cell follows it instead. A cell past `limits.timeout` is interrupted (REST); if the kernel does not come back
 //! within `INTERRUPT_GRACE` it is deleted and the session lost.
 
+mod files;
 mod gateway;
 mod messages;
 mod python;
@@ -38,8 +41,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use base64::Engine;
-use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -49,7 +50,7 @@ use self::gateway::{CallError, Channels, Gateway};
 use self::messages::{Collector, Incoming, execute_request};
 use crate::config::JupyterExecutor;
 use crate::interpreter::executor::{
-    ExecError, ExecLimits, Execution, Executor, InputFile, OutputFile, Session,
+    ExecError, ExecLimits, Execution, Executor, InputFile, Session,
 };
 
 /// How long an interrupted cell may take to stop before its kernel is deleted.
@@ -61,6 +62,9 @@ const HIDDEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// With no message at all for this long, ask the gateway whether the kernel still exists
 /// (a kernel deleted behind our back does not always close the channels).
 const PROBE_AFTER: Duration = Duration::from_secs(3);
+
+/// The name of the user expression that lists the data directory after a user's cell.
+const LISTING: &str = "__ap_listing";
 
 /// Kernels on a Jupyter gateway (see the module header for what isolates them).
 pub struct Jupyter {
@@ -285,7 +289,10 @@ impl JupyterSession {
                 Err(_) if Instant::now() >= until => return Ok(Waited::TimedOut),
                 Err(_) => {
                     probe_at = Instant::now() + PROBE_AFTER;
-                    if let Err(CallError::NotFound) = self.gateway.kernel(&self.kernel).await {
+                    let probe = self.gateway.kernel(&self.kernel);
+                    if let Ok(Err(CallError::NotFound)) =
+                        tokio::time::timeout(PROBE_AFTER, probe).await
+                    {
                         return Err(ExecError::Lost(
                             "the kernel is gone (deleted, culled, or the gateway restarted)".into(),
                         ));
@@ -334,8 +341,19 @@ impl JupyterSession {
         timeout: Duration,
     ) -> Result<(Collector, bool), ExecError> {
         let msg_id = crate::ids::new_body();
-        self.send(execute_request(&msg_id, &self.session, code, user))
-            .await?;
+        let listing = user.then(|| python::listing_expr(&self.data_dir));
+        let expressions: Vec<(&str, &str)> = listing
+            .as_deref()
+            .map(|l| vec![(LISTING, l)])
+            .unwrap_or_default();
+        self.send(execute_request(
+            &msg_id,
+            &self.session,
+            code,
+            user,
+            &expressions,
+        ))
+        .await?;
         let mut col = Collector::new(cap);
         let timed_out = match self
             .wait(&msg_id, &mut col, Instant::now() + timeout)
@@ -374,7 +392,7 @@ impl JupyterSession {
     }
 
     /// One of our own cells, uncapped; a timeout loses the session.
-    async fn hidden(&mut self, code: &str) -> Result<Collector, ExecError> {
+    pub(super) async fn hidden(&mut self, code: &str) -> Result<Collector, ExecError> {
         let timeout = self.limits.timeout.max(HIDDEN_TIMEOUT);
         let (col, timed_out) = self.run(code, false, 0, timeout).await?;
         if timed_out {
@@ -383,80 +401,6 @@ impl JupyterSession {
             ));
         }
         Ok(col)
-    }
-
-    /// The data directory now: path → (size, mtime ns).
-    async fn list(&mut self) -> Result<HashMap<String, (u64, i64)>, ExecError> {
-        let col = self.hidden(&python::listing(&self.data_dir)).await?;
-        let Some(json) = col.hidden.first() else {
-            // A user who replaced IPython's display or removed the directory: no files.
-            tracing::warn!(kernel = %self.kernel, error = ?col.error_text, "the data directory listing answered nothing");
-            return Ok(HashMap::new());
-        };
-        let entries: Vec<(String, u64, i64)> = serde_json::from_str(json).unwrap_or_default();
-        Ok(entries.into_iter().map(|(n, s, m)| (n, (s, m))).collect())
-    }
-
-    /// Files created or changed since the last listing, read back when not too big.
-    async fn changed_files(&mut self) -> Result<Vec<OutputFile>, ExecError> {
-        let now = self.list().await?;
-        let mut changed: Vec<(&String, u64)> = now
-            .iter()
-            .filter(|(name, v)| self.known.get(*name) != Some(v))
-            .map(|(name, (size, _))| (name, *size))
-            .collect();
-        changed.sort();
-        let max = self.limits.file_bytes;
-        let to_read: Vec<&str> = changed
-            .iter()
-            .filter(|(_, size)| *size <= max)
-            .map(|(n, _)| n.as_str())
-            .collect();
-        let mut read: HashMap<String, Option<Vec<u8>>> = HashMap::new();
-        if !to_read.is_empty() {
-            let col = self
-                .hidden(&python::read_files(&self.data_dir, &to_read, max))
-                .await?;
-            let mut bufs: Vec<Option<Vec<u8>>> = vec![None; to_read.len()];
-            for piece in &col.hidden {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(piece) else {
-                    continue;
-                };
-                let Some(i) = v[0]
-                    .as_u64()
-                    .map(|i| i as usize)
-                    .filter(|i| *i < bufs.len())
-                else {
-                    continue;
-                };
-                match v[1].as_str() {
-                    Some(b64) => {
-                        let buf = bufs[i].get_or_insert_with(Vec::new);
-                        match base64::engine::general_purpose::STANDARD.decode(b64) {
-                            Ok(b) => buf.extend_from_slice(&b),
-                            Err(_) => bufs[i] = None,
-                        }
-                    }
-                    None => bufs[i] = None,
-                }
-            }
-            for (name, buf) in to_read.iter().zip(bufs) {
-                read.insert((*name).to_owned(), buf);
-            }
-        }
-        let files = changed
-            .iter()
-            .map(|(name, size)| {
-                let bytes = read.remove(name.as_str()).flatten().map(Bytes::from);
-                OutputFile {
-                    name: (*name).clone(),
-                    size: bytes.as_ref().map_or(*size, |b| b.len() as u64),
-                    bytes,
-                }
-            })
-            .collect();
-        self.known = now;
-        Ok(files)
     }
 
     async fn execute_inner(&mut self, code: &str) -> Result<Execution, ExecError> {
@@ -471,46 +415,14 @@ impl JupyterSession {
                 timeout.as_secs_f32()
             ));
         }
+        let listed = col.expression(LISTING).and_then(python::listing_from_repr);
         let (outputs, error) = col.finish();
-        let files = self.changed_files().await?;
+        let files = self.changed_files(listed).await?;
         Ok(Execution {
             outputs,
             files,
             error,
         })
-    }
-
-    async fn put_inner(&mut self, files: &[InputFile]) -> Result<(), ExecError> {
-        for f in files {
-            if f.name.is_empty() || f.name == "." || f.name == ".." || f.name.contains(['/', '\0'])
-            {
-                return Err(ExecError::Unavailable(format!(
-                    "input file name {:?} is not a plain file name",
-                    f.name
-                )));
-            }
-            let chunks: Vec<&[u8]> = if f.bytes.is_empty() {
-                vec![&[]]
-            } else {
-                f.bytes.chunks(python::PUT_CHUNK).collect()
-            };
-            let last = chunks.len() - 1;
-            for (i, chunk) in chunks.into_iter().enumerate() {
-                let b64 = base64::engine::general_purpose::STANDARD.encode(chunk);
-                let code = python::put_chunk(&self.data_dir, &f.name, &b64, i == 0, i == last);
-                let col = self.hidden(&code).await?;
-                if col.error {
-                    return Err(ExecError::Unavailable(format!(
-                        "writing {} into the session failed: {}",
-                        f.name,
-                        col.error_text.unwrap_or_default()
-                    )));
-                }
-            }
-        }
-        // Input files are not outputs.
-        self.known = self.list().await?;
-        Ok(())
     }
 
     /// After a loss: delete the kernel (bounded) and answer the same error from now on.
@@ -629,6 +541,7 @@ impl Closing {
                 &self.session,
                 &python::cleanup(&self.data_dir),
                 false,
+                &[],
             );
             if ws.send(Message::text(req)).await.is_ok() {
                 let mut col = Collector::new(0);

@@ -123,6 +123,32 @@ pub fn listing(dir: &str) -> String {
     )
 }
 
+/// The listing of `listing` as one expression (evaluated as a `user_expression` of the
+/// user's own request, it saves a round trip per cell): base64 of the same JSON, so its
+/// `text/plain` (a repr) needs no unquoting beyond `listing_from_repr`. It fails as a whole
+/// on a file vanishing mid-walk or a non-UTF-8 name; the caller then runs `listing`.
+pub fn listing_expr(dir: &str) -> String {
+    format!(
+        "(lambda os, json, stat, base64, itertools, d={dir}: base64.b64encode(json.dumps(list(itertools.islice(\
+((os.path.relpath(p, d), s.st_size, s.st_mtime_ns) for r, ds, fs in os.walk(d) for p in (os.path.join(r, f) for f in fs) \
+for s in [os.lstat(p)] if stat.S_ISREG(s.st_mode) and not p.endswith('.ap-part')), {max})), ensure_ascii=False).encode()).decode())\
+(*map(__import__, ['os', 'json', 'stat', 'base64', 'itertools']))",
+        dir = lit(dir),
+        max = MAX_LISTED,
+    )
+}
+
+/// The JSON listing out of `listing_expr`'s repr (`'eyJ…'`, or split over lines in
+/// parentheses by a pretty printer).
+pub fn listing_from_repr(repr: &str) -> Option<String> {
+    let b64: String = repr
+        .chars()
+        .filter(|c| !c.is_whitespace() && !matches!(c, '\'' | '"' | '(' | ')'))
+        .collect();
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
 /// Reads files back: for each name (by its index in `names`) JSON `[index, base64 chunk]`
 /// pieces in order, or `[index, null, size]` when it grew past `max_bytes` since the
 /// listing, or `[index, null, -1]` when it cannot be read.
@@ -180,6 +206,10 @@ mod tests {
         let code = put_chunk("/mnt/data/s1", "x'); import os #", "", true, true);
         assert!(code.contains(r#"os.path.join("/mnt/data/s1", "x'); import os #")"#));
         assert!(code.ends_with("    del __ap_put\n"));
+        assert_eq!(
+            listing_from_repr("('W1si\n 'YSIsIDEsIDJdXQ==')").as_deref(),
+            Some("[[\"a\", 1, 2]]")
+        );
         assert!(setup("/d", &ExecLimits::default()).contains("(resource.RLIMIT_CPU, 120, 120)"));
     }
 }
