@@ -13,6 +13,14 @@
 #   ASSISTANTS_PROXY_TEST_CASSANDRA_AUTH  HOST:PORT of a password-mode Cassandra 5 node; REQUIRED
 #                                    (the Astra tests run the Astra stand-in in front of it:
 #                                    CASSANDRA_AUTH=password scripts/cassandra.sh start)
+#   ASSISTANTS_PROXY_PYTHON          the code_interpreter sandbox's Python (default
+#                                    /opt/assistants-proxy/python/bin/python3, made by
+#                                    scripts/interpreter-env.sh); passed on to the proxy
+#   ASSISTANTS_PROXY_TEST_JUPYTER    URL of a Jupyter Kernel Gateway, REQUIRED (code_interpreter
+#                                    runs on it too; scripts/kernel-gateway.sh starts one), with
+#                                    its token in KG_TOKEN
+#   node, npm on PATH                REQUIRED: the Node SDK test (scripts/node-sdk.sh installs the
+#                                    pinned SDK of tests/sdk/node into .cache/node-sdk)
 #   CARGO_TARGET_DIR                 respected when locating the built binaries
 #   SDK_TESTS_SKIP_BUILD=1           use binaries already built (e.g. right after cargo test)
 #
@@ -55,6 +63,12 @@ done
 [ -n "${ASSISTANTS_PROXY_TEST_CASSANDRA_AUTH:-}" ] || die "the Astra tests need \
 ASSISTANTS_PROXY_TEST_CASSANDRA_AUTH=HOST:PORT of a password-mode node (CASSANDRA_AUTH=password \
 CASSANDRA_PORT=9043 CASSANDRA_STORAGE_PORT=7001 scripts/cassandra.sh start); scripts/test.sh sets it"
+
+# code_interpreter's jupyter executor and the Node SDK test must not silently skip either.
+[ -n "${ASSISTANTS_PROXY_TEST_JUPYTER:-}" ] || die "the code_interpreter tests need \
+ASSISTANTS_PROXY_TEST_JUPYTER=<URL of a Jupyter Kernel Gateway> and KG_TOKEN=<its token>: start \
+one with scripts/kernel-gateway.sh and export what it prints"
+scripts/node-sdk.sh >/dev/null || die "the Node SDK test needs node and npm (scripts/node-sdk.sh)"
 
 # --- virtualenvs -------------------------------------------------------------------------------
 venv_for() {

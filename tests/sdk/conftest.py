@@ -12,6 +12,12 @@ Configuration (pytest option, else environment variable):
   --proxy-bin / ASSISTANTS_PROXY_BIN           path of the built `assistants-proxy`
   --fake-upstream-bin / FAKE_UPSTREAM_BIN      path of the built `fake_upstream` example
 (the binaries default to $CARGO_TARGET_DIR/debug or <repo>/target/debug).
+
+code_interpreter (test_code_interpreter.py; missing parts fail those tests, never skip them):
+  ASSISTANTS_PROXY_PYTHON        the sandbox's Python for the local executor (default
+                                 /opt/assistants-proxy/python/bin/python3, scripts/interpreter-env.sh)
+  ASSISTANTS_PROXY_TEST_JUPYTER  URL of a Jupyter Kernel Gateway (scripts/kernel-gateway.sh), whose
+                                 token is in KG_TOKEN; a second proxy runs the jupyter executor on it
 """
 
 from __future__ import annotations
@@ -134,23 +140,8 @@ def servers(request, tmp_path_factory):
         # A fresh keyspace per session: the proxy creates and migrates it.
         store_url = f"cassandra://{hosts}/sdk_{int(time.time())}_{secrets.token_hex(3)}"
 
-    proxy = None
     proxy_log = work / "proxy.log"
-    for _attempt in range(3):
-        port = _free_port()
-        origin = f"http://127.0.0.1:{port}"
-        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
-        proxy = subprocess.Popen(
-            [str(proxy_bin), "serve", "--listen", f"127.0.0.1:{port}", "--upstream", upstream,
-             "--store", store_url],
-            stdout=proxy_log.open("ab"), stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + (120 if backend == "cassandra" else 30)
-        while time.monotonic() < deadline and proxy.poll() is None and not _healthy(origin):
-            time.sleep(0.05)
-        if proxy.poll() is None and _healthy(origin):
-            break
-        _stop(proxy)
-        proxy = None
+    proxy, origin = _start_proxy(proxy_bin, upstream, store_url, proxy_log, backend)
     if proxy is None:
         _stop(fake)
         pytest.exit(f"the proxy did not start ({store_url}):\n{_tail(proxy_log)}", returncode=3)
@@ -163,6 +154,69 @@ def servers(request, tmp_path_factory):
     if proxy.returncode not in (0, -signal.SIGTERM):
         sys.stderr.write(f"proxy exited with {proxy.returncode}:\n{_tail(proxy_log)}\n")
     if backend == "cassandra" and not os.environ.get("SDK_TESTS_KEEP_KEYSPACE"):
+        _drop_keyspace(opt("--cassandra"), store_url.rsplit("/", 1)[1])
+
+
+DEFAULT_INTERPRETER_PYTHON = "/opt/assistants-proxy/python/bin/python3"
+
+
+def interpreter_python() -> str:
+    """The sandbox Python the local executor runs (what the proxy reads from the same variable)."""
+    return os.environ.get("ASSISTANTS_PROXY_PYTHON") or DEFAULT_INTERPRETER_PYTHON
+
+
+def _start_proxy(proxy_bin: Path, upstream: str, store_url: str, log: Path, backend: str,
+                 extra_args=(), extra_env=None):
+    """Starts the proxy on a free port (three tries, a port may be taken meanwhile); returns
+    (process, origin), or (None, None) when it never became healthy."""
+    for _attempt in range(3):
+        port = _free_port()
+        origin = f"http://127.0.0.1:{port}"
+        # code_interpreter's local executor: the sandbox Python, passed on explicitly.
+        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"),
+                   ASSISTANTS_PROXY_PYTHON=interpreter_python(), **(extra_env or {}))
+        proxy = subprocess.Popen(
+            [str(proxy_bin), "serve", "--listen", f"127.0.0.1:{port}", "--upstream", upstream,
+             "--store", store_url, *extra_args],
+            stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + (120 if backend == "cassandra" else 30)
+        while time.monotonic() < deadline and proxy.poll() is None and not _healthy(origin):
+            time.sleep(0.05)
+        if proxy.poll() is None and _healthy(origin):
+            return proxy, origin
+        _stop(proxy)
+    return None, None
+
+
+@pytest.fixture(scope="session")
+def jupyter_servers(request, servers, tmp_path_factory):
+    """A second proxy, on the same fake upstream and backend (its own SQLite file or keyspace),
+    whose code_interpreter runs on the Kernel Gateway named by ASSISTANTS_PROXY_TEST_JUPYTER."""
+    url = os.environ.get("ASSISTANTS_PROXY_TEST_JUPYTER")
+    if not url:
+        pytest.fail("the jupyter executor tests need ASSISTANTS_PROXY_TEST_JUPYTER=<gateway URL> "
+                    "and KG_TOKEN=<its token>: start a Kernel Gateway with "
+                    "scripts/kernel-gateway.sh and export what it prints")
+    opt = request.config.getoption
+    proxy_bin = Path(opt("--proxy-bin") or _default_bin("assistants-proxy"))
+    work = tmp_path_factory.mktemp("jupyter")
+    config = work / "proxy.toml"
+    token = '\ntoken_env = "KG_TOKEN"' if os.environ.get("KG_TOKEN") else ""
+    config.write_text(f'[code_interpreter]\nexecutor = "jupyter"\n\n'
+                      f'[code_interpreter.jupyter]\nurl = "{url}"{token}\n')
+    if servers.backend == "sqlite":
+        store_url = f"sqlite://{work / 'jupyter.db'}"
+    else:
+        store_url = servers.store_url + "_jupyter"
+    log = work / "proxy.log"
+    proxy, origin = _start_proxy(proxy_bin, servers.upstream_url, store_url, log,
+                                 servers.backend, extra_args=("--config", str(config)))
+    if proxy is None:
+        pytest.fail(f"the jupyter proxy did not start ({url}):\n{_tail(log)}")
+    yield Servers(base_url=origin + "/v1", proxy_origin=origin, upstream_url=servers.upstream_url,
+                  backend=servers.backend, store_url=store_url, log_dir=work)
+    _stop(proxy)
+    if servers.backend == "cassandra" and not os.environ.get("SDK_TESTS_KEEP_KEYSPACE"):
         _drop_keyspace(opt("--cassandra"), store_url.rsplit("/", 1)[1])
 
 
@@ -196,19 +250,26 @@ def new_key() -> str:
     return "sk-sdk-" + secrets.token_hex(12)
 
 
-@pytest.fixture
-def make_client(servers):
-    """Builds SDK clients for the proxy; each call with no key is a new tenant."""
+def client_factory(base_url: str):
+    """A function building SDK clients for the proxy at `base_url` (each call with no key is a
+    new tenant), and the list of clients it made, to close."""
     made = []
 
     def make(api_key: str | None = None, **kwargs) -> openai.OpenAI:
         kwargs.setdefault("timeout", 30.0)
         # No silent retries: a 5xx or 409 from the proxy must fail the test, not be papered over.
         kwargs.setdefault("max_retries", 0)
-        c = openai.OpenAI(base_url=servers.base_url, api_key=api_key or new_key(), **kwargs)
+        c = openai.OpenAI(base_url=base_url, api_key=api_key or new_key(), **kwargs)
         made.append(c)
         return c
 
+    return make, made
+
+
+@pytest.fixture
+def make_client(servers):
+    """Builds SDK clients for the proxy; each call with no key is a new tenant."""
+    make, made = client_factory(servers.base_url)
     yield make
     for c in made:
         c.close()

@@ -17,6 +17,10 @@ TOOL_MODEL = "fake-tool-call"
 PARALLEL_TOOL_MODEL = "fake-tool-call-parallel"
 CITE_MODEL = "fake-tool-call-cite"
 SLOW_MODEL = "fake-slow"
+# Runs the fenced code blocks of the last user message through code_interpreter, one per turn
+# (crates/fake-upstream/src/code_model.rs); `parallel`: all remaining blocks in one turn.
+CI_MODEL = "fake-code-interpreter"
+CI_PARALLEL_MODEL = "fake-code-interpreter-parallel"
 
 # Short poll intervals keep the suite fast; the proxy also sends openai-poll-after-ms.
 POLL_MS = 100

@@ -9,27 +9,32 @@
 //! forwarded bytes, headers and bodies faithfully.
 //!
 //! Layout: this file holds the server, the request log and the proxy-test routes; `openai.rs`
-//! holds the OpenAI emulation (reply selection, chat completions, embeddings), `files.rs` the
-//! Files API and `tests.rs` the self-tests. It is a crate of its own (a dev-dependency of
-//! assistants-proxy) so the integration tests, the benches and `examples/fake_upstream.rs` share
-//! one copy; it does not depend on the proxy, so its types are never compiled twice.
+//! holds the OpenAI emulation (reply selection, chat completions, embeddings), `code_model.rs`
+//! the code-calling model, `files.rs` the Files API and `tests.rs` the self-tests. It is a crate
+//! of its own (a dev-dependency of assistants-proxy) so the integration tests, the benches and
+//! `examples/fake_upstream.rs` share one copy; it does not depend on the proxy, so its types
+//! are never compiled twice.
 //!
 //! Routes (each handler's doc comment below has the details):
 //! - OpenAI: `POST /v1/chat/completions`, `POST /v1/embeddings`, `POST/GET /v1/files` and
 //!   `GET /v1/files/{id}` (see `fake_upstream/files.rs`), anything else under `/v1/` is a
 //!   404 in OpenAI's error envelope. Model names select behaviours (`error-429`, `error-500`,
-//!   `drop`, `slow`, `tool-call`, `parallel`), see [`select_reply`].
+//!   `drop`, `slow`, `tool-call`, `code-interpreter`, `parallel`), see [`select_reply`];
+//!   `code-interpreter` runs the fenced code blocks of the user's message through a
+//!   `code_interpreter` function tool, see `code_model.rs`.
 //! - Proxy tests: `/echo/...`, `/bytes`, `/bytes-sha`, `/sse`, `/slow-head`, `/slow-body`,
 //!   `/trailers`, `/hop`, `/status/{code}`, `/ws`, `/v1/realtime` (WebSocket echo), `/hold`.
 
 // Test support code: a panic here is a test failure with a clear message, which is what we want.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod code_model;
 mod files;
 mod openai;
 #[cfg(test)]
 mod tests;
 
+pub use code_model::{CODE_TOOL, code_blocks, code_pieces};
 pub use openai::{ScriptedReply, error_body, fake_embedding, select_reply};
 
 use std::collections::VecDeque;

@@ -14,7 +14,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Abort, BodySummary, FakeBody, HandlerResult, Shared, json_response};
+use super::{Abort, BodySummary, FakeBody, HandlerResult, Shared, code_model, json_response};
 
 /// Reply used when the conversation has no user message.
 pub const NO_USER_TEXT: &str = "Hello from the fake upstream.";
@@ -126,6 +126,9 @@ pub fn error_body(message: &str, kind: &str, code: Option<&str>) -> Value {
 ///    text cut after [`DROP_MODEL_CHUNKS`] chunks, `tool-call` → call the first offered function
 ///    tool (all of them if the name also has `parallel`) with `{"input": <last user text>}`, or,
 ///    when the last message is a tool result, `Tool results: <outputs joined by "; ">`;
+///    `code-interpreter` → run the fenced code blocks of the last user message one by one
+///    through the `code_interpreter` function (all remaining at once with `parallel`), then
+///    summarise like `tool-call` (see `code_model::code_reply`);
 /// 3. the default: `Echo: <last user text>` ([`NO_USER_TEXT`] without a user message), or
 ///    `{"echo": <last user text>}` when `response_format` asks for JSON.
 ///
@@ -164,6 +167,10 @@ fn model_reply(request: &Value) -> ScriptedReply {
             chunks: DROP_MODEL_CHUNKS,
         };
     }
+    if model.contains("code-interpreter") {
+        let reply = code_model::code_reply(request, model.contains("parallel"));
+        return reply.unwrap_or_else(|| ScriptedReply::Text(default_text(request)));
+    }
     if model.contains("tool-call")
         && let Some(reply) = tool_reply(request, model.contains("parallel"), model.contains("cite"))
     {
@@ -198,18 +205,8 @@ fn tool_reply(request: &Value, parallel: bool, cite: bool) -> Option<ScriptedRep
             )));
         }
     }
-    if messages.last().is_some_and(|m| m["role"] == "tool") {
-        let mut outputs: Vec<String> = messages
-            .iter()
-            .rev()
-            .take_while(|m| m["role"] == "tool")
-            .map(|m| content_text(&m["content"]).unwrap_or_default())
-            .collect();
-        outputs.reverse();
-        return Some(ScriptedReply::Text(format!(
-            "Tool results: {}",
-            outputs.join("; ")
-        )));
+    if let Some(text) = tool_results_text(request) {
+        return Some(ScriptedReply::Text(text));
     }
     if request["tool_choice"] == "none" {
         return None;
@@ -238,8 +235,25 @@ fn tool_reply(request: &Value, parallel: bool, cite: bool) -> Option<ScriptedRep
     ))
 }
 
+/// `Tool results: <outputs joined by "; ">` over the trailing tool messages, when the last
+/// message is a tool result.
+pub(super) fn tool_results_text(request: &Value) -> Option<String> {
+    let messages = request["messages"].as_array()?;
+    if !messages.last().is_some_and(|m| m["role"] == "tool") {
+        return None;
+    }
+    let mut outputs: Vec<String> = messages
+        .iter()
+        .rev()
+        .take_while(|m| m["role"] == "tool")
+        .map(|m| content_text(&m["content"]).unwrap_or_default())
+        .collect();
+    outputs.reverse();
+    Some(format!("Tool results: {}", outputs.join("; ")))
+}
+
 /// Text of a message `content`: a string, or the text parts of an array joined by spaces.
-fn content_text(content: &Value) -> Option<String> {
+pub(super) fn content_text(content: &Value) -> Option<String> {
     match content {
         Value::String(s) => Some(s.clone()),
         Value::Array(parts) => Some(
@@ -558,7 +572,12 @@ fn stream_chunks(meta: &Meta, answer: &Answer, usage: Value) -> Vec<Bytes> {
                     json!({ "tool_calls": [start] })
                 };
                 out.push(meta.chunk(delta, None));
-                for piece in argument_pieces(args) {
+                let pieces = if name == code_model::CODE_TOOL {
+                    code_model::code_pieces(args)
+                } else {
+                    argument_pieces(args)
+                };
+                for piece in pieces {
                     let delta = json!({ "tool_calls": [{ "index": i, "function": { "arguments": piece } }] });
                     out.push(meta.chunk(delta, None));
                 }

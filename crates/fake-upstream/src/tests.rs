@@ -1,6 +1,7 @@
 //! Self-tests of the fake upstream: the pure parts directly, the routes over real sockets with a
 //! bare hyper client (no proxy involved), so a proxy test failure can't be the fake's fault.
 
+use super::code_model::{CODE_PIECE_CHARS, tool_messages_since_user};
 use super::openai::{
     argument_pieces, embedding_to_base64, fragments, prompt_tokens, truncate_words,
 };
@@ -140,6 +141,177 @@ fn tool_call_model_calls_tools_then_summarises_results() {
         text_of(select_reply(None, &req)),
         "Tool results: sunny; 12:00"
     );
+}
+
+fn code_tools() -> Value {
+    json!([
+        { "type": "function", "function": { "name": "get_time", "parameters": { "type": "object" } } },
+        { "type": "function", "function": { "name": "code_interpreter", "parameters": {
+            "type": "object", "properties": { "code": { "type": "string" } }, "required": ["code"] } } },
+    ])
+}
+
+/// The `code` argument of each call of a `ToolCalls` reply (asserting they call code_interpreter).
+fn codes_of(reply: ScriptedReply) -> Vec<String> {
+    match reply {
+        ScriptedReply::ToolCalls(calls) => calls
+            .into_iter()
+            .map(|(name, args)| {
+                assert_eq!(name, CODE_TOOL);
+                let args: Value = serde_json::from_str(&args).unwrap();
+                assert_eq!(args.as_object().unwrap().len(), 1, "{args}");
+                args["code"].as_str().unwrap().to_owned()
+            })
+            .collect(),
+        other => panic!("expected code_interpreter calls, got {other:?}"),
+    }
+}
+
+const TWO_BLOCKS: &str = "Run these:\n```python\nx = 6 * 7\nprint(x)\n```\nthen\n```\nx + 1\n```\n";
+
+#[test]
+fn code_blocks_are_the_fenced_blocks_in_order() {
+    assert_eq!(code_blocks(TWO_BLOCKS), ["x = 6 * 7\nprint(x)", "x + 1"]);
+    assert_eq!(
+        code_blocks("inline ```print(1)``` and ```py\r\na\r\n```"),
+        ["print(1)", "a"]
+    );
+    // A tag not followed by a line break is code; an unclosed fence is not a block.
+    assert_eq!(code_blocks("```x=1``` ```y = 2"), ["x=1"]);
+    assert_eq!(code_blocks("```python\n```"), [""]);
+    assert!(code_blocks("no code here").is_empty());
+    assert_eq!(
+        code_blocks("```\nprint(\"a\\tb\")\n```"),
+        ["print(\"a\\tb\")"]
+    );
+}
+
+#[test]
+fn code_interpreter_model_runs_one_block_per_turn_then_summarises() {
+    let mut req = chat(
+        "fake-code-interpreter",
+        json!([
+            { "role": "user", "content": "earlier ```print('old')```" },
+            { "role": "assistant", "content": "ok" },
+            { "role": "user", "content": [{ "type": "text", "text": TWO_BLOCKS }] },
+        ]),
+    );
+    // The code_interpreter function is not offered: the default echo.
+    assert_eq!(
+        text_of(select_reply(None, &req)),
+        format!("Echo: {TWO_BLOCKS}")
+    );
+    req["tools"] = code_tools();
+    assert_eq!(codes_of(select_reply(None, &req)), ["x = 6 * 7\nprint(x)"]);
+    assert_eq!(tool_messages_since_user(&req), 0);
+
+    // k = tool messages after the last user message (the older ones do not count).
+    let messages = req["messages"].as_array_mut().unwrap();
+    messages.insert(
+        1,
+        json!({ "role": "tool", "tool_call_id": "old", "content": "old" }),
+    );
+    messages.push(json!({ "role": "assistant", "content": null, "tool_calls": [] }));
+    messages.push(json!({ "role": "tool", "tool_call_id": "a", "content": "42\n" }));
+    assert_eq!(tool_messages_since_user(&req), 1);
+    assert_eq!(codes_of(select_reply(None, &req)), ["x + 1"]);
+
+    let messages = req["messages"].as_array_mut().unwrap();
+    messages.push(json!({ "role": "assistant", "content": null, "tool_calls": [] }));
+    messages.push(json!({ "role": "tool", "tool_call_id": "b", "content": "43" }));
+    assert_eq!(text_of(select_reply(None, &req)), "Tool results: 43");
+
+    // No blocks at all: the echo, even with the tool offered.
+    let mut plain = chat(
+        "fake-code-interpreter",
+        json!([{ "role": "user", "content": "hi" }]),
+    );
+    plain["tools"] = code_tools();
+    assert_eq!(text_of(select_reply(None, &plain)), "Echo: hi");
+}
+
+#[test]
+fn code_interpreter_model_parallel_forced_and_none() {
+    let mut req = chat(
+        "fake-code-interpreter-parallel",
+        json!([{ "role": "user", "content": format!("{TWO_BLOCKS} ```z = 3```") }]),
+    );
+    req["tools"] = code_tools();
+    assert_eq!(
+        codes_of(select_reply(None, &req)),
+        ["x = 6 * 7\nprint(x)", "x + 1", "z = 3"]
+    );
+    // Remaining blocks only, all in one turn; the trailing results are summarised together.
+    let messages = req["messages"].as_array_mut().unwrap();
+    messages.push(json!({ "role": "assistant", "content": null, "tool_calls": [] }));
+    messages.push(json!({ "role": "tool", "tool_call_id": "a", "content": "42" }));
+    assert_eq!(codes_of(select_reply(None, &req)), ["x + 1", "z = 3"]);
+    req["parallel_tool_calls"] = json!(false);
+    assert_eq!(codes_of(select_reply(None, &req)), ["x + 1"]);
+    let messages = req["messages"].as_array_mut().unwrap();
+    messages.push(json!({ "role": "tool", "tool_call_id": "b", "content": "43" }));
+    messages.push(json!({ "role": "tool", "tool_call_id": "c", "content": "" }));
+    assert_eq!(text_of(select_reply(None, &req)), "Tool results: 42; 43; ");
+
+    let mut req = chat(
+        "fake-code-interpreter",
+        json!([{ "role": "user", "content": TWO_BLOCKS }]),
+    );
+    req["tools"] = code_tools();
+    req["tool_choice"] = json!({ "type": "function", "function": { "name": "code_interpreter" } });
+    assert_eq!(codes_of(select_reply(None, &req)), ["x = 6 * 7\nprint(x)"]);
+    req["tool_choice"] = json!("required");
+    assert_eq!(codes_of(select_reply(None, &req)), ["x = 6 * 7\nprint(x)"]);
+    // Another function forced, or "none": no code runs.
+    req["tool_choice"] = json!({ "type": "function", "function": { "name": "get_time" } });
+    assert_eq!(
+        text_of(select_reply(None, &req)),
+        format!("Echo: {TWO_BLOCKS}")
+    );
+    req["tool_choice"] = json!("none");
+    assert_eq!(
+        text_of(select_reply(None, &req)),
+        format!("Echo: {TWO_BLOCKS}")
+    );
+    req["messages"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "role": "tool", "tool_call_id": "a", "content": "42" }));
+    assert_eq!(text_of(select_reply(None, &req)), "Tool results: 42");
+}
+
+#[test]
+fn code_pieces_are_small_and_cut_inside_escapes() {
+    let args = json!({ "code": "print(\"hé\")\nx = '\u{1}'" }).to_string();
+    assert!(args.contains("\\u0001"), "{args}");
+    let pieces = code_pieces(&args);
+    assert_eq!(pieces.concat(), args);
+    assert!(
+        pieces.len() >= args.chars().count() / CODE_PIECE_CHARS,
+        "{pieces:?}"
+    );
+    assert!(
+        pieces
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().count() <= CODE_PIECE_CHARS)
+    );
+    // 12-character pieces, plus a cut after the backslash of the first escape (`\"`) and one
+    // inside `\u0001`.
+    assert_eq!(
+        pieces,
+        [
+            r#"{"code":"pri"#,
+            r#"nt(\"#,
+            r#""hé\")\n"#,
+            r#"x = '\u00"#,
+            "01'",
+            r#""}"#
+        ]
+    );
+    // Without escapes: plain 12-character pieces.
+    let plain = code_pieces(r#"{"code":"print(12345)"}"#);
+    assert_eq!(plain, [r#"{"code":"pri"#, r#"nt(12345)"}"#]);
+    assert_eq!(code_pieces(""), [""]);
 }
 
 #[test]
@@ -542,6 +714,50 @@ async fn chat_stream_parallel_tool_calls_have_openai_chunk_shapes() {
         resp["choices"][0]["message"]["content"],
         "Tool results: sunny"
     );
+}
+
+#[tokio::test]
+async fn code_interpreter_call_streams_its_arguments_in_small_pieces() {
+    let fake = FakeUpstream::start().await;
+    let code = "import math\nprint(\"r =\", math.sqrt(2))";
+    let mut body = json!({ "model": "fake-code-interpreter", "stream": true, "tools": code_tools(),
+        "messages": [{ "role": "user", "content": format!("```python\n{code}\n```") }] });
+    let (status, _, bytes) =
+        call(&fake, request("POST", "/v1/chat/completions", Some(&body))).await;
+    assert_eq!(status, 200);
+    let events = sse_events(&bytes);
+    let args = json!({ "code": code }).to_string();
+    let start = &events[0]["choices"][0]["delta"]["tool_calls"][0];
+    assert_eq!(
+        start["function"],
+        json!({ "name": "code_interpreter", "arguments": "" })
+    );
+    let pieces: Vec<&str> = events[1..events.len() - 2]
+        .iter()
+        .map(|e| {
+            e["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(pieces, code_pieces(&args));
+    assert!(pieces.len() > 3, "{pieces:?}");
+    assert_eq!(pieces.concat(), args);
+    assert_eq!(
+        events[events.len() - 2]["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
+
+    // Not streamed: the whole call at once.
+    body["stream"] = json!(false);
+    let (_, _, resp) = post_json(&fake, "/v1/chat/completions", body).await;
+    let message = &resp["choices"][0]["message"];
+    assert_eq!(
+        message["tool_calls"][0]["function"]["name"],
+        "code_interpreter"
+    );
+    assert_eq!(message["tool_calls"][0]["function"]["arguments"], args);
+    assert_eq!(resp["choices"][0]["finish_reason"], "tool_calls");
 }
 
 #[tokio::test]
