@@ -104,6 +104,9 @@ pub struct InterpreterConfig {
     pub start_timeout: Duration,
     /// Bytes of files one run may turn into `assistants_output` Files, all calls together.
     pub max_run_output_bytes: u64,
+    /// Once code has run on this proxy, keep one session started ahead of need, so a new
+    /// thread's first call does not wait for a sandbox and its imports.
+    pub prestart: bool,
 }
 
 impl Default for InterpreterConfig {
@@ -115,6 +118,7 @@ impl Default for InterpreterConfig {
             max_sessions: 64,
             start_timeout: Duration::from_secs(30),
             max_run_output_bytes: 1 << 30,
+            prestart: true,
         }
     }
 }
@@ -135,6 +139,7 @@ pub struct FileInterpreter {
     pub idle_timeout_seconds: Option<u64>,
     pub max_sessions: Option<usize>,
     pub start_timeout_seconds: Option<u64>,
+    pub prestart_session: Option<bool>,
     #[serde(default)]
     pub local: FileLocal,
     #[serde(default)]
@@ -243,6 +248,7 @@ pub fn resolve_interpreter(
         max_run_output_bytes: f
             .max_run_output_mb
             .map_or(d.max_run_output_bytes, |m| m * MB),
+        prestart: f.prestart_session.unwrap_or(d.prestart),
     };
     if out.idle_timeout.is_zero() || out.max_sessions == 0 || out.start_timeout.is_zero() {
         return err(

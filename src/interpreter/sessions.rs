@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -72,6 +73,8 @@ pub struct Interpreter {
     /// Threads whose session this process closed for idleness or room, with when: their
     /// next session is a reset the model must hear of. Bounded (oldest forgotten first).
     gone: Mutex<HashMap<Key, Instant>>,
+    /// A session opened ahead of need, and when (`prestart`).
+    spare: Arc<Spare>,
     /// Closing sessions outside a request (eviction, abandoned executions): shutdown waits.
     tasks: TaskTracker,
 }
@@ -97,6 +100,7 @@ impl Interpreter {
             unavailable: Mutex::new(unavailable),
             sessions: Mutex::new(HashMap::new()),
             gone: Mutex::new(HashMap::new()),
+            spare: Arc::default(),
             tasks,
         }
     }
@@ -211,6 +215,17 @@ impl Interpreter {
     }
 
     async fn open(&self, exec: &Arc<dyn Executor>) -> Result<Box<dyn Session>, ExecError> {
+        if self.config.prestart {
+            let ready = self.spare.take();
+            self.refill(exec);
+            if let Some((s, at)) = ready {
+                // A kernel left idle long enough may have been culled by its gateway.
+                if at.elapsed() < self.config.idle_timeout / 2 {
+                    return Ok(s);
+                }
+                self.tasks.spawn(s.close());
+            }
+        }
         // The executor bounds its own start; this is the backstop.
         let limit = self.config.start_timeout + Duration::from_secs(5);
         match tokio::time::timeout(limit, exec.open()).await {
@@ -364,8 +379,32 @@ impl Interpreter {
         }
     }
 
+    /// Starts the spare session in the background, unless one is ready or on its way.
+    fn refill(&self, exec: &Arc<dyn Executor>) {
+        if self.spare.filling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (spare, exec) = (self.spare.clone(), exec.clone());
+        let limit = self.config.start_timeout + Duration::from_secs(5);
+        self.tasks.spawn(async move {
+            let opened = tokio::time::timeout(limit, exec.open()).await;
+            let leftover = match opened {
+                Ok(Ok(s)) => spare.put(s),
+                _ => None,
+            };
+            spare.filling.store(false, Ordering::Release);
+            if let Some(s) = leftover {
+                s.close().await;
+            }
+        });
+    }
+
     /// Closes every session (shutdown, after runs have stopped).
     pub async fn close_all(&self) {
+        self.spare.closed.store(true, Ordering::Release);
+        if let Some((s, _)) = self.spare.take() {
+            s.close().await;
+        }
         let all: Vec<Entry> = match self.sessions.lock() {
             Ok(mut map) => map.drain().map(|(_, e)| e).collect(),
             Err(_) => Vec::new(),
@@ -378,6 +417,35 @@ impl Interpreter {
             }
         });
         futures_util::future::join_all(closes).await;
+    }
+}
+
+/// The session kept ready for the next thread.
+#[derive(Default)]
+struct Spare {
+    ready: Mutex<Option<(Box<dyn Session>, Instant)>>,
+    filling: AtomicBool,
+    /// Shutdown: a session opened now is closed, not kept.
+    closed: AtomicBool,
+}
+
+impl Spare {
+    fn take(&self) -> Option<(Box<dyn Session>, Instant)> {
+        self.ready.lock().ok().and_then(|mut r| r.take())
+    }
+
+    /// Keeps `s` ready; gives it back when it cannot be kept (one is ready, or shutdown).
+    fn put(&self, s: Box<dyn Session>) -> Option<Box<dyn Session>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Some(s);
+        }
+        match self.ready.lock() {
+            Ok(mut r) if r.is_none() => {
+                *r = Some((s, Instant::now()));
+                None
+            }
+            _ => Some(s),
+        }
     }
 }
 
@@ -531,6 +599,7 @@ mod tests {
         let config = InterpreterConfig {
             executor: ExecutorChoice::Off,
             max_sessions,
+            prestart: false,
             ..InterpreterConfig::default()
         };
         let i = Interpreter::new(
@@ -656,6 +725,47 @@ mod tests {
         tasks.close();
         tasks.wait().await;
         assert_eq!(exec.closed.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_spare_session_waits_for_the_next_thread_once_code_has_run() {
+        let exec = Arc::new(Counting::default());
+        let tasks = TaskTracker::new();
+        let i = Interpreter::new(
+            InterpreterConfig::default(),
+            Ok(Some(exec.clone() as Arc<dyn Executor>)),
+            tasks.clone(),
+        );
+        assert_eq!(
+            exec.opened.load(Ordering::SeqCst),
+            0,
+            "nothing before code runs"
+        );
+        run(&i, "t1", "1", false).await;
+        let spare_ready = || async {
+            for _ in 0..200 {
+                if i.spare.ready.lock().unwrap().is_some() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!("no spare session");
+        };
+        spare_ready().await;
+        assert_eq!(exec.opened.load(Ordering::SeqCst), 2);
+        // The next thread takes the spare (no open on its path) and a new spare follows.
+        run(&i, "t2", "1", false).await;
+        spare_ready().await;
+        assert_eq!(exec.opened.load(Ordering::SeqCst), 3);
+        assert_eq!(i.len(), 2);
+        i.close_all().await;
+        tasks.close();
+        tasks.wait().await;
+        assert_eq!(
+            exec.closed.load(Ordering::SeqCst),
+            3,
+            "the spare is closed too"
+        );
     }
 
     #[tokio::test]
