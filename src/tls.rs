@@ -107,6 +107,31 @@ pub fn server_config(
     Ok(config)
 }
 
+/// A pooled HTTP/1 client, http or https through rustls, for the proxy's own small calls to
+/// other services (Astra's DevOps API, a Jupyter gateway's REST API). Connecting is bounded
+/// by `connect_timeout`; idle connections close after 30 s.
+pub fn service_client(
+    tls: rustls::ClientConfig,
+    connect_timeout: std::time::Duration,
+) -> hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+> {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .build(connector)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -139,6 +139,27 @@ async fn new_thread(api: &Api, text: &str) -> String {
         .to_owned()
 }
 
+/// A new user message on the thread, then a run whose model calls `src` once and answers
+/// `reply`; the run when it has ended.
+async fn follow_up(
+    api: &Api,
+    up: &FakeUpstream,
+    thread: &str,
+    aid: &str,
+    text: &str,
+    src: &str,
+    reply: &str,
+) -> Value {
+    api.ok(
+        &format!("/v1/threads/{thread}/messages"),
+        json!({"role": "user", "content": text}),
+    )
+    .await;
+    up.push_chat_script(code(src));
+    up.push_chat_script(ScriptedReply::text(reply));
+    run_on(api, thread, aid).await
+}
+
 /// The code_interpreter calls of a run's steps, in order.
 async fn code_calls(api: &Api, thread: &str, run: &str) -> Vec<Value> {
     let (s, steps) = api
@@ -215,27 +236,31 @@ each_executor!(
         assert_eq!(offered["parameters"]["required"], json!(["code"]));
 
         // A second run on the same thread: the same session, x is still there.
-        api.ok(
-            &format!("/v1/threads/{tid}/messages"),
-            json!({"role": "user", "content": "again"}),
+        let run2 = follow_up(
+            &api,
+            &up,
+            &tid,
+            &aid,
+            "again",
+            "print(x * 2)",
+            "Again done.",
         )
         .await;
-        up.push_chat_script(code("print(x * 2)"));
-        up.push_chat_script(ScriptedReply::text("Again done."));
-        let run2 = run_on(&api, &tid, &aid).await;
         assert_eq!(run2["status"], "completed", "{run2}");
         let calls = code_calls(&api, &tid, run2["id"].as_str().unwrap()).await;
         assert_eq!(logs_of(&calls[0]).trim(), "84");
 
         // An exception is output, not a failure: the traceback is in the logs and the run goes on.
-        api.ok(
-            &format!("/v1/threads/{tid}/messages"),
-            json!({"role": "user", "content": "fail"}),
+        let run3 = follow_up(
+            &api,
+            &up,
+            &tid,
+            &aid,
+            "fail",
+            "def f():\n    return 1 / 0\nf()",
+            "It failed.",
         )
         .await;
-        up.push_chat_script(code("def f():\n    return 1 / 0\nf()"));
-        up.push_chat_script(ScriptedReply::text("It failed."));
-        let run3 = run_on(&api, &tid, &aid).await;
         assert_eq!(run3["status"], "completed", "{run3}");
         let logs = logs_of(&code_calls(&api, &tid, run3["id"].as_str().unwrap()).await[0]);
         assert!(logs.contains("Traceback"), "{logs}");
@@ -527,14 +552,7 @@ each_executor!(
                 .contains("time.sleep(2.5)")
         );
         // The thread is usable again at once; its interrupted session was replaced.
-        api.ok(
-            &format!("/v1/threads/{tid}/messages"),
-            json!({"role": "user", "content": "again"}),
-        )
-        .await;
-        up.push_chat_script(code("print('fresh')"));
-        up.push_chat_script(ScriptedReply::text("ok"));
-        let run = run_on(&api, &tid, &aid).await;
+        let run = follow_up(&api, &up, &tid, &aid, "again", "print('fresh')", "ok").await;
         assert_eq!(run["status"], "completed", "{run}");
         let logs = logs_of(&code_calls(&api, &tid, run["id"].as_str().unwrap()).await[0]);
         assert!(logs.contains("fresh"), "{logs}");

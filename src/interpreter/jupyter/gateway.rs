@@ -11,7 +11,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -109,19 +108,7 @@ impl Gateway {
         let roots = crate::tls::root_store(&[Roots::Mozilla, Roots::Platform])?;
         let tls_config = crate::tls::client_config(roots)?;
         let tls = https.then(|| tokio_rustls::TlsConnector::from(Arc::new(tls_config.clone())));
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(call_timeout));
-        http.set_nodelay(true);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+        let client = crate::tls::service_client(tls_config, call_timeout);
         Ok(Gateway {
             base: url.to_string().trim_end_matches('/').to_owned(),
             host,

@@ -13,7 +13,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -82,18 +81,7 @@ impl Devops {
         // proxies) is honoured too.
         let roots = crate::tls::root_store(&[Roots::Mozilla, Roots::Platform])?;
         let tls = crate::tls::client_config(roots)?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(10)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(https);
+        let client = crate::tls::service_client(tls, Duration::from_secs(10));
         Ok(Devops {
             base: base.to_string().trim_end_matches('/').to_owned(),
             client,
