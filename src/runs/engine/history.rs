@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::RunRef;
 use crate::error::Error;
-use crate::model::{Message, RunRecord, RunStep};
+use crate::model::{Message, RunRecord, RunStep, ToolResources};
 use crate::runs::code_interpreter::{self, CodeOffer};
 use crate::runs::engine_state::EngineState;
 use crate::runs::file_search::{self, Hit};
@@ -17,26 +17,54 @@ use crate::store::{ListQuery, Order};
 /// Thread messages considered for a prompt (the newest); truncation then fits them.
 const MAX_PROMPT_MESSAGES: usize = 1000;
 
+/// The `tool_resources` of the run's assistant and thread, which the file_search and
+/// code_interpreter offers are built from: read once per turn, and only when the run has
+/// one of those tools.
+#[derive(Default)]
+pub(super) struct Resources {
+    assistant: ToolResources,
+    thread: ToolResources,
+}
+
+impl Resources {
+    pub(super) async fn load(r: &RunRef, rec: &RunRecord) -> Result<Resources, Error> {
+        let wanted = rec
+            .run
+            .tools
+            .iter()
+            .any(|t| t["type"] == "file_search" || t["type"] == "code_interpreter");
+        if !wanted {
+            return Ok(Resources::default());
+        }
+        let assistant = r
+            .store
+            .assistants
+            .get_assistant(&r.tenant, &rec.run.assistant_id)
+            .await?
+            .map(|a| a.tool_resources)
+            .unwrap_or_default();
+        let thread = r
+            .store
+            .threads
+            .get_thread(&r.tenant, &r.thread_id)
+            .await?
+            .map(|t| t.tool_resources)
+            .unwrap_or_default();
+        Ok(Resources { assistant, thread })
+    }
+}
+
 /// The run's file_search offer and the stores it searches (assistant's and thread's).
-pub(super) async fn file_search_setup(
-    r: &RunRef,
+pub(super) fn file_search_setup(
     rec: &RunRecord,
+    res: &Resources,
 ) -> Result<Option<(FileSearchOffer, Vec<String>, Value)>, Error> {
     let Some(tool) = rec.run.tools.iter().find(|t| t["type"] == "file_search") else {
         return Ok(None);
     };
     let mut stores: Vec<String> = Vec::new();
-    if let Some(a) = r
-        .store
-        .assistants
-        .get_assistant(&r.tenant, &rec.run.assistant_id)
-        .await?
-    {
-        stores.extend(a.tool_resources.vector_store_ids().iter().cloned());
-    }
-    if let Some(t) = r.store.threads.get_thread(&r.tenant, &r.thread_id).await? {
-        stores.extend(t.tool_resources.vector_store_ids().iter().cloned());
-    }
+    stores.extend(res.assistant.vector_store_ids().iter().cloned());
+    stores.extend(res.thread.vector_store_ids().iter().cloned());
     stores.extend(EngineState::of(rec)?.vector_store_ids);
     stores.sort();
     stores.dedup();
@@ -66,6 +94,7 @@ pub(super) async fn file_search_setup(
 pub(super) async fn code_setup(
     r: &RunRef,
     rec: &RunRecord,
+    res: &Resources,
     data_dir: String,
 ) -> Result<Option<CodeOffer>, Error> {
     if !rec
@@ -77,17 +106,8 @@ pub(super) async fn code_setup(
         return Ok(None);
     }
     let mut ids: Vec<String> = Vec::new();
-    if let Some(a) = r
-        .store
-        .assistants
-        .get_assistant(&r.tenant, &rec.run.assistant_id)
-        .await?
-    {
-        ids.extend(a.tool_resources.code_interpreter_file_ids().iter().cloned());
-    }
-    if let Some(t) = r.store.threads.get_thread(&r.tenant, &r.thread_id).await? {
-        ids.extend(t.tool_resources.code_interpreter_file_ids().iter().cloned());
-    }
+    ids.extend(res.assistant.code_interpreter_file_ids().iter().cloned());
+    ids.extend(res.thread.code_interpreter_file_ids().iter().cloned());
     let mut seen = std::collections::HashSet::new();
     ids.retain(|id| seen.insert(id.clone()));
     let mut files = Vec::new();

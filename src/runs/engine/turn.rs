@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::history::{code_setup, file_search_setup, images_of, prompt_messages, run_history};
+use super::history::{
+    Resources, code_setup, file_search_setup, images_of, prompt_messages, run_history,
+};
 use super::lease::{Held, renew, renew_if_due};
 use super::retry::{Retry, before_retry};
 use super::tools::tool_calls;
@@ -133,8 +135,9 @@ async fn prepare(
     r: &RunRef,
     rec: &RunRecord,
 ) -> Result<Result<Prepared, Limit>, Error> {
-    let fs = file_search_setup(r, rec).await?;
-    let code = code_setup(r, rec, state.interpreter.data_dir_hint()).await?;
+    let res = Resources::load(r, rec).await?;
+    let fs = file_search_setup(rec, &res)?;
+    let code = code_setup(r, rec, &res, state.interpreter.data_dir_hint()).await?;
     let messages = prompt_messages(r).await?;
     let (steps, items, figures) = run_history(r, rec).await?;
     let images = images_of(r, &messages).await;
