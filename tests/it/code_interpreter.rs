@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::both_backends;
 use crate::fixtures::upload;
-use crate::runs::{sse_events, wait_run};
+use crate::runs::{sse_events, thread_with, wait_run};
 use crate::support::fake_upstream::ScriptedReply;
 use crate::support::{Api, Backend, FakeUpstream, assert_error, setup};
 
@@ -128,17 +128,6 @@ async fn run_on(api: &Api, thread: &str, aid: &str) -> Value {
     wait_run(api, thread, run["id"].as_str().unwrap()).await
 }
 
-async fn new_thread(api: &Api, text: &str) -> String {
-    api.ok(
-        "/v1/threads",
-        json!({"messages": [{"role": "user", "content": text}]}),
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 /// A new user message on the thread, then a run whose model calls `src` once and answers
 /// `reply`; the run when it has ended.
 async fn follow_up(
@@ -213,7 +202,7 @@ each_executor!(
     |backend, exec: Exec| async move {
         let (up, proxy, api) = setup(backend, &exec.config("")).await;
         let aid = assistant(&api, json!({})).await;
-        let tid = new_thread(&api, "compute").await;
+        let tid = thread_with(&api, "compute").await;
         up.push_chat_script(code("x = 6 * 7\nprint('x is', x)"));
         up.push_chat_script(code("x + 1"));
         up.push_chat_script(ScriptedReply::text("Done."));
@@ -282,7 +271,7 @@ each_executor!(
             json!({"tool_resources": {"code_interpreter": {"file_ids": [fid]}}}),
         )
         .await;
-        let tid = new_thread(&api, "total sales").await;
+        let tid = thread_with(&api, "total sales").await;
         let written: String = (0..50).map(|i| format!("{i},{}\n", i * i)).collect();
         up.push_chat_script(code(&format!(
         "import pandas as pd\ndf = pd.read_csv('sales.csv')\nprint(df['sales'].sum())\nopen('squares.csv', 'w').write({written:?})"
@@ -387,7 +376,7 @@ each_executor!(
     |backend, exec: Exec| async move {
         let (up, proxy, api) = setup(backend, &exec.config("")).await;
         let aid = assistant(&api, json!({})).await;
-        let tid = new_thread(&api, "plot").await;
+        let tid = thread_with(&api, "plot").await;
         up.push_chat_script(code(
         "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.title('squares')\nplt.show()",
     ));
@@ -424,7 +413,7 @@ each_executor!(
     |backend, exec: Exec| async move {
         let (up, proxy, api) = setup(backend, &exec.config("")).await;
         let aid = assistant(&api, json!({})).await;
-        let tid = new_thread(&api, "stream").await;
+        let tid = thread_with(&api, "stream").await;
         let src = "total = 0\nfor i in range(10):\n    total += i\nprint(\"total:\", total)";
         up.push_chat_script(code(src));
         up.push_chat_script(ScriptedReply::text("The total is 45."));
@@ -509,7 +498,7 @@ each_executor!(
     |backend, exec: Exec| async move {
         let (up, proxy, api) = setup(backend, &exec.config("timeout_seconds = 3")).await;
         let aid = assistant(&api, json!({})).await;
-        let tid = new_thread(&api, "slow").await;
+        let tid = thread_with(&api, "slow").await;
         // Past the per-execution timeout: the cell is interrupted, the run goes on.
         up.push_chat_script(code("import time\ntime.sleep(30)"));
         up.push_chat_script(ScriptedReply::text("Too slow."));
@@ -524,7 +513,7 @@ each_executor!(
         );
 
         // A cancel during an execution stops it: the run ends cancelled well before the code would.
-        let tid = new_thread(&api, "cancel me").await;
+        let tid = thread_with(&api, "cancel me").await;
         up.push_chat_script(code(
             "import time\nopen('started', 'w').write('1')\ntime.sleep(2.5)",
         ));
@@ -593,7 +582,7 @@ both_backends!(
     |backend| async move {
         let (up, proxy, api) = setup(backend, "[code_interpreter]\nexecutor = \"off\"\n").await;
         let aid = assistant(&api, json!({})).await;
-        let tid = new_thread(&api, "x").await;
+        let tid = thread_with(&api, "x").await;
         up.push_chat_script(code("print(1)"));
         up.push_chat_script(ScriptedReply::text("No sandbox."));
         let run = run_on(&api, &tid, &aid).await;

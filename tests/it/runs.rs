@@ -19,7 +19,7 @@ async fn assistant(api: &Api, body: Value) -> String {
         .to_owned()
 }
 
-async fn thread_with(api: &Api, text: &str) -> String {
+pub async fn thread_with(api: &Api, text: &str) -> String {
     api.ok(
         "/v1/threads",
         json!({"messages": [{"role": "user", "content": text}]}),

@@ -398,13 +398,16 @@ fn usage(prompt: u64, completion: u64) -> Value {
     json!({ "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion })
 }
 
-pub(super) fn chat_completions(shared: &Shared, body: &BodySummary) -> HandlerResult {
-    let request = body
-        .bytes
+/// The request body as a JSON object, if it is one (kept bodies only).
+fn json_object(body: &BodySummary) -> Option<Value> {
+    body.bytes
         .as_deref()
         .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-        .filter(Value::is_object);
-    let Some(request) = request else {
+        .filter(Value::is_object)
+}
+
+pub(super) fn chat_completions(shared: &Shared, body: &BodySummary) -> HandlerResult {
+    let Some(request) = json_object(body) else {
         return Ok(invalid_request(
             "We could not parse the JSON body of your request.",
         ));
@@ -705,12 +708,7 @@ fn embedding_inputs(input: &Value) -> Option<Vec<(String, u64)>> {
 /// `error-500` fails so, and one with `stall` answers a head and then nothing.
 pub(super) fn embeddings(shared: &Shared, body: &BodySummary) -> Response<FakeBody> {
     let n = shared.next_id();
-    let request = body
-        .bytes
-        .as_deref()
-        .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-        .filter(Value::is_object);
-    let Some(request) = request else {
+    let Some(request) = json_object(body) else {
         return invalid_request("We could not parse the JSON body of your request.");
     };
     let model = request["model"].as_str().unwrap_or_default();
