@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::model::{StepStatus, Usage};
 use crate::runs::Stop;
 use crate::runs::code_args::CodeArgs;
+use crate::runs::engine_state::EngineState;
 use crate::runs::events::Event;
 use crate::runs::file_search;
 use crate::runs::translate::{ToolCall, ToolKind, Turn};
@@ -108,18 +109,30 @@ async fn run_searches(
             .as_ref()
             .map(|(o, _, _)| o.name.clone())
             .unwrap_or_default();
-        let written = transition_from(env.r, Some(held.rec.clone()), Commit::Progress, |rec| {
-            with_state(rec, |st| {
-                st.file_search_name = Some(name.clone());
-                st.file_search_args.extend(args_state.clone());
-            })
+        record_state(env, held, |st| {
+            st.file_search_name = Some(name.clone());
+            st.file_search_args.extend(args_state.clone());
         })
         .await?;
-        if let Some((rec, true)) = written {
-            held.rec = rec;
-        }
     }
     Ok(Ok(results))
+}
+
+/// Records a change to the run's engine state (a progress write) and keeps `held` up to
+/// date with the record written.
+async fn record_state(
+    env: &Env<'_>,
+    held: &mut Held,
+    change: impl Fn(&mut EngineState),
+) -> Result<(), Error> {
+    let written = transition_from(env.r, Some(held.rec.clone()), Commit::Progress, |rec| {
+        with_state(rec, &change)
+    })
+    .await?;
+    if let Some((rec, true)) = written {
+        held.rec = rec;
+    }
+    Ok(())
 }
 
 /// Runs the turn's code_interpreter calls one after another (a session runs one cell at a
@@ -145,7 +158,7 @@ async fn run_codes(
     if code_calls.is_empty() {
         return Ok(Ok(()));
     }
-    let engine = crate::runs::engine_state::EngineState::of(&held.rec)?;
+    let engine = EngineState::of(&held.rec)?;
     let mut had_state = !engine.code_outputs.is_empty();
     let max = env.state.interpreter.config().max_run_output_bytes;
     let mut used = engine.code_output_bytes;
@@ -189,17 +202,12 @@ async fn run_codes(
         }
     }
     if !told.is_empty() {
-        let written = transition_from(env.r, Some(held.rec.clone()), Commit::Progress, |rec| {
-            with_state(rec, |st| {
-                st.code_outputs.extend(told.clone());
-                st.code_files.extend(files.clone());
-                st.code_output_bytes = used;
-            })
+        record_state(env, held, |st| {
+            st.code_outputs.extend(told.clone());
+            st.code_files.extend(files.clone());
+            st.code_output_bytes = used;
         })
         .await?;
-        if let Some((rec, true)) = written {
-            held.rec = rec;
-        }
     }
     Ok(outcome)
 }
