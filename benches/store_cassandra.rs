@@ -15,8 +15,12 @@ use assistants_proxy::ids::new_id;
 use assistants_proxy::model::*;
 use assistants_proxy::store::*;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::runtime::Runtime;
+
+#[path = "support/corpus.rs"]
+mod corpus;
+use corpus::{CHUNKS_PER_FILE, chunk_seed, chunks, cosine, file_id, unit_vector};
 
 const DIMS: usize = 1536;
 /// `cargo test --all-targets` runs this binary without `--bench`, as a smoke test: every
@@ -32,23 +36,6 @@ fn files() -> u64 {
 fn corpus_vs() -> String {
     format!("vs_bench_corpus_{DIMS}_{}", files())
 }
-const CHUNKS_PER_FILE: u32 = 100;
-
-fn unit_vector(seed: u64, dims: usize) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v: Vec<f32> = (0..dims)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ((x >> 11) as f64 / (1u64 << 53) as f64) as f32 * 2.0 - 1.0
-        })
-        .collect();
-    let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-    v.iter_mut().for_each(|a| *a /= norm);
-    v
-}
-
 fn message(thread_id: &str) -> Message {
     Message {
         id: new_id("msg_"),
@@ -69,32 +56,6 @@ fn message(thread_id: &str) -> Message {
         attachments: vec![],
         metadata: Metadata::new(),
     }
-}
-
-fn file_id(f: u64) -> String {
-    format!("file-bench{f:020}")
-}
-
-fn chunk_seed(f: u64, i: u32) -> u64 {
-    f * 1000 + u64::from(i) + 1
-}
-
-fn chunks(vs_id: &str, file_id: &str, f: u64, n: u32) -> Vec<Chunk> {
-    let attrs: Value = json!({"parity": if f.is_multiple_of(2) { "even" } else { "odd" }});
-    (0..n)
-        .map(|i| Chunk {
-            vector_store_id: vs_id.to_owned(),
-            file_id: file_id.to_owned(),
-            index: i,
-            text: format!("{file_id} chunk {i} ").repeat(20),
-            embedding: unit_vector(chunk_seed(f, i), DIMS),
-            attributes: attrs.as_object().cloned().unwrap_or_default(),
-        })
-        .collect()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// Loads the 10k-chunk corpus unless a previous run did; prints the load rate.
@@ -133,7 +94,7 @@ async fn ensure_corpus(s: &Store, t: &Tenant) {
                 t,
                 &corpus_vs(),
                 &fid,
-                chunks(&corpus_vs(), &fid, f, CHUNKS_PER_FILE),
+                chunks(&corpus_vs(), &fid, f, CHUNKS_PER_FILE, DIMS),
             )
             .await
             .unwrap();
@@ -167,10 +128,7 @@ async fn print_recall(s: &Store, t: &Tenant) {
         let (mut hits, mut total) = (0usize, 0usize);
         let started = Instant::now();
         for q in 0..20u64 {
-            // Queries near a corpus vector (as real queries are near their answers).
-            let base = unit_vector(chunk_seed(q * 5 % files(), (q * 7 % 100) as u32), DIMS);
-            let noise = unit_vector(9_000_000 + q, DIMS);
-            let query: Vec<f32> = base.iter().zip(&noise).map(|(b, n)| b + 0.5 * n).collect();
+            let query = corpus::query(q, files(), DIMS);
             let mut expected: Vec<(&str, u32, f32)> = corpus
                 .iter()
                 .filter(|c| !filtered || c.3)
@@ -297,7 +255,7 @@ fn benches(c: &mut Criterion) {
         b.to_async(&rt).iter(|| {
             f += 1;
             let fid = new_id("file-");
-            let batch = chunks(&ingest_vs, &fid, f, CHUNKS_PER_FILE);
+            let batch = chunks(&ingest_vs, &fid, f, CHUNKS_PER_FILE, DIMS);
             let (s, t, vs) = (&s, &t, ingest_vs.as_str());
             async move { s.chunks.put_chunks(t, vs, &fid, batch).await.unwrap() }
         })

@@ -9,13 +9,18 @@
 # µs per request (utime+stime from /proc/PID/stat), each also as a ratio to pass-through.
 # Median of ROUNDS interleaved rounds, BENCH_SECONDS (default 5) per measurement.
 #
+# With Cassandra, each round also measures the node's own limit: the CQL statements the proxy
+# issues for one create or one list, sent directly by a minimal client (examples/cql_floor.rs)
+# from the proxy's CPU, with the same connections and threads; the proxy's figure is then
+# also given as a ratio to that floor.
+#
 # usage: scripts/bench-api.sh [ROUNDS]    (env: BENCH_SECONDS, BENCH_CONNS; PROXY_BIN=PATH
 #        measures another build; results also in bench-results/)
 set -euo pipefail
 
 ROUNDS="${1:-3}"
 CONNS="${BENCH_CONNS:-16}"
-NAME=bench-api.sh EXAMPLES="fake_upstream loadgen"
+NAME=bench-api.sh EXAMPLES="fake_upstream loadgen cql_floor"
 # shellcheck source=bench-setup.sh
 . "$(dirname "${BASH_SOURCE[0]}")/bench-setup.sh"
 api_rig 19101 19120 19121
@@ -61,6 +66,16 @@ measure() { # pid method url [body]
   echo "$rps $p50 $p99 $(awk -v d=$((c1 - c0)) -v hz="$HZ" -v n="$n" 'BEGIN{printf "%.1f", n ? d*1000000/hz/n : 0}') $err"
 }
 
+# The node's floor: "rps p50_us p99_us operations errors", like loadgen.
+floor() { # create|list
+  local threads
+  if [ "$1" = create ]; then
+    threads=$(printf '%s' "${CREATE_URLS[cassandra]}" | sed -E 's#[^,]*/threads/([^/,]*)/messages#\1#g')
+  else threads="${THREAD_L[cassandra]}"; fi
+  taskset -c 1 "$EXAMPLES_DIR/cql_floor" "$CASS" assistants_bench "$1" "$CONNS" 1 "$threads" >/dev/null
+  taskset -c 1 "$EXAMPLES_DIR/cql_floor" "$CASS" assistants_bench "$1" "$CONNS" "$DURATION" "$threads"
+}
+
 declare -A R
 OPS=(pass_post create pass_get list)
 for i in $(seq "$ROUNDS"); do
@@ -78,6 +93,13 @@ for i in $(seq "$ROUNDS"); do
       R[$b,$op,p99]+="$p99"$'\n'; R[$b,$op,cpu]+="$cpu"$'\n'
     done
   done
+  if [ -n "$CASS" ]; then
+    for op in create list; do
+      read -r rps p50 p99 _ err <<<"$(floor "$op")"
+      [ "$err" = 0 ] || echo "bench-api.sh: cql floor $op round $i: $err errors" >&2
+      R[floor,$op,rps]+="$rps"$'\n'; R[floor,$op,p50]+="$p50"$'\n'; R[floor,$op,p99]+="$p99"$'\n'
+    done
+  fi
 done
 m() { printf '%s' "${R[$1,$2,$3]}" | median; }
 
@@ -103,6 +125,16 @@ OUT="bench-results/api-$(date -u +%Y%m%dT%H%M%SZ).md"
       echo "| $b | $label | $(m "$b" "$op" rps) | $(m "$b" "$op" p50) / $(m "$b" "$op" p99) | $(m "$b" "$op" cpu) | $rr | $pr | $cr |"
     done
   done
+  if [ -n "$CASS" ]; then
+    echo
+    echo "Against SQLite and against the node's floor (the same CQL statements from a minimal client on the proxy's CPU):"
+    echo
+    echo "| operation | Cassandra req/s | ÷ SQLite req/s | CQL floor ops/s (p50 / p99 µs) | proxy ÷ floor |"
+    echo "|---|---|---|---|---|"
+    for op in create list; do
+      echo "| $op | $(m cassandra "$op" rps) | $(ratio "$(m cassandra "$op" rps)" "$(m sqlite "$op" rps)") | $(m floor "$op" rps) ($(m floor "$op" p50) / $(m floor "$op" p99)) | $(ratio "$(m cassandra "$op" rps)" "$(m floor "$op" rps)") |"
+    done
+  fi
   echo
   [ -n "$CASS" ] && echo "Cassandra: node at $CASS (keyspace assistants_bench); its own CPU is not in the proxy CPU column." \
     || echo "Cassandra: not measured (set ASSISTANTS_PROXY_TEST_CASSANDRA=HOST:PORT to include it)."

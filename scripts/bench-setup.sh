@@ -33,13 +33,25 @@ for tool in taskset curl cargo python3 ${NEEDS:-}; do
 done
 
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-build_args=(--bin assistants-proxy)
-for ex in ${EXAMPLES:-}; do build_args+=(--example "$ex"); done
-cargo build --release --quiet "${build_args[@]}"
+# BENCH_BUILT=DIR measures binaries built earlier (DIR/assistants-proxy and DIR/examples/*,
+# e.g. copied out of target/release) without building: a release build takes most of an
+# hour on a loaded 2-core box, and the tree may have moved on since.
+if [ -n "${BENCH_BUILT:-}" ]; then
+  BENCH_BUILT="$(abs_path "$BENCH_BUILT")"
+  PROXY_BIN="${PROXY_BIN:-$BENCH_BUILT/assistants-proxy}"
+  EXAMPLES_DIR="$BENCH_BUILT/examples"
+else
+  build_args=(--bin assistants-proxy)
+  for ex in ${EXAMPLES:-}; do build_args+=(--example "$ex"); done
+  cargo build --release --quiet "${build_args[@]}"
+  EXAMPLES_DIR="$TARGET/release/examples"
+fi
 # PROXY_BIN may name another build of the proxy (an A/B against a copy of an older one).
 PROXY_BIN="${PROXY_BIN:-$TARGET/release/assistants-proxy}"
 [ -x "$PROXY_BIN" ] || { echo "$NAME: PROXY_BIN $PROXY_BIN is not an executable" >&2; exit 1; }
-EXAMPLES_DIR="$TARGET/release/examples"
+for ex in ${EXAMPLES:-}; do
+  [ -x "$EXAMPLES_DIR/$ex" ] || { echo "$NAME: example $EXAMPLES_DIR/$ex is not built" >&2; exit 1; }
+done
 
 WORK="$(mktemp -d)"
 PIDS=()

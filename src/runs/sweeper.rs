@@ -79,7 +79,22 @@ async fn sweep_store(state: &Runs, store: &Store) -> Result<usize, Error> {
             thread_id: rec.run.thread_id.clone(),
             run_id: rec.run.id.clone(),
         };
-        let lease_dead = rec.lease_until.is_none_or(|until| until < now_ms);
+        // A queued run holds no lease yet: the proxy that made it claims it as soon as it can.
+        // It counts as held for a lease from its creation, or another proxy sweeping before
+        // that claim lands (a slow store, a lost node) would fail a live run, and its stream
+        // would end without a word. A creator that died before claiming leaves it to the
+        // sweep once that lease has gone.
+        let lease_dead = match rec.lease_until {
+            Some(until) => until < now_ms,
+            None if rec.run.status == RunStatus::Queued => {
+                rec.run
+                    .created_at
+                    .saturating_mul(1000)
+                    .saturating_add(lease_ms)
+                    < now_ms
+            }
+            None => true,
+        };
         // An owner that kept renewing a whole lease past `expires_at` will not end the run
         // (a proxy whose engine is stuck): its lease no longer protects the run.
         let overdue = rec

@@ -270,6 +270,57 @@ both_backends!(
 );
 
 both_backends!(
+    a_queued_run_is_left_a_lease_to_be_claimed,
+    |backend| async move {
+        // A run another proxy has just made is queued and holds no lease until that proxy
+        // claims it: a sweep before then must leave it alone (on a slow store the claim may
+        // land seconds later), and fail it only once a lease has gone since its creation
+        // (its creator died before claiming it).
+        let (_up, proxy, api) = setup(backend, "[runs]\nlease_seconds = 30\n").await;
+        let tools = json!([{"type": "function", "function": {"name": "weather"}}]);
+        let aid = assistant(&api, json!({"model": "fake-tool-call", "tools": tools})).await;
+        let store = &proxy.state.store;
+        let tenant = tenant_of(&api);
+        for (age, expected) in [(0, "queued"), (31, "failed")] {
+            let (tid, rid) = run_on_new_thread(&api, &aid, json!({})).await;
+            assert_eq!(
+                wait_run(&api, &tid, &rid).await["status"],
+                "requires_action"
+            );
+            let rec = store
+                .runs
+                .get_run(&tenant, &tid, &rid)
+                .await
+                .unwrap()
+                .unwrap();
+            let mut queued = rec.clone();
+            queued.version = rec.version + 1;
+            queued.run.status = assistants_proxy::model::RunStatus::Queued;
+            queued.run.required_action = None;
+            queued.run.created_at = proxy.state.clock.now() - age;
+            queued.lease_owner = None;
+            queued.lease_until = None;
+            assert!(
+                store
+                    .runs
+                    .update_run(&tenant, &queued, rec.version)
+                    .await
+                    .unwrap()
+            );
+            assistants_proxy::runs::sweeper::sweep_once(&proxy.state.runs)
+                .await
+                .unwrap();
+            let (_, r) = api.get(&format!("/v1/threads/{tid}/runs/{rid}")).await;
+            assert_eq!(r["status"], expected, "{r}");
+            if expected == "failed" {
+                assert_eq!(r["last_error"]["code"], "server_error", "{r}");
+            }
+        }
+        proxy.shutdown().await;
+    }
+);
+
+both_backends!(
     shutdown_past_grace_fails_runs_and_returns,
     |backend| async move {
         let toml = "[server]\nshutdown_grace_seconds = 1\nshutdown_cleanup_seconds = 5\n";

@@ -9,7 +9,6 @@ use serde_json::{Value, json};
 
 use crate::api::common;
 use crate::api::ctx::{Ctx, Reply, ok_json};
-use crate::api::threads::service as threads;
 use crate::api::validate::ApiVersion;
 use crate::error::Error;
 use crate::model::Message;
@@ -57,9 +56,7 @@ pub async fn create(mut ctx: Ctx<'_>) -> Reply {
     let thread_id = ctx.id("thread_id", "thread_")?;
     let fields = ctx.json().await?;
     let new = types::parse(fields, ctx.version())?;
-    let caller = &ctx.caller;
-    let mut thread = threads::load_thread(&caller.store, &caller.tenant, &thread_id).await?;
-    let m = service::create(ctx.state, caller, &mut thread, new).await?;
+    let m = service::create(ctx.state, &ctx.caller, &thread_id, new).await?;
     ok_json(&wire(&m, ctx.version()))
 }
 

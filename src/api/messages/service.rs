@@ -24,13 +24,17 @@ use crate::api::threads::service::load_thread;
 
 /// A message of a thread of this tenant (the thread first: its 404 wins).
 pub async fn load(caller: &Caller, thread_id: &str, message_id: &str) -> Result<Message, Error> {
-    load_thread(&caller.store, &caller.tenant, thread_id).await?;
-    caller
-        .store
-        .messages
-        .get_message(&caller.tenant, thread_id, message_id)
-        .await?
-        .ok_or_else(|| not_found(message_id))
+    // Both read at once (on a networked store each is a round trip); the thread's answer is
+    // looked at first.
+    let (thread, message) = tokio::join!(
+        load_thread(&caller.store, &caller.tenant, thread_id),
+        caller
+            .store
+            .messages
+            .get_message(&caller.tenant, thread_id, message_id)
+    );
+    thread?;
+    message?.ok_or_else(|| not_found(message_id))
 }
 
 pub async fn list(
@@ -39,12 +43,16 @@ pub async fn list(
     run_id: Option<&str>,
     q: &ListQuery,
 ) -> Result<Page<Message>, Error> {
-    load_thread(&caller.store, &caller.tenant, thread_id).await?;
-    Ok(caller
-        .store
-        .messages
-        .list_messages(&caller.tenant, thread_id, run_id, q)
-        .await?)
+    // As in `load`: the page is read beside the thread, which still answers first.
+    let (thread, page) = tokio::join!(
+        load_thread(&caller.store, &caller.tenant, thread_id),
+        caller
+            .store
+            .messages
+            .list_messages(&caller.tenant, thread_id, run_id, q)
+    );
+    thread?;
+    Ok(page?)
 }
 
 /// Modify changes only `metadata`: absent keeps it, null clears it, a value replaces it.
@@ -242,11 +250,19 @@ pub async fn insert(
 pub async fn create(
     state: &Arc<AppState>,
     caller: &Caller,
-    thread: &mut Thread,
+    thread_id: &str,
     new: NewMessage,
 ) -> Result<Message, Error> {
-    check_unlocked(&caller.store, &caller.tenant, &thread.id).await?;
+    // The thread and its lock are read at once: neither read needs the other, and on a
+    // networked store each is a round trip. The thread's 404 still wins (a missing thread
+    // has no lock, so the only error the lock read could add is the store's own).
+    let (thread, unlocked) = tokio::join!(
+        load_thread(&caller.store, &caller.tenant, thread_id),
+        check_unlocked(&caller.store, &caller.tenant, thread_id)
+    );
+    let mut thread = thread?;
+    unlocked?;
     check_images(state, caller, &new, "").await?;
-    apply_attachments(state, caller, thread, &new).await?;
+    apply_attachments(state, caller, &mut thread, &new).await?;
     insert(&caller.store, &caller.tenant, &thread.id, new, None, None).await
 }

@@ -256,7 +256,7 @@ pub async fn create(
             let id = id.as_str();
             // Messages may not join a thread whose run is active, so that is checked before
             // adding them. Without messages to add, `create_run` below is the check: its
-            // lock is what decides, and on Cassandra each read of it is a Paxos round.
+            // lock is what decides, so a read of it here would only cost a round trip.
             if !opts.additional_messages.is_empty()
                 && let Some(active) = caller.store.runs.active_run(&caller.tenant, id).await?
             {

@@ -71,7 +71,18 @@ async fn backoff(attempt: u32) {
     tokio::time::sleep(Duration::from_millis(base + jitter)).await;
 }
 
-/// What a SERIAL read sees of a run row.
+/// How a read of the lock or a run row is made.
+#[derive(Clone, Copy)]
+enum Read {
+    /// At LOCAL_SERIAL: linearizable with the conditional writes (it completes any Paxos round
+    /// in flight), at the price of a Paxos round of its own. For the writers' own checks.
+    Serial,
+    /// At the store's consistency: every acknowledged conditional write is seen (see
+    /// `active_run`), a round still in flight may not be.
+    Plain,
+}
+
+/// What a read sees of a run row.
 #[derive(scylla::DeserializeRow)]
 struct RunCells {
     version: Option<i64>,
@@ -106,8 +117,19 @@ impl Conn {
         }
     }
 
+    async fn read_rows<R>(&self, how: Read, cql: &str, values: Vec<CqlValue>) -> StoreResult<Vec<R>>
+    where
+        R: for<'f> scylla::deserialize::row::DeserializeRow<'f, 'f>,
+    {
+        match how {
+            Read::Serial => self.serial_rows(cql, values).await,
+            Read::Plain => self.rows(cql, values).await,
+        }
+    }
+
     async fn run_cells(
         &self,
+        how: Read,
         t: &Tenant,
         thread_id: &str,
         run_id: &str,
@@ -117,21 +139,24 @@ impl Conn {
              WHERE tenant = ? AND thread_id = ? AND id = ?",
             self.runs_table()
         );
-        let rows: Vec<RunCells> = self
-            .serial_rows(&cql, vec![text(t.as_str()), text(thread_id), text(run_id)])
-            .await?;
+        let values = vec![text(t.as_str()), text(thread_id), text(run_id)];
+        let rows: Vec<RunCells> = self.read_rows(how, &cql, values).await?;
         Ok(rows.into_iter().next())
     }
 
-    /// The thread's lock holder, read at LOCAL_SERIAL.
-    async fn lock_holder(&self, t: &Tenant, thread_id: &str) -> StoreResult<Option<String>> {
+    /// The thread's lock holder.
+    async fn lock_holder(
+        &self,
+        how: Read,
+        t: &Tenant,
+        thread_id: &str,
+    ) -> StoreResult<Option<String>> {
         let cql = format!(
             "SELECT active_run FROM {} WHERE tenant = ? AND thread_id = ? LIMIT 1",
             self.runs_table()
         );
-        let rows: Vec<(Option<String>,)> = self
-            .serial_rows(&cql, vec![text(t.as_str()), text(thread_id)])
-            .await?;
+        let values = vec![text(t.as_str()), text(thread_id)];
+        let rows: Vec<(Option<String>,)> = self.read_rows(how, &cql, values).await?;
         Ok(rows.into_iter().next().and_then(|(h,)| h))
     }
 
@@ -184,7 +209,7 @@ impl Conn {
             .await?;
             self.unindex_active(t.as_str(), thread_id, &run_id).await?;
         }
-        if let Some(holder) = self.lock_holder(t, thread_id).await? {
+        if let Some(holder) = self.lock_holder(Read::Serial, t, thread_id).await? {
             let release = format!(
                 "UPDATE {} SET active_run = null WHERE tenant = ? AND thread_id = ? IF active_run = ?",
                 self.runs_table()
@@ -332,9 +357,9 @@ impl RunStore for CassandraStore {
         let mut outcome = first?;
         for attempt in 0..CAS_ATTEMPTS {
             if attempt > 0 {
-                let holder = conn.lock_holder(t, thread_id).await?;
+                let holder = conn.lock_holder(Read::Serial, t, thread_id).await?;
                 if let Some(h) = holder.as_deref().filter(|h| *h != run_id) {
-                    let held = conn.run_cells(t, thread_id, h).await?;
+                    let held = conn.run_cells(Read::Serial, t, thread_id, h).await?;
                     if held.is_some_and(|c| is_active(c.status.as_deref())) {
                         conn.unindex_active(t.as_str(), thread_id, run_id).await?;
                         return Ok(CreateRun::ThreadBusy(h.to_owned()));
@@ -353,7 +378,7 @@ impl RunStore for CassandraStore {
                 return Ok(CreateRun::Created);
             }
             // Lost, or unknown: if our row is there with our write id, it was us.
-            if let Some(cells) = conn.run_cells(t, thread_id, run_id).await? {
+            if let Some(cells) = conn.run_cells(Read::Serial, t, thread_id, run_id).await? {
                 if cells.write_id.as_deref() == Some(write_id.as_str()) {
                     return Ok(CreateRun::Created);
                 }
@@ -415,7 +440,7 @@ impl RunStore for CassandraStore {
                 written = true;
                 break;
             }
-            let Some(cells) = conn.run_cells(t, thread_id, run_id).await? else {
+            let Some(cells) = conn.run_cells(Read::Serial, t, thread_id, run_id).await? else {
                 return Ok(false);
             };
             if cells.write_id.as_deref() == Some(write_id.as_str()) {
@@ -444,13 +469,23 @@ impl RunStore for CassandraStore {
         Ok(true)
     }
 
+    /// Ordinary reads, not LOCAL_SERIAL ones: this is asked on every message create, where a
+    /// SERIAL read cost a Paxos round (a prepare that writes its promise, on every replica)
+    /// and bought nothing. The lock and the run's status are written only by Paxos rounds,
+    /// whose commit is acknowledged at the store's consistency (LOCAL_QUORUM by default), so
+    /// a read at that consistency sees every lock change acknowledged before it began. What
+    /// it can miss is a run create still in flight, which a SERIAL read would have completed
+    /// and seen; but the caller's write after this check is not conditional either way, so a
+    /// run created between the check and that write slips in with either read. The writers
+    /// (`create_run`, `update_run`, thread delete) keep their SERIAL reads: they decide
+    /// conditional writes on what they read.
     async fn active_run(&self, t: &Tenant, thread_id: &str) -> StoreResult<Option<String>> {
         let conn = self.conn().await?;
-        let Some(holder) = conn.lock_holder(t, thread_id).await? else {
+        let Some(holder) = conn.lock_holder(Read::Plain, t, thread_id).await? else {
             return Ok(None);
         };
         // A lock left by a run that ended without releasing it does not count.
-        let cells = conn.run_cells(t, thread_id, &holder).await?;
+        let cells = conn.run_cells(Read::Plain, t, thread_id, &holder).await?;
         Ok(cells
             .is_some_and(|c| is_active(c.status.as_deref()))
             .then_some(holder))
