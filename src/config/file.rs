@@ -1,6 +1,7 @@
 //! The TOML file exactly as the operator wrote it: every key optional, unknown keys refused
 //! (`deny_unknown_fields`), no defaults applied here (`Config::resolve` does that).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -109,6 +110,21 @@ pub struct FileLimits {
 pub struct FileTenancy {
     pub mode: Option<TenancyMode>,
     pub header: Option<String>,
+    /// `[[tenancy.keys]]`: keys (by hash) that belong to a named tenant.
+    #[serde(default)]
+    pub keys: Vec<FileTenantKey>,
+    /// `[tenancy.tenant_ids]`: name = the existing tenant id whose rows the name takes over.
+    #[serde(default)]
+    pub tenant_ids: BTreeMap<String, String>,
+}
+
+/// One `[[tenancy.keys]]` entry: the hash of a key (as `assistants-proxy tenant-id` prints
+/// it) and the named tenant it acts for.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTenantKey {
+    pub key_hash: String,
+    pub tenant: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
