@@ -148,6 +148,24 @@ impl FileConfig {
     }
 
     pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError(e.to_string()))
+        toml::from_str(text).map_err(|e| ConfigError(describe(text, &e)))
     }
+}
+
+/// The parser's message and where it applies, without the copy of the offending line that
+/// toml's own `Display` adds: that line may hold a secret pasted in the wrong place (an API key
+/// where `[[tenancy.keys]]` wants its hash), and this message goes to stderr and to logs.
+fn describe(text: &str, e: &toml::de::Error) -> String {
+    let Some(before) = e.span().and_then(|span| text.get(..span.start)) else {
+        return e.message().to_owned();
+    };
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .count()
+        + 1;
+    format!("line {line}, column {column}: {}", e.message())
 }

@@ -161,10 +161,11 @@ pub fn resolve_tenancy(f: FileTenancy) -> Result<Tenancy, ConfigError> {
             ));
         }
         if !is_unnamed_id(id) {
+            // The value is not repeated: it may be a key pasted in the wrong place.
             return err(format!(
-                "tenancy.tenant_ids.{name} = {id:?} is not an existing tenant id: expected a \
-                 key's tenant id as `assistants-proxy tenant-id` prints it (\"k:\" and 32 \
-                 lowercase hex digits), \"single\", or \"h:\" and a header value"
+                "tenancy.tenant_ids.{name} is not an existing tenant id: expected a key's \
+                 tenant id as `assistants-proxy tenant-id` prints it (\"k:\" and 32 lowercase \
+                 hex digits), \"single\", or \"h:\" and a header value"
             ));
         }
         if let Some(first) = seen_ids.insert(id, name) {
@@ -179,10 +180,10 @@ pub fn resolve_tenancy(f: FileTenancy) -> Result<Tenancy, ConfigError> {
     for (i, entry) in f.keys.into_iter().enumerate() {
         let at = format!("tenancy.keys[{i}]");
         if !is_key_hash(&entry.key_hash) {
+            // The value is not repeated: it may be the key itself, pasted in the wrong place.
             return err(format!(
-                "{at}.key_hash {:?} is not a key hash: expected \"k:\" and 32 lowercase hex \
-                 digits, as `assistants-proxy tenant-id` prints it",
-                entry.key_hash
+                "{at}.key_hash is not a key hash: expected \"k:\" and 32 lowercase hex digits, \
+                 as `assistants-proxy tenant-id` prints it (never the key itself)"
             ));
         }
         if !is_tenant_name(&entry.tenant) {

@@ -264,7 +264,27 @@ fn bad_tenancy_mappings_are_refused() {
     for (toml, want) in cases {
         let e = tenancy(&toml).unwrap_err();
         assert!(e.0.contains(want), "{toml}: {}", e.0);
+        assert!(
+            !e.0.contains("sk-"),
+            "a key pasted in the file is repeated: {}",
+            e.0
+        );
     }
+    // A key where its hash belongs, or under a key toml does not know: the message says
+    // where, and does not repeat the line.
+    for toml in [
+        "[[tenancy.keys]]\nkey_hash = \"sk-live-secret\"\ntenant = \"a\"\n",
+        "[[tenancy.keys]]\nkey = \"sk-live-secret\"\ntenant = \"a\"\n",
+        "[tenancy.tenant_ids]\nacme = \"sk-live-secret\"\n",
+    ] {
+        let e = tenancy(toml).unwrap_err();
+        assert!(!e.0.contains("sk-live-secret"), "{}", e.0);
+    }
+    let e = tenancy("[[tenancy.keys]]\nkey = \"sk-live-secret\"\n").unwrap_err();
+    assert_eq!(
+        e.0,
+        "line 2, column 1: unknown field `key`, expected `key_hash` or `tenant`"
+    );
     assert!(tenancy(&entry(HASH_A, "Acme-EU_2.prod")).is_ok());
     assert!(tenancy(&entry(HASH_A, &"x".repeat(64))).is_ok());
 }

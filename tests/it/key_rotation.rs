@@ -356,6 +356,22 @@ fn check_config_refuses_bad_mappings_and_warns_on_inert_ones() {
     let (code, stderr) = check(&format!("{entry}{entry}"));
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("is listed twice"), "{stderr}");
+    // A key pasted where its hash belongs is refused without being repeated.
+    for (pasted, want) in [
+        (
+            "[[tenancy.keys]]\nkey_hash = \"sk-pasted-by-mistake\"\ntenant = \"acme\"\n",
+            "tenancy.keys[0].key_hash is not a key hash",
+        ),
+        (
+            "[[tenancy.keys]]\nkey = \"sk-pasted-by-mistake\"\ntenant = \"acme\"\n",
+            "line 2, column 1: unknown field `key`",
+        ),
+    ] {
+        let (code, stderr) = check(pasted);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(want), "{stderr}");
+        assert!(!stderr.contains("sk-pasted"), "{stderr}");
+    }
     let (code, stderr) = check(&format!("[tenancy]\nmode = \"single\"\n{entry}"));
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
