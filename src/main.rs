@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use assistants_proxy::config::{Cli, Command, Config};
-use assistants_proxy::{server, telemetry};
+use assistants_proxy::{server, telemetry, tenancy};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -23,6 +23,18 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::TenantId(args) => {
+            match tenancy::tenant_id_command(&args, std::io::stdin().lock()) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Serve(args) => {
             let config = match Config::load(&args) {
                 Ok(c) => c,

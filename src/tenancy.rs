@@ -2,10 +2,15 @@
 //! the API shape it speaks (`OpenAI-Beta`), the database that serves it (the configured store
 //! or its own Astra database), and the headers the proxy's own upstream calls carry for it.
 
+use std::io::Read;
+
 use http::{HeaderMap, HeaderValue, header};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, TenancyMode};
+use crate::config::{
+    Config, HEADER_PREFIX, KEY_PREFIX, KeyMapping, MAX_HEADER_TENANT_LEN, SINGLE_TENANT,
+    TenancyMode,
+};
 use crate::error::Error;
 use crate::store::astra::{AstraSessions, AstraTarget, Token, is_database_id};
 use crate::store::{Store, Tenant};
@@ -84,8 +89,13 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
 }
 
+/// The answer to a key whose tenant was given a name that does not list it
+/// (`config::KeyMapping::Retired`). It names neither the tenant nor the key.
+pub const RETIRED_KEY: &str = "This API key no longer has access to this proxy's stored assistants, threads, files and vector stores: the operator retired it. Use the key that replaced it.";
+
 /// The tenant a request acts for. In `key` mode it is a hash of the bearer key (the key is
-/// never stored); a missing key is OpenAI's 401.
+/// never stored), or the named tenant `[[tenancy.keys]]` maps that hash to; a missing key is
+/// OpenAI's 401.
 pub fn tenant(headers: &HeaderMap, config: &Config) -> Result<Tenant, Error> {
     let key = bearer(headers);
     let Some(key) = key else {
@@ -94,14 +104,19 @@ pub fn tenant(headers: &HeaderMap, config: &Config) -> Result<Tenant, Error> {
         });
     };
     match config.tenancy.mode {
-        TenancyMode::Key => Ok(Tenant::new(key_tenant(key))),
-        TenancyMode::Single => Ok(Tenant::new("single")),
+        TenancyMode::Key => match config.tenancy.tenant_for_key(key_tenant(key)) {
+            Some(id) => Ok(Tenant::new(id)),
+            None => Err(Error::Unauthorized {
+                message: RETIRED_KEY.into(),
+            }),
+        },
+        TenancyMode::Single => Ok(Tenant::new(SINGLE_TENANT)),
         TenancyMode::Header => match headers
             .get(&config.tenancy.header)
             .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .filter(|v| !v.is_empty() && v.len() <= MAX_HEADER_TENANT_LEN)
         {
-            Some(v) => Ok(Tenant::new(format!("h:{v}"))),
+            Some(v) => Ok(Tenant::new(format!("{HEADER_PREFIX}{v}"))),
             None => Err(Error::Unauthorized {
                 message: format!(
                     "Missing tenant header '{}' (tenancy mode 'header').",
@@ -112,14 +127,15 @@ pub fn tenant(headers: &HeaderMap, config: &Config) -> Result<Tenant, Error> {
     }
 }
 
-/// A stable, non-reversible tenant id for a key (domain-separated SHA-256, 128 bits shown).
+/// A stable, non-reversible tenant id for a key (domain-separated SHA-256, 128 bits shown):
+/// the key's own tenant, and the `key_hash` of `[[tenancy.keys]]`.
 pub fn key_tenant(key: &str) -> String {
     let mut h = Sha256::new();
     h.update(b"assistants-proxy tenant v1\0");
     h.update(key.as_bytes());
     let digest = h.finalize();
     let mut out = String::with_capacity(34);
-    out.push_str("k:");
+    out.push_str(KEY_PREFIX);
     for b in &digest[..16] {
         out.push_str(&format!("{b:02x}"));
     }
@@ -243,6 +259,115 @@ pub fn headers_refused() -> Error {
     )
 }
 
+/// Longest input `tenant-id --stdin` reads: far above any real key, small enough to refuse
+/// a file piped in by mistake without reading it all.
+const MAX_KEY_INPUT: u64 = 64 * 1024;
+
+/// `assistants-proxy tenant-id`: reads a key (from the environment variable `--key-env`
+/// names, or one line of `stdin` with `--stdin`) and answers what `[[tenancy.keys]]` needs,
+/// as TOML lines: `key_hash`, and `tenant_id`, the id the proxy stores that key's rows under
+/// (with `--config`, after that file's mappings; `tenant` too when one applies). The key
+/// itself is never printed. An `Err` is the message for the operator.
+pub fn tenant_id_command(
+    args: &crate::config::TenantIdArgs,
+    stdin: impl Read,
+) -> Result<String, String> {
+    let key = if args.stdin {
+        key_from_stdin(stdin)?
+    } else {
+        key_from_env(&args.key_env)?
+    };
+    let tenancy = match &args.config {
+        Some(path) => Some(
+            crate::config::FileConfig::read(path)
+                .and_then(|file| crate::config::resolve_tenancy(file.tenancy))
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
+    Ok(key_report(&key, tenancy.as_ref()))
+}
+
+/// The lines `tenant-id` prints for a key; `tenancy` is the configuration's, if one was given.
+pub fn key_report(key: &str, tenancy: Option<&crate::config::Tenancy>) -> String {
+    let hash = key_tenant(key);
+    let mut out = format!("key_hash = \"{hash}\"\n");
+    match tenancy {
+        None => out.push_str(&format!("tenant_id = \"{hash}\"\n")),
+        Some(t) => match t.mode {
+            TenancyMode::Key => match t.keys.get(&hash) {
+                None => out.push_str(&format!("tenant_id = \"{hash}\"\n")),
+                Some(KeyMapping::Named(named)) => out.push_str(&format!(
+                    "tenant = \"{}\"\ntenant_id = \"{}\"\n",
+                    named.name, named.id
+                )),
+                Some(KeyMapping::Retired { name }) => out.push_str(&format!(
+                    "# retired: tenancy.tenant_ids gives this key's tenant id to tenant {name:?}, \
+                     whose [[tenancy.keys]] do not list it; the proxy refuses it\n"
+                )),
+            },
+            TenancyMode::Single => {
+                out.push_str("# tenancy.mode is single: every key acts for the one tenant\n");
+                out.push_str(&format!("tenant_id = \"{SINGLE_TENANT}\"\n"));
+            }
+            TenancyMode::Header => out.push_str(&format!(
+                "# tenancy.mode is header: the tenant is the {} header's, not the key's\n",
+                t.header
+            )),
+        },
+    }
+    out
+}
+
+fn key_from_stdin(stdin: impl Read) -> Result<String, String> {
+    let mut bytes = Vec::new();
+    stdin
+        .take(MAX_KEY_INPUT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the key from stdin: {e}"))?;
+    if bytes.len() as u64 > MAX_KEY_INPUT {
+        return Err(format!(
+            "stdin holds more than {MAX_KEY_INPUT} bytes: expected one key"
+        ));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| "stdin is not UTF-8 text: expected one key".to_owned())?;
+    checked_key(&text, "stdin")
+}
+
+fn key_from_env(var: &str) -> Result<String, String> {
+    match std::env::var(var) {
+        Ok(text) => checked_key(&text, &format!("environment variable {var}")),
+        Err(std::env::VarError::NotPresent) => Err(format!(
+            "environment variable {var} is not set: export the key there (or name another \
+             variable with --key-env), or pipe it in with --stdin"
+        )),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!(
+            "environment variable {var} is not UTF-8 text: expected one key"
+        )),
+    }
+}
+
+/// The key as a request's bearer would carry it (trimmed, as `bearer` trims it), or why
+/// `text` cannot be one. The messages never quote the text: it may be a key.
+fn checked_key(text: &str, source: &str) -> Result<String, String> {
+    let key = text.trim();
+    if key.is_empty() {
+        return Err(format!("{source} holds no key (it is empty)"));
+    }
+    if key.contains(['\n', '\r']) {
+        return Err(format!(
+            "{source} holds more than one line: expected one key"
+        ));
+    }
+    if !key.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        return Err(format!(
+            "{source} holds characters an Authorization header cannot carry: expected one key"
+        ));
+    }
+    Ok(key.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +417,66 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("authorization", "Bearer  sk-x ".parse().unwrap());
         assert_eq!(bearer(&h), Some("sk-x"));
+    }
+
+    #[test]
+    fn key_hashes_have_the_configured_form() {
+        for key in ["sk-a", "sk-proj-0123456789", "x"] {
+            assert!(crate::config::is_key_hash(&key_tenant(key)), "{key}");
+        }
+    }
+
+    #[test]
+    fn keys_read_for_tenant_id() {
+        let read = |input: &[u8]| key_from_stdin(input);
+        assert_eq!(read(b"sk-abc\n").unwrap(), "sk-abc");
+        assert_eq!(read(b"  sk-abc\r\n").unwrap(), "sk-abc");
+        assert_eq!(read(b"sk-abc").unwrap(), "sk-abc");
+        for (bad, want) in [
+            (&b""[..], "holds no key"),
+            (b"\n\n", "holds no key"),
+            (b"sk-a\nsk-b\n", "more than one line"),
+            (b"sk-\x01a", "cannot carry"),
+            (b"sk-\xff", "not UTF-8"),
+        ] {
+            let e = read(bad).unwrap_err();
+            assert!(e.contains(want), "{bad:?}: {e}");
+            assert!(!e.contains("sk-"), "the message quotes the input: {e}");
+        }
+        let big = vec![b'a'; MAX_KEY_INPUT as usize + 1];
+        assert!(read(&big).unwrap_err().contains("more than"));
+    }
+
+    #[test]
+    fn tenant_id_reports_the_mapped_tenant() {
+        let hash = key_tenant("sk-old");
+        assert_eq!(
+            key_report("sk-old", None),
+            format!("key_hash = \"{hash}\"\ntenant_id = \"{hash}\"\n")
+        );
+        let file = crate::config::FileConfig::parse(&format!(
+            "[[tenancy.keys]]\nkey_hash = \"{hash}\"\ntenant = \"acme\"\n"
+        ))
+        .unwrap();
+        let t = crate::config::resolve_tenancy(file.tenancy).unwrap();
+        let report = key_report("sk-old", Some(&t));
+        assert_eq!(
+            report,
+            format!("key_hash = \"{hash}\"\ntenant = \"acme\"\ntenant_id = \"n:acme\"\n")
+        );
+        assert!(!report.contains("sk-old"));
+        let file =
+            crate::config::FileConfig::parse(&format!("[tenancy.tenant_ids]\nacme = \"{hash}\"\n"))
+                .unwrap();
+        let t = crate::config::resolve_tenancy(file.tenancy).unwrap();
+        let report = key_report("sk-old", Some(&t));
+        assert!(report.contains("# retired"), "{report}");
+        assert!(!report.contains("tenant_id ="), "{report}");
+        let file = crate::config::FileConfig::parse("[tenancy]\nmode = \"header\"\n").unwrap();
+        let t = crate::config::resolve_tenancy(file.tenancy).unwrap();
+        let report = key_report("sk-old", Some(&t));
+        assert!(report.contains("x-tenant-id header"), "{report}");
+        assert!(!report.contains("tenant_id ="), "{report}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The TOML file exactly as the operator wrote it: every key optional, unknown keys refused
 //! (`deny_unknown_fields`), no defaults applied here (`Config::resolve` does that).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -109,6 +110,21 @@ pub struct FileLimits {
 pub struct FileTenancy {
     pub mode: Option<TenancyMode>,
     pub header: Option<String>,
+    /// `[[tenancy.keys]]`: keys (by hash) that belong to a named tenant.
+    #[serde(default)]
+    pub keys: Vec<FileTenantKey>,
+    /// `[tenancy.tenant_ids]`: name = the existing tenant id whose rows the name takes over.
+    #[serde(default)]
+    pub tenant_ids: BTreeMap<String, String>,
+}
+
+/// One `[[tenancy.keys]]` entry: the hash of a key (as `assistants-proxy tenant-id` prints
+/// it) and the named tenant it acts for.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTenantKey {
+    pub key_hash: String,
+    pub tenant: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,6 +148,24 @@ impl FileConfig {
     }
 
     pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError(e.to_string()))
+        toml::from_str(text).map_err(|e| ConfigError(describe(text, &e)))
     }
+}
+
+/// The parser's message and where it applies, without the copy of the offending line that
+/// toml's own `Display` adds: that line may hold a secret pasted in the wrong place (an API key
+/// where `[[tenancy.keys]]` wants its hash), and this message goes to stderr and to logs.
+fn describe(text: &str, e: &toml::de::Error) -> String {
+    let Some(before) = e.span().and_then(|span| text.get(..span.start)) else {
+        return e.message().to_owned();
+    };
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .count()
+        + 1;
+    format!("line {line}, column {column}: {}", e.message())
 }

@@ -19,6 +19,24 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate the configuration (file, flags and environment) and exit.
     CheckConfig(ServeArgs),
+    /// Print a key's hash (for `[[tenancy.keys]]`) and the tenant id its rows are stored under.
+    /// The key is read from an environment variable or stdin, never from the command line.
+    TenantId(TenantIdArgs),
+}
+
+/// Flags of `tenant-id`. No flag takes the key itself: argv is visible to every user of the
+/// machine and kept in shell histories.
+#[derive(Debug, Clone, Args)]
+pub struct TenantIdArgs {
+    /// Environment variable holding the key
+    #[arg(long, value_name = "VAR", default_value = "OPENAI_API_KEY")]
+    pub key_env: String,
+    /// Read the key from standard input instead (one line)
+    #[arg(long, conflicts_with = "key_env")]
+    pub stdin: bool,
+    /// TOML configuration file: also show the tenant its `[[tenancy.keys]]` map the key to
+    #[arg(long, env = "ASSISTANTS_PROXY_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 /// Flags shared by `serve` and `check-config`. Their names are a public contract.

@@ -8,6 +8,7 @@
 mod file;
 mod flags;
 mod interpreter;
+mod tenancy;
 #[cfg(test)]
 mod tests;
 
@@ -21,6 +22,7 @@ pub use crate::store::astra::{AstraConfig, DEFAULT_ASTRA_DEVOPS};
 pub use file::*;
 pub use flags::*;
 pub use interpreter::*;
+pub use tenancy::*;
 
 /// Default listen address: loopback, so a sidecar is not exposed by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -155,12 +157,6 @@ pub struct RetrievalConfig {
     pub rewrite_model: String,
 }
 
-#[derive(Debug, Clone)]
-pub struct Tenancy {
-    pub mode: TenancyMode,
-    pub header: http::HeaderName,
-}
-
 /// A configuration problem, reported before anything starts.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -266,22 +262,7 @@ impl Config {
             return err("limits must be at least 1024 bytes");
         }
 
-        let header_text = file
-            .tenancy
-            .header
-            .unwrap_or_else(|| "x-tenant-id".to_owned());
-        let header = match http::HeaderName::from_bytes(header_text.as_bytes()) {
-            Ok(h) => h,
-            Err(_) => {
-                return err(format!(
-                    "tenancy.header {header_text:?} is not a header name"
-                ));
-            }
-        };
-        let tenancy = Tenancy {
-            mode: file.tenancy.mode.unwrap_or_default(),
-            header,
-        };
+        let tenancy = resolve_tenancy(file.tenancy)?;
 
         let r = file.retrieval;
         let retrieval = RetrievalConfig {
@@ -423,6 +404,7 @@ impl Config {
                 self.listen
             ));
         }
+        self.tenancy.warnings(&mut out);
         out
     }
 }

@@ -163,3 +163,158 @@ fn risky_settings_warn() {
     let c = Config::resolve(&args, FileConfig::default()).unwrap();
     assert_eq!(c.warnings().len(), 3, "{:?}", c.warnings());
 }
+
+const HASH_A: &str = "k:0123456789abcdef0123456789abcdef";
+const HASH_B: &str = "k:fedcba9876543210fedcba9876543210";
+
+fn tenancy(toml: &str) -> Result<Config, ConfigError> {
+    Config::resolve(&ServeArgs::default(), FileConfig::parse(toml)?)
+}
+
+#[test]
+fn keys_map_to_named_tenants() {
+    let c = tenancy(&format!(
+        "[[tenancy.keys]]\nkey_hash = \"{HASH_A}\"\ntenant = \"acme\"\n\
+         [[tenancy.keys]]\nkey_hash = \"{HASH_B}\"\ntenant = \"acme\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.tenancy.tenant_for_key(HASH_A.into()).unwrap(), "n:acme");
+    assert_eq!(c.tenancy.tenant_for_key(HASH_B.into()).unwrap(), "n:acme");
+    let other = "k:00000000000000000000000000000000";
+    assert_eq!(c.tenancy.tenant_for_key(other.into()).unwrap(), other);
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+}
+
+#[test]
+fn a_name_takes_over_an_existing_tenant_id() {
+    let c = tenancy(&format!(
+        "[tenancy.tenant_ids]\nacme = \"{HASH_A}\"\n\
+         [[tenancy.keys]]\nkey_hash = \"{HASH_A}\"\ntenant = \"acme\"\n\
+         [[tenancy.keys]]\nkey_hash = \"{HASH_B}\"\ntenant = \"acme\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.tenancy.tenant_for_key(HASH_A.into()).unwrap(), HASH_A);
+    assert_eq!(c.tenancy.tenant_for_key(HASH_B.into()).unwrap(), HASH_A);
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    // The old key taken off the list (leaked, say): its own id is acme's now, so it is
+    // refused rather than reaching acme's rows through its hash.
+    let c = tenancy(&format!(
+        "[tenancy.tenant_ids]\nacme = \"{HASH_A}\"\n\
+         [[tenancy.keys]]\nkey_hash = \"{HASH_B}\"\ntenant = \"acme\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.tenancy.tenant_for_key(HASH_A.into()), None);
+    assert_eq!(c.tenancy.tenant_for_key(HASH_B.into()).unwrap(), HASH_A);
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    // Other unnamed ids a deployment may have stored rows under.
+    for id in ["single", "h:team-7"] {
+        let c = tenancy(&format!(
+            "[tenancy.tenant_ids]\nteam = \"{id}\"\n\
+             [[tenancy.keys]]\nkey_hash = \"{HASH_B}\"\ntenant = \"team\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.tenancy.tenant_for_key(HASH_B.into()).unwrap(), id);
+    }
+}
+
+#[test]
+fn bad_tenancy_mappings_are_refused() {
+    let entry = |hash: &str, tenant: &str| {
+        format!("[[tenancy.keys]]\nkey_hash = \"{hash}\"\ntenant = \"{tenant}\"\n")
+    };
+    let cases = [
+        // Not as `tenant-id` prints it: no prefix, upper case, short, a key itself.
+        (entry(&HASH_A[2..], "acme"), "is not a key hash"),
+        (entry(&HASH_A.to_uppercase(), "acme"), "is not a key hash"),
+        (entry(&HASH_A[..20], "acme"), "is not a key hash"),
+        (entry("sk-live-abc", "acme"), "is not a key hash"),
+        (entry(HASH_A, ""), "is not a tenant name"),
+        (entry(HASH_A, "a b"), "is not a tenant name"),
+        (entry(HASH_A, "n:acme"), "is not a tenant name"),
+        (entry(HASH_A, &"x".repeat(65)), "is not a tenant name"),
+        (
+            entry(HASH_A, "acme") + &entry(HASH_A, "beta"),
+            "tenancy.keys[1].key_hash k:0123456789abcdef0123456789abcdef is listed twice (first for tenant \"acme\")",
+        ),
+        (
+            "[tenancy.tenant_ids]\nacme = \"n:acme\"\n".into(),
+            "is not an existing tenant id",
+        ),
+        (
+            "[tenancy.tenant_ids]\nacme = \"0123\"\n".into(),
+            "is not an existing tenant id",
+        ),
+        (
+            "[tenancy.tenant_ids]\nacme = \"h:\"\n".into(),
+            "is not an existing tenant id",
+        ),
+        (
+            format!("[tenancy.tenant_ids]\nacme = \"{HASH_A}\"\nbeta = \"{HASH_A}\"\n"),
+            "to two tenants",
+        ),
+        (
+            "[tenancy.tenant_ids]\n\"a/b\" = \"single\"\n".into(),
+            "is not a tenant name",
+        ),
+        (
+            format!("[[tenancy.keys]]\nkey_hash = \"{HASH_A}\"\n"),
+            "missing field `tenant`",
+        ),
+    ];
+    for (toml, want) in cases {
+        let e = tenancy(&toml).unwrap_err();
+        assert!(e.0.contains(want), "{toml}: {}", e.0);
+        assert!(
+            !e.0.contains("sk-"),
+            "a key pasted in the file is repeated: {}",
+            e.0
+        );
+    }
+    // A key where its hash belongs, or under a key toml does not know: the message says
+    // where, and does not repeat the line.
+    for toml in [
+        "[[tenancy.keys]]\nkey_hash = \"sk-live-secret\"\ntenant = \"a\"\n",
+        "[[tenancy.keys]]\nkey = \"sk-live-secret\"\ntenant = \"a\"\n",
+        "[tenancy.tenant_ids]\nacme = \"sk-live-secret\"\n",
+    ] {
+        let e = tenancy(toml).unwrap_err();
+        assert!(!e.0.contains("sk-live-secret"), "{}", e.0);
+    }
+    let e = tenancy("[[tenancy.keys]]\nkey = \"sk-live-secret\"\n").unwrap_err();
+    assert_eq!(
+        e.0,
+        "line 2, column 1: unknown field `key`, expected `key_hash` or `tenant`"
+    );
+    assert!(tenancy(&entry(HASH_A, "Acme-EU_2.prod")).is_ok());
+    assert!(tenancy(&entry(HASH_A, &"x".repeat(64))).is_ok());
+}
+
+#[test]
+fn inert_tenancy_mappings_warn() {
+    let keys = format!("[[tenancy.keys]]\nkey_hash = \"{HASH_A}\"\ntenant = \"acme\"\n");
+    let c = tenancy(&format!("[tenancy]\nmode = \"single\"\n{keys}")).unwrap();
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("do nothing"), "{w:?}");
+
+    let c = tenancy(&format!(
+        "[tenancy.tenant_ids]\nbeta = \"{HASH_B}\"\n{keys}"
+    ))
+    .unwrap();
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("\"beta\", which no [[tenancy.keys]]"),
+        "{w:?}"
+    );
+
+    // Key A's rows given to "beta", while key A itself now acts for "acme".
+    let c = tenancy(&format!(
+        "[tenancy.tenant_ids]\nbeta = \"{HASH_A}\"\n{keys}\
+         [[tenancy.keys]]\nkey_hash = \"{HASH_B}\"\ntenant = \"beta\"\n"
+    ))
+    .unwrap();
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("no longer reaches them"), "{w:?}");
+}

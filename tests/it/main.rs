@@ -14,6 +14,7 @@ mod files;
 mod files_list;
 mod fixtures;
 mod forward_h1;
+mod key_rotation;
 mod log_escape;
 mod protocol_answers;
 mod proxy;
