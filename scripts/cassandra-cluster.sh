@@ -59,6 +59,8 @@ node_env() {
     # Node-loss tests kill two replicas at once and then count every acknowledged write.
     CASSANDRA_COMMITLOG_SYNC=group
     CASSANDRA_UNSAFE_SYSTEM=0
+    # The suite's "exactly one active run" rests on LWTs and LOCAL_SERIAL reads agreeing.
+    CASSANDRA_PAXOS_VARIANT=v2
     "CASSANDRA_START_TIMEOUT=$START_TIMEOUT"
     CASSANDRA_JMX_PORT=
     CASSANDRA_FRESH="${CASSANDRA_CLUSTER_FRESH:-0}"

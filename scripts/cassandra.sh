@@ -47,6 +47,9 @@
 #                            synced (10 ms windows). Periodic replays, after a kill -9, only
 #                            what the last sync covered: two replicas killed at once lose
 #                            the last seconds of acknowledged writes.
+#   CASSANDRA_PAXOS_VARIANT  v1 | v2: Paxos for lightweight transactions (default v1, 5.0's).
+#                            v2 keeps LOCAL_SERIAL reads linearizable with LWTs that timed
+#                            out half-way (CASSANDRA-12126), which v1 does not on RF > 1.
 #   CASSANDRA_UNSAFE_SYSTEM  1: schema changes are not made durable (fast DDL for test
 #                            suites); 0 for nodes that tests kill     (default 1)
 #
@@ -66,6 +69,7 @@ INITIAL_TOKEN="${CASSANDRA_INITIAL_TOKEN:-}"
 CLUSTER_NAME="${CASSANDRA_CLUSTER_NAME:-assistants-proxy-test}"
 COMMITLOG_SYNC="${CASSANDRA_COMMITLOG_SYNC:-periodic}"
 UNSAFE_SYSTEM="${CASSANDRA_UNSAFE_SYSTEM:-1}"
+PAXOS_VARIANT="${CASSANDRA_PAXOS_VARIANT:-v1}"
 CQL_PORT="${CASSANDRA_PORT:-9042}"
 STORAGE_PORT="${CASSANDRA_STORAGE_PORT:-7000}"
 JMX_PORT="${CASSANDRA_JMX_PORT:-}"
@@ -231,6 +235,7 @@ commitlog_directory: $DATA_DIR/commitlog
 saved_caches_directory: $DATA_DIR/saved_caches
 hints_directory: $DATA_DIR/hints
 cdc_raw_directory: $DATA_DIR/cdc_raw
+paxos_variant: $PAXOS_VARIANT
 commitlog_sync: $COMMITLOG_SYNC
 $COMMITLOG_CONF
 authenticator: $authenticator

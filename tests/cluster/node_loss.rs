@@ -76,6 +76,11 @@ fn short(body: &[u8]) -> String {
     String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
 }
 
+/// The end of a body: where a stream says how it ended.
+fn tail(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[body.len().saturating_sub(700)..]).into_owned()
+}
+
 /// Message creates on one thread, alternating between the proxies.
 async fn writer(apis: [Api; 2], thread: String, gate: Arc<Gate>, tally: Arc<Tally>) {
     let mut i = 0usize;
@@ -132,7 +137,7 @@ async fn streamer(apis: [Api; 2], assistant: String, gate: Arc<Gate>, tally: Arc
                 run["thread_id"].as_str().unwrap_or_default().to_owned(),
                 id(&run),
             )),
-            _ => tally.error(format!("streamed run: {status} {}", short(&out))),
+            _ => tally.error(format!("streamed run: {status} …{}", tail(&out))),
         }
         i += 1;
     }
@@ -482,6 +487,23 @@ async fn node_loss_under_load_on_the_cluster() {
     ));
     for line in &report {
         println!("cluster node loss: {line}");
+    }
+    for (name, p) in [("a", &a), ("b", &b)] {
+        let warnings = p.warnings();
+        let lines: Vec<&str> = warnings
+            .lines()
+            .filter(|l| !l.contains("readiness"))
+            .collect();
+        println!(
+            "cluster node loss: proxy {name} logged {} warnings/errors (readiness aside); the first:\n{}",
+            lines.len(),
+            lines
+                .iter()
+                .take(15)
+                .copied()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
     node3.await.unwrap();
     wait_whole(&driver, &probe).await;
