@@ -3,7 +3,8 @@
 #   lints → a real Cassandra 5 node, the code_interpreter sandbox's Python environment and a
 #   Jupyter Kernel Gateway → Rust unit, integration and store-contract tests on SQLite and
 #   Cassandra, each code_interpreter test on both executors → the official OpenAI Python
-#   SDKs (and the Node SDK) against the running proxy.
+#   SDKs (and the Node SDK) against the running proxy → a three-node Cassandra cluster and
+#   the cluster suite (node loss, replicas under contention).
 # Everything the tests need is installed or started here; anything missing fails the run
 # (a green run that skipped the database or SDK tests would be a lie).
 set -euo pipefail
@@ -35,10 +36,16 @@ auth_node() {
     CASSANDRA_HEAP=512M CASSANDRA_DIRECT_MEMORY=256M scripts/cassandra.sh "$@"
 }
 
+# The three-node cluster of the cluster suite: 127.0.0.1-3, CQL on its own port (the single
+# nodes keep 9042/9043), started last, after the single nodes are stopped.
+export CASSANDRA_CLUSTER_PORT="${CASSANDRA_CLUSTER_PORT:-9044}"
+export ASSISTANTS_PROXY_TEST_CLUSTER="127.0.0.1:${CASSANDRA_CLUSTER_PORT},127.0.0.2:${CASSANDRA_CLUSTER_PORT},127.0.0.3:${CASSANDRA_CLUSTER_PORT}"
+
 stop_services() {
   scripts/cassandra.sh stop >/dev/null 2>&1 || true
   auth_node stop >/dev/null 2>&1 || true
   scripts/kernel-gateway.sh stop >/dev/null 2>&1 || true
+  scripts/cassandra-cluster.sh stop >/dev/null 2>&1 || true
 }
 trap stop_services EXIT
 
@@ -70,7 +77,9 @@ log "Rust tests (unit, proxy, API, runs, store contract; the test rigs' own) on 
 # --test-threads, and the benches on their own: the Criterion benches, which run once each as
 # smoke tests, refuse libtest's flags.) --workspace adds the test rigs under crates/ (the fake
 # upstream's self-tests) to the proxy's own targets; the rigs have no benches.
-RUST_TEST_THREADS="${TEST_THREADS:-2}" cargo test --locked --workspace --lib --bins --tests --examples -- --include-ignored
+# The cluster suite (tests/cluster, every test named *_on_the_cluster) runs in its own phase
+# at the end, on its own cluster.
+RUST_TEST_THREADS="${TEST_THREADS:-2}" cargo test --locked --workspace --lib --bins --tests --examples -- --include-ignored --skip _on_the_cluster
 RUST_TEST_THREADS="${TEST_THREADS:-2}" cargo test --locked --benches
 
 if [ -x scripts/sdk-tests.sh ]; then
@@ -79,5 +88,18 @@ if [ -x scripts/sdk-tests.sh ]; then
 else
   die "scripts/sdk-tests.sh is missing"
 fi
+
+# Last, so the SDK tests above still have the 9042 node: the single nodes and the gateway
+# make room (two cores, three more JVMs), then the cluster starts fresh. About 4 minutes:
+# ~45 s to start, ~3 min of tests (each killed node takes ~30 s to come back).
+log "a three-node Cassandra 5 cluster (127.0.0.1-3:${CASSANDRA_CLUSTER_PORT}) and the cluster suite"
+scripts/cassandra.sh stop
+auth_node stop
+scripts/kernel-gateway.sh stop
+CASSANDRA_CLUSTER_FRESH=1 scripts/cassandra-cluster.sh start
+# One test at a time (they kill nodes); --nocapture prints the figures (acknowledged writes,
+# errors, recovery times).
+RUST_TEST_THREADS=1 cargo test --locked --test cluster -- --include-ignored --nocapture
+scripts/cassandra-cluster.sh stop
 
 log "all tests passed"

@@ -4,7 +4,8 @@
 Proves a node really serves CQL: OPTIONS -> SUPPORTED, STARTUP -> READY (or
 AUTHENTICATE + SASL PLAIN login), then a real query against system.local.
 
-usage: cql_check.py HOST PORT [--user U --password P] [--expect-auth-required] [--quiet]
+usage: cql_check.py HOST PORT [--user U --password P] [--expect-auth-required] [--peers N] [--quiet]
+--peers N: also require system.peers to list at least N other nodes (cluster members).
 exit 0 = OK, 1 = not (yet) OK, reason on stderr.
 """
 import argparse
@@ -55,8 +56,8 @@ def _read_string(buf, pos):
     return buf[pos + 2 : pos + 2 + n].decode("utf-8"), pos + 2 + n
 
 
-def _first_text_cell(payload):
-    """Value of the first column of the first row of a Rows RESULT (system.local has one row)."""
+def _rows(payload):
+    """Position of the first row and the row count of a Rows RESULT."""
     kind, flags, ncols = struct.unpack_from(">iii", payload, 0)
     if kind != 2:
         raise ProbeError("RESULT kind %d, expected Rows" % kind)
@@ -77,14 +78,27 @@ def _first_text_cell(payload):
         if type_id == 0x0000:  # custom type carries a class name
             _, pos = _read_string(payload, pos)
     (nrows,) = struct.unpack_from(">i", payload, pos)
-    pos += 4
+    return pos + 4, nrows
+
+
+def _first_text_cell(payload):
+    """Value of the first column of the first row of a Rows RESULT (system.local has one row)."""
+    pos, nrows = _rows(payload)
     if nrows < 1:
         raise ProbeError("system.local returned no rows")
     (n,) = struct.unpack_from(">i", payload, pos)
     return payload[pos + 4 : pos + 4 + n].decode("utf-8") if n >= 0 else None
 
 
-def probe(host, port, user, password, expect_auth_required, timeout):
+def _query(sock, query):
+    body = struct.pack(">i", len(query)) + query.encode() + struct.pack(">HB", 0x0001, 0)  # CL ONE, no flags
+    op, payload = _request(sock, OP_QUERY, body)
+    if op != OP_RESULT:
+        raise ProbeError("QUERY answered with opcode 0x%02x" % op)
+    return payload
+
+
+def probe(host, port, user, password, expect_auth_required, timeout, peers):
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.settimeout(timeout)
         op, _ = _request(sock, OP_OPTIONS)
@@ -105,12 +119,12 @@ def probe(host, port, user, password, expect_auth_required, timeout):
             raise ProbeError("STARTUP answered with opcode 0x%02x" % op)
         elif expect_auth_required:
             raise ProbeError("anonymous STARTUP was accepted, but authentication was expected")
-        query = "SELECT release_version FROM system.local"
-        body = struct.pack(">i", len(query)) + query.encode() + struct.pack(">HB", 0x0001, 0)  # CL ONE, no flags
-        op, payload = _request(sock, OP_QUERY, body)
-        if op != OP_RESULT:
-            raise ProbeError("QUERY answered with opcode 0x%02x" % op)
-        return "release_version %s" % _first_text_cell(payload)
+        version = _first_text_cell(_query(sock, "SELECT release_version FROM system.local"))
+        if peers:
+            _, known = _rows(_query(sock, "SELECT peer FROM system.peers"))
+            if known < peers:
+                raise ProbeError("%d peers known, %d expected" % (known, peers))
+        return "release_version %s" % version
 
 
 def main():
@@ -121,10 +135,11 @@ def main():
     ap.add_argument("--password", default="")
     ap.add_argument("--expect-auth-required", action="store_true")
     ap.add_argument("--timeout", type=float, default=5.0)
+    ap.add_argument("--peers", type=int, default=0)
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args()
     try:
-        msg = probe(a.host, a.port, a.user, a.password, a.expect_auth_required, a.timeout)
+        msg = probe(a.host, a.port, a.user, a.password, a.expect_auth_required, a.timeout, a.peers)
     except (OSError, ProbeError, struct.error) as e:
         if not a.quiet:
             print("CQL check failed on %s:%d: %s" % (a.host, a.port, e), file=sys.stderr)

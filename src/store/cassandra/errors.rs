@@ -158,10 +158,13 @@ impl Reachability for NewSessionError {
     }
 }
 
-/// A conditional write whose outcome is unknown: Paxos timed out or lost to contention.
+/// A conditional write whose outcome is unknown: Paxos timed out or lost to contention, or
+/// the coordinator's connection broke (a node lost mid-request: the driver does not resend
+/// a conditional write, whose first attempt may have been applied).
 pub(super) fn is_cas_uncertain(e: &ExecutionError) -> bool {
     use scylla::errors::WriteType;
     match e {
+        ExecutionError::LastAttemptError(RequestAttemptError::BrokenConnectionError(_)) => true,
         ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => matches!(
             db,
             DbError::WriteTimeout {

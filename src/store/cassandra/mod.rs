@@ -130,10 +130,16 @@ impl CassandraStore {
 
 #[async_trait]
 impl StoreHealth for CassandraStore {
+    /// Reads one row of a replicated table at the configured consistency: a node that
+    /// answers is not enough, its replicas must make a quorum (system tables are local and
+    /// would answer with every other node gone).
     async fn ping(&self) -> StoreResult<()> {
         let c = self.conn().await?;
-        c.exec("SELECT release_version FROM system.local", ())
-            .await?;
+        let cql = format!(
+            "SELECT version FROM {} WHERE version = 1",
+            c.table("schema_migrations")
+        );
+        c.exec(&cql, ()).await?;
         Ok(())
     }
 }
@@ -288,9 +294,7 @@ impl Conn {
             .prepare(cql)
             .await
             .map_err(|e| fault("preparing a statement", e))?;
-        // Only SELECTs are marked idempotent (so the driver may retry them); writes are
-        // retried, where that is safe, by the code that issues them.
-        p.set_is_idempotent(cql.trim_start().starts_with("SELECT"));
+        p.set_is_idempotent(idempotent(cql));
         lock(&self.prepared).insert(cql.to_owned(), p.clone());
         Ok(p)
     }
@@ -380,6 +384,19 @@ impl Conn {
     }
 }
 
+/// Whether the driver may run `cql` again on another node after a failed attempt (a node
+/// lost mid-request leaves it unknown whether the first attempt was applied). Reads may; so
+/// may our plain writes: each sets fixed values (no counters, no list appends, no `now()`
+/// outside a condition), so applying one twice leaves the same row (the retry carries a
+/// later client timestamp, but its caller has not moved on yet, so nothing it wrote since
+/// can be overwritten). A lightweight transaction (`IF ...`) may not: its first
+/// attempt may have won, and a second would then fail its condition and report "not
+/// applied" for a write that happened.
+fn idempotent(cql: &str) -> bool {
+    !cql.split_whitespace()
+        .any(|word| word.eq_ignore_ascii_case("IF"))
+}
+
 /// Outcome of a lightweight transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Applied {
@@ -462,6 +479,22 @@ fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> StoreResult<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_unconditional_statements_are_retried() {
+        assert!(idempotent("SELECT doc FROM ks.runs WHERE tenant = ?"));
+        assert!(idempotent("INSERT INTO ks.messages (a, doc) VALUES (?, ?)"));
+        assert!(idempotent(
+            "DELETE FROM ks.files WHERE tenant = ? AND file_id = ?"
+        ));
+        assert!(!idempotent("DELETE FROM ks.runs WHERE id = ? IF EXISTS"));
+        assert!(!idempotent(
+            "UPDATE ks.threads SET active_run = ? WHERE id = ?\n IF active_run = null"
+        ));
+        assert!(!idempotent(
+            "INSERT INTO ks.schema_lock (name) VALUES ('schema') if not exists"
+        ));
+    }
 
     #[test]
     fn buckets_and_shards_are_stable() {
