@@ -19,6 +19,12 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate the configuration (file, flags and environment) and exit.
     CheckConfig(ServeArgs),
+    /// Copy every object from one store to another (resumable; see README "Moving a store").
+    Migrate(crate::transfer::MigrateArgs),
+    /// Write a store's objects to a JSON-lines file (docs/export-format.md).
+    Export(crate::transfer::ExportArgs),
+    /// Load a file written by `export` into a store.
+    Import(crate::transfer::ImportArgs),
 }
 
 /// Flags shared by `serve` and `check-config`. Their names are a public contract.
