@@ -57,8 +57,13 @@ struct State {
 /// How a copy ended.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Every kind copied: objects and content bytes per kind (this run and earlier ones).
-    Complete(Vec<(Kind, u64, u64)>),
+    /// Every kind copied: objects and content bytes per kind (this run and earlier ones),
+    /// and this run's objects and time.
+    Complete {
+        kinds: Vec<(Kind, u64, u64)>,
+        copied: u64,
+        elapsed: std::time::Duration,
+    },
     /// Stopped early (`--stop-after` or a signal); the state file holds the position.
     Interrupted { state: PathBuf, copied: u64 },
 }
@@ -141,6 +146,7 @@ pub async fn migrate(
         eprintln!("resuming the migration recorded in {}", path.display());
     }
     let progress = Progress::new("migrate");
+    let started = std::time::Instant::now();
     let mut copied = 0u64;
     let tenant = plan.tenant.as_ref();
     for kind in Kind::ALL {
@@ -201,5 +207,9 @@ pub async fn migrate(
     if let Err(e) = std::fs::remove_file(&path) {
         eprintln!("warning: could not remove {}: {e}", path.display());
     }
-    Ok(Outcome::Complete(summary))
+    Ok(Outcome::Complete {
+        kinds: summary,
+        copied,
+        elapsed: started.elapsed(),
+    })
 }

@@ -205,7 +205,18 @@ async fn run_migrate(
             stop_after: a.stop_after,
         };
         match migrate(&plan, &stores, stop).await? {
-            Outcome::Complete(counts) => print_counts("copied", &counts),
+            Outcome::Complete {
+                kinds,
+                copied,
+                elapsed,
+            } => {
+                print_counts("copied", &kinds);
+                let secs = elapsed.as_secs_f64();
+                println!(
+                    "{copied} objects copied in {secs:.1} s ({:.0}/s)",
+                    copied as f64 / secs.max(0.001)
+                );
+            }
             Outcome::Interrupted { state, copied } => {
                 println!(
                     "stopped after {copied} objects; progress is in {}: run the same command \
