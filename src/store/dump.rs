@@ -343,8 +343,9 @@ pub trait DumpStore: Send + Sync {
     async fn restore_run(&self, t: &Tenant, run: &RunRecord) -> StoreResult<()>;
 }
 
-/// Concurrent writes per page: enough to hide a network store's round trips.
-const WRITE_CONCURRENCY: usize = 16;
+/// Concurrent writes per page: enough to hide a network store's round trips and to fill
+/// SQLite's group commits (16 → 64 took a SQLite-to-SQLite copy from ~1,800 to ~6,600 objects/s).
+const WRITE_CONCURRENCY: usize = 64;
 
 /// Writes one page of records into `store`, each verbatim and idempotently. A file's
 /// consecutive chunk records go in together, as one `put_chunks`.
