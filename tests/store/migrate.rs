@@ -416,6 +416,28 @@ async fn sqlite_to_sqlite_resumes_verifies_and_round_trips_an_export() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("MISMATCH"), "{out}");
 
+    // One tenant only: its objects are copied, the others' are not.
+    let one_url = format!("sqlite://{}", dir.path().join("one.db").display());
+    let (t0, t1) = (&population.tenants[0].0, &population.tenants[1].0);
+    let (code, out) = migrate_cli(
+        &src_url,
+        &one_url,
+        &dir.path().join("one.json"),
+        &["--tenant", t0.as_str(), "--verify"],
+    );
+    assert_eq!(code, 0, "{out}");
+    {
+        let one = open(&one_url).await;
+        let mine = one.assistants.list_assistants(t0, &all()).await.unwrap();
+        assert_eq!(mine.items.len(), 2);
+        let theirs = one.assistants.list_assistants(t1, &all()).await.unwrap();
+        assert!(theirs.items.is_empty());
+        assert_eq!(
+            messages(&one, t0, "thread_1").await.len(),
+            MESSAGES_PER_THREAD
+        );
+    }
+
     // Export, then import into a fresh store, twice (idempotent), through the binary.
     let export = dir.path().join("export.jsonl");
     let out = binary()
