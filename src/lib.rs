@@ -13,6 +13,7 @@
 //! - [`forward`]: the pass-through forwarder; [`tenancy`]: who a request acts for.
 //! - [`upstream`]: the pooled upstream client; [`telemetry`]: logging.
 //! - [`config`]: flags, TOML file, validation; [`error`]: the one error type.
+//! - [`transfer`]: moving whole stores (`migrate`, `export`, `import`).
 //! - [`store`]: storage traits and backends (SQLite, Cassandra, Astra).
 //! - Foundation: [`model`] (the API's objects), [`ids`], [`body`], [`metrics`], [`tls`],
 //!   [`secrets`] (credentials out of kept text), [`clock`], [`routes`] (the route table),
@@ -41,4 +42,5 @@ pub mod store;
 pub mod telemetry;
 pub mod tenancy;
 pub mod tls;
+pub mod transfer;
 pub mod upstream;

@@ -4,12 +4,15 @@
 use std::process::ExitCode;
 
 use assistants_proxy::config::{Cli, Command, Config};
-use assistants_proxy::{server, telemetry, tenancy};
+use assistants_proxy::{server, telemetry, tenancy, transfer};
 use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Migrate(a) => transfer::run(transfer::Command::Migrate(a)),
+        Command::Export(a) => transfer::run(transfer::Command::Export(a)),
+        Command::Import(a) => transfer::run(transfer::Command::Import(a)),
         Command::CheckConfig(args) => match Config::load(&args) {
             Ok(config) => {
                 for w in config.warnings() {

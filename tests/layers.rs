@@ -28,6 +28,8 @@ const LAYERS: &[&[&str]] = &[
         "shutdown",
     ],
     &["store"],
+    // Moving whole stores; the CLI (`config::flags`) names its commands.
+    &["transfer"],
     &["config", "error"],
     &["telemetry", "upstream"],
     &["forward", "tenancy"],

@@ -22,6 +22,12 @@ pub enum Command {
     /// Print a key's hash (for `[[tenancy.keys]]`) and the tenant id its rows are stored under.
     /// The key is read from an environment variable or stdin, never from the command line.
     TenantId(TenantIdArgs),
+    /// Copy every object from one store to another (resumable; see README "Moving a store").
+    Migrate(crate::transfer::MigrateArgs),
+    /// Write a store's objects to a JSON-lines file (docs/export-format.md).
+    Export(crate::transfer::ExportArgs),
+    /// Load a file written by `export` into a store.
+    Import(crate::transfer::ImportArgs),
 }
 
 /// Flags of `tenant-id`. No flag takes the key itself: argv is visible to every user of the

@@ -12,6 +12,7 @@
 //! - Run writes are compare-and-set on `RunRecord::version`; at most one active run per thread.
 
 pub mod content;
+pub mod dump;
 pub mod url;
 
 use std::sync::Arc;
@@ -485,6 +486,8 @@ pub struct Store {
     pub files: Arc<dyn FileStore>,
     pub vector_stores: Arc<dyn VectorStoreStore>,
     pub chunks: Arc<dyn ChunkStore>,
+    /// Bulk reads and verbatim writes, for moving a whole store (`store::dump`).
+    pub dump: Arc<dyn dump::DumpStore>,
 }
 
 impl Store {
@@ -499,6 +502,7 @@ impl Store {
             + FileStore
             + VectorStoreStore
             + ChunkStore
+            + dump::DumpStore
             + 'static,
     {
         Store {
@@ -509,7 +513,8 @@ impl Store {
             runs: backend.clone(),
             files: backend.clone(),
             vector_stores: backend.clone(),
-            chunks: backend,
+            chunks: backend.clone(),
+            dump: backend,
         }
     }
 

@@ -249,6 +249,11 @@ where
     }
 }
 
+/// The proxies' run lease here: the default. A lost node can hold a store write for a few
+/// seconds (a coordinator waiting out a replica the failure detector has not yet convicted),
+/// and a short lease would let the other proxy take a live run over, ending its stream.
+const NODE_LOSS_LEASE_SECONDS: u64 = 30;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs the three-node cluster: scripts/cassandra-cluster.sh start, ASSISTANTS_PROXY_TEST_CLUSTER (scripts/test.sh does both)"]
 async fn node_loss_under_load_on_the_cluster() {
@@ -258,8 +263,22 @@ async fn node_loss_under_load_on_the_cluster() {
     up.set_chunk_delay(Duration::from_millis(25));
     let dir = tempfile::tempdir().unwrap();
     let (ks, store) = store_url("loss");
-    let a = Proc::start(&up.url(), &store, &proxy_toml(10), dir.path(), "a").await;
-    let b = Proc::start(&up.url(), &store, &proxy_toml(10), dir.path(), "b").await;
+    let a = Proc::start(
+        &up.url(),
+        &store,
+        &proxy_toml(NODE_LOSS_LEASE_SECONDS),
+        dir.path(),
+        "a",
+    )
+    .await;
+    let b = Proc::start(
+        &up.url(),
+        &store,
+        &proxy_toml(NODE_LOSS_LEASE_SECONDS),
+        dir.path(),
+        "b",
+    )
+    .await;
     let key = new_key();
     let apis = [a.api(&key), b.api(&key)];
     let probe = format!("SELECT version FROM {ks}.schema_migrations WHERE version = 1");

@@ -4,5 +4,6 @@
 
 mod cassandra;
 mod contract;
+mod migrate;
 mod sqlite_crash;
 mod sqlite_index;

@@ -68,7 +68,7 @@ type ChunkRow = (
 /// `(file_id, chunk_no, content, attributes, similarity)` of an ANN result row.
 type AnnRow = (String, i32, Option<String>, Option<String>, Option<f32>);
 
-fn bucket(file_id: &str) -> i32 {
+pub(super) fn bucket(file_id: &str) -> i32 {
     // < BUCKETS, so the cast is lossless.
     (fnv32(file_id) % BUCKETS) as i32
 }
@@ -139,6 +139,9 @@ impl Conn {
     ) -> StoreResult<()> {
         let p = self.prepare(insert).await?;
         let mut batch = Batch::new(BatchType::Unlogged);
+        // Plain upserts of fixed values: the driver may resend the batch to another node
+        // when one is lost mid-request.
+        batch.set_is_idempotent(true);
         for _ in rows {
             batch.append_statement(p.clone());
         }

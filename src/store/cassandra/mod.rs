@@ -26,6 +26,7 @@
 mod assistants;
 mod chunks;
 mod docs;
+mod dump;
 mod errors;
 mod files;
 mod messages;

@@ -173,7 +173,12 @@ impl Conn {
         ))
     }
 
-    async fn index_active(&self, t: &Tenant, thread_id: &str, run_id: &str) -> StoreResult<()> {
+    pub(super) async fn index_active(
+        &self,
+        t: &Tenant,
+        thread_id: &str,
+        run_id: &str,
+    ) -> StoreResult<()> {
         let cql = format!(
             "INSERT INTO {} (shard, tenant, thread_id, run_id) VALUES (?, ?, ?, ?)",
             self.table("active_runs")

@@ -29,6 +29,7 @@
 mod assistants;
 mod chunks;
 mod doc;
+mod dump;
 mod files;
 mod index;
 pub(crate) mod kernel;

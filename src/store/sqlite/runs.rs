@@ -18,7 +18,7 @@ use super::{DbError, Durability, SqliteStore};
 use crate::model::{RunRecord, RunStep};
 use crate::store::{CreateRun, ListQuery, Page, RunStore, StoreError, StoreResult, Tenant};
 
-static RUNS: Table = Table::new(
+pub(super) static RUNS: Table = Table::new(
     "runs",
     &["thread_id", "id"],
     &["status", "active", "version"],
@@ -26,7 +26,7 @@ static RUNS: Table = Table::new(
 static STEPS: Table = Table::new("run_steps", &["thread_id", "run_id", "id"], &[]);
 
 /// The indexed columns of a run row, derived from the record.
-fn run_columns(r: &RunRecord) -> StoreResult<Vec<SqlValue>> {
+pub(super) fn run_columns(r: &RunRecord) -> StoreResult<Vec<SqlValue>> {
     let version = i64::try_from(r.version)
         .map_err(|_| StoreError::Other(format!("run version {} out of range", r.version)))?;
     Ok(vec![
@@ -36,7 +36,7 @@ fn run_columns(r: &RunRecord) -> StoreResult<Vec<SqlValue>> {
     ])
 }
 
-fn encode(r: &RunRecord) -> StoreResult<String> {
+pub(super) fn encode(r: &RunRecord) -> StoreResult<String> {
     serde_json::to_string(r).map_err(|e| StoreError::Other(format!("cannot encode run: {e}")))
 }
 
