@@ -20,7 +20,7 @@ use tokio::runtime::Runtime;
 
 #[path = "support/corpus.rs"]
 mod corpus;
-use corpus::{CHUNKS_PER_FILE, chunk_seed, chunks, cosine, file_id, unit_vector};
+use corpus::{CHUNKS_PER_FILE, chunks, cosine, file_id, unit_vector};
 
 const DIMS: usize = 1536;
 /// `cargo test --all-targets` runs this binary without `--bench`, as a smoke test: every
@@ -70,21 +70,7 @@ async fn ensure_corpus(s: &Store, t: &Tenant) {
     {
         return;
     }
-    let vs = VectorStore {
-        id: corpus_vs(),
-        object: "vector_store".into(),
-        created_at: 1_700_000_000,
-        name: Some("bench".into()),
-        usage_bytes: 0,
-        file_counts: FileCounts::default(),
-        status: "completed".into(),
-        expires_after: None,
-        expires_at: None,
-        last_active_at: None,
-        metadata: Metadata::new(),
-        embedding_model: "text-embedding-3-small".into(),
-        dimensions: DIMS as u32,
-    };
+    let vs = corpus::vector_store(&corpus_vs(), DIMS);
     s.vector_stores.put_vector_store(t, &vs).await.unwrap();
     let started = Instant::now();
     for f in 0..files() {
@@ -110,20 +96,8 @@ async fn ensure_corpus(s: &Store, t: &Tenant) {
 
 /// recall@10 of the store's search against brute force over the corpus.
 async fn print_recall(s: &Store, t: &Tenant) {
-    let corpus: Vec<(String, u32, Vec<f32>, bool)> = (0..files())
-        .flat_map(|f| {
-            (0..CHUNKS_PER_FILE).map(move |i| {
-                (
-                    file_id(f),
-                    i,
-                    unit_vector(chunk_seed(f, i), DIMS),
-                    f.is_multiple_of(2),
-                )
-            })
-        })
-        .collect();
-    let filter: AttributeFilter =
-        serde_json::from_value(json!({"type": "eq", "key": "parity", "value": "even"})).unwrap();
+    let corpus = corpus::in_memory(files(), DIMS);
+    let filter = corpus::even_files();
     for filtered in [false, true] {
         let (mut hits, mut total) = (0usize, 0usize);
         let started = Instant::now();
@@ -131,8 +105,8 @@ async fn print_recall(s: &Store, t: &Tenant) {
             let query = corpus::query(q, files(), DIMS);
             let mut expected: Vec<(&str, u32, f32)> = corpus
                 .iter()
-                .filter(|c| !filtered || c.3)
-                .map(|c| (c.0.as_str(), c.1, cosine(&c.2, &query)))
+                .filter(|c| !filtered || c.even)
+                .map(|c| (c.file_id.as_str(), c.index, cosine(&c.vector, &query)))
                 .collect();
             expected.sort_by(|a, b| b.2.total_cmp(&a.2));
             let want: HashSet<(String, u32)> = expected[..10]

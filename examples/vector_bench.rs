@@ -13,14 +13,12 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use assistants_proxy::model::{AttributeFilter, FileCounts, Metadata, VectorStore};
 use assistants_proxy::store::{Store, StoreUrl, Tenant};
 use futures_util::{StreamExt, stream};
-use serde_json::json;
 
 #[path = "../benches/support/corpus.rs"]
 mod corpus;
-use corpus::{CHUNKS_PER_FILE, chunk_seed, chunks, cosine, file_id, unit_vector};
+use corpus::{CHUNKS_PER_FILE, chunks, cosine, file_id};
 
 const DIMS: usize = 1536;
 /// Files loaded at once (the store caps concurrent inserts per table itself).
@@ -43,24 +41,7 @@ async fn load(s: &Store, t: &Tenant, files: u64) {
         return;
     }
     s.vector_stores
-        .put_vector_store(
-            t,
-            &VectorStore {
-                id: vs.clone(),
-                object: "vector_store".into(),
-                created_at: 1_700_000_000,
-                name: Some("bench".into()),
-                usage_bytes: 0,
-                file_counts: FileCounts::default(),
-                status: "completed".into(),
-                expires_after: None,
-                expires_at: None,
-                last_active_at: None,
-                metadata: Metadata::new(),
-                embedding_model: "text-embedding-3-small".into(),
-                dimensions: DIMS as u32,
-            },
-        )
+        .put_vector_store(t, &corpus::vector_store(&vs, DIMS))
         .await
         .unwrap();
     let started = Instant::now();
@@ -106,20 +87,8 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 async fn search(s: &Store, t: &Tenant, files: u64, queries: u64) {
     let vs = vs_id(files);
     // The corpus in memory, for brute force: (file, chunk, vector, even file).
-    let corpus: Vec<(String, u32, Vec<f32>, bool)> = (0..files)
-        .flat_map(|f| {
-            (0..CHUNKS_PER_FILE).map(move |i| {
-                (
-                    file_id(f),
-                    i,
-                    unit_vector(chunk_seed(f, i), DIMS),
-                    f.is_multiple_of(2),
-                )
-            })
-        })
-        .collect();
-    let even: AttributeFilter =
-        serde_json::from_value(json!({"type": "eq", "key": "parity", "value": "even"})).unwrap();
+    let corpus = corpus::in_memory(files, DIMS);
+    let even = corpus::even_files();
     for filtered in [false, true] {
         let filter = filtered.then_some(&even);
         // Warm-up: the first queries load index segments into the page cache.
@@ -144,8 +113,8 @@ async fn search(s: &Store, t: &Tenant, files: u64, queries: u64) {
             let started = Instant::now();
             let mut exact: Vec<(&str, u32, f32)> = corpus
                 .iter()
-                .filter(|c| !filtered || c.3)
-                .map(|c| (c.0.as_str(), c.1, cosine(&c.2, &query)))
+                .filter(|c| !filtered || c.even)
+                .map(|c| (c.file_id.as_str(), c.index, cosine(&c.vector, &query)))
                 .collect();
             exact.select_nth_unstable_by(9, |a, b| b.2.total_cmp(&a.2));
             brute.push(started.elapsed());

@@ -4,7 +4,7 @@
 //! checked against brute force without storing the corpus anywhere else.
 #![allow(dead_code)]
 
-use assistants_proxy::model::Chunk;
+use assistants_proxy::model::{AttributeFilter, Chunk, FileCounts, Metadata, VectorStore};
 use serde_json::{Value, json};
 
 pub const CHUNKS_PER_FILE: u32 = 100;
@@ -59,4 +59,52 @@ pub fn query(q: u64, files: u64, dims: usize) -> Vec<f32> {
     let base = unit_vector(chunk_seed(q * 5 % files, (q * 7 % 100) as u32), dims);
     let noise = unit_vector(9_000_000 + q, dims);
     base.iter().zip(&noise).map(|(b, n)| b + 0.5 * n).collect()
+}
+
+/// One chunk of the corpus as brute force sees it.
+pub struct Known {
+    pub file_id: String,
+    pub index: u32,
+    pub vector: Vec<f32>,
+    /// Its file's `parity` is `even` (what [`even_files`] keeps).
+    pub even: bool,
+}
+
+/// The whole corpus of `files` files in memory, for brute force.
+pub fn in_memory(files: u64, dims: usize) -> Vec<Known> {
+    (0..files)
+        .flat_map(|f| {
+            (0..CHUNKS_PER_FILE).map(move |i| Known {
+                file_id: file_id(f),
+                index: i,
+                vector: unit_vector(chunk_seed(f, i), dims),
+                even: f.is_multiple_of(2),
+            })
+        })
+        .collect()
+}
+
+/// The attribute filter keeping half the corpus (files of even number).
+pub fn even_files() -> AttributeFilter {
+    serde_json::from_value(json!({"type": "eq", "key": "parity", "value": "even"}))
+        .expect("a valid filter")
+}
+
+/// The corpus's vector store record.
+pub fn vector_store(id: &str, dims: usize) -> VectorStore {
+    VectorStore {
+        id: id.to_owned(),
+        object: "vector_store".into(),
+        created_at: 1_700_000_000,
+        name: Some("bench".into()),
+        usage_bytes: 0,
+        file_counts: FileCounts::default(),
+        status: "completed".into(),
+        expires_after: None,
+        expires_at: None,
+        last_active_at: None,
+        metadata: Metadata::new(),
+        embedding_model: "text-embedding-3-small".into(),
+        dimensions: dims as u32,
+    }
 }

@@ -53,6 +53,28 @@ async fn wait_status(api: &Api, tid: &str, rid: &str, status: &str, within: Dura
     }
 }
 
+/// Rewrites a run's record as another proxy would have left it (`edit` changes a copy), by
+/// compare-and-set on the version it has now.
+async fn rewrite_run(
+    store: &assistants_proxy::store::Store,
+    tenant: &assistants_proxy::store::Tenant,
+    tid: &str,
+    rid: &str,
+    edit: impl FnOnce(&mut assistants_proxy::model::RunRecord),
+) {
+    let rec = store.runs.get_run(tenant, tid, rid).await.unwrap().unwrap();
+    let mut changed = rec.clone();
+    changed.version = rec.version + 1;
+    edit(&mut changed);
+    assert!(
+        store
+            .runs
+            .update_run(tenant, &changed, rec.version)
+            .await
+            .unwrap()
+    );
+}
+
 async fn messages(api: &Api, tid: &str) -> Vec<Value> {
     let (s, list) = api.get(&format!("/v1/threads/{tid}/messages")).await;
     assert_eq!(s, 200, "{list}");
@@ -238,26 +260,14 @@ both_backends!(
                 wait_run(&api, &tid, &rid).await["status"],
                 "requires_action"
             );
-            let rec = store
-                .runs
-                .get_run(&tenant, &tid, &rid)
-                .await
-                .unwrap()
-                .unwrap();
-            let mut stuck = rec.clone();
-            stuck.version = rec.version + 1;
-            stuck.run.status = assistants_proxy::model::RunStatus::InProgress;
-            stuck.run.required_action = None;
-            stuck.run.expires_at = Some(expires_at);
-            stuck.lease_owner = Some("proxy_elsewhere".into());
-            stuck.lease_until = Some(now_ms + 3_600_000);
-            assert!(
-                store
-                    .runs
-                    .update_run(&tenant, &stuck, rec.version)
-                    .await
-                    .unwrap()
-            );
+            rewrite_run(store, &tenant, &tid, &rid, |stuck| {
+                stuck.run.status = assistants_proxy::model::RunStatus::InProgress;
+                stuck.run.required_action = None;
+                stuck.run.expires_at = Some(expires_at);
+                stuck.lease_owner = Some("proxy_elsewhere".into());
+                stuck.lease_until = Some(now_ms + 3_600_000);
+            })
+            .await;
             assistants_proxy::runs::sweeper::sweep_once(&proxy.state.runs)
                 .await
                 .unwrap();
@@ -287,26 +297,15 @@ both_backends!(
                 wait_run(&api, &tid, &rid).await["status"],
                 "requires_action"
             );
-            let rec = store
-                .runs
-                .get_run(&tenant, &tid, &rid)
-                .await
-                .unwrap()
-                .unwrap();
-            let mut queued = rec.clone();
-            queued.version = rec.version + 1;
-            queued.run.status = assistants_proxy::model::RunStatus::Queued;
-            queued.run.required_action = None;
-            queued.run.created_at = proxy.state.clock.now() - age;
-            queued.lease_owner = None;
-            queued.lease_until = None;
-            assert!(
-                store
-                    .runs
-                    .update_run(&tenant, &queued, rec.version)
-                    .await
-                    .unwrap()
-            );
+            let created_at = proxy.state.clock.now() - age;
+            rewrite_run(store, &tenant, &tid, &rid, |queued| {
+                queued.run.status = assistants_proxy::model::RunStatus::Queued;
+                queued.run.required_action = None;
+                queued.run.created_at = created_at;
+                queued.lease_owner = None;
+                queued.lease_until = None;
+            })
+            .await;
             assistants_proxy::runs::sweeper::sweep_once(&proxy.state.runs)
                 .await
                 .unwrap();
