@@ -16,6 +16,7 @@ mod fixtures;
 mod forward_h1;
 mod key_rotation;
 mod log_escape;
+mod migrate_api;
 mod protocol_answers;
 mod proxy;
 mod request_checks;
