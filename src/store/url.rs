@@ -42,6 +42,10 @@ pub struct CassandraUrl {
     pub ca_file: Option<PathBuf>,
     /// Local datacenter for DC-aware routing.
     pub dc: Option<String>,
+    /// Whether a missing keyspace is created (always, from a URL). A store only read from
+    /// (a migration's source) turns this off, so a mistyped keyspace is an error rather than
+    /// an empty store.
+    pub create_keyspace: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +105,7 @@ impl StoreUrl {
                 tls: false,
                 ca_file: None,
                 dc: None,
+                create_keyspace: true,
             };
             for pair in query.split('&').filter(|p| !p.is_empty()) {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));

@@ -96,14 +96,22 @@ pub struct Opened {
     pub to: Store,
 }
 
-/// Opens a store for a transfer. A SQLite source must exist (opening would create it).
+/// Opens a store for a transfer. A source must exist (opening would create a SQLite file or
+/// a Cassandra keyspace).
 pub async fn open(url: &str, env: &StoreEnv, must_exist: bool) -> Result<Store, Failure> {
-    let parsed = StoreUrl::parse(url).map_err(|e| Failure::new(e.to_string()))?;
+    let mut parsed = StoreUrl::parse(url).map_err(|e| Failure::new(e.to_string()))?;
     if let StoreUrl::Sqlite { path } = &parsed
         && must_exist
         && !path.exists()
     {
         return Err(Failure::new(format!("{} does not exist", path.display())));
+    }
+    // Likewise a Cassandra source's keyspace: made on connect, a mistyped one would read as
+    // an empty store.
+    if let StoreUrl::Cassandra(c) = &mut parsed
+        && must_exist
+    {
+        c.create_keyspace = false;
     }
     let store = Store::open_with(&parsed, env)
         .await

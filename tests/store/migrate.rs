@@ -511,4 +511,15 @@ async fn sqlite_to_cassandra_and_back() {
         .await
         .unwrap();
     assert!(transfer::report(&cmp).1, "{}", transfer::report(&cmp).0);
+
+    // A mistyped source keyspace is an error, not an empty store (and is not created).
+    let typo = cassandra_url(&format!("ap_migrate_typo_{}", new_id("").to_lowercase()));
+    let (code, out) = migrate_cli(&typo, &back_url, &dir.path().join("typo.json"), &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("does not exist"), "{out}");
+    let (code, out) = migrate_cli(&typo, &back_url, &dir.path().join("typo.json"), &[]);
+    assert!(
+        code == 1 && out.contains("does not exist"),
+        "created by the first try: {out}"
+    );
 }

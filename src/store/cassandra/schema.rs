@@ -97,7 +97,8 @@ pub(super) async fn migrate(
     if !keyspace_exists(conn).await? {
         if !create_keyspace {
             return Err(StoreError::Unavailable(format!(
-                "Cassandra: keyspace {ks} does not exist (it is created outside CQL)"
+                "Cassandra: keyspace {ks} does not exist (and is not created here: on Astra it \
+                 is made outside CQL; a store read from must already be there)"
             )));
         }
         // Astra creates keyspaces through its DevOps API and refuses this statement; the

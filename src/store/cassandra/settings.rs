@@ -26,6 +26,7 @@ pub(crate) struct Settings {
     credentials: Option<(String, String)>,
     tls: Option<Arc<rustls::ClientConfig>>,
     dc: Option<String>,
+    create_keyspace: bool,
 }
 
 impl Settings {
@@ -69,6 +70,7 @@ impl Settings {
             credentials,
             tls,
             dc: url.dc.clone(),
+            create_keyspace: url.create_keyspace,
         })
     }
 
@@ -89,6 +91,8 @@ impl Settings {
             credentials: Some(("token".to_owned(), token.to_owned())),
             tls: None,
             dc: local_dc,
+            // As before this field existed: `open` made the keyspace when missing.
+            create_keyspace: true,
         }
     }
 
@@ -158,7 +162,7 @@ impl SessionSource for Settings {
             session,
             keyspace: self.keyspace.clone(),
             replication: self.replication,
-            create_keyspace: true,
+            create_keyspace: self.create_keyspace,
             keep: None,
         })
     }
