@@ -320,6 +320,56 @@ both_backends!(
 );
 
 both_backends!(
+    a_stream_whose_run_is_taken_over_says_how_it_ended,
+    |backend| async move {
+        // The engine streaming a run loses it to another proxy (which, as a sweep would,
+        // fails it): the stream follows the run and ends with its `thread.run.failed`, not
+        // with a bare `done`.
+        let (up, proxy, api) = setup(backend, "[runs]\nlease_seconds = 3\n").await;
+        let aid = assistant(&api, json!({"model": "gpt-4o"})).await;
+        up.push_chat_script(ScriptedReply::StallAfter {
+            text: "Once upon a time".into(),
+            chunks: 1,
+        });
+        let tid = crate::runs::thread_with(&api, "Tell me a story").await;
+        let streaming = {
+            let (api, path) = (api.clone(), format!("/v1/threads/{tid}/runs"));
+            let body = json!({"assistant_id": aid, "stream": true});
+            tokio::spawn(async move { stream(&api, &path, body).await })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let rid = loop {
+            let (_, runs) = api.get(&format!("/v1/threads/{tid}/runs")).await;
+            if runs["data"][0]["status"] == "in_progress" {
+                break runs["data"][0]["id"].as_str().unwrap().to_owned();
+            }
+            assert!(Instant::now() < deadline, "the run never started: {runs}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let tenant = tenant_of(&api);
+        rewrite_run(&proxy.state.store, &tenant, &tid, &rid, |rec| {
+            rec.run.status = assistants_proxy::model::RunStatus::Failed;
+            rec.run.last_error = Some(json!({"code": "server_error", "message": "taken over"}));
+            rec.lease_owner = Some("proxy_elsewhere".into());
+            rec.lease_until = None;
+        })
+        .await;
+        let events = tokio::time::timeout(Duration::from_secs(20), streaming)
+            .await
+            .expect("the stream must end")
+            .unwrap();
+        let last_run = events
+            .iter()
+            .rev()
+            .find(|(n, _)| n.starts_with("thread.run.") && !n.starts_with("thread.run.step"))
+            .unwrap();
+        assert_eq!(last_run.0, "thread.run.failed", "{events:?}");
+        assert_eq!(last_run.1["last_error"]["message"], "taken over");
+        proxy.shutdown().await;
+    }
+);
+
+both_backends!(
     shutdown_past_grace_fails_runs_and_returns,
     |backend| async move {
         let toml = "[server]\nshutdown_grace_seconds = 1\nshutdown_cleanup_seconds = 5\n";

@@ -1,6 +1,8 @@
 //! Ending a run: finishing it (answered, incomplete, failed), or ending one that will not be
 //! finished (cancelled, expired, failed by the proxy), closing its open steps and message.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use super::record::{Apply, Commit, finish_run, transition, transition_from, with_state};
@@ -230,8 +232,49 @@ pub(super) async fn stop_run(
         }
         Stop::Lost => {
             tracing::info!(run_id = %r.run_id, "run resolved elsewhere; this engine stops");
+            follow_elsewhere(state, r, sink).await;
             Ok(())
         }
+    }
+}
+
+/// How often a stream whose run is driven elsewhere looks at the run.
+const FOLLOW_POLL: Duration = Duration::from_millis(250);
+
+/// A stream whose run another proxy took over (this engine lost its lease, or never got to
+/// claim it) would otherwise end without saying how the run ended: it waits, reading the run
+/// from the store, until the run ends or stops for tool outputs, and sends that state, as the
+/// stream of the proxy driving it would have. Bounded by the run's lifetime (its
+/// `expires_at`, or `expires_after` from now) plus a lease, and by the client leaving.
+pub(super) async fn follow_elsewhere(state: &Runs, r: &RunRef, sink: &Option<Sink>) {
+    let Some(s) = sink else { return };
+    let started = tokio::time::Instant::now();
+    let mut limit = state.config.expires_after + state.config.lease;
+    while started.elapsed() < limit && !s.is_closed() {
+        match r
+            .store
+            .runs
+            .get_run(&r.tenant, &r.thread_id, &r.run_id)
+            .await
+        {
+            Ok(Some(rec)) => {
+                let status = rec.run.status;
+                if !status.is_active() || status == RunStatus::RequiresAction {
+                    emit(sink, Event::run_now(rec.run));
+                    return;
+                }
+                if let Some(at) = rec.run.expires_at {
+                    let left = u64::try_from(at - state.clock.now()).unwrap_or(0);
+                    limit = limit
+                        .min(started.elapsed() + Duration::from_secs(left) + state.config.lease);
+                }
+            }
+            // Deleted (with its thread): there is nothing more to say.
+            Ok(None) => return,
+            // The store may be briefly unavailable (the likely reason the lease was lost).
+            Err(e) => tracing::debug!(run_id = %r.run_id, error = %e, "following a run"),
+        }
+        tokio::time::sleep(FOLLOW_POLL).await;
     }
 }
 

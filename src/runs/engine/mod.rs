@@ -127,6 +127,8 @@ async fn drive(
     signal: &StopSignal,
 ) -> Result<(), Error> {
     let Some(mut held) = claim(state, r, start, sink).await? else {
+        // Claimed (or resolved) elsewhere first: say how it ends there.
+        closing::follow_elsewhere(state, r, sink).await;
         return Ok(());
     };
 
