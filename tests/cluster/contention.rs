@@ -45,22 +45,7 @@ async fn replicas_contend_for_one_thread_on_the_cluster() {
     up.set_chunk_delay(Duration::from_millis(40));
     let dir = tempfile::tempdir().unwrap();
     let (_, store) = store_url("contend");
-    let mut a = Proc::start(
-        &up.url(),
-        &store,
-        &proxy_toml(LEASE_SECONDS),
-        dir.path(),
-        "a",
-    )
-    .await;
-    let b = Proc::start(
-        &up.url(),
-        &store,
-        &proxy_toml(LEASE_SECONDS),
-        dir.path(),
-        "b",
-    )
-    .await;
+    let [mut a, b] = Proc::pair(&up.url(), &store, &proxy_toml(LEASE_SECONDS), dir.path()).await;
     let key = new_key();
     let apis = [a.api(&key), b.api(&key)];
     let assistant = id(&apis[0]

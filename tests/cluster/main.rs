@@ -133,6 +133,15 @@ impl Drop for Proc {
 }
 
 impl Proc {
+    /// Two proxies ("a" and "b") over one store with the same configuration: the replicas
+    /// every cluster test runs.
+    pub async fn pair(upstream: &str, store: &str, toml: &str, dir: &std::path::Path) -> [Proc; 2] {
+        [
+            Proc::start(upstream, store, toml, dir, "a").await,
+            Proc::start(upstream, store, toml, dir, "b").await,
+        ]
+    }
+
     /// Starts the binary with `toml` as its config file and waits until `/readyz` is 200
     /// (the store is reachable and its schema migrated).
     pub async fn start(

@@ -263,22 +263,8 @@ async fn node_loss_under_load_on_the_cluster() {
     up.set_chunk_delay(Duration::from_millis(25));
     let dir = tempfile::tempdir().unwrap();
     let (ks, store) = store_url("loss");
-    let a = Proc::start(
-        &up.url(),
-        &store,
-        &proxy_toml(NODE_LOSS_LEASE_SECONDS),
-        dir.path(),
-        "a",
-    )
-    .await;
-    let b = Proc::start(
-        &up.url(),
-        &store,
-        &proxy_toml(NODE_LOSS_LEASE_SECONDS),
-        dir.path(),
-        "b",
-    )
-    .await;
+    let toml = proxy_toml(NODE_LOSS_LEASE_SECONDS);
+    let [a, b] = Proc::pair(&up.url(), &store, &toml, dir.path()).await;
     let key = new_key();
     let apis = [a.api(&key), b.api(&key)];
     let probe = format!("SELECT version FROM {ks}.schema_migrations WHERE version = 1");

@@ -22,9 +22,6 @@ use crate::model::RunRecord;
 use crate::store::dump::{ChunkRow, Cursor, DumpStore, Kind, Record, Scan};
 use crate::store::{StoreError, StoreResult, Tenant, apply_activity};
 
-/// Attempts at a conditional write whose outcome stayed unknown.
-const CAS_ATTEMPTS: u32 = 16;
-
 /// The table a kind is scanned from and the columns read (tenant first).
 fn source(kind: Kind) -> (&'static str, &'static str) {
     match kind {
@@ -190,22 +187,6 @@ impl Conn {
         }));
         Ok(())
     }
-
-    /// A conditional write retried while its outcome is unknown.
-    async fn dump_lwt(&self, cql: &str, values: Vec<CqlValue>) -> StoreResult<bool> {
-        for attempt in 0..CAS_ATTEMPTS {
-            match self.lwt(cql, &values).await? {
-                Applied::Yes => return Ok(true),
-                Applied::No => return Ok(false),
-                Applied::Unknown => {
-                    tokio::time::sleep(std::time::Duration::from_millis(10 << attempt.min(6))).await
-                }
-            }
-        }
-        Err(StoreError::Unavailable(
-            "Cassandra: a conditional write stayed unresolved (Paxos contention)".into(),
-        ))
-    }
 }
 
 #[async_trait]
@@ -333,7 +314,7 @@ impl DumpStore for CassandraStore {
             conn.table("runs")
         );
         let inserted = conn
-            .dump_lwt(
+            .lwt_settled(
                 &insert,
                 vec![
                     text(t.as_str()),
@@ -346,13 +327,13 @@ impl DumpStore for CassandraStore {
                 ],
             )
             .await?;
-        if !inserted {
+        if inserted != Applied::Yes {
             let update = format!(
                 "UPDATE {} SET doc = ?, version = ?, status = ?, write_id = ? \
                  WHERE tenant = ? AND thread_id = ? AND id = ? IF EXISTS",
                 conn.table("runs")
             );
-            conn.dump_lwt(
+            conn.lwt_settled(
                 &update,
                 vec![
                     text(&doc),
@@ -377,12 +358,12 @@ impl DumpStore for CassandraStore {
             conn.table("runs")
         );
         let locked = conn
-            .dump_lwt(
+            .lwt_settled(
                 &lock,
                 vec![text(&r.id), text(t.as_str()), text(&r.thread_id)],
             )
             .await?;
-        if locked {
+        if locked == Applied::Yes {
             return Ok(());
         }
         let mut read = conn

@@ -161,7 +161,11 @@ impl Conn {
     }
 
     /// A conditional write retried while its outcome is unknown; `No` is final.
-    async fn lwt_settled(&self, cql: &str, values: Vec<CqlValue>) -> StoreResult<Applied> {
+    pub(super) async fn lwt_settled(
+        &self,
+        cql: &str,
+        values: Vec<CqlValue>,
+    ) -> StoreResult<Applied> {
         for attempt in 0..CAS_ATTEMPTS {
             match self.lwt(cql, &values).await? {
                 Applied::Unknown => backoff(attempt).await,
